@@ -1,0 +1,481 @@
+//! JWT authentication. Every service verifies the bearer token itself; nothing trusts the
+//! network.
+//!
+//! Tokens (RFC 7519) carry `sub` (the user id), `exp` (required), `aud` = `taskmesh`, an
+//! optional `iss` and `roles` (an array; `admin` unlocks admin RPCs). Keys are either an HS256
+//! secret (development) or public keys (RS256 or EdDSA, from a PEM file with one or more keys
+//! or a JWKS file whose `kid`s select the key, for rotation).
+
+use std::{fmt, path::Path, sync::Arc, time::Duration};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+    jwk::{AlgorithmParameters, JwkSet},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
+
+/// The audience every taskmesh token must name.
+pub const AUDIENCE: &str = "taskmesh";
+
+/// The fixed HS256 secret `taskmesh dev` uses when `TASKMESH_JWT_SECRET` is unset. Anyone can
+/// read it here: never use it outside a developer's machine.
+pub const DEV_SECRET: &str = "taskmesh-insecure-development-secret-do-not-deploy";
+
+/// Errors of loading keys, verifying or minting tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization: Bearer` metadata.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// The token is malformed, expired, for another audience or badly signed.
+    #[error("invalid token: {0}")]
+    InvalidToken(#[source] jsonwebtoken::errors::Error),
+    /// The token names a `kid` no configured key has.
+    #[error("unknown key id {0:?}")]
+    UnknownKeyId(String),
+    /// The token's `sub` is empty or longer than 256 bytes.
+    #[error("token subject must be 1 to 256 bytes")]
+    BadSubject,
+    /// A key file could not be read.
+    #[error("cannot read key file {path}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file holds no usable RS256 or EdDSA key.
+    #[error("no usable RS256 or EdDSA key in {0}")]
+    NoKeys(String),
+    /// Signing failed (bad private key).
+    #[error("cannot sign token")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
+/// The authenticated caller of an RPC: set by [`AuthInterceptor`] in the request extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The user id (the token's `sub`).
+    pub user: String,
+    /// The token's roles.
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the caller holds the `admin` role.
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|role| role == "admin")
+    }
+
+    /// The caller of a request that went through [`AuthInterceptor`].
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` when the request carries no verified caller (a server wired without
+    /// the interceptor).
+    pub fn of<T>(request: &Request<T>) -> Result<&Caller, Status> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+    }
+}
+
+/// JWT claims taskmesh reads and writes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch (UTC).
+    pub exp: u64,
+    /// Issued at, seconds since the Unix epoch (UTC).
+    #[serde(default)]
+    pub iat: u64,
+    /// Audience; must be `taskmesh`.
+    pub aud: String,
+    /// Issuer, checked when the verifier is configured with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Roles, e.g. `["admin"]`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone)]
+struct PublicKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+#[derive(Clone)]
+enum Keys {
+    Secret(DecodingKey),
+    Public(Vec<PublicKey>),
+}
+
+/// Verifies bearer tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Arc<Keys>,
+    issuer: Option<String>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &*self.keys {
+            Keys::Secret(_) => "hs256",
+            Keys::Public(keys) => return write!(f, "Verifier(public keys: {})", keys.len()),
+        };
+        write!(f, "Verifier({kind})")
+    }
+}
+
+impl Verifier {
+    /// A verifier for HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &SecretString) -> Self {
+        Self {
+            keys: Arc::new(Keys::Secret(DecodingKey::from_secret(
+                secret.expose_secret().as_bytes(),
+            ))),
+            issuer: None,
+        }
+    }
+
+    /// A verifier for RS256/EdDSA tokens, with the keys of a PEM file (one or more
+    /// `PUBLIC KEY` blocks, tried in turn) or a JWKS file (`{"keys": [...]}`, selected by
+    /// `kid`).
+    ///
+    /// # Errors
+    /// [`AuthError::KeyFile`] when unreadable, [`AuthError::NoKeys`] when it holds no usable
+    /// key.
+    pub fn from_public_keys_file(path: &Path) -> Result<Self, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let keys = if text.trim_start().starts_with('{') {
+            jwks_keys(&text)
+        } else {
+            pem_keys(&text)
+        };
+        if keys.is_empty() {
+            return Err(AuthError::NoKeys(path.display().to_string()));
+        }
+        Ok(Self {
+            keys: Arc::new(Keys::Public(keys)),
+            issuer: None,
+        })
+    }
+
+    /// Requires tokens to carry this `iss`.
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// Verifies a token and returns its caller.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidToken`] for a bad signature, expiry, audience or issuer,
+    /// [`AuthError::UnknownKeyId`], [`AuthError::BadSubject`].
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let claims = match &*self.keys {
+            Keys::Secret(key) => self.decode(token, key, Algorithm::HS256)?,
+            Keys::Public(keys) => {
+                let header = decode_header(token).map_err(AuthError::InvalidToken)?;
+                let candidates: Vec<&PublicKey> = match &header.kid {
+                    Some(kid) if keys.iter().any(|k| k.kid.is_some()) => {
+                        let found: Vec<_> = keys
+                            .iter()
+                            .filter(|k| k.kid.as_deref() == Some(kid))
+                            .collect();
+                        if found.is_empty() {
+                            return Err(AuthError::UnknownKeyId(kid.clone()));
+                        }
+                        found
+                    }
+                    _ => keys.iter().collect(),
+                };
+                let mut last = None;
+                let mut claims = None;
+                for candidate in candidates
+                    .into_iter()
+                    .filter(|k| k.algorithm == header.alg)
+                {
+                    match self.decode(token, &candidate.key, candidate.algorithm) {
+                        Ok(found) => {
+                            claims = Some(found);
+                            break;
+                        }
+                        Err(error) => last = Some(error),
+                    }
+                }
+                match (claims, last) {
+                    (Some(claims), _) => claims,
+                    (None, Some(error)) => return Err(error),
+                    (None, None) => {
+                        return Err(AuthError::InvalidToken(
+                            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if claims.sub.is_empty() || claims.sub.len() > 256 {
+            return Err(AuthError::BadSubject);
+        }
+        Ok(Caller {
+            user: claims.sub,
+            roles: claims.roles,
+        })
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        algorithm: Algorithm,
+    ) -> Result<Claims, AuthError> {
+        let mut validation = Validation::new(algorithm);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.leeway = 30;
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(AuthError::InvalidToken)
+    }
+
+    /// Verifies the `authorization: Bearer <token>` entry of gRPC metadata.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` with a short reason; the detail is logged at debug level only.
+    pub fn verify_metadata(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let token = bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        self.verify(token).map_err(|error| {
+            tracing::debug!(%error, "rejected token");
+            Status::unauthenticated("invalid bearer token")
+        })
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` metadata entry, if any.
+pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    let value = metadata.get("authorization")?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+fn pem_keys(text: &str) -> Vec<PublicKey> {
+    let mut keys = Vec::new();
+    for block in text.split_inclusive("-----END PUBLIC KEY-----") {
+        let Some(start) = block.find("-----BEGIN") else {
+            continue;
+        };
+        let pem = block[start..].as_bytes();
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            keys.push(PublicKey {
+                kid: None,
+                algorithm: Algorithm::RS256,
+                key,
+            });
+        } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            keys.push(PublicKey {
+                kid: None,
+                algorithm: Algorithm::EdDSA,
+                key,
+            });
+        }
+    }
+    keys
+}
+
+fn jwks_keys(text: &str) -> Vec<PublicKey> {
+    let Ok(set) = serde_json::from_str::<JwkSet>(text) else {
+        return Vec::new();
+    };
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                _ => return None,
+            };
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some(PublicKey {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+            })
+        })
+        .collect()
+}
+
+/// Signs tokens for `taskmesh token` and tests.
+pub struct Signer {
+    key: EncodingKey,
+    header: Header,
+    issuer: Option<String>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signer({:?})", self.header.alg)
+    }
+}
+
+impl Signer {
+    /// Signs HS256 tokens with `secret`.
+    pub fn hs256(secret: &SecretString) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+            header: Header::new(Algorithm::HS256),
+            issuer: None,
+        }
+    }
+
+    /// Signs with a PEM private key: RS256 for an RSA key, EdDSA for an Ed25519 key.
+    ///
+    /// # Errors
+    /// [`AuthError::Sign`] when the PEM holds neither.
+    pub fn from_private_key_pem(pem: &SecretString, kid: Option<String>) -> Result<Self, AuthError> {
+        let bytes = pem.expose_secret().as_bytes();
+        let (key, algorithm) = match EncodingKey::from_rsa_pem(bytes) {
+            Ok(key) => (key, Algorithm::RS256),
+            Err(_) => (
+                EncodingKey::from_ed_pem(bytes).map_err(AuthError::Sign)?,
+                Algorithm::EdDSA,
+            ),
+        };
+        let mut header = Header::new(algorithm);
+        header.kid = kid;
+        Ok(Self {
+            key,
+            header,
+            issuer: None,
+        })
+    }
+
+    /// Sets the `iss` claim of minted tokens.
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// Mints a token for `sub` with `roles`, valid for `ttl` from now.
+    ///
+    /// # Errors
+    /// [`AuthError::Sign`].
+    pub fn mint(&self, sub: &str, roles: &[String], ttl: Duration) -> Result<String, AuthError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            exp: now + ttl.as_secs(),
+            iat: now,
+            aud: AUDIENCE.to_owned(),
+            iss: self.issuer.clone(),
+            roles: roles.to_vec(),
+        };
+        encode(&self.header, &claims, &self.key).map_err(AuthError::Sign)
+    }
+}
+
+/// A tonic interceptor that verifies the bearer token and stores the [`Caller`] in the
+/// request extensions; requests without a valid token get `UNAUTHENTICATED`.
+#[derive(Clone, Debug)]
+pub struct AuthInterceptor {
+    verifier: Verifier,
+}
+
+impl AuthInterceptor {
+    /// An interceptor using `verifier`.
+    pub fn new(verifier: Verifier) -> Self {
+        Self { verifier }
+    }
+}
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.verifier.verify_metadata(request.metadata())?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretString {
+        SecretString::from("test-secret")
+    }
+
+    #[test]
+    fn minted_token_verifies_and_carries_roles() {
+        let token = Signer::hs256(&secret())
+            .mint("alice", &["admin".to_owned()], Duration::from_secs(60))
+            .unwrap();
+        let caller = Verifier::hs256(&secret()).verify(&token).unwrap();
+        assert_eq!(caller.user, "alice");
+        assert!(caller.is_admin());
+    }
+
+    #[test]
+    fn token_signed_with_another_secret_is_rejected() {
+        let token = Signer::hs256(&SecretString::from("other"))
+            .mint("alice", &[], Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            Verifier::hs256(&secret()).verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn expired_token_is_rejected() {
+        let signer = Signer::hs256(&secret());
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: 1_000,
+            iat: 0,
+            aud: AUDIENCE.into(),
+            iss: None,
+            roles: vec![],
+        };
+        let token = encode(&signer.header, &claims, &signer.key).unwrap();
+        assert!(Verifier::hs256(&secret()).verify(&token).is_err());
+    }
+
+    #[test]
+    fn wrong_audience_is_rejected() {
+        let signer = Signer::hs256(&secret());
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: u64::MAX / 2,
+            iat: 0,
+            aud: "someone-else".into(),
+            iss: None,
+            roles: vec![],
+        };
+        let token = encode(&signer.header, &claims, &signer.key).unwrap();
+        assert!(Verifier::hs256(&secret()).verify(&token).is_err());
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panic() {
+        for token in ["", "a.b.c", "....", "eyJhbGciOiJub25lIn0.e30."] {
+            assert!(Verifier::hs256(&secret()).verify(token).is_err());
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! PostgreSQL access: each service gets a pool whose connections have `search_path` set to the
+//! service's own schema, so its tables (and its `_sqlx_migrations` bookkeeping) live there and
+//! services never see each other's tables.
+
+use std::str::FromStr;
+
+use sqlx::{
+    ConnectOptions, Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// Errors of preparing the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// `DATABASE_URL` is not a PostgreSQL URL.
+    #[error("invalid database url")]
+    Url(#[source] sqlx::Error),
+    /// Connecting, creating or querying failed.
+    #[error("database error")]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The schema name is not a plain lower-case identifier.
+    #[error("invalid schema name {0:?}")]
+    Schema(String),
+}
+
+/// Creates the database named in `url` when it does not exist (connecting to the server's
+/// `postgres` database to do so). Used by `taskmesh dev` and `taskmesh migrate`.
+///
+/// # Errors
+/// [`DbError`] when the server cannot be reached or the role may not create databases.
+pub async fn ensure_database(url: &str) -> Result<(), DbError> {
+    let options = PgConnectOptions::from_str(url).map_err(DbError::Url)?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Opens a pool whose connections use `schema` as their `search_path`, creating the schema
+/// if needed.
+///
+/// # Errors
+/// [`DbError`] for a bad URL or schema name, or when the server cannot be reached.
+pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+    {
+        return Err(DbError::Schema(schema.to_owned()));
+    }
+    let options = PgConnectOptions::from_str(url)
+        .map_err(DbError::Url)?
+        .application_name(&format!("taskmesh-{schema}"))
+        .log_statements(tracing::log::LevelFilter::Trace);
+    {
+        let mut conn = PgConnection::connect_with(&options).await?;
+        if let Err(e) = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&mut conn)
+            .await
+        {
+            // A concurrent CREATE SCHEMA of another replica can race on the catalog.
+            let duplicate = matches!(&e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505") | Some("42P06")));
+            if !duplicate {
+                return Err(e.into());
+            }
+        }
+        conn.close().await?;
+    }
+    let options = options.options([("search_path", schema)]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await?)
+}
+
+/// Applies `migrator`'s migrations to the pool's schema.
+///
+/// # Errors
+/// [`DbError::Migrate`].
+pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> {
+    migrator.run(pool).await?;
+    Ok(())
+}

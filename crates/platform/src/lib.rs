@@ -1,0 +1,28 @@
+//! The shared runtime of taskmesh services: everything a component needs that is not its own
+//! domain. Services depend on it; it depends on no service.
+//!
+//! # Layout
+//! - [`auth`]: JWT verification (HS256 secret, RS256/EdDSA public keys with `kid` rotation),
+//!   token minting, and the [`auth::Caller`] every RPC acts for.
+//! - [`cloudevents`]: the CloudEvents 1.0 Kafka binary-mode envelope.
+//! - [`cursor`]: the opaque live-stream cursor (one position per change log).
+//! - [`db`]: PostgreSQL pools bound to a service's own schema, database creation, migrations.
+//! - [`grpc`]: server plumbing (health, reflection, serving with shutdown) and error mapping
+//!   helpers (`INVALID_ARGUMENT` with field violations).
+//! - [`kafka`]: topic names, topic creation, the idempotent producer.
+//! - [`outbox`]: the transactional outbox and its relay to Kafka.
+//! - [`shutdown`]: SIGTERM/ctrl-c handling.
+//! - [`telemetry`]: `tracing` subscriber set-up.
+//! - `broker` (feature `embedded-broker`): an in-process Kafka-compatible broker (tansu).
+
+pub mod auth;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
+pub mod cloudevents;
+pub mod cursor;
+pub mod db;
+pub mod grpc;
+pub mod kafka;
+pub mod outbox;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,287 @@
+//! The transactional outbox (ARCHITECTURE.md invariant 1): a state change, its change-log row
+//! and its event commit in one transaction; a [`Relay`] publishes the outbox to Kafka with an
+//! idempotent producer and deletes what the broker acknowledged.
+//!
+//! Each service owns a table `outbox` in its schema:
+//! ```sql
+//! CREATE TABLE outbox (
+//!     id          bigserial PRIMARY KEY,
+//!     topic       text        NOT NULL,
+//!     record_key  text        NOT NULL,
+//!     event_id    uuid        NOT NULL,
+//!     event_type  text        NOT NULL,
+//!     source      text        NOT NULL,
+//!     subject     text        NOT NULL,
+//!     event_time  timestamptz NOT NULL,
+//!     data_schema text        NOT NULL,
+//!     payload     bytea       NOT NULL,
+//!     traceparent text
+//! );
+//! ```
+//! Ordering: writers take a per-user row lock (the change-log counter) before inserting into
+//! the outbox, so one user's rows get increasing ids in commit order, and the relay publishes
+//! in id order. One relay is active per schema at a time (a PostgreSQL advisory lock), so a
+//! user's events keep their order when a service runs several replicas.
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::cloudevents::CloudEvent;
+
+/// Writes `event` for `topic` into the outbox of the connection's schema, and notifies
+/// `channel` (delivered when the transaction commits). Call inside the transaction of the
+/// change.
+///
+/// # Errors
+/// The database error.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    channel: &str,
+    topic: &str,
+    event: &CloudEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (topic, record_key, event_id, event_type, source, subject, \
+         event_time, data_schema, payload, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(topic)
+    .bind(&event.key)
+    .bind(event.id)
+    .bind(&event.event_type)
+    .bind(&event.source)
+    .bind(&event.subject)
+    .bind(event.time)
+    .bind(&event.data_schema)
+    .bind(&event.data)
+    .bind(&event.traceparent)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Errors of one relay round.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading or deleting outbox rows failed.
+    #[error("outbox database error")]
+    Database(#[from] sqlx::Error),
+    /// The broker did not acknowledge a record.
+    #[error("kafka delivery failed")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Publishes a schema's outbox to Kafka. See the module docs.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    channel: String,
+    lock_key: i64,
+    batch_size: i64,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("channel", &self.channel)
+            .field("lock_key", &self.lock_key)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pending {
+    id: i64,
+    topic: String,
+    event: CloudEvent,
+}
+
+impl Relay {
+    /// A relay for the outbox of `pool`'s schema, woken by NOTIFY on `channel`, polling every
+    /// second as a fallback. The advisory-lock key derives from `channel`.
+    pub fn new(pool: PgPool, producer: FutureProducer, channel: &str) -> Self {
+        Self {
+            pool,
+            producer,
+            channel: channel.to_owned(),
+            lock_key: lock_key(channel),
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Runs until `shutdown`: waits to become the active relay, then publishes whatever is
+    /// pending whenever notified (and at least every poll interval). Errors are logged and
+    /// retried; a lost database connection gives up the lock and starts over.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), channel = %self.channel, "outbox relay failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One leadership term: take the lock (or wait for it), then publish until shutdown or
+    /// an error.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        // A connection of its own, outside the pool: the advisory lock lives as long as it.
+        let mut conn = self.pool.acquire().await?.detach();
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.lock_key)
+                .fetch_one(&mut conn)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+        tracing::info!(channel = %self.channel, "outbox relay active");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.channel).await?;
+        loop {
+            let published = self.publish_pending(&mut conn).await;
+            if let Err(error) = published {
+                // Leave the loop; dropping `conn` releases the lock so another replica (or
+                // this one, after a pause) takes over.
+                return Err(error);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.lock_key).execute(&mut conn).await?;
+                    return Ok(());
+                }
+                notification = listener.recv() => {
+                    if let Err(error) = notification {
+                        tracing::warn!(%error, "outbox listener lost; polling until it reconnects");
+                        tokio::time::sleep(self.poll_interval).await;
+                    }
+                }
+                () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes every pending outbox row in id order and deletes each acknowledged one.
+    /// Returns how many were published.
+    ///
+    /// # Errors
+    /// [`RelayError`]; rows not acknowledged stay for the next round (they may then be
+    /// published twice, which consumers dedupe by `ce_id`).
+    pub async fn publish_pending(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let mut total = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, topic, record_key, event_id, event_type, source, subject, event_time, \
+                 data_schema, payload, traceparent FROM outbox ORDER BY id LIMIT $1",
+            )
+            .bind(self.batch_size)
+            .fetch_all(&mut *conn)
+            .await?;
+            if rows.is_empty() {
+                return Ok(total);
+            }
+            let full = rows.len() as i64 == self.batch_size;
+            let pending: Vec<Pending> = rows
+                .into_iter()
+                .map(|row| -> Result<Pending, sqlx::Error> {
+                    Ok(Pending {
+                        id: row.try_get("id")?,
+                        topic: row.try_get("topic")?,
+                        event: CloudEvent {
+                            id: row.try_get::<Uuid, _>("event_id")?,
+                            source: row.try_get("source")?,
+                            event_type: row.try_get("event_type")?,
+                            time: row.try_get("event_time")?,
+                            subject: row.try_get("subject")?,
+                            data_schema: row.try_get("data_schema")?,
+                            key: row.try_get("record_key")?,
+                            data: row.try_get("payload")?,
+                            traceparent: row.try_get("traceparent")?,
+                        },
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let acknowledged = self.send(&pending).await;
+            let ids: Vec<i64> = pending[..acknowledged].iter().map(|p| p.id).collect();
+            if !ids.is_empty() {
+                sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            total += acknowledged;
+            if acknowledged < pending.len() {
+                return Err(RelayError::Kafka(
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                    ),
+                ));
+            }
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Sends `pending` in order; returns the length of the acknowledged prefix.
+    async fn send(&self, pending: &[Pending]) -> usize {
+        let mut deliveries = Vec::with_capacity(pending.len());
+        for item in pending {
+            let timestamp = item.event.time.timestamp_millis();
+            let record = FutureRecord::to(&item.topic)
+                .key(&item.event.key)
+                .payload(&item.event.data)
+                .headers(item.event.headers())
+                .timestamp(timestamp);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => {
+                    tracing::warn!(%error, "cannot enqueue record for kafka");
+                    break;
+                }
+            }
+        }
+        let mut acknowledged = 0;
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => acknowledged += 1,
+                Ok(Err((error, _))) => {
+                    tracing::warn!(%error, "kafka did not acknowledge a record");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        acknowledged
+    }
+}
+
+/// A stable 63-bit advisory-lock key for a channel name (FNV-1a).
+fn lock_key(channel: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in channel.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash >> 1) as i64
+}
