@@ -1,0 +1,53 @@
+//! The service's error type and its one mapping onto `tonic::Status`.
+
+use taskmesh_platform::grpc::Violations;
+use tonic::Status;
+
+/// Everything a TaskService operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TaskError {
+    /// Bad input; nothing changed.
+    #[error("invalid argument")]
+    Invalid(Violations),
+    /// No such object for this caller (also: another user's object).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The `etag` sent does not match the object's current one.
+    #[error("etag mismatch: the object changed since it was read")]
+    EtagMismatch,
+    /// A tag with that display name exists already.
+    #[error("a tag named {0:?} already exists")]
+    TagExists(String),
+    /// The change log no longer holds the changes after the requested position.
+    #[error("changes after sequence {0} are no longer retained")]
+    ChangesExpired(i64),
+    /// A database failure.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// A stored protobuf did not decode.
+    #[error("stored response does not decode")]
+    Decode(#[from] prost::DecodeError),
+}
+
+impl From<Violations> for TaskError {
+    fn from(v: Violations) -> Self {
+        TaskError::Invalid(v)
+    }
+}
+
+impl From<TaskError> for Status {
+    fn from(error: TaskError) -> Self {
+        match error {
+            TaskError::Invalid(violations) => violations.into_status(),
+            TaskError::NotFound(_) => Status::not_found(error.to_string()),
+            TaskError::EtagMismatch => Status::aborted(error.to_string()),
+            TaskError::TagExists(_) => Status::already_exists(error.to_string()),
+            TaskError::ChangesExpired(_) => Status::failed_precondition(error.to_string()),
+            TaskError::Database(_) | TaskError::Decode(_) => {
+                // Logged once here with its cause; the client sees an opaque message.
+                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! ListTasks (AIP-132, AIP-158, AIP-160) and ListChanges.
+//!
+//! Pages are keyset positions: the token holds the sort-key values and id of the last task
+//! returned, so inserts and deletes between pages shift nothing. A token is bound to its
+//! filter, order and query by a fingerprint; a token used with other parameters is
+//! `INVALID_ARGUMENT`. Each page is read in a REPEATABLE READ snapshot together with the
+//! user's change-log position, which becomes the response's stream cursor.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use taskmesh_platform::grpc::Violations;
+use taskmesh_proto::task::v1 as pb;
+use uuid::Uuid;
+
+use crate::{
+    error::TaskError,
+    filter::{OrderKey, SqlValue, compile_filter, parse_order_by},
+    model::{TASK_COLUMNS, TaskRow, timestamp},
+};
+
+/// A validated ListTasks request.
+#[derive(Debug)]
+pub(crate) struct ListQuery {
+    pub(crate) page_size: i64,
+    pub(crate) filter: String,
+    pub(crate) order_by: String,
+    pub(crate) query: String,
+    pub(crate) page_token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PageToken {
+    /// Fingerprint of filter, order and query.
+    f: u64,
+    /// Sort-key values of the last row, as PostgreSQL text.
+    k: Vec<String>,
+    /// Id of the last row.
+    i: Uuid,
+}
+
+fn fingerprint(q: &ListQuery) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in [q.filter.as_str(), q.order_by.as_str(), q.query.as_str()]
+        .join("\u{0}")
+        .bytes()
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Full-text words of `query`: letters and digits, lower-cased, each matched as a prefix.
+fn tsquery(query: &str) -> Option<String> {
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(20)
+        .map(|w| format!("{}:*", w.to_lowercase()))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" & "))
+}
+
+fn bind<'q>(query: Query<'q, Postgres, PgArguments>, value: SqlValue) -> Query<'q, Postgres, PgArguments> {
+    match value {
+        SqlValue::Text(v) => query.bind(v),
+        SqlValue::Int(v) => query.bind(v),
+        SqlValue::Time(v) => query.bind(v),
+        SqlValue::Bool(v) => query.bind(v),
+    }
+}
+
+/// Keyset condition: rows strictly after the token's position in the given order.
+fn after_condition(keys: &[OrderKey], first: usize) -> String {
+    // (k0 > $a) OR (k0 = $a AND ((k1 < $b) OR (k1 = $b AND t.id > $c)))
+    let mut sql = format!("t.id > ${}::uuid", first + keys.len());
+    for (i, key) in keys.iter().enumerate().rev() {
+        let expr = key.field.sql(key.descending);
+        let cast = key.field.sql_type();
+        let op = if key.descending { "<" } else { ">" };
+        let p = first + i;
+        sql = format!("({expr} {op} ${p}::{cast} OR ({expr} = ${p}::{cast} AND ({sql})))");
+    }
+    sql
+}
+
+/// Reads one page. Returns the tasks, the next page token and the change-log position of the
+/// snapshot.
+pub(crate) async fn tasks(
+    pool: &PgPool,
+    user: &str,
+    q: &ListQuery,
+) -> Result<(Vec<pb::Task>, String, i64), TaskError> {
+    let mut v = Violations::new();
+    let filter = compile_filter(&q.filter, 2)
+        .map_err(|e| v.add("filter", e.to_string()))
+        .ok();
+    let keys = parse_order_by(&q.order_by)
+        .map_err(|e| v.add("order_by", e.to_string()))
+        .ok();
+    let token = if q.page_token.is_empty() {
+        None
+    } else {
+        let decoded = URL_SAFE_NO_PAD
+            .decode(&q.page_token)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<PageToken>(&bytes).ok())
+            .filter(|t| t.f == fingerprint(q) && keys.as_ref().is_some_and(|k| k.len() == t.k.len()));
+        if decoded.is_none() {
+            v.add(
+                "page_token",
+                "is not a token of a previous call with the same filter, order_by and query",
+            );
+        }
+        decoded
+    };
+    let (Some(filter), Some(keys), true) = (filter, keys, v.is_empty()) else {
+        return Err(TaskError::Invalid(v));
+    };
+    let mut params: Vec<SqlValue> = filter.params;
+    let mut sql = format!(
+        "SELECT {TASK_COLUMNS}{} FROM tasks t WHERE t.user_id = $1 AND ({})",
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| format!(", ({})::text AS k{i}", k.field.sql(k.descending)))
+            .collect::<String>(),
+        filter.sql
+    );
+    if let Some(words) = tsquery(&q.query) {
+        params.push(SqlValue::Text(words));
+        sql.push_str(&format!(" AND t.search @@ to_tsquery('simple', ${})", params.len() + 1));
+    }
+    if let Some(t) = &token {
+        let first = params.len() + 2;
+        sql.push_str(&format!(" AND {}", after_condition(&keys, first)));
+        params.extend(t.k.iter().cloned().map(SqlValue::Text));
+        params.push(SqlValue::Text(t.i.to_string()));
+    }
+    sql.push_str(" ORDER BY ");
+    for key in &keys {
+        sql.push_str(key.field.sql(key.descending));
+        sql.push_str(if key.descending { " DESC, " } else { " ASC, " });
+    }
+    sql.push_str(&format!("t.id ASC LIMIT {}", q.page_size + 1));
+
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let mut query = sqlx::query(&sql).bind(user);
+    for value in params {
+        query = bind(query, value);
+    }
+    let rows = query.fetch_all(&mut *tx).await.map_err(|e| match &e {
+        // A timestamp the filter let through but PostgreSQL rejects, and the like.
+        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(|c| c.starts_with("22")) => {
+            let mut v = Violations::new();
+            v.add("filter", "a value is out of range");
+            TaskError::Invalid(v)
+        }
+        _ => e.into(),
+    })?;
+    let cursor: i64 = sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(0);
+    tx.commit().await?;
+
+    let more = rows.len() as i64 > q.page_size;
+    let mut tasks = Vec::with_capacity(rows.len());
+    let mut next = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        if i as i64 == q.page_size {
+            break;
+        }
+        let task = TaskRow::from_row(row)?;
+        if more && i as i64 == q.page_size - 1 {
+            let k = (0..keys.len())
+                .map(|j| row.try_get::<String, _>(format!("k{j}").as_str()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let token = PageToken {
+                f: fingerprint(q),
+                k,
+                i: task.id,
+            };
+            next = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default());
+        }
+        tasks.push(task.to_proto());
+    }
+    Ok((tasks, next, cursor))
+}
+
+/// Changes of `user` after `after`, at most `limit`, and the latest sequence.
+/// `ChangesExpired` when changes after `after` were purged.
+pub(crate) async fn changes(
+    pool: &PgPool,
+    user: &str,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<pb::Change>, i64), TaskError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let latest: i64 = sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(0);
+    let rows = sqlx::query(
+        "SELECT sequence, event_id, event_type, subject, create_time, payload FROM changes \
+         WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+    )
+    .bind(user)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let first: Option<i64> = rows.first().map(|r| r.try_get("sequence")).transpose()?;
+    // Expired when there are changes after `after` but the next one is gone.
+    let expired = after < latest && first != Some(after + 1);
+    if expired {
+        return Err(TaskError::ChangesExpired(after));
+    }
+    let changes = rows
+        .iter()
+        .map(|r| -> Result<pb::Change, sqlx::Error> {
+            Ok(pb::Change {
+                sequence: r.try_get("sequence")?,
+                event_id: r.try_get::<Uuid, _>("event_id")?.to_string(),
+                r#type: r.try_get("event_type")?,
+                subject: r.try_get("subject")?,
+                time: Some(timestamp(r.try_get("create_time")?)),
+                data: r.try_get("payload")?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((changes, latest))
+}

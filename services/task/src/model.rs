@@ -1,0 +1,229 @@
+//! Validated task and tag values, their database rows, and conversions to the protobuf
+//! resources.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use prost_types::Timestamp;
+use serde::{Deserialize, Serialize};
+use taskmesh_proto::google::r#type::Date;
+use taskmesh_proto::task::v1::{self as pb, due, recurrence, reminder};
+use uuid::Uuid;
+
+/// Resource-name prefix of tasks.
+pub(crate) const TASKS: &str = "tasks/";
+/// Resource-name prefix of tags.
+pub(crate) const TAGS: &str = "tags/";
+
+/// The user-settable fields of a task, validated (see `validate.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TaskFields {
+    pub(crate) title: String,
+    pub(crate) description: String,
+    /// 1 (none) to 5 (urgent), the `Priority` enum values.
+    pub(crate) priority: i16,
+    /// Tag display names, deduplicated case-insensitively, in input order.
+    pub(crate) tags: Vec<String>,
+    pub(crate) due: Option<DueValue>,
+    pub(crate) reminders: Vec<StoredReminder>,
+    pub(crate) recurrence: Option<RecurrenceValue>,
+}
+
+/// A due: an instant or a whole day, in a time zone.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DueValue {
+    pub(crate) kind: DueKind,
+    pub(crate) time_zone: Tz,
+}
+
+/// The two kinds of due.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum DueKind {
+    Time(DateTime<Utc>),
+    Date(NaiveDate),
+}
+
+impl DueValue {
+    /// The instant filters and order use: the due time, or for a date-only due the first
+    /// instant of the next day in the due's zone (resolving DST gaps forward).
+    pub(crate) fn due_at(&self) -> DateTime<Utc> {
+        match self.kind {
+            DueKind::Time(time) => time,
+            DueKind::Date(date) => {
+                let next = date.succ_opt().unwrap_or(date);
+                crate::validate::start_of_day(next, self.time_zone)
+            }
+        }
+    }
+}
+
+/// A reminder as stored in the `reminders` jsonb column: exactly one trigger is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredReminder {
+    pub(crate) id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) absolute_time: Option<DateTime<Utc>>,
+    /// Seconds relative to the due (RFC 5545 `TRIGGER` duration), negative = before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) relative_seconds: Option<i64>,
+}
+
+/// A recurrence rule, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RecurrenceValue {
+    pub(crate) rrule: String,
+    /// The `Recurrence.Anchor` value (1 due, 2 completion).
+    pub(crate) anchor: i16,
+    pub(crate) exdates: Vec<DateTime<Utc>>,
+}
+
+/// A `tasks` row with its tag names resolved.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    pub(crate) id: Uuid,
+    pub(crate) title: String,
+    pub(crate) description: String,
+    pub(crate) priority: i16,
+    pub(crate) tag_names: Vec<String>,
+    pub(crate) due_time: Option<DateTime<Utc>>,
+    pub(crate) due_date: Option<NaiveDate>,
+    pub(crate) due_time_zone: Option<String>,
+    pub(crate) reminders: sqlx::types::Json<Vec<StoredReminder>>,
+    pub(crate) rrule: Option<String>,
+    pub(crate) recurrence_anchor: Option<i16>,
+    pub(crate) exdates: Vec<DateTime<Utc>>,
+    pub(crate) series_id: Option<Uuid>,
+    pub(crate) previous_task_id: Option<Uuid>,
+    pub(crate) state: i16,
+    pub(crate) version: i64,
+    pub(crate) create_time: DateTime<Utc>,
+    pub(crate) update_time: DateTime<Utc>,
+    pub(crate) complete_time: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`TaskRow`] over alias `t` (tag names resolved through `tags`).
+pub(crate) const TASK_COLUMNS: &str = "t.id, t.title, t.description, t.priority, \
+    ARRAY(SELECT g.display_name FROM tags g WHERE g.id = ANY(t.tag_ids) \
+          ORDER BY lower(g.display_name)) AS tag_names, \
+    t.due_time, t.due_date, t.due_time_zone, t.reminders, t.rrule, t.recurrence_anchor, \
+    t.exdates, t.series_id, t.previous_task_id, t.state, t.version, t.create_time, \
+    t.update_time, t.complete_time";
+
+/// A `tags` row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct TagRow {
+    pub(crate) id: Uuid,
+    pub(crate) display_name: String,
+    pub(crate) color: String,
+    pub(crate) version: i64,
+    pub(crate) create_time: DateTime<Utc>,
+    pub(crate) update_time: DateTime<Utc>,
+}
+
+/// A protobuf timestamp of a UTC instant.
+pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl TaskRow {
+    /// The protobuf resource.
+    pub(crate) fn to_proto(&self) -> pb::Task {
+        let due = match (&self.due_time_zone, self.due_time, self.due_date) {
+            (Some(zone), Some(time), _) => Some(pb::Due {
+                value: Some(due::Value::Time(timestamp(time))),
+                time_zone: zone.clone(),
+            }),
+            (Some(zone), None, Some(date)) => Some(pb::Due {
+                value: Some(due::Value::Date(proto_date(date))),
+                time_zone: zone.clone(),
+            }),
+            _ => None,
+        };
+        let reminders = self.reminders.0.iter().map(StoredReminder::to_proto).collect();
+        let recurrence = self.rrule.as_ref().map(|rrule| pb::Recurrence {
+            rrule: rrule.clone(),
+            anchor: i32::from(self.recurrence_anchor.unwrap_or(1)),
+            exdates: self.exdates.iter().copied().map(timestamp).collect(),
+            series: self
+                .series_id
+                .map(|id| format!("series/{id}"))
+                .unwrap_or_default(),
+            previous_task: self
+                .previous_task_id
+                .map(|id| format!("{TASKS}{id}"))
+                .unwrap_or_default(),
+        });
+        pb::Task {
+            name: format!("{TASKS}{}", self.id),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            priority: i32::from(self.priority),
+            tags: self.tag_names.clone(),
+            due,
+            reminders,
+            recurrence,
+            state: i32::from(self.state),
+            create_time: Some(timestamp(self.create_time)),
+            update_time: Some(timestamp(self.update_time)),
+            complete_time: self.complete_time.map(timestamp),
+            etag: self.version.to_string(),
+            version: self.version,
+        }
+    }
+}
+
+impl StoredReminder {
+    fn to_proto(&self) -> pb::Reminder {
+        let trigger = match (self.absolute_time, self.relative_seconds) {
+            (Some(time), _) => Some(reminder::Trigger::AbsoluteTime(timestamp(time))),
+            (None, Some(seconds)) => Some(reminder::Trigger::RelativeToDue(
+                prost_types::Duration { seconds, nanos: 0 },
+            )),
+            (None, None) => None,
+        };
+        pb::Reminder {
+            id: self.id.clone(),
+            trigger,
+        }
+    }
+}
+
+impl TagRow {
+    /// The protobuf resource.
+    pub(crate) fn to_proto(&self) -> pb::Tag {
+        pb::Tag {
+            name: format!("{TAGS}{}", self.id),
+            display_name: self.display_name.clone(),
+            color: self.color.clone(),
+            create_time: Some(timestamp(self.create_time)),
+            update_time: Some(timestamp(self.update_time)),
+            etag: self.version.to_string(),
+        }
+    }
+}
+
+fn proto_date(date: NaiveDate) -> Date {
+    use chrono::Datelike;
+    Date {
+        year: date.year(),
+        month: i32::try_from(date.month()).unwrap_or(0),
+        day: i32::try_from(date.day()).unwrap_or(0),
+    }
+}
+
+/// `Recurrence.Anchor` as stored.
+pub(crate) fn anchor_value(anchor: i32) -> i16 {
+    match recurrence::Anchor::try_from(anchor) {
+        Ok(recurrence::Anchor::Completion) => 2,
+        _ => 1,
+    }
+}
+
+/// Now, truncated to the microseconds PostgreSQL stores, so returned and stored values agree.
+pub(crate) fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    let micros = now.timestamp_micros();
+    DateTime::from_timestamp_micros(micros).unwrap_or(now)
+}

@@ -1,0 +1,69 @@
+//! Idempotent requests (AIP-155): the first response of a `request_id` is kept per user and
+//! method; a retry returns it instead of acting again.
+
+use prost::Message;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Claims `request_id` for this transaction. `Ok(None)`: first time, go ahead (and call
+/// [`finish`]); `Ok(Some(bytes))`: already done, here is its response. A concurrent first call
+/// makes this wait until it commits (or rolls back, and then this one goes ahead).
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    user: &str,
+    method: &str,
+    request_id: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO requests (user_id, request_id, method, resource_id, response, create_time) \
+         VALUES ($1, $2, $3, $4, '', now()) ON CONFLICT DO NOTHING",
+    )
+    .bind(user)
+    .bind(request_id)
+    .bind(method)
+    .bind(Uuid::nil())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let response: Vec<u8> = sqlx::query_scalar(
+        "SELECT response FROM requests WHERE user_id = $1 AND method = $2 AND request_id = $3",
+    )
+    .bind(user)
+    .bind(method)
+    .bind(request_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(response))
+}
+
+/// Stores the response of a claimed request.
+pub(crate) async fn finish(
+    conn: &mut PgConnection,
+    user: &str,
+    method: &str,
+    request_id: &str,
+    resource_id: Uuid,
+    response: &impl Message,
+) -> Result<(), sqlx::Error> {
+    if request_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE requests SET resource_id = $4, response = $5 \
+         WHERE user_id = $1 AND method = $2 AND request_id = $3",
+    )
+    .bind(user)
+    .bind(method)
+    .bind(request_id)
+    .bind(resource_id)
+    .bind(response.encode_to_vec())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

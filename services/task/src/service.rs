@@ -1,0 +1,384 @@
+//! The tonic `TaskService` implementation: authentication, request validation and mapping onto
+//! the store functions.
+
+use sqlx::PgPool;
+use taskmesh_platform::{
+    auth::Caller,
+    grpc::{Violations, invalid_argument},
+};
+use taskmesh_proto::task::v1::{self as pb, task_service_server::TaskService};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    changes::Writer,
+    error::TaskError,
+    list::{self, ListQuery},
+    model::{TAGS, TASKS},
+    tags, tasks, validate,
+};
+
+/// The TaskService gRPC server state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TaskServiceImpl {
+    pool: PgPool,
+    topic: String,
+}
+
+impl TaskServiceImpl {
+    /// A service writing to `pool` (search_path = the `task` schema) and publishing through
+    /// the outbox to `topic` (`task-events` with its prefix).
+    pub fn new(pool: PgPool, topic: String) -> Self {
+        Self { pool, topic }
+    }
+
+    fn writer<'a>(&'a self, caller: &'a Caller, request_id: &'a str) -> Writer<'a> {
+        Writer {
+            user: &caller.user,
+            actor: &caller.user,
+            request_id,
+            topic: &self.topic,
+        }
+    }
+}
+
+/// Parses `prefix{uuid}` from `field`: malformed is `INVALID_ARGUMENT`; well-formed but
+/// unknown is left to the store (`NOT_FOUND`).
+fn parse_name(name: &str, prefix: &str, field: &str) -> Result<Uuid, Status> {
+    name.strip_prefix(prefix)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| invalid_argument(field, &format!("must be {prefix}{{uuid}}")))
+}
+
+fn page_size(size: i32, default: i64, v: &mut Violations) -> i64 {
+    match size {
+        0 => default,
+        1..=1000 => i64::from(size),
+        _ => {
+            v.add("page_size", "must be between 0 and 1000");
+            default
+        }
+    }
+}
+
+/// Validates an update mask against `allowed`; `*` means all of them.
+fn mask_paths(
+    mask: Option<&prost_types::FieldMask>,
+    allowed: &[&'static str],
+    v: &mut Violations,
+) -> Vec<&'static str> {
+    let Some(mask) = mask.filter(|m| !m.paths.is_empty()) else {
+        v.add("update_mask", "must name at least one field (or *)");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for path in &mask.paths {
+        if path == "*" {
+            return allowed.to_vec();
+        }
+        match allowed.iter().find(|a| **a == path.as_str()) {
+            Some(found) if !out.contains(found) => out.push(*found),
+            Some(_) => {}
+            None => v.add(
+                "update_mask",
+                format!("unknown or read-only field {path:?}; allowed: {}", allowed.join(", ")),
+            ),
+        }
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl TaskService for TaskServiceImpl {
+    async fn create_task(
+        &self,
+        request: Request<pb::CreateTaskRequest>,
+    ) -> Result<Response<pb::CreateTaskResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::request_id(&req.request_id, &mut v);
+        let fields = match &req.task {
+            Some(task) => validate::task_fields(task, "task.", &mut v),
+            None => {
+                v.add("task", "is required");
+                None
+            }
+        };
+        let (Some(fields), true) = (fields, v.is_empty()) else {
+            return Err(v.into_status());
+        };
+        let task = tasks::create(&self.pool, &self.writer(&caller, &req.request_id), fields).await?;
+        Ok(Response::new(pb::CreateTaskResponse { task: Some(task) }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let id = parse_name(&request.get_ref().name, TASKS, "name")?;
+        let mut conn = self.pool.acquire().await.map_err(TaskError::from)?;
+        let task = tasks::fetch(&mut conn, &caller.user, id, false).await?.to_proto();
+        Ok(Response::new(pb::GetTaskResponse { task: Some(task) }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let page_size = page_size(req.page_size, 50, &mut v);
+        if req.query.chars().count() > 200 {
+            v.add("query", "must be at most 200 characters");
+        }
+        v.check()?;
+        let query = ListQuery {
+            page_size,
+            filter: req.filter,
+            order_by: req.order_by,
+            query: req.query,
+            page_token: req.page_token,
+        };
+        let (tasks, next_page_token, sequence) = list::tasks(&self.pool, &caller.user, &query).await?;
+        let cursor = taskmesh_platform::cursor::Cursor {
+            task: sequence,
+            notification: None,
+        };
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks,
+            next_page_token,
+            cursor: cursor.encode(),
+        }))
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<pb::UpdateTaskRequest>,
+    ) -> Result<Response<pb::UpdateTaskResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let paths = mask_paths(req.update_mask.as_ref(), &tasks::UPDATABLE, &mut v);
+        let Some(input) = req.task else {
+            v.add("task", "is required");
+            return Err(v.into_status());
+        };
+        v.check()?;
+        let id = parse_name(&input.name, TASKS, "task.name")?;
+        let mask = paths.clone();
+        let etag = input.etag.clone();
+        let task = tasks::update(
+            &self.pool,
+            &self.writer(&caller, ""),
+            id,
+            &etag,
+            &paths,
+            move |current| {
+                let mut merged = current.clone();
+                for path in &mask {
+                    tasks::copy_field(path, &input, &mut merged);
+                }
+                let mut v = Violations::new();
+                match validate::task_fields(&merged, "task.", &mut v) {
+                    Some(fields) => Ok((merged, fields)),
+                    None => Err(TaskError::Invalid(v)),
+                }
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::UpdateTaskResponse { task: Some(task) }))
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let id = parse_name(&req.name, TASKS, "name")?;
+        tasks::delete(&self.pool, &self.writer(&caller, ""), id, &req.etag).await?;
+        Ok(Response::new(pb::DeleteTaskResponse {}))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::request_id(&req.request_id, &mut v);
+        v.check()?;
+        let id = parse_name(&req.name, TASKS, "name")?;
+        let task = tasks::set_completed(
+            &self.pool,
+            &self.writer(&caller, &req.request_id),
+            id,
+            &req.etag,
+            true,
+        )
+        .await?;
+        Ok(Response::new(pb::CompleteTaskResponse { task: Some(task) }))
+    }
+
+    async fn uncomplete_task(
+        &self,
+        request: Request<pb::UncompleteTaskRequest>,
+    ) -> Result<Response<pb::UncompleteTaskResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::request_id(&req.request_id, &mut v);
+        v.check()?;
+        let id = parse_name(&req.name, TASKS, "name")?;
+        let task = tasks::set_completed(
+            &self.pool,
+            &self.writer(&caller, &req.request_id),
+            id,
+            &req.etag,
+            false,
+        )
+        .await?;
+        Ok(Response::new(pb::UncompleteTaskResponse { task: Some(task) }))
+    }
+
+    async fn create_tag(
+        &self,
+        request: Request<pb::CreateTagRequest>,
+    ) -> Result<Response<pb::CreateTagResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::request_id(&req.request_id, &mut v);
+        let tag = req.tag.unwrap_or_default();
+        if let Err(problem) = validate::tag_name(&tag.display_name) {
+            v.add("tag.display_name", problem);
+        }
+        let color = validate::color(&tag.color)
+            .map_err(|problem| v.add("tag.color", problem))
+            .unwrap_or_default();
+        v.check()?;
+        let tag = tags::create(
+            &self.pool,
+            &self.writer(&caller, &req.request_id),
+            tag.display_name.trim(),
+            &color,
+        )
+        .await?;
+        Ok(Response::new(pb::CreateTagResponse { tag: Some(tag) }))
+    }
+
+    async fn get_tag(
+        &self,
+        request: Request<pb::GetTagRequest>,
+    ) -> Result<Response<pb::GetTagResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let id = parse_name(&request.get_ref().name, TAGS, "name")?;
+        let tag = tags::get(&self.pool, &caller.user, id).await?;
+        Ok(Response::new(pb::GetTagResponse { tag: Some(tag) }))
+    }
+
+    async fn list_tags(
+        &self,
+        request: Request<pb::ListTagsRequest>,
+    ) -> Result<Response<pb::ListTagsResponse>, Status> {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(req.page_size, 100, &mut v);
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let parsed = URL_SAFE_NO_PAD
+                .decode(&req.page_token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| {
+                    let (id, name) = s.split_once(' ')?;
+                    Some((name.to_owned(), Uuid::parse_str(id).ok()?))
+                });
+            if parsed.is_none() {
+                v.add("page_token", "is not a token of a previous ListTags call");
+            }
+            parsed
+        };
+        v.check()?;
+        let (tags, next) = tags::list(&self.pool, &caller.user, size, after).await?;
+        let next_page_token = next
+            .map(|(name, id)| URL_SAFE_NO_PAD.encode(format!("{id} {name}")))
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListTagsResponse {
+            tags,
+            next_page_token,
+        }))
+    }
+
+    async fn update_tag(
+        &self,
+        request: Request<pb::UpdateTagRequest>,
+    ) -> Result<Response<pb::UpdateTagResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let paths = mask_paths(req.update_mask.as_ref(), &["display_name", "color"], &mut v);
+        let tag = req.tag.unwrap_or_default();
+        let name = paths.contains(&"display_name").then(|| tag.display_name.trim());
+        if let Some(Err(problem)) = name.map(validate::tag_name) {
+            v.add("tag.display_name", problem);
+        }
+        let color = if paths.contains(&"color") {
+            validate::color(&tag.color)
+                .map_err(|problem| v.add("tag.color", problem))
+                .ok()
+        } else {
+            None
+        };
+        v.check()?;
+        let id = parse_name(&tag.name, TAGS, "tag.name")?;
+        let tag = tags::update(
+            &self.pool,
+            &self.writer(&caller, ""),
+            id,
+            &tag.etag,
+            name,
+            color.as_deref(),
+        )
+        .await?;
+        Ok(Response::new(pb::UpdateTagResponse { tag: Some(tag) }))
+    }
+
+    async fn delete_tag(
+        &self,
+        request: Request<pb::DeleteTagRequest>,
+    ) -> Result<Response<pb::DeleteTagResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let id = parse_name(&req.name, TAGS, "name")?;
+        tags::delete(&self.pool, &self.writer(&caller, ""), id, &req.etag).await?;
+        Ok(Response::new(pb::DeleteTagResponse {}))
+    }
+
+    async fn list_changes(
+        &self,
+        request: Request<pb::ListChangesRequest>,
+    ) -> Result<Response<pb::ListChangesResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(req.page_size, 500, &mut v);
+        if req.after_sequence < 0 {
+            v.add("after_sequence", "must not be negative");
+        }
+        v.check()?;
+        let (changes, latest_sequence) =
+            list::changes(&self.pool, &caller.user, req.after_sequence, size).await?;
+        Ok(Response::new(pb::ListChangesResponse {
+            changes,
+            latest_sequence,
+        }))
+    }
+}

@@ -1,0 +1,282 @@
+//! Tags: explicit CRUD, and resolution of the names a task carries (creating missing tags).
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
+use uuid::Uuid;
+
+use crate::{
+    changes::{self, Change, Writer, types},
+    error::TaskError,
+    model::{TAGS, TagRow, now},
+    requests,
+};
+
+const TAG_COLUMNS: &str = "id, display_name, color, version, create_time, update_time";
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
+}
+
+/// The tag ids for `names` (case-insensitive), creating missing tags with a `tag.created`
+/// event each. Call with the user's change-log lock held.
+pub(crate) async fn resolve(
+    conn: &mut PgConnection,
+    writer: &Writer<'_>,
+    names: &[String],
+    time: DateTime<Utc>,
+) -> Result<Vec<Uuid>, TaskError> {
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tags WHERE user_id = $1 AND lower(display_name) = lower($2)",
+        )
+        .bind(writer.user)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let id = match existing {
+            Some(id) => id,
+            None => insert(conn, writer, name, "", time).await?.id,
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    writer: &Writer<'_>,
+    name: &str,
+    color: &str,
+    time: DateTime<Utc>,
+) -> Result<TagRow, TaskError> {
+    let row = sqlx::query_as::<_, TagRow>(&format!(
+        "INSERT INTO tags (id, user_id, display_name, color, version, create_time, update_time) \
+         VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING {TAG_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(writer.user)
+    .bind(name)
+    .bind(color)
+    .bind(time)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            TaskError::TagExists(name.to_owned())
+        } else {
+            e.into()
+        }
+    })?;
+    let tag = row.to_proto();
+    changes::record(
+        conn,
+        writer,
+        time,
+        Change {
+            event_type: types::TAG_CREATED,
+            message: "taskmesh.events.v1.TagCreated",
+            subject: tag.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TagCreated { context: Some(context), tag: Some(tag) }.encode_to_vec()
+            }),
+        },
+    )
+    .await?;
+    Ok(row)
+}
+
+/// Creates a tag; idempotent by `request_id`; `ALREADY_EXISTS` for a name in use.
+pub(crate) async fn create(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    name: &str,
+    color: &str,
+) -> Result<pb::Tag, TaskError> {
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    if let Some(done) = requests::claim(&mut tx, writer.user, "CreateTag", writer.request_id).await? {
+        tx.rollback().await?;
+        return Ok(pb::Tag::decode(done.as_slice())?);
+    }
+    let row = insert(&mut tx, writer, name, color, now()).await?;
+    let tag = row.to_proto();
+    requests::finish(&mut tx, writer.user, "CreateTag", writer.request_id, row.id, &tag).await?;
+    tx.commit().await?;
+    Ok(tag)
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    user: &str,
+    id: Uuid,
+    for_update: bool,
+) -> Result<TagRow, TaskError> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    sqlx::query_as::<_, TagRow>(&format!(
+        "SELECT {TAG_COLUMNS} FROM tags WHERE id = $1 AND user_id = $2{lock}"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| TaskError::NotFound(format!("{TAGS}{id}")))
+}
+
+/// Reads one tag.
+pub(crate) async fn get(pool: &PgPool, user: &str, id: Uuid) -> Result<pb::Tag, TaskError> {
+    let mut conn = pool.acquire().await?;
+    Ok(fetch(&mut conn, user, id, false).await?.to_proto())
+}
+
+/// One page of tags in case-insensitive name order; the token is the last name and id.
+pub(crate) async fn list(
+    pool: &PgPool,
+    user: &str,
+    page_size: i64,
+    after: Option<(String, Uuid)>,
+) -> Result<(Vec<pb::Tag>, Option<(String, Uuid)>), TaskError> {
+    let (name, id) = after.unwrap_or((String::new(), Uuid::nil()));
+    let rows = sqlx::query_as::<_, TagRow>(&format!(
+        "SELECT {TAG_COLUMNS} FROM tags WHERE user_id = $1 \
+         AND (lower(display_name), id) > (lower($2), $3) \
+         ORDER BY lower(display_name), id LIMIT $4"
+    ))
+    .bind(user)
+    .bind(&name)
+    .bind(id)
+    .bind(page_size + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() as i64 > page_size;
+    let page: Vec<TagRow> = rows.into_iter().take(page_size as usize).collect();
+    let next = if more {
+        page.last().map(|r| (r.display_name.to_lowercase(), r.id))
+    } else {
+        None
+    };
+    Ok((page.iter().map(TagRow::to_proto).collect(), next))
+}
+
+/// Renames and/or recolours a tag (`None` = keep).
+pub(crate) async fn update(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    id: Uuid,
+    etag: &str,
+    display_name: Option<&str>,
+    color: Option<&str>,
+) -> Result<pb::Tag, TaskError> {
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    let before = fetch(&mut tx, writer.user, id, true).await?;
+    if !etag.is_empty() && etag != before.version.to_string() {
+        return Err(TaskError::EtagMismatch);
+    }
+    let new_name = display_name.unwrap_or(&before.display_name).to_owned();
+    let new_color = color.unwrap_or(&before.color).to_owned();
+    let mut paths = Vec::new();
+    let mut previous = pb::Tag::default();
+    if new_name != before.display_name {
+        paths.push("display_name".to_owned());
+        previous.display_name.clone_from(&before.display_name);
+    }
+    if new_color != before.color {
+        paths.push("color".to_owned());
+        previous.color.clone_from(&before.color);
+    }
+    if paths.is_empty() {
+        tx.rollback().await?;
+        return Ok(before.to_proto());
+    }
+    let time = now();
+    let row = sqlx::query_as::<_, TagRow>(&format!(
+        "UPDATE tags SET display_name = $3, color = $4, version = version + 1, update_time = $5 \
+         WHERE id = $1 AND user_id = $2 RETURNING {TAG_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(writer.user)
+    .bind(&new_name)
+    .bind(&new_color)
+    .bind(time)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            TaskError::TagExists(new_name.clone())
+        } else {
+            e.into()
+        }
+    })?;
+    let tag = row.to_proto();
+    let payload = tag.clone();
+    changes::record(
+        &mut tx,
+        writer,
+        time,
+        Change {
+            event_type: types::TAG_UPDATED,
+            message: "taskmesh.events.v1.TagUpdated",
+            subject: tag.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TagUpdated {
+                    context: Some(context),
+                    tag: Some(payload),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    previous: Some(previous),
+                }
+                .encode_to_vec()
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tag)
+}
+
+/// Deletes a tag and removes it from the user's tasks.
+pub(crate) async fn delete(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    id: Uuid,
+    etag: &str,
+) -> Result<(), TaskError> {
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    let before = fetch(&mut tx, writer.user, id, true).await?;
+    if !etag.is_empty() && etag != before.version.to_string() {
+        return Err(TaskError::EtagMismatch);
+    }
+    sqlx::query(
+        "UPDATE tasks SET tag_ids = array_remove(tag_ids, $1) \
+         WHERE user_id = $2 AND tag_ids @> ARRAY[$1]::uuid[]",
+    )
+    .bind(id)
+    .bind(writer.user)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM tags WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(writer.user)
+        .execute(&mut *tx)
+        .await?;
+    let tag = before.to_proto();
+    changes::record(
+        &mut tx,
+        writer,
+        now(),
+        Change {
+            event_type: types::TAG_DELETED,
+            message: "taskmesh.events.v1.TagDeleted",
+            subject: tag.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TagDeleted { context: Some(context), tag: Some(tag) }.encode_to_vec()
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

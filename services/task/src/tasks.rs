@@ -1,0 +1,354 @@
+//! Task writes and reads: create, get, update (field mask), delete, complete, uncomplete. Each
+//! write is one transaction holding the user's change-log lock, with its change-log row and
+//! its event.
+
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
+use uuid::Uuid;
+
+use crate::{
+    changes::{self, Change, Writer, types},
+    error::TaskError,
+    model::{DueKind, TASK_COLUMNS, TASKS, TaskFields, TaskRow, now},
+    requests,
+};
+
+/// Names of the updatable fields (AIP-134 paths).
+pub(crate) const UPDATABLE: [&str; 7] = [
+    "title",
+    "description",
+    "priority",
+    "tags",
+    "due",
+    "reminders",
+    "recurrence",
+];
+
+/// Reads one task of `user` (inside a transaction or not), optionally locking it.
+pub(crate) async fn fetch(
+    conn: &mut PgConnection,
+    user: &str,
+    id: Uuid,
+    for_update: bool,
+) -> Result<TaskRow, TaskError> {
+    let lock = if for_update { " FOR UPDATE OF t" } else { "" };
+    sqlx::query_as::<_, TaskRow>(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = $1 AND t.user_id = $2{lock}"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))
+}
+
+/// Creates a task; with a `request_id`, a retry returns the first result and writes nothing.
+pub(crate) async fn create(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    fields: TaskFields,
+) -> Result<pb::Task, TaskError> {
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    if let Some(done) = requests::claim(&mut tx, writer.user, "CreateTask", writer.request_id).await? {
+        tx.rollback().await?;
+        return Ok(pb::Task::decode(done.as_slice())?);
+    }
+    let id = Uuid::now_v7();
+    let time = now();
+    let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
+    let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
+    let (due_at, due_time, due_date, zone) = due_columns(&fields);
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, due_at, due_time, \
+         due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, series_id, state, \
+         version, create_time, update_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $16)",
+    )
+    .bind(id)
+    .bind(writer.user)
+    .bind(&fields.title)
+    .bind(&fields.description)
+    .bind(fields.priority)
+    .bind(&tag_ids)
+    .bind(due_at)
+    .bind(due_time)
+    .bind(due_date)
+    .bind(zone)
+    .bind(sqlx::types::Json(&fields.reminders))
+    .bind(fields.recurrence.as_ref().map(|r| r.rrule.clone()))
+    .bind(fields.recurrence.as_ref().map(|r| r.anchor))
+    .bind(fields.recurrence.as_ref().map(|r| r.exdates.clone()).unwrap_or_default())
+    .bind(series)
+    .bind(time)
+    .execute(&mut *tx)
+    .await?;
+    let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
+    let payload = task.clone();
+    changes::record(
+        &mut tx,
+        writer,
+        time,
+        Change {
+            event_type: types::TASK_CREATED,
+            message: "taskmesh.events.v1.TaskCreated",
+            subject: task.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TaskCreated { context: Some(context), task: Some(payload) }.encode_to_vec()
+            }),
+        },
+    )
+    .await?;
+    requests::finish(&mut tx, writer.user, "CreateTask", writer.request_id, id, &task).await?;
+    tx.commit().await?;
+    Ok(task)
+}
+
+fn due_columns(
+    fields: &TaskFields,
+) -> (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::NaiveDate>,
+    Option<String>,
+) {
+    match &fields.due {
+        None => (None, None, None, None),
+        Some(due) => {
+            let (time, date) = match due.kind {
+                DueKind::Time(time) => (Some(time), None),
+                DueKind::Date(date) => (None, Some(date)),
+            };
+            (Some(due.due_at()), time, date, Some(due.time_zone.name().to_owned()))
+        }
+    }
+}
+
+/// The paths of `mask` whose values differ between `before` and `after`.
+fn changed_paths(mask: &[&'static str], before: &pb::Task, after: &pb::Task) -> Vec<&'static str> {
+    mask.iter()
+        .copied()
+        .filter(|path| {
+            let mut a = pb::Task::default();
+            let mut b = pb::Task::default();
+            copy_field(path, before, &mut a);
+            copy_field(path, after, &mut b);
+            a != b
+        })
+        .collect()
+}
+
+/// Copies one top-level field (an [`UPDATABLE`] path) from `from` into `to`.
+pub(crate) fn copy_field(path: &str, from: &pb::Task, to: &mut pb::Task) {
+    match path {
+        "title" => to.title.clone_from(&from.title),
+        "description" => to.description.clone_from(&from.description),
+        "priority" => to.priority = from.priority,
+        "tags" => to.tags.clone_from(&from.tags),
+        "due" => to.due.clone_from(&from.due),
+        "reminders" => to.reminders.clone_from(&from.reminders),
+        "recurrence" => {
+            // Output-only parts of the rule (series, previous task) are kept as stored.
+            let kept = to.recurrence.take();
+            to.recurrence = from.recurrence.clone().map(|mut r| {
+                if let Some(kept) = &kept {
+                    r.series.clone_from(&kept.series);
+                    r.previous_task.clone_from(&kept.previous_task);
+                }
+                r
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Applies an update: `merge` builds the new user-settable fields from the current task (the
+/// caller validates them), and only fields that really changed bump the version and appear in
+/// the event's mask.
+pub(crate) async fn update(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    id: Uuid,
+    etag: &str,
+    mask: &[&'static str],
+    merge: impl FnOnce(&pb::Task) -> Result<(pb::Task, TaskFields), TaskError>,
+) -> Result<pb::Task, TaskError> {
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    let row = fetch(&mut tx, writer.user, id, true).await?;
+    let before = row.to_proto();
+    check_etag(etag, &before)?;
+    let (merged, fields) = merge(&before)?;
+    let changed = changed_paths(mask, &before, &merged);
+    if changed.is_empty() {
+        tx.rollback().await?;
+        return Ok(before);
+    }
+    let time = now();
+    let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
+    let (due_at, due_time, due_date, zone) = due_columns(&fields);
+    sqlx::query(
+        "UPDATE tasks SET title = $3, description = $4, priority = $5, tag_ids = $6, due_at = $7, \
+         due_time = $8, due_date = $9, due_time_zone = $10, reminders = $11, rrule = $12, \
+         recurrence_anchor = $13, exdates = $14, series_id = COALESCE(series_id, $15), \
+         version = version + 1, update_time = $16 WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(writer.user)
+    .bind(&fields.title)
+    .bind(&fields.description)
+    .bind(fields.priority)
+    .bind(&tag_ids)
+    .bind(due_at)
+    .bind(due_time)
+    .bind(due_date)
+    .bind(zone)
+    .bind(sqlx::types::Json(&fields.reminders))
+    .bind(fields.recurrence.as_ref().map(|r| r.rrule.clone()))
+    .bind(fields.recurrence.as_ref().map(|r| r.anchor))
+    .bind(fields.recurrence.as_ref().map(|r| r.exdates.clone()).unwrap_or_default())
+    .bind(fields.recurrence.as_ref().map(|_| Uuid::now_v7()))
+    .bind(time)
+    .execute(&mut *tx)
+    .await?;
+    let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
+    let mut previous = pb::Task::default();
+    for path in &changed {
+        copy_field(path, &before, &mut previous);
+    }
+    let payload = task.clone();
+    let paths: Vec<String> = changed.iter().map(|p| (*p).to_owned()).collect();
+    changes::record(
+        &mut tx,
+        writer,
+        time,
+        Change {
+            event_type: types::TASK_UPDATED,
+            message: "taskmesh.events.v1.TaskUpdated",
+            subject: task.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TaskUpdated {
+                    context: Some(context),
+                    task: Some(payload),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    previous: Some(previous),
+                }
+                .encode_to_vec()
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(task)
+}
+
+fn check_etag(etag: &str, task: &pb::Task) -> Result<(), TaskError> {
+    if etag.is_empty() || etag == task.etag {
+        Ok(())
+    } else {
+        Err(TaskError::EtagMismatch)
+    }
+}
+
+/// Deletes a task.
+pub(crate) async fn delete(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    id: Uuid,
+    etag: &str,
+) -> Result<(), TaskError> {
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    let task = fetch(&mut tx, writer.user, id, true).await?.to_proto();
+    check_etag(etag, &task)?;
+    sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(writer.user)
+        .execute(&mut *tx)
+        .await?;
+    let time = now();
+    changes::record(
+        &mut tx,
+        writer,
+        time,
+        Change {
+            event_type: types::TASK_DELETED,
+            message: "taskmesh.events.v1.TaskDeleted",
+            subject: task.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TaskDeleted { context: Some(context), task: Some(task) }.encode_to_vec()
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Completes (`complete = true`) or re-opens a task. Already in that state: returned
+/// unchanged, no event. Idempotent by `request_id`.
+pub(crate) async fn set_completed(
+    pool: &PgPool,
+    writer: &Writer<'_>,
+    id: Uuid,
+    etag: &str,
+    complete: bool,
+) -> Result<pb::Task, TaskError> {
+    let method = if complete { "CompleteTask" } else { "UncompleteTask" };
+    let mut tx = pool.begin().await?;
+    changes::lock_user(&mut tx, writer.user).await?;
+    if let Some(done) = requests::claim(&mut tx, writer.user, method, writer.request_id).await? {
+        tx.rollback().await?;
+        return Ok(pb::Task::decode(done.as_slice())?);
+    }
+    let before = fetch(&mut tx, writer.user, id, true).await?.to_proto();
+    check_etag(etag, &before)?;
+    let target = if complete {
+        pb::task::State::Completed
+    } else {
+        pb::task::State::Open
+    } as i32;
+    if before.state == target {
+        requests::finish(&mut tx, writer.user, method, writer.request_id, id, &before).await?;
+        tx.commit().await?;
+        return Ok(before);
+    }
+    let time = now();
+    sqlx::query(
+        "UPDATE tasks SET state = $3, complete_time = $4, version = version + 1, update_time = $5 \
+         WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(writer.user)
+    .bind(target as i16)
+    .bind(complete.then_some(time))
+    .bind(time)
+    .execute(&mut *tx)
+    .await?;
+    let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
+    let payload = task.clone();
+    let change = if complete {
+        Change {
+            event_type: types::TASK_COMPLETED,
+            message: "taskmesh.events.v1.TaskCompleted",
+            subject: task.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TaskCompleted { context: Some(context), task: Some(payload) }.encode_to_vec()
+            }),
+        }
+    } else {
+        Change {
+            event_type: types::TASK_UNCOMPLETED,
+            message: "taskmesh.events.v1.TaskUncompleted",
+            subject: task.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TaskUncompleted { context: Some(context), task: Some(payload) }.encode_to_vec()
+            }),
+        }
+    };
+    changes::record(&mut tx, writer, time, change).await?;
+    requests::finish(&mut tx, writer.user, method, writer.request_id, id, &task).await?;
+    tx.commit().await?;
+    Ok(task)
+}

@@ -1,0 +1,316 @@
+//! Input validation: turns a protobuf `Task` into [`TaskFields`], recording a field violation
+//! (AIP-193 `BadRequest`) for everything wrong, so one response lists every problem.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use prost_types::Timestamp;
+use taskmesh_platform::grpc::Violations;
+use taskmesh_proto::task::v1::{self as pb, due, reminder};
+
+use crate::model::{DueKind, DueValue, RecurrenceValue, StoredReminder, TaskFields, anchor_value};
+
+/// Longest title, in characters.
+pub(crate) const MAX_TITLE: usize = 500;
+/// Longest description, in characters.
+pub(crate) const MAX_DESCRIPTION: usize = 20_000;
+/// Most tags on one task.
+pub(crate) const MAX_TAGS: usize = 20;
+/// Longest tag name, in characters.
+pub(crate) const MAX_TAG_NAME: usize = 64;
+/// Most reminders on one task.
+pub(crate) const MAX_REMINDERS: usize = 20;
+/// Longest reminder offset, in seconds (366 days).
+const MAX_OFFSET_SECONDS: i64 = 366 * 24 * 3600;
+/// Longest `request_id`, in characters.
+pub(crate) const MAX_REQUEST_ID: usize = 128;
+
+/// Validates every user-settable field of `task`; violations name fields under `prefix`
+/// (e.g. `task.`).
+pub(crate) fn task_fields(task: &pb::Task, prefix: &str, v: &mut Violations) -> Option<TaskFields> {
+    let title = task.title.trim().to_owned();
+    if title.is_empty() {
+        v.add(format!("{prefix}title"), "must not be empty");
+    } else if title.chars().count() > MAX_TITLE {
+        v.add(format!("{prefix}title"), format!("must be at most {MAX_TITLE} characters"));
+    }
+    if task.description.chars().count() > MAX_DESCRIPTION {
+        v.add(
+            format!("{prefix}description"),
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        );
+    }
+    let priority = match task.priority {
+        0 => 1,
+        p @ 1..=5 => p as i16,
+        _ => {
+            v.add(format!("{prefix}priority"), "unknown priority value");
+            1
+        }
+    };
+    let tags = tag_names(&task.tags, &format!("{prefix}tags"), v);
+    let due = task.due.as_ref().and_then(|d| due_value(d, &format!("{prefix}due"), v));
+    let reminders = reminders(&task.reminders, due.is_some(), &format!("{prefix}reminders"), v);
+    let recurrence = task
+        .recurrence
+        .as_ref()
+        .and_then(|r| recurrence(r, due.as_ref(), &format!("{prefix}recurrence"), v));
+    if task.recurrence.is_some() && task.due.is_none() {
+        v.add(format!("{prefix}recurrence"), "a recurring task needs a due (it is DTSTART)");
+    }
+    v.is_empty().then_some(TaskFields {
+        title,
+        description: task.description.clone(),
+        priority,
+        tags,
+        due,
+        reminders,
+        recurrence,
+    })
+}
+
+/// Normalises tag names: trimmed, 1 to 64 characters, no control characters, deduplicated
+/// ignoring case (the first spelling wins).
+pub(crate) fn tag_names(names: &[String], field: &str, v: &mut Violations) -> Vec<String> {
+    if names.len() > MAX_TAGS {
+        v.add(field, format!("at most {MAX_TAGS} tags"));
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if let Err(problem) = tag_name(name) {
+            v.add(format!("{field}[{i}]"), problem);
+            continue;
+        }
+        let name = name.trim().to_owned();
+        if !out.iter().any(|n| n.to_lowercase() == name.to_lowercase()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Checks one tag display name.
+pub(crate) fn tag_name(name: &str) -> Result<(), String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        Err("must not be empty".into())
+    } else if trimmed.chars().count() > MAX_TAG_NAME {
+        Err(format!("must be at most {MAX_TAG_NAME} characters"))
+    } else if trimmed.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a tag colour: empty or `#rrggbb`; returns it lower-cased.
+pub(crate) fn color(color: &str) -> Result<String, String> {
+    let ok = color.is_empty()
+        || (color.len() == 7
+            && color.starts_with('#')
+            && color[1..].chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(color.to_ascii_lowercase())
+    } else {
+        Err("must be empty or #rrggbb".into())
+    }
+}
+
+/// A UTC instant from a protobuf timestamp within years 1 to 9999.
+pub(crate) fn instant(ts: &Timestamp) -> Option<DateTime<Utc>> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return None;
+    }
+    let time = DateTime::from_timestamp(ts.seconds, ts.nanos as u32)?;
+    // PostgreSQL keeps microseconds.
+    let time = DateTime::from_timestamp_micros(time.timestamp_micros())?;
+    use chrono::Datelike;
+    (1..=9999).contains(&time.year()).then_some(time)
+}
+
+fn due_value(d: &pb::Due, field: &str, v: &mut Violations) -> Option<DueValue> {
+    let zone = match Tz::from_str(&d.time_zone) {
+        Ok(zone) if !d.time_zone.is_empty() => Some(zone),
+        _ => {
+            v.add(
+                format!("{field}.time_zone"),
+                "must be an IANA time zone name such as Europe/Berlin",
+            );
+            None
+        }
+    };
+    let kind = match &d.value {
+        Some(due::Value::Time(ts)) => match instant(ts) {
+            Some(time) => Some(DueKind::Time(time)),
+            None => {
+                v.add(format!("{field}.time"), "must be a valid timestamp in years 1 to 9999");
+                None
+            }
+        },
+        Some(due::Value::Date(date)) => {
+            let parsed = u32::try_from(date.month).ok().zip(u32::try_from(date.day).ok()).and_then(
+                |(month, day)| NaiveDate::from_ymd_opt(date.year, month, day),
+            );
+            match parsed {
+                Some(date) if (1..=9999).contains(&chrono::Datelike::year(&date)) => {
+                    Some(DueKind::Date(date))
+                }
+                _ => {
+                    v.add(format!("{field}.date"), "must be a full calendar date in years 1 to 9999");
+                    None
+                }
+            }
+        }
+        None => {
+            v.add(field.to_owned(), "set either time or date");
+            None
+        }
+    };
+    Some(DueValue {
+        kind: kind?,
+        time_zone: zone?,
+    })
+}
+
+fn reminders(
+    input: &[pb::Reminder],
+    has_due: bool,
+    field: &str,
+    v: &mut Violations,
+) -> Vec<StoredReminder> {
+    if input.len() > MAX_REMINDERS {
+        v.add(field, format!("at most {MAX_REMINDERS} reminders"));
+        return Vec::new();
+    }
+    let mut out: Vec<StoredReminder> = Vec::new();
+    for (i, r) in input.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let id = if r.id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else if r.id.len() <= 64
+            && r.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            r.id.clone()
+        } else {
+            v.add(format!("{at}.id"), "must be 1 to 64 characters of a-z, 0-9 and -");
+            continue;
+        };
+        if out.iter().any(|o| o.id == id) {
+            v.add(format!("{at}.id"), "duplicates another reminder's id");
+            continue;
+        }
+        match &r.trigger {
+            Some(reminder::Trigger::AbsoluteTime(ts)) => match instant(ts) {
+                Some(time) => out.push(StoredReminder {
+                    id,
+                    absolute_time: Some(time),
+                    relative_seconds: None,
+                }),
+                None => v.add(format!("{at}.absolute_time"), "must be a valid timestamp"),
+            },
+            Some(reminder::Trigger::RelativeToDue(d)) => {
+                if !has_due {
+                    v.add(format!("{at}.relative_to_due"), "needs the task to have a due");
+                } else if d.nanos != 0 || d.seconds.abs() > MAX_OFFSET_SECONDS {
+                    v.add(
+                        format!("{at}.relative_to_due"),
+                        "must be whole seconds between -366 and +366 days",
+                    );
+                } else {
+                    out.push(StoredReminder {
+                        id,
+                        absolute_time: None,
+                        relative_seconds: Some(d.seconds),
+                    });
+                }
+            }
+            None => v.add(at, "set absolute_time or relative_to_due"),
+        }
+    }
+    out
+}
+
+fn recurrence(
+    r: &pb::Recurrence,
+    due: Option<&DueValue>,
+    field: &str,
+    v: &mut Violations,
+) -> Option<RecurrenceValue> {
+    let rule = r.rrule.trim();
+    if rule.is_empty() {
+        v.add(format!("{field}.rrule"), "must not be empty");
+        return None;
+    }
+    if rule.len() > 1000 || rule.contains(['\n', '\r', ':']) {
+        v.add(
+            format!("{field}.rrule"),
+            "must be one RRULE value without the RRULE: prefix, at most 1000 characters",
+        );
+        return None;
+    }
+    if r.exdates.len() > 1000 {
+        v.add(format!("{field}.exdates"), "at most 1000 exdates");
+        return None;
+    }
+    let mut exdates = Vec::with_capacity(r.exdates.len());
+    for (i, ts) in r.exdates.iter().enumerate() {
+        match instant(ts) {
+            Some(time) => exdates.push(time),
+            None => v.add(format!("{field}.exdates[{i}]"), "must be a valid timestamp"),
+        }
+    }
+    if let Some(due) = due {
+        if let Err(problem) = check_rrule(rule, due) {
+            v.add(format!("{field}.rrule"), problem);
+            return None;
+        }
+    }
+    Some(RecurrenceValue {
+        rrule: rule.to_ascii_uppercase(),
+        anchor: anchor_value(r.anchor),
+        exdates,
+    })
+}
+
+/// Parses the rule with the `rrule` crate (RFC 5545 section 3.3.10), with the due as
+/// `DTSTART` in the due's zone.
+fn check_rrule(rule: &str, due: &DueValue) -> Result<(), String> {
+    let local = match due.kind {
+        DueKind::Time(time) => time.with_timezone(&due.time_zone).naive_local(),
+        DueKind::Date(date) => date.and_hms_opt(0, 0, 0).unwrap_or_default(),
+    };
+    let text = format!(
+        "DTSTART;TZID={}:{}\nRRULE:{}",
+        due.time_zone.name(),
+        local.format("%Y%m%dT%H%M%S"),
+        rule.to_ascii_uppercase()
+    );
+    // The rrule crate validates on parse (unknown parts, out-of-range values, UNTIL form).
+    match std::panic::catch_unwind(|| text.parse::<rrule::RRuleSet>()) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("invalid RRULE: {error}")),
+        Err(_) => Err("invalid RRULE".into()),
+    }
+}
+
+/// The first instant of `date` in `zone` (the earliest, when midnight is ambiguous; the end of
+/// the gap, when it does not exist).
+pub(crate) fn start_of_day(date: NaiveDate, zone: Tz) -> DateTime<Utc> {
+    let mut local = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    for _ in 0..48 {
+        match zone.from_local_datetime(&local) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => return t.with_timezone(&Utc),
+            LocalResult::None => local += chrono::Duration::minutes(30),
+        }
+    }
+    Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
+/// Checks a `request_id`: at most 128 printable ASCII characters.
+pub(crate) fn request_id(request_id: &str, v: &mut Violations) {
+    if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(|c| !c.is_ascii_graphic()) {
+        v.add("request_id", "must be at most 128 printable ASCII characters");
+    }
+}
