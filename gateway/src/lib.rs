@@ -1,1 +1,151 @@
-//! placeholder
+//! The taskmesh gateway: one listener serving native gRPC (HTTP/2), grpc-web (HTTP/1.1 and
+//! HTTP/2, via tonic-web) and the web app's files, with CORS for browsers.
+//!
+//! It forwards the services' RPCs (`taskmesh.task.v1.TaskService`, ...) to their servers,
+//! serves `taskmesh.gateway.v1.LiveService` itself (fed by Kafka), and answers health checks
+//! and server reflection (v1 and v1alpha) for the whole mesh, so `grpcurl` pointed at the
+//! gateway sees every service.
+//!
+//! # Layout
+//! - [`Gateway`]: configuration, binding and serving.
+//! - `hub`: the Kafka consumer and per-user fan-out.
+//! - `live`: the live stream (replay + live, no gap, no duplicate).
+//! - `proxy`: forwarding of service calls.
+
+mod hub;
+mod live;
+mod proxy;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use axum::{Router, response::Html, routing::get};
+use http::{HeaderName, Method};
+use taskmesh_platform::{
+    auth::{AuthInterceptor, Verifier},
+    grpc::reflection,
+    kafka::KafkaConfig,
+};
+use taskmesh_proto::gateway::v1::live_service_server::LiveServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::Routes, transport::{Channel, Endpoint, server::TcpIncoming}};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    services::ServeDir,
+};
+
+pub use live::LiveServiceImpl;
+
+/// What the gateway needs.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where TaskService listens, e.g. `http://127.0.0.1:50051`.
+    pub task_service: String,
+    /// Kafka, for the live stream.
+    pub kafka: KafkaConfig,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// The built web app (`web/dist`); `None` serves a short page naming the APIs.
+    pub web_dir: Option<PathBuf>,
+}
+
+/// A bound, not yet serving gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    listener: TcpListener,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    /// Binds `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(addr: SocketAddr, config: GatewayConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            config,
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`; live streams end, in-flight calls finish.
+    ///
+    /// # Errors
+    /// A bad upstream address, Kafka set-up failure, or a transport error.
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { listener, config } = self;
+        let task_channel: Channel = Endpoint::from_shared(config.task_service.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+
+        let hub = hub::Hub::default();
+        let hub_task = tokio::spawn(hub.clone().run(config.kafka.clone(), shutdown.clone()));
+
+        let live = LiveServiceServer::with_interceptor(
+            LiveServiceImpl::new(hub, task_channel.clone(), shutdown.clone()),
+            AuthInterceptor::new(config.verifier.clone()),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<LiveServiceServer<LiveServiceImpl>>()
+            .await;
+        health
+            .set_service_status("taskmesh.task.v1.TaskService", tonic_health::ServingStatus::Serving)
+            .await;
+        let routes = reflection(Routes::new(live).add_service(health_service))?;
+
+        let proxy = proxy::GrpcProxy::new(task_channel, config.verifier.clone());
+        let mut router: Router = routes
+            .into_axum_router()
+            .route_service("/taskmesh.task.v1.TaskService/{*method}", proxy);
+        router = match &config.web_dir {
+            Some(dir) => router.fallback_service(ServeDir::new(dir)),
+            None => router.route("/", get(|| async { Html(INDEX) })),
+        };
+
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers(tower_http::cors::Any)
+            .expose_headers([
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+            ])
+            .max_age(Duration::from_secs(3600));
+
+        tracing::info!(addr = %listener.local_addr()?, "gateway listening (gRPC, grpc-web, web app)");
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // CORS outermost so preflight requests are answered before anything else; grpc-web
+        // translation inside it, so every gRPC service (local or forwarded) speaks grpc-web.
+        let served = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_routes(Routes::from(router))
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        match hub_task.await {
+            Ok(Err(error)) => tracing::error!(%error, "live event consumer failed"),
+            Err(error) => tracing::error!(%error, "live event consumer panicked"),
+            Ok(Ok(())) => {}
+        }
+        served?;
+        Ok(())
+    }
+}
+
+const INDEX: &str = "<!doctype html><meta charset=utf-8><title>taskmesh</title>\
+<h1>taskmesh gateway</h1><p>gRPC and grpc-web on this address: \
+<code>taskmesh.task.v1.TaskService</code>, <code>taskmesh.gateway.v1.LiveService</code>. \
+The web app is not built; see the README.</p>";

@@ -60,3 +60,50 @@ pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier) -> Routes {
 
 /// How long change-log entries and request ids are kept by default (7 days).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Everything a running TaskService needs.
+#[derive(Clone, Debug)]
+pub struct TaskServer {
+    /// Pool on the `task` schema (see [`taskmesh_platform::db::connect`]).
+    pub pool: PgPool,
+    /// Kafka: topic names and the relay's producer.
+    pub kafka: KafkaConfig,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Change-log retention.
+    pub retention: Duration,
+    /// Whether to run the outbox relay in this process (tests turn it off to hold events).
+    pub relay: bool,
+}
+
+impl TaskServer {
+    /// Serves TaskService (with health and reflection) on `listener` and runs the outbox
+    /// relay and the retention job, until `shutdown`.
+    ///
+    /// # Errors
+    /// A Kafka client or transport error.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut background = tokio::task::JoinSet::new();
+        if self.relay {
+            let producer = self.kafka.producer()?;
+            background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
+        }
+        background.spawn(retention::run(self.pool.clone(), self.retention, shutdown.clone()));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<TaskServiceServer<TaskServiceImpl>>()
+            .await;
+        let routes = routes(self.pool, &self.kafka, self.verifier).add_service(health_service);
+        let routes = taskmesh_platform::grpc::reflection(routes)?;
+        tracing::info!(addr = %listener.local_addr()?, "task service listening");
+        let served = taskmesh_platform::grpc::serve(listener, routes, shutdown.clone()).await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served?;
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Command-line arguments. Every option also reads an environment variable (shown in
+//! `--help`); flags win over the environment, which wins over the defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// taskmesh: an event-driven task backend.
+#[derive(Debug, Parser)]
+#[command(name = "taskmesh", version, about)]
+pub(crate) struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "TASKMESH_LOG_FORMAT", default_value = "text")]
+    pub(crate) log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormat> for taskmesh_platform::telemetry::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run every component in one process, for development.
+    Dev(DevArgs),
+    /// Run one component.
+    Serve(ServeArgs),
+    /// Apply database migrations and create Kafka topics.
+    Migrate(Common),
+    /// Print a JWT (as the last line) that the services accept.
+    Token(TokenArgs),
+}
+
+/// Settings every running component shares.
+#[derive(Debug, Args)]
+pub(crate) struct Common {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/taskmesh", hide_env_values = true)]
+    pub(crate) database_url: String,
+
+    /// Kafka bootstrap servers (`host:port,...`). For `dev`, unset means the embedded broker.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub(crate) kafka_brokers: Option<String>,
+
+    /// Prefix of every topic name.
+    #[arg(long, env = "TASKMESH_TOPIC_PREFIX", default_value = "")]
+    pub(crate) topic_prefix: String,
+
+    /// Partitions of the topics `migrate`/`dev` create.
+    #[arg(long, env = "TASKMESH_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub(crate) topic_partitions: i32,
+
+    /// Replication factor of the topics `migrate`/`dev` create.
+    #[arg(long, env = "TASKMESH_TOPIC_REPLICATION", default_value_t = 1)]
+    pub(crate) topic_replication: i32,
+
+    /// Extra librdkafka properties, `key=value,key=value` (e.g. `security.protocol=SASL_SSL`).
+    #[arg(long, env = "TASKMESH_KAFKA_PROPERTIES", default_value = "")]
+    pub(crate) kafka_properties: String,
+
+    /// HS256 secret for tokens (development).
+    #[arg(long, env = "TASKMESH_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<SecretString>,
+
+    /// A PEM or JWKS file of RS256/EdDSA public keys (production).
+    #[arg(long, env = "TASKMESH_JWT_PUBLIC_KEYS")]
+    pub(crate) jwt_public_keys: Option<PathBuf>,
+
+    /// Required `iss` claim, if any.
+    #[arg(long, env = "TASKMESH_JWT_ISSUER")]
+    pub(crate) jwt_issuer: Option<String>,
+
+    /// How long change-log entries are kept for stream resumption.
+    #[arg(long, env = "TASKMESH_CHANGE_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub(crate) change_retention: Duration,
+}
+
+/// `taskmesh dev`.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+
+    /// Gateway address: gRPC, grpc-web and the web app.
+    #[arg(long, env = "TASKMESH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+
+    /// Address of the embedded Kafka-compatible broker (when `KAFKA_BROKERS` is unset).
+    #[arg(long, env = "TASKMESH_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    pub(crate) kafka_listen: SocketAddr,
+
+    /// Directory for the embedded broker's durable storage, relative to the working
+    /// directory.
+    #[arg(long, env = "TASKMESH_DATA_DIR", default_value = ".taskmesh")]
+    pub(crate) data_dir: PathBuf,
+
+    /// Embedded broker storage URL; overrides `--data-dir` (e.g. `memory://tansu/`).
+    #[arg(long, env = "TASKMESH_BROKER_STORAGE")]
+    pub(crate) broker_storage: Option<String>,
+
+    /// The built web app to serve.
+    #[arg(long, env = "TASKMESH_WEB_DIR", default_value = "web/dist")]
+    pub(crate) web_dir: PathBuf,
+}
+
+/// `taskmesh serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Which component.
+    pub(crate) component: Component,
+
+    #[command(flatten)]
+    pub(crate) common: Common,
+
+    /// Listen address; defaults per component (task :50051, gateway 127.0.0.1:8080).
+    #[arg(long, env = "TASKMESH_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+
+    /// TaskService address, for the gateway.
+    #[arg(long, env = "TASKMESH_TASK_SERVICE", default_value = "http://127.0.0.1:50051")]
+    pub(crate) task_service: String,
+
+    /// The built web app, for the gateway; unset serves a short index page.
+    #[arg(long, env = "TASKMESH_WEB_DIR")]
+    pub(crate) web_dir: Option<PathBuf>,
+}
+
+/// The mesh's components.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Component {
+    /// TaskService (:50051).
+    Task,
+    /// ReminderService (:50052; not implemented yet).
+    Reminder,
+    /// RecurrenceService (:50053; not implemented yet).
+    Recurrence,
+    /// AuditService (:50054; not implemented yet).
+    Audit,
+    /// The grpc-web gateway (127.0.0.1:8080).
+    Gateway,
+}
+
+/// `taskmesh token`.
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub(crate) sub: String,
+
+    /// Add the `admin` role.
+    #[arg(long)]
+    pub(crate) admin: bool,
+
+    /// Validity, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub(crate) ttl: Duration,
+
+    /// HS256 secret; unset means the development secret `taskmesh dev` uses.
+    #[arg(long, env = "TASKMESH_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<SecretString>,
+
+    /// PEM private key (RS256 or EdDSA) to sign with instead of the secret.
+    #[arg(long, env = "TASKMESH_JWT_PRIVATE_KEY", hide_env_values = true)]
+    pub(crate) jwt_private_key: Option<SecretString>,
+
+    /// `kid` header for a private-key signature.
+    #[arg(long, env = "TASKMESH_JWT_KID")]
+    pub(crate) jwt_kid: Option<String>,
+
+    /// `iss` claim.
+    #[arg(long, env = "TASKMESH_JWT_ISSUER")]
+    pub(crate) jwt_issuer: Option<String>,
+}

@@ -1,0 +1,242 @@
+//! Starting components from the parsed command line.
+
+use std::{net::SocketAddr, path::Path};
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use taskmesh_gateway::{Gateway, GatewayConfig};
+use taskmesh_platform::{
+    auth::{DEV_SECRET, Signer, Verifier},
+    db,
+    kafka::KafkaConfig,
+    shutdown,
+};
+use taskmesh_task::TaskServer;
+use tokio::net::TcpListener;
+
+use crate::cli::{Cli, Command, Common, Component, DevArgs, ServeArgs, TokenArgs};
+
+/// Runs the chosen subcommand to completion.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => dev(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(common) => migrate(&common).await,
+        Command::Token(args) => token(&args),
+    }
+}
+
+fn kafka_config(common: &Common, brokers: String) -> anyhow::Result<KafkaConfig> {
+    let mut config = KafkaConfig::local(brokers);
+    config.topic_prefix.clone_from(&common.topic_prefix);
+    config.partitions = common.topic_partitions;
+    config.replication_factor = common.topic_replication;
+    for pair in common.kafka_properties.split(',').filter(|p| !p.trim().is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("TASKMESH_KAFKA_PROPERTIES entry {pair:?} is not key=value"))?;
+        config.extra.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    Ok(config)
+}
+
+/// The verifier: public keys when configured, else the secret, else (dev only) the
+/// development secret.
+fn verifier(common: &Common, dev: bool) -> anyhow::Result<Verifier> {
+    let verifier = if let Some(path) = &common.jwt_public_keys {
+        Verifier::from_public_keys_file(path)?
+    } else if let Some(secret) = &common.jwt_secret {
+        Verifier::hs256(secret)
+    } else if dev {
+        tracing::warn!(
+            "TASKMESH_JWT_SECRET is unset: using the fixed, public DEVELOPMENT secret. \
+             Anyone can mint tokens for this server. Never expose it beyond this machine."
+        );
+        Verifier::hs256(&SecretString::from(DEV_SECRET))
+    } else {
+        anyhow::bail!("set TASKMESH_JWT_SECRET or TASKMESH_JWT_PUBLIC_KEYS");
+    };
+    Ok(verifier.with_issuer(common.jwt_issuer.clone()))
+}
+
+async fn task_pool(common: &Common) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::connect(&common.database_url, taskmesh_task::SCHEMA, 16)
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+    Ok(pool)
+}
+
+async fn migrate(common: &Common) -> anyhow::Result<()> {
+    db::ensure_database(&common.database_url)
+        .await
+        .context("cannot create the database (DATABASE_URL)")?;
+    let pool = task_pool(common).await?;
+    db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
+    tracing::info!("migrations applied");
+    let brokers = common
+        .kafka_brokers
+        .clone()
+        .context("KAFKA_BROKERS is required to create topics")?;
+    kafka_config(common, brokers)?
+        .create_topics()
+        .await
+        .context("cannot create Kafka topics")?;
+    tracing::info!("topics ready");
+    Ok(())
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let common = &args.common;
+    let verifier = verifier(common, true)?;
+
+    db::ensure_database(&common.database_url)
+        .await
+        .context("cannot reach PostgreSQL or create the database (DATABASE_URL)")?;
+    let pool = task_pool(common).await?;
+    db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
+
+    #[cfg(feature = "embedded-broker")]
+    let mut _broker = None;
+    let brokers = match &common.kafka_brokers {
+        Some(brokers) => brokers.clone(),
+        None => {
+            #[cfg(feature = "embedded-broker")]
+            {
+                let broker = start_broker(&args).await?;
+                let servers = broker.bootstrap_servers();
+                _broker = Some(broker);
+                servers
+            }
+            #[cfg(not(feature = "embedded-broker"))]
+            anyhow::bail!("KAFKA_BROKERS is unset and this build has no embedded broker")
+        }
+    };
+    let kafka = kafka_config(common, brokers)?;
+    kafka.create_topics().await.context("cannot create Kafka topics")?;
+
+    let task_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let task_addr = task_listener.local_addr()?;
+    let task = TaskServer {
+        pool,
+        kafka: kafka.clone(),
+        verifier: verifier.clone(),
+        retention: common.change_retention,
+        relay: true,
+    };
+    let web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
+    let gateway = Gateway::bind(
+        args.listen,
+        GatewayConfig {
+            task_service: format!("http://{task_addr}"),
+            kafka,
+            verifier,
+            web_dir,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let gateway_addr = gateway.local_addr()?;
+    tracing::info!(
+        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; mint a token with `taskmesh token --sub alice`"
+    );
+    let (task_result, gateway_result) = tokio::join!(
+        task.serve(task_listener, shutdown.clone()),
+        gateway.serve(shutdown.clone())
+    );
+    task_result.context("task service failed")?;
+    gateway_result.context("gateway failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(feature = "embedded-broker")]
+async fn start_broker(
+    args: &DevArgs,
+) -> anyhow::Result<taskmesh_platform::broker::EmbeddedBroker> {
+    let storage = match &args.broker_storage {
+        Some(storage) => storage.clone(),
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+            sqlite_url(&args.data_dir)?
+        }
+    };
+    tracing::info!(%storage, addr = %args.kafka_listen, "starting the embedded Kafka-compatible broker");
+    Ok(taskmesh_platform::broker::EmbeddedBroker::start(args.kafka_listen, &storage).await?)
+}
+
+/// tansu opens `sqlite://FILE` relative to the working directory, so the path must be
+/// relative.
+#[cfg(feature = "embedded-broker")]
+fn sqlite_url(dir: &Path) -> anyhow::Result<String> {
+    let file = dir.join("broker.db");
+    let relative = if file.is_absolute() {
+        let cwd = std::env::current_dir()?;
+        file.strip_prefix(&cwd)
+            .map(Path::to_path_buf)
+            .map_err(|_| anyhow::anyhow!("--data-dir must be inside the working directory"))?
+    } else {
+        file
+    };
+    Ok(format!("sqlite://{}", relative.display()))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let common = &args.common;
+    let verifier = verifier(common, false)?;
+    let brokers = common
+        .kafka_brokers
+        .clone()
+        .context("KAFKA_BROKERS is required")?;
+    let kafka = kafka_config(common, brokers)?;
+    match args.component {
+        Component::Task => {
+            let addr = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)));
+            let pool = task_pool(common).await?;
+            let listener = TcpListener::bind(addr).await?;
+            TaskServer {
+                pool,
+                kafka,
+                verifier,
+                retention: common.change_retention,
+                relay: true,
+            }
+            .serve(listener, shutdown)
+            .await
+        }
+        Component::Gateway => {
+            let addr = args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+            Gateway::bind(
+                addr,
+                GatewayConfig {
+                    task_service: args.task_service.clone(),
+                    kafka,
+                    verifier,
+                    web_dir: args.web_dir.clone(),
+                },
+            )
+            .await?
+            .serve(shutdown)
+            .await
+        }
+        Component::Reminder | Component::Recurrence | Component::Audit => anyhow::bail!(
+            "the {:?} component is not implemented yet (see the open issues)",
+            args.component
+        ),
+    }
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let signer = match (&args.jwt_private_key, &args.jwt_secret) {
+        (Some(pem), _) => Signer::from_private_key_pem(pem, args.jwt_kid.clone())?,
+        (None, Some(secret)) => Signer::hs256(secret),
+        (None, None) => Signer::hs256(&SecretString::from(DEV_SECRET)),
+    }
+    .with_issuer(args.jwt_issuer.clone());
+    let roles = if args.admin { vec!["admin".to_owned()] } else { Vec::new() };
+    let token = signer.mint(&args.sub, &roles, args.ttl)?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The fan-out hub: one Kafka consumer per gateway reads every partition of `task-events`
+//! (manual assignment, so each gateway instance sees all users) and hands each event to the
+//! live streams of its owner.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use prost::Message as _;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+};
+use taskmesh_platform::{cloudevents::CloudEvent, kafka::KafkaConfig};
+use taskmesh_proto::events::v1::ChangeContext;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// How many events a slow stream may fall behind before it re-reads the change log.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// One change as it arrived from Kafka.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveEvent {
+    /// The owner's change-log sequence.
+    pub(crate) sequence: i64,
+    /// CloudEvent `id`.
+    pub(crate) event_id: String,
+    /// CloudEvent `type`.
+    pub(crate) event_type: String,
+    /// Protobuf payload.
+    pub(crate) data: Vec<u8>,
+}
+
+/// Any event payload, read only for its `context` (field 1 of every payload).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContextOnly {
+    #[prost(message, optional, tag = "1")]
+    context: Option<ChangeContext>,
+}
+
+/// Per-user broadcast channels. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hub {
+    users: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<LiveEvent>>>>>,
+}
+
+impl Hub {
+    /// Subscribes to `user`'s events from now on.
+    pub(crate) fn subscribe(&self, user: &str) -> broadcast::Receiver<Arc<LiveEvent>> {
+        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        users
+            .entry(user.to_owned())
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Delivers an event to `user`'s subscribers; forgets users nobody listens to any more.
+    pub(crate) fn publish(&self, user: &str, event: LiveEvent) {
+        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = users.get(user) {
+            if sender.receiver_count() == 0 {
+                users.remove(user);
+            } else {
+                // An error means every receiver is gone meanwhile; nothing to do.
+                let _ = sender.send(Arc::new(event));
+            }
+        }
+    }
+
+    /// Consumes `task-events` from the end of every partition and publishes each event until
+    /// `shutdown`. Offsets are never committed: a gateway needs no position of its own, the
+    /// change log covers anything before it started.
+    pub(crate) async fn run(
+        self,
+        kafka: KafkaConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let topic = kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents);
+        let group = format!("taskmesh-gateway-{}", uuid::Uuid::now_v7());
+        let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
+        let mut assignment = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(t.name(), p.id(), Offset::End)?;
+            }
+        }
+        if assignment.count() == 0 {
+            anyhow::bail!("topic {topic} has no partitions (was it created?)");
+        }
+        consumer.assign(&assignment)?;
+        tracing::info!(%topic, partitions = assignment.count(), "gateway consuming live events");
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                message = consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "kafka receive failed");
+                    continue;
+                }
+            };
+            let event = match CloudEvent::from_message(&message) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(%error, offset = message.offset(), "skipping a record that is not a taskmesh event");
+                    continue;
+                }
+            };
+            let Ok(ContextOnly { context: Some(context) }) = ContextOnly::decode(event.data.as_slice()) else {
+                tracing::warn!(event_id = %event.id, "skipping an event without context");
+                continue;
+            };
+            self.publish(
+                &context.user,
+                LiveEvent {
+                    sequence: context.sequence,
+                    event_id: event.id.to_string(),
+                    event_type: event.event_type,
+                    data: event.data,
+                },
+            );
+        }
+    }
+}
