@@ -40,6 +40,29 @@ struct ContextOnly {
     context: Option<ChangeContext>,
 }
 
+/// Every partition of `topic`, starting at `offset`. Metadata is fetched on a blocking
+/// thread (librdkafka's call blocks).
+pub(crate) async fn all_partitions(
+    kafka: &KafkaConfig,
+    topic: &str,
+    offset: Offset,
+) -> anyhow::Result<TopicPartitionList> {
+    let config = kafka.client_config();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client: rdkafka::consumer::BaseConsumer = config.create()?;
+        let metadata = client.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
+        let mut assignment = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(t.name(), p.id(), offset)?;
+            }
+        }
+        Ok(assignment)
+    })
+    .await?
+}
+
 /// Per-user broadcast channels. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Hub {
@@ -80,13 +103,7 @@ impl Hub {
         let topic = kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents);
         let group = format!("taskmesh-gateway-{}", uuid::Uuid::now_v7());
         let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
-        let metadata = consumer.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
-        let mut assignment = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                assignment.add_partition_offset(t.name(), p.id(), Offset::End)?;
-            }
-        }
+        let assignment = all_partitions(&kafka, &topic, Offset::End).await?;
         if assignment.count() == 0 {
             anyhow::bail!("topic {topic} has no partitions (was it created?)");
         }

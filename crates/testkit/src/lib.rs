@@ -1,1 +1,256 @@
-//! placeholder
+//! Test harness for taskmesh's integration tests: everything real, nothing shared between
+//! tests.
+//!
+//! # Layout
+//! - [`TestDb`]: a fresh, uniquely named PostgreSQL database, dropped afterwards.
+//! - [`Mesh`]: an in-memory Kafka-compatible broker (tansu), TaskService and the gateway on
+//!   free loopback ports.
+//! - [`EventReader`]: reads CloudEvents off a topic, from the beginning.
+//! - [`token`], [`authed`]: tokens signed with the test secret.
+
+use std::{net::SocketAddr, time::Duration};
+
+use rdkafka::{
+    Offset, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+};
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection};
+use taskmesh_gateway::{Gateway, GatewayConfig};
+use taskmesh_platform::{
+    auth::{Signer, Verifier},
+    broker::EmbeddedBroker,
+    cloudevents::CloudEvent,
+    db,
+    kafka::{KafkaConfig, Topic},
+};
+use taskmesh_task::TaskServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret tests sign with.
+pub const TEST_SECRET: &str = "taskmesh-test-secret";
+
+/// The server the tests use (`DATABASE_URL`'s server, default the local one).
+fn server_url() -> String {
+    std::env::var("TASKMESH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A fresh database, dropped (with its connections) when this value is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    /// Creates `taskmesh_test_<uuid>`.
+    pub async fn create() -> anyhow::Result<Self> {
+        let name = format!("taskmesh_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(Self { name })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", server_url(), self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context guarantees: use a thread with its own runtime.
+        let joined = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut conn =
+                    PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(joined, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A token for `user` signed with [`TEST_SECRET`], valid for an hour.
+pub fn token(user: &str) -> String {
+    Signer::hs256(&SecretString::from(TEST_SECRET))
+        .mint(user, &[], Duration::from_secs(3600))
+        .unwrap_or_default()
+}
+
+/// Wraps `message` in a request carrying `user`'s bearer token.
+pub fn authed<T>(user: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {}", token(user)).parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Options of [`Mesh::start`].
+#[derive(Clone, Copy, Debug)]
+pub struct MeshOptions {
+    /// Run TaskService's outbox relay (off: events stay in the outbox).
+    pub relay: bool,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        Self { relay: true }
+    }
+}
+
+/// The mesh on free loopback ports, stopped when dropped.
+#[derive(Debug)]
+pub struct Mesh {
+    /// The database (dropped last).
+    pub db: TestDb,
+    /// Pool on the `task` schema.
+    pub pool: sqlx::PgPool,
+    /// Kafka settings pointing at the embedded broker.
+    pub kafka: KafkaConfig,
+    /// TaskService's address.
+    pub task_addr: SocketAddr,
+    /// The gateway's address.
+    pub gateway_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task_handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _broker: EmbeddedBroker,
+}
+
+impl Mesh {
+    /// Starts a broker (memory storage), migrates a fresh database, starts TaskService and
+    /// the gateway.
+    pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
+        let db = TestDb::create().await?;
+        let pool = db::connect(&db.url(), taskmesh_task::SCHEMA, 8).await?;
+        db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
+        let broker =
+            EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
+        let kafka = KafkaConfig::local(broker.bootstrap_servers());
+        kafka.create_topics().await?;
+        let verifier = Verifier::hs256(&SecretString::from(TEST_SECRET));
+        let shutdown = CancellationToken::new();
+
+        let task_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let task_addr = task_listener.local_addr()?;
+        let server = TaskServer {
+            pool: pool.clone(),
+            kafka: kafka.clone(),
+            verifier: verifier.clone(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            relay: options.relay,
+        };
+        let task_handle = tokio::spawn(server.serve(task_listener, shutdown.clone()));
+
+        let gateway = Gateway::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            GatewayConfig {
+                task_service: format!("http://{task_addr}"),
+                kafka: kafka.clone(),
+                verifier,
+                web_dir: None,
+            },
+        )
+        .await?;
+        let gateway_addr = gateway.local_addr()?;
+        tokio::spawn(gateway.serve(shutdown.clone()));
+        Ok(Self {
+            db,
+            pool,
+            kafka,
+            task_addr,
+            gateway_addr,
+            shutdown,
+            task_handle,
+            _broker: broker,
+        })
+    }
+
+    /// `http://` URL of the gateway.
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    /// A gRPC channel to the gateway.
+    pub async fn gateway_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(self.gateway_url())?
+            .connect()
+            .await?)
+    }
+
+    /// Stops TaskService (and its relay) and waits for it; the gateway keeps running.
+    pub async fn stop_task_service(&mut self) {
+        self.shutdown.cancel();
+        let _ = (&mut self.task_handle).await;
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Reads taskmesh CloudEvents off one topic, from the beginning of every partition.
+pub struct EventReader {
+    consumer: StreamConsumer,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventReader")
+    }
+}
+
+impl EventReader {
+    /// A reader of `topic` on `kafka`.
+    pub async fn new(kafka: &KafkaConfig, topic: Topic) -> anyhow::Result<Self> {
+        let name = kafka.topic(topic);
+        let config = kafka.consumer_config(&format!("test-reader-{}", uuid::Uuid::new_v4()));
+        // librdkafka's metadata call blocks: keep it off the runtime's threads (the broker
+        // runs on them).
+        let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer> {
+            let consumer: StreamConsumer = config.create()?;
+            let metadata = consumer.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+            let mut assignment = TopicPartitionList::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    assignment.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+                }
+            }
+            consumer.assign(&assignment)?;
+            Ok(consumer)
+        })
+        .await??;
+        Ok(Self { consumer })
+    }
+
+    /// Every event that arrives until `quiet` passes without one (or `limit` is reached).
+    pub async fn collect(&self, limit: usize, quiet: Duration) -> anyhow::Result<Vec<CloudEvent>> {
+        let mut events = Vec::new();
+        while events.len() < limit {
+            match tokio::time::timeout(quiet, self.consumer.recv()).await {
+                Ok(Ok(message)) => events.push(CloudEvent::from_message(&message)?),
+                Ok(Err(error)) => return Err(error.into()),
+                Err(_) => break,
+            }
+        }
+        Ok(events)
+    }
+}
