@@ -72,7 +72,10 @@ pub(crate) struct Hub {
 impl Hub {
     /// Subscribes to `user`'s events from now on.
     pub(crate) fn subscribe(&self, user: &str) -> broadcast::Receiver<Arc<LiveEvent>> {
-        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         users
             .entry(user.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
@@ -81,7 +84,10 @@ impl Hub {
 
     /// Delivers an event to `user`'s subscribers; forgets users nobody listens to any more.
     pub(crate) fn publish(&self, user: &str, event: LiveEvent) {
-        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(sender) = users.get(user) {
             if sender.receiver_count() == 0 {
                 users.remove(user);
@@ -128,7 +134,10 @@ impl Hub {
                     continue;
                 }
             };
-            let Ok(ContextOnly { context: Some(context) }) = ContextOnly::decode(event.data.as_slice()) else {
+            let Ok(ContextOnly {
+                context: Some(context),
+            }) = ContextOnly::decode(event.data.as_slice())
+            else {
                 tracing::warn!(event_id = %event.id, "skipping an event without context");
                 continue;
             };

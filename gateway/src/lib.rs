@@ -28,7 +28,10 @@ use taskmesh_platform::{
 use taskmesh_proto::gateway::v1::live_service_server::LiveServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::{Channel, Endpoint, server::TcpIncoming}};
+use tonic::{
+    service::Routes,
+    transport::{Channel, Endpoint, server::TcpIncoming},
+};
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     services::ServeDir,
@@ -99,7 +102,10 @@ impl Gateway {
             .set_serving::<LiveServiceServer<LiveServiceImpl>>()
             .await;
         health
-            .set_service_status("taskmesh.task.v1.TaskService", tonic_health::ServingStatus::Serving)
+            .set_service_status(
+                "taskmesh.task.v1.TaskService",
+                tonic_health::ServingStatus::Serving,
+            )
             .await;
         let routes = reflection(Routes::new(live).add_service(health_service))?;
 

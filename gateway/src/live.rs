@@ -73,7 +73,12 @@ fn event_of(event_type: &str, data: &[u8]) -> Option<Event> {
     Some(event)
 }
 
-fn message(cursor: Cursor, event: Event, event_id: String, event_type: String) -> StreamChangesResponse {
+fn message(
+    cursor: Cursor,
+    event: Event,
+    event_id: String,
+    event_type: String,
+) -> StreamChangesResponse {
     StreamChangesResponse {
         cursor: cursor.encode(),
         event: Some(event),
@@ -99,7 +104,9 @@ async fn replay_page(
         after_sequence: after,
         page_size: 500,
     });
-    request.metadata_mut().insert("authorization", token.clone());
+    request
+        .metadata_mut()
+        .insert("authorization", token.clone());
     match client.list_changes(request).await {
         Ok(response) => {
             let response = response.into_inner();
@@ -125,13 +132,14 @@ impl LiveService for LiveServiceImpl {
             .and_then(|t| format!("Bearer {t}").parse().ok())
             .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
         let requested = &request.get_ref().cursor;
-        let start = if requested.is_empty() {
-            None
-        } else {
-            Some(Cursor::decode(requested).map_err(|_| {
-                invalid_argument("cursor", "is not a cursor this service returned")
-            })?)
-        };
+        let start =
+            if requested.is_empty() {
+                None
+            } else {
+                Some(Cursor::decode(requested).map_err(|_| {
+                    invalid_argument("cursor", "is not a cursor this service returned")
+                })?)
+            };
         // Subscribe before reading the change log, so nothing committed meanwhile is missed.
         let mut live = self.hub.subscribe(&caller.user);
         let mut client = self.tasks.clone();
@@ -140,7 +148,10 @@ impl LiveService for LiveServiceImpl {
             Some(cursor) => cursor,
             None => {
                 let (_, latest) = replay_page(&mut client, &token, i64::MAX).await?;
-                Cursor { task: latest, notification: None }
+                Cursor {
+                    task: latest,
+                    notification: None,
+                }
             }
         };
         tracing::debug!(user = %caller.user, position = cursor.task, "live stream opened");
@@ -219,4 +230,3 @@ impl LiveService for LiveServiceImpl {
         Ok(Response::new(Box::pin(stream)))
     }
 }
-

@@ -201,10 +201,7 @@ impl Verifier {
                 };
                 let mut last = None;
                 let mut claims = None;
-                for candidate in candidates
-                    .into_iter()
-                    .filter(|k| k.algorithm == header.alg)
-                {
+                for candidate in candidates.into_iter().filter(|k| k.algorithm == header.alg) {
                     match self.decode(token, &candidate.key, candidate.algorithm) {
                         Ok(found) => {
                             claims = Some(found);
@@ -256,7 +253,8 @@ impl Verifier {
     /// # Errors
     /// `UNAUTHENTICATED` with a short reason; the detail is logged at debug level only.
     pub fn verify_metadata(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let token = bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let token =
+            bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
         self.verify(token).map_err(|error| {
             tracing::debug!(%error, "rejected token");
             Status::unauthenticated("invalid bearer token")
@@ -279,7 +277,7 @@ fn pem_keys(text: &str) -> Vec<PublicKey> {
         let Some(start) = block.find("-----BEGIN") else {
             continue;
         };
-        let pem = block[start..].as_bytes();
+        let pem = &block.as_bytes()[start..];
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             keys.push(PublicKey {
                 kid: None,
@@ -346,7 +344,10 @@ impl Signer {
     ///
     /// # Errors
     /// [`AuthError::Sign`] when the PEM holds neither.
-    pub fn from_private_key_pem(pem: &SecretString, kid: Option<String>) -> Result<Self, AuthError> {
+    pub fn from_private_key_pem(
+        pem: &SecretString,
+        kid: Option<String>,
+    ) -> Result<Self, AuthError> {
         let bytes = pem.expose_secret().as_bytes();
         let (key, algorithm) = match EncodingKey::from_rsa_pem(bytes) {
             Ok(key) => (key, Algorithm::RS256),

@@ -3,8 +3,8 @@
 //! headers, the protobuf payload as the record value, the owning user id as the record key.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use uuid::Uuid;
 
 /// `content-type` of every taskmesh event.

@@ -74,8 +74,14 @@ mod tests {
     fn round_trips() {
         for cursor in [
             Cursor::default(),
-            Cursor { task: 42, notification: Some(7) },
-            Cursor { task: i64::MAX, notification: None },
+            Cursor {
+                task: 42,
+                notification: Some(7),
+            },
+            Cursor {
+                task: i64::MAX,
+                notification: None,
+            },
         ] {
             assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
         }

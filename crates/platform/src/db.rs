@@ -36,10 +36,11 @@ pub async fn ensure_database(url: &str) -> Result<(), DbError> {
     let options = PgConnectOptions::from_str(url).map_err(DbError::Url)?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
     let mut admin = options.clone().database("postgres").connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         match sqlx::query(&format!("CREATE DATABASE {quoted}"))

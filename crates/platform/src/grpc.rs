@@ -11,9 +11,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 ///
 /// # Errors
 /// When the embedded descriptor set does not decode (a build defect).
-pub fn reflection(
-    routes: Routes,
-) -> Result<Routes, tonic_reflection::server::Error> {
+pub fn reflection(routes: Routes) -> Result<Routes, tonic_reflection::server::Error> {
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(taskmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -159,12 +159,9 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(&self.channel).await?;
         loop {
-            let published = self.publish_pending(&mut conn).await;
-            if let Err(error) = published {
-                // Leave the loop; dropping `conn` releases the lock so another replica (or
-                // this one, after a pause) takes over.
-                return Err(error);
-            }
+            // On error, leave: dropping `conn` releases the lock so another replica (or this
+            // one, after a pause) takes over.
+            self.publish_pending(&mut conn).await?;
             tokio::select! {
                 () = shutdown.cancelled() => {
                     sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.lock_key).execute(&mut conn).await?;

@@ -5,14 +5,14 @@
 //! only place they are compiled. Modules mirror the protobuf packages.
 //!
 //! # Layout
-//! - [`taskmesh::task::v1`]: `TaskService`, `Task`, `Tag`.
-//! - [`taskmesh::reminder::v1`]: `ReminderService`, reminders and notifications.
-//! - [`taskmesh::recurrence::v1`]: `RecurrenceService`.
-//! - [`taskmesh::audit::v1`]: `AuditService`.
-//! - [`taskmesh::events::v1`]: event and command payloads, one message per CloudEvent `type`.
-//! - [`taskmesh::gateway::v1`]: the gateway's `LiveService` stream.
-//! - [`google`]: vendored googleapis types (`google.type.Date`, field behaviours).
-//! - [`FILE_DESCRIPTOR_SET`]: every file, for server reflection.
+//! - [`taskmesh::task::v1`] — `TaskService`, `Task`, `Tag`.
+//! - [`taskmesh::reminder::v1`] — `ReminderService`, reminders and notifications.
+//! - [`taskmesh::recurrence::v1`] — `RecurrenceService`.
+//! - [`taskmesh::audit::v1`] — `AuditService`.
+//! - [`taskmesh::events::v1`] — event and command payloads, one message per CloudEvent `type`.
+//! - [`taskmesh::gateway::v1`] — the gateway's `LiveService` stream.
+//! - [`google`] — vendored googleapis types (`google.type.Date`, field behaviours).
+//! - [`FILE_DESCRIPTOR_SET`] — every file, for server reflection.
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every taskmesh `.proto` file and its
 /// imports, with source info, for gRPC server reflection.

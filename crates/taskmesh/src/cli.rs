@@ -11,7 +11,12 @@ use secrecy::SecretString;
 #[command(name = "taskmesh", version, about)]
 pub(crate) struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "TASKMESH_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "TASKMESH_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub(crate) log_format: LogFormat,
 
     #[command(subcommand)]
@@ -52,7 +57,12 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct Common {
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/taskmesh", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/taskmesh",
+        hide_env_values = true
+    )]
     pub(crate) database_url: String,
 
     /// Kafka bootstrap servers (`host:port,...`). For `dev`, unset means the embedded broker.
@@ -134,7 +144,11 @@ pub(crate) struct ServeArgs {
     pub(crate) listen: Option<SocketAddr>,
 
     /// TaskService address, for the gateway.
-    #[arg(long, env = "TASKMESH_TASK_SERVICE", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "TASKMESH_TASK_SERVICE",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub(crate) task_service: String,
 
     /// The built web app, for the gateway; unset serves a short index page.

@@ -31,11 +31,17 @@ fn kafka_config(common: &Common, brokers: String) -> anyhow::Result<KafkaConfig>
     config.topic_prefix.clone_from(&common.topic_prefix);
     config.partitions = common.topic_partitions;
     config.replication_factor = common.topic_replication;
-    for pair in common.kafka_properties.split(',').filter(|p| !p.trim().is_empty()) {
-        let (key, value) = pair
-            .split_once('=')
-            .with_context(|| format!("TASKMESH_KAFKA_PROPERTIES entry {pair:?} is not key=value"))?;
-        config.extra.push((key.trim().to_owned(), value.trim().to_owned()));
+    for pair in common
+        .kafka_properties
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+    {
+        let (key, value) = pair.split_once('=').with_context(|| {
+            format!("TASKMESH_KAFKA_PROPERTIES entry {pair:?} is not key=value")
+        })?;
+        config
+            .extra
+            .push((key.trim().to_owned(), value.trim().to_owned()));
     }
     Ok(config)
 }
@@ -113,7 +119,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     };
     let kafka = kafka_config(common, brokers)?;
-    kafka.create_topics().await.context("cannot create Kafka topics")?;
+    kafka
+        .create_topics()
+        .await
+        .context("cannot create Kafka topics")?;
 
     let task_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let task_addr = task_listener.local_addr()?;
@@ -151,9 +160,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "embedded-broker")]
-async fn start_broker(
-    args: &DevArgs,
-) -> anyhow::Result<taskmesh_platform::broker::EmbeddedBroker> {
+async fn start_broker(args: &DevArgs) -> anyhow::Result<taskmesh_platform::broker::EmbeddedBroker> {
     let storage = match &args.broker_storage {
         Some(storage) => storage.clone(),
         None => {
@@ -193,7 +200,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let kafka = kafka_config(common, brokers)?;
     match args.component {
         Component::Task => {
-            let addr = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)));
+            let addr = args
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)));
             let pool = task_pool(common).await?;
             let listener = TcpListener::bind(addr).await?;
             TaskServer {
@@ -207,7 +216,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
         }
         Component::Gateway => {
-            let addr = args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let addr = args
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
             Gateway::bind(
                 addr,
                 GatewayConfig {
@@ -235,7 +246,11 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         (None, None) => Signer::hs256(&SecretString::from(DEV_SECRET)),
     }
     .with_issuer(args.jwt_issuer.clone());
-    let roles = if args.admin { vec!["admin".to_owned()] } else { Vec::new() };
+    let roles = if args.admin {
+        vec!["admin".to_owned()]
+    } else {
+        Vec::new()
+    };
     let token = signer.mint(&args.sub, &roles, args.ttl)?;
     println!("{token}");
     Ok(())

@@ -70,8 +70,7 @@ impl Drop for TestDb {
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let mut conn =
-                    PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+                let mut conn = PgConnection::connect(&format!("{}/postgres", server_url())).await?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut conn)
                     .await?;

@@ -5,9 +5,7 @@ use std::time::Duration;
 use prost_types::FieldMask;
 use taskmesh_proto::{
     gateway::v1::{StreamChangesRequest, StreamChangesResponse, stream_changes_response::Event},
-    task::v1::{
-        CompleteTaskRequest, CreateTaskRequest, ListTasksRequest, Task, UpdateTaskRequest,
-    },
+    task::v1::{CompleteTaskRequest, CreateTaskRequest, ListTasksRequest, Task, UpdateTaskRequest},
 };
 use taskmesh_testkit::{Mesh, MeshOptions, authed};
 use tonic::Streaming;
@@ -15,7 +13,10 @@ use tonic::Streaming;
 use crate::{live_web, tasks_grpc};
 
 /// The next message that is not a heartbeat, or `None` after `wait` of silence.
-async fn next(stream: &mut Streaming<StreamChangesResponse>, wait: Duration) -> Option<StreamChangesResponse> {
+async fn next(
+    stream: &mut Streaming<StreamChangesResponse>,
+    wait: Duration,
+) -> Option<StreamChangesResponse> {
     loop {
         match tokio::time::timeout(wait, stream.message()).await {
             Ok(Ok(Some(message))) if matches!(message.event, Some(Event::Heartbeat(_))) => continue,
@@ -28,7 +29,12 @@ async fn next(stream: &mut Streaming<StreamChangesResponse>, wait: Duration) -> 
 
 async fn open(mesh: &Mesh, user: &str, cursor: &str) -> Streaming<StreamChangesResponse> {
     live_web(mesh)
-        .stream_changes(authed(user, StreamChangesRequest { cursor: cursor.into() }))
+        .stream_changes(authed(
+            user,
+            StreamChangesRequest {
+                cursor: cursor.into(),
+            },
+        ))
         .await
         .expect("stream opens")
         .into_inner()
@@ -38,7 +44,9 @@ async fn open(mesh: &Mesh, user: &str, cursor: &str) -> Streaming<StreamChangesR
 async fn until_caught_up(stream: &mut Streaming<StreamChangesResponse>) -> (Vec<String>, String) {
     let mut types = Vec::new();
     loop {
-        let message = next(stream, Duration::from_secs(10)).await.expect("stream catches up");
+        let message = next(stream, Duration::from_secs(10))
+            .await
+            .expect("stream catches up");
         match message.event {
             Some(Event::CaughtUp(_)) => return (types, message.cursor),
             _ => types.push(message.event_type),
@@ -49,7 +57,16 @@ async fn until_caught_up(stream: &mut Streaming<StreamChangesResponse>) -> (Vec<
 async fn new_task(mesh: &Mesh, user: &str, title: &str) -> Task {
     tasks_grpc(mesh)
         .await
-        .create_task(authed(user, CreateTaskRequest { task: Some(Task { title: title.into(), ..Default::default() }), request_id: String::new() }))
+        .create_task(authed(
+            user,
+            CreateTaskRequest {
+                task: Some(Task {
+                    title: title.into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -70,22 +87,44 @@ async fn stream_sees_create_update_complete_in_order_and_only_its_owners() {
     let mut change = task.clone();
     change.title = "live one, renamed".into();
     client
-        .update_task(authed("alice", UpdateTaskRequest { task: Some(change), update_mask: Some(FieldMask { paths: vec!["title".into()] }) }))
+        .update_task(authed(
+            "alice",
+            UpdateTaskRequest {
+                task: Some(change),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".into()],
+                }),
+            },
+        ))
         .await
         .unwrap();
     client
-        .complete_task(authed("alice", CompleteTaskRequest { name: task.name.clone(), ..Default::default() }))
+        .complete_task(authed(
+            "alice",
+            CompleteTaskRequest {
+                name: task.name.clone(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
 
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let message = next(&mut alice, Duration::from_secs(10)).await.expect("change arrives");
+        let message = next(&mut alice, Duration::from_secs(10))
+            .await
+            .expect("change arrives");
         seen.push(message.event);
     }
-    assert!(matches!(&seen[0], Some(Event::TaskCreated(e)) if e.task.as_ref().unwrap().title == "live one"));
-    assert!(matches!(&seen[1], Some(Event::TaskUpdated(e)) if e.task.as_ref().unwrap().title == "live one, renamed"));
-    assert!(matches!(&seen[2], Some(Event::TaskCompleted(e)) if e.task.as_ref().unwrap().name == task.name));
+    assert!(
+        matches!(&seen[0], Some(Event::TaskCreated(e)) if e.task.as_ref().unwrap().title == "live one")
+    );
+    assert!(
+        matches!(&seen[1], Some(Event::TaskUpdated(e)) if e.task.as_ref().unwrap().title == "live one, renamed")
+    );
+    assert!(
+        matches!(&seen[2], Some(Event::TaskCompleted(e)) if e.task.as_ref().unwrap().name == task.name)
+    );
     // Nothing more for alice, nothing at all for bob.
     assert!(next(&mut alice, Duration::from_secs(1)).await.is_none());
     assert!(next(&mut bob, Duration::from_secs(1)).await.is_none());
@@ -118,7 +157,9 @@ async fn reconnecting_with_the_cursor_gets_exactly_the_missed_changes() {
     // And it stays live after the replay, without repeating anything.
     new_task(&mesh, "alice", "live again").await;
     let live = next(&mut resumed, Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(live.event, Some(Event::TaskCreated(e)) if e.task.as_ref().unwrap().title == "live again"));
+    assert!(
+        matches!(live.event, Some(Event::TaskCreated(e)) if e.task.as_ref().unwrap().title == "live again")
+    );
     assert!(next(&mut resumed, Duration::from_secs(1)).await.is_none());
 }
 
@@ -149,14 +190,25 @@ async fn an_expired_cursor_gets_resync_and_a_malformed_one_invalid_argument() {
     new_task(&mesh, "alice", "one").await;
     new_task(&mesh, "alice", "two").await;
     // Retention removed the changes this cursor needs.
-    sqlx::query("DELETE FROM changes").execute(&mesh.pool).await.unwrap();
+    sqlx::query("DELETE FROM changes")
+        .execute(&mesh.pool)
+        .await
+        .unwrap();
     let mut stream = open(&mesh, "alice", &start).await;
     let message = next(&mut stream, Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(message.event, Some(Event::Resync(_))), "{message:?}");
+    assert!(
+        matches!(message.event, Some(Event::Resync(_))),
+        "{message:?}"
+    );
     assert!(next(&mut stream, Duration::from_secs(2)).await.is_none());
 
     let status = live_web(&mesh)
-        .stream_changes(authed("alice", StreamChangesRequest { cursor: "garbage!".into() }))
+        .stream_changes(authed(
+            "alice",
+            StreamChangesRequest {
+                cursor: "garbage!".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);

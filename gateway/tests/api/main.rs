@@ -16,7 +16,8 @@ use taskmesh_testkit::Mesh;
 use tonic_web::{GrpcWebClientLayer, GrpcWebClientService};
 
 /// An HTTP/1.1 grpc-web transport to the gateway.
-pub(crate) type GrpcWeb = GrpcWebClientService<Client<HttpConnector, tonic_web::GrpcWebCall<tonic::body::Body>>>;
+pub(crate) type GrpcWeb =
+    GrpcWebClientService<Client<HttpConnector, tonic_web::GrpcWebCall<tonic::body::Body>>>;
 
 /// A grpc-web transport (HTTP/1.1 only, as browsers use it).
 pub(crate) fn grpc_web() -> GrpcWeb {

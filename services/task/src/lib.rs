@@ -51,7 +51,10 @@ pub fn relay(pool: PgPool, producer: rdkafka::producer::FutureProducer) -> Relay
 
 /// gRPC routes of TaskService (behind JWT verification) and its health status.
 pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier) -> Routes {
-    let service = TaskServiceImpl::new(pool, kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents));
+    let service = TaskServiceImpl::new(
+        pool,
+        kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents),
+    );
     Routes::new(TaskServiceServer::with_interceptor(
         service,
         AuthInterceptor::new(verifier),
@@ -92,7 +95,11 @@ impl TaskServer {
             let producer = self.kafka.producer()?;
             background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
         }
-        background.spawn(retention::run(self.pool.clone(), self.retention, shutdown.clone()));
+        background.spawn(retention::run(
+            self.pool.clone(),
+            self.retention,
+            shutdown.clone(),
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<TaskServiceServer<TaskServiceImpl>>()

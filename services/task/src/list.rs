@@ -62,7 +62,10 @@ fn tsquery(query: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" & "))
 }
 
-fn bind<'q>(query: Query<'q, Postgres, PgArguments>, value: SqlValue) -> Query<'q, Postgres, PgArguments> {
+fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    value: SqlValue,
+) -> Query<'q, Postgres, PgArguments> {
     match value {
         SqlValue::Text(v) => query.bind(v),
         SqlValue::Int(v) => query.bind(v),
@@ -106,7 +109,9 @@ pub(crate) async fn tasks(
             .decode(&q.page_token)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<PageToken>(&bytes).ok())
-            .filter(|t| t.f == fingerprint(q) && keys.as_ref().is_some_and(|k| k.len() == t.k.len()));
+            .filter(|t| {
+                t.f == fingerprint(q) && keys.as_ref().is_some_and(|k| k.len() == t.k.len())
+            });
         if decoded.is_none() {
             v.add(
                 "page_token",
@@ -129,7 +134,10 @@ pub(crate) async fn tasks(
     );
     if let Some(words) = tsquery(&q.query) {
         params.push(SqlValue::Text(words));
-        sql.push_str(&format!(" AND t.search @@ to_tsquery('simple', ${})", params.len() + 1));
+        sql.push_str(&format!(
+            " AND t.search @@ to_tsquery('simple', ${})",
+            params.len() + 1
+        ));
     }
     if let Some(t) = &token {
         let first = params.len() + 2;
@@ -161,11 +169,12 @@ pub(crate) async fn tasks(
         }
         _ => e.into(),
     })?;
-    let cursor: i64 = sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?
-        .unwrap_or(0);
+    let cursor: i64 =
+        sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
     tx.commit().await?;
 
     let more = rows.len() as i64 > q.page_size;
@@ -204,11 +213,12 @@ pub(crate) async fn changes(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let latest: i64 = sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?
-        .unwrap_or(0);
+    let latest: i64 =
+        sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
     let rows = sqlx::query(
         "SELECT sequence, event_id, event_type, subject, create_time, payload FROM changes \
          WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",

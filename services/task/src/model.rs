@@ -141,7 +141,12 @@ impl TaskRow {
             }),
             _ => None,
         };
-        let reminders = self.reminders.0.iter().map(StoredReminder::to_proto).collect();
+        let reminders = self
+            .reminders
+            .0
+            .iter()
+            .map(StoredReminder::to_proto)
+            .collect();
         let recurrence = self.rrule.as_ref().map(|rrule| pb::Recurrence {
             rrule: rrule.clone(),
             anchor: i32::from(self.recurrence_anchor.unwrap_or(1)),
@@ -178,9 +183,12 @@ impl StoredReminder {
     fn to_proto(&self) -> pb::Reminder {
         let trigger = match (self.absolute_time, self.relative_seconds) {
             (Some(time), _) => Some(reminder::Trigger::AbsoluteTime(timestamp(time))),
-            (None, Some(seconds)) => Some(reminder::Trigger::RelativeToDue(
-                prost_types::Duration { seconds, nanos: 0 },
-            )),
+            (None, Some(seconds)) => {
+                Some(reminder::Trigger::RelativeToDue(prost_types::Duration {
+                    seconds,
+                    nanos: 0,
+                }))
+            }
             (None, None) => None,
         };
         pb::Reminder {

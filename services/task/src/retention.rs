@@ -13,16 +13,18 @@ use tokio_util::sync::CancellationToken;
 /// The database error.
 pub async fn purge(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let seconds = retention.as_secs_f64();
-    let changes = sqlx::query("DELETE FROM changes WHERE create_time < now() - make_interval(secs => $1)")
-        .bind(seconds)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let requests = sqlx::query("DELETE FROM requests WHERE create_time < now() - make_interval(secs => $1)")
-        .bind(seconds)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let changes =
+        sqlx::query("DELETE FROM changes WHERE create_time < now() - make_interval(secs => $1)")
+            .bind(seconds)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    let requests =
+        sqlx::query("DELETE FROM requests WHERE create_time < now() - make_interval(secs => $1)")
+            .bind(seconds)
+            .execute(pool)
+            .await?
+            .rows_affected();
     Ok(changes + requests)
 }
 

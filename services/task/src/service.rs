@@ -81,7 +81,10 @@ fn mask_paths(
             Some(_) => {}
             None => v.add(
                 "update_mask",
-                format!("unknown or read-only field {path:?}; allowed: {}", allowed.join(", ")),
+                format!(
+                    "unknown or read-only field {path:?}; allowed: {}",
+                    allowed.join(", ")
+                ),
             ),
         }
     }
@@ -108,7 +111,8 @@ impl TaskService for TaskServiceImpl {
         let (Some(fields), true) = (fields, v.is_empty()) else {
             return Err(v.into_status());
         };
-        let task = tasks::create(&self.pool, &self.writer(&caller, &req.request_id), fields).await?;
+        let task =
+            tasks::create(&self.pool, &self.writer(&caller, &req.request_id), fields).await?;
         Ok(Response::new(pb::CreateTaskResponse { task: Some(task) }))
     }
 
@@ -119,7 +123,9 @@ impl TaskService for TaskServiceImpl {
         let caller = Caller::of(&request)?.clone();
         let id = parse_name(&request.get_ref().name, TASKS, "name")?;
         let mut conn = self.pool.acquire().await.map_err(TaskError::from)?;
-        let task = tasks::fetch(&mut conn, &caller.user, id, false).await?.to_proto();
+        let task = tasks::fetch(&mut conn, &caller.user, id, false)
+            .await?
+            .to_proto();
         Ok(Response::new(pb::GetTaskResponse { task: Some(task) }))
     }
 
@@ -142,7 +148,8 @@ impl TaskService for TaskServiceImpl {
             query: req.query,
             page_token: req.page_token,
         };
-        let (tasks, next_page_token, sequence) = list::tasks(&self.pool, &caller.user, &query).await?;
+        let (tasks, next_page_token, sequence) =
+            list::tasks(&self.pool, &caller.user, &query).await?;
         let cursor = taskmesh_platform::cursor::Cursor {
             task: sequence,
             notification: None,
@@ -242,7 +249,9 @@ impl TaskService for TaskServiceImpl {
             false,
         )
         .await?;
-        Ok(Response::new(pb::UncompleteTaskResponse { task: Some(task) }))
+        Ok(Response::new(pb::UncompleteTaskResponse {
+            task: Some(task),
+        }))
     }
 
     async fn create_tag(
@@ -326,7 +335,9 @@ impl TaskService for TaskServiceImpl {
         let mut v = Violations::new();
         let paths = mask_paths(req.update_mask.as_ref(), &["display_name", "color"], &mut v);
         let tag = req.tag.unwrap_or_default();
-        let name = paths.contains(&"display_name").then(|| tag.display_name.trim());
+        let name = paths
+            .contains(&"display_name")
+            .then(|| tag.display_name.trim());
         if let Some(Err(problem)) = name.map(validate::tag_name) {
             v.add("tag.display_name", problem);
         }

@@ -80,7 +80,11 @@ async fn insert(
             message: "taskmesh.events.v1.TagCreated",
             subject: tag.name.clone(),
             payload: Box::new(move |context| {
-                ev::TagCreated { context: Some(context), tag: Some(tag) }.encode_to_vec()
+                ev::TagCreated {
+                    context: Some(context),
+                    tag: Some(tag),
+                }
+                .encode_to_vec()
             }),
         },
     )
@@ -97,13 +101,23 @@ pub(crate) async fn create(
 ) -> Result<pb::Tag, TaskError> {
     let mut tx = pool.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
-    if let Some(done) = requests::claim(&mut tx, writer.user, "CreateTag", writer.request_id).await? {
+    if let Some(done) =
+        requests::claim(&mut tx, writer.user, "CreateTag", writer.request_id).await?
+    {
         tx.rollback().await?;
         return Ok(pb::Tag::decode(done.as_slice())?);
     }
     let row = insert(&mut tx, writer, name, color, now()).await?;
     let tag = row.to_proto();
-    requests::finish(&mut tx, writer.user, "CreateTag", writer.request_id, row.id, &tag).await?;
+    requests::finish(
+        &mut tx,
+        writer.user,
+        "CreateTag",
+        writer.request_id,
+        row.id,
+        &tag,
+    )
+    .await?;
     tx.commit().await?;
     Ok(tag)
 }
@@ -272,7 +286,11 @@ pub(crate) async fn delete(
             message: "taskmesh.events.v1.TagDeleted",
             subject: tag.name.clone(),
             payload: Box::new(move |context| {
-                ev::TagDeleted { context: Some(context), tag: Some(tag) }.encode_to_vec()
+                ev::TagDeleted {
+                    context: Some(context),
+                    tag: Some(tag),
+                }
+                .encode_to_vec()
             }),
         },
     )

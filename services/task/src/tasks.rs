@@ -51,7 +51,9 @@ pub(crate) async fn create(
 ) -> Result<pb::Task, TaskError> {
     let mut tx = pool.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
-    if let Some(done) = requests::claim(&mut tx, writer.user, "CreateTask", writer.request_id).await? {
+    if let Some(done) =
+        requests::claim(&mut tx, writer.user, "CreateTask", writer.request_id).await?
+    {
         tx.rollback().await?;
         return Ok(pb::Task::decode(done.as_slice())?);
     }
@@ -59,7 +61,7 @@ pub(crate) async fn create(
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
     let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
-    let (due_at, due_time, due_date, zone) = due_columns(&fields);
+    let due = due_columns(&fields);
     sqlx::query(
         "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, due_at, due_time, \
          due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, series_id, state, \
@@ -72,14 +74,20 @@ pub(crate) async fn create(
     .bind(&fields.description)
     .bind(fields.priority)
     .bind(&tag_ids)
-    .bind(due_at)
-    .bind(due_time)
-    .bind(due_date)
-    .bind(zone)
+    .bind(due.due_at)
+    .bind(due.time)
+    .bind(due.date)
+    .bind(due.zone)
     .bind(sqlx::types::Json(&fields.reminders))
     .bind(fields.recurrence.as_ref().map(|r| r.rrule.clone()))
     .bind(fields.recurrence.as_ref().map(|r| r.anchor))
-    .bind(fields.recurrence.as_ref().map(|r| r.exdates.clone()).unwrap_or_default())
+    .bind(
+        fields
+            .recurrence
+            .as_ref()
+            .map(|r| r.exdates.clone())
+            .unwrap_or_default(),
+    )
     .bind(series)
     .bind(time)
     .execute(&mut *tx)
@@ -95,33 +103,51 @@ pub(crate) async fn create(
             message: "taskmesh.events.v1.TaskCreated",
             subject: task.name.clone(),
             payload: Box::new(move |context| {
-                ev::TaskCreated { context: Some(context), task: Some(payload) }.encode_to_vec()
+                ev::TaskCreated {
+                    context: Some(context),
+                    task: Some(payload),
+                }
+                .encode_to_vec()
             }),
         },
     )
     .await?;
-    requests::finish(&mut tx, writer.user, "CreateTask", writer.request_id, id, &task).await?;
+    requests::finish(
+        &mut tx,
+        writer.user,
+        "CreateTask",
+        writer.request_id,
+        id,
+        &task,
+    )
+    .await?;
     tx.commit().await?;
     Ok(task)
 }
 
-fn due_columns(
-    fields: &TaskFields,
-) -> (
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<chrono::NaiveDate>,
-    Option<String>,
-) {
-    match &fields.due {
-        None => (None, None, None, None),
-        Some(due) => {
-            let (time, date) = match due.kind {
-                DueKind::Time(time) => (Some(time), None),
-                DueKind::Date(date) => (None, Some(date)),
-            };
-            (Some(due.due_at()), time, date, Some(due.time_zone.name().to_owned()))
-        }
+/// The `tasks` columns a due is stored in.
+#[derive(Default)]
+struct DueColumns {
+    /// The instant filters and order use.
+    due_at: Option<chrono::DateTime<chrono::Utc>>,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    date: Option<chrono::NaiveDate>,
+    zone: Option<String>,
+}
+
+fn due_columns(fields: &TaskFields) -> DueColumns {
+    let Some(due) = &fields.due else {
+        return DueColumns::default();
+    };
+    let (time, date) = match due.kind {
+        DueKind::Time(time) => (Some(time), None),
+        DueKind::Date(date) => (None, Some(date)),
+    };
+    DueColumns {
+        due_at: Some(due.due_at()),
+        time,
+        date,
+        zone: Some(due.time_zone.name().to_owned()),
     }
 }
 
@@ -187,7 +213,7 @@ pub(crate) async fn update(
     }
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
-    let (due_at, due_time, due_date, zone) = due_columns(&fields);
+    let due = due_columns(&fields);
     sqlx::query(
         "UPDATE tasks SET title = $3, description = $4, priority = $5, tag_ids = $6, due_at = $7, \
          due_time = $8, due_date = $9, due_time_zone = $10, reminders = $11, rrule = $12, \
@@ -200,14 +226,20 @@ pub(crate) async fn update(
     .bind(&fields.description)
     .bind(fields.priority)
     .bind(&tag_ids)
-    .bind(due_at)
-    .bind(due_time)
-    .bind(due_date)
-    .bind(zone)
+    .bind(due.due_at)
+    .bind(due.time)
+    .bind(due.date)
+    .bind(due.zone)
     .bind(sqlx::types::Json(&fields.reminders))
     .bind(fields.recurrence.as_ref().map(|r| r.rrule.clone()))
     .bind(fields.recurrence.as_ref().map(|r| r.anchor))
-    .bind(fields.recurrence.as_ref().map(|r| r.exdates.clone()).unwrap_or_default())
+    .bind(
+        fields
+            .recurrence
+            .as_ref()
+            .map(|r| r.exdates.clone())
+            .unwrap_or_default(),
+    )
     .bind(fields.recurrence.as_ref().map(|_| Uuid::now_v7()))
     .bind(time)
     .execute(&mut *tx)
@@ -277,7 +309,11 @@ pub(crate) async fn delete(
             message: "taskmesh.events.v1.TaskDeleted",
             subject: task.name.clone(),
             payload: Box::new(move |context| {
-                ev::TaskDeleted { context: Some(context), task: Some(task) }.encode_to_vec()
+                ev::TaskDeleted {
+                    context: Some(context),
+                    task: Some(task),
+                }
+                .encode_to_vec()
             }),
         },
     )
@@ -295,7 +331,11 @@ pub(crate) async fn set_completed(
     etag: &str,
     complete: bool,
 ) -> Result<pb::Task, TaskError> {
-    let method = if complete { "CompleteTask" } else { "UncompleteTask" };
+    let method = if complete {
+        "CompleteTask"
+    } else {
+        "UncompleteTask"
+    };
     let mut tx = pool.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     if let Some(done) = requests::claim(&mut tx, writer.user, method, writer.request_id).await? {
@@ -334,7 +374,11 @@ pub(crate) async fn set_completed(
             message: "taskmesh.events.v1.TaskCompleted",
             subject: task.name.clone(),
             payload: Box::new(move |context| {
-                ev::TaskCompleted { context: Some(context), task: Some(payload) }.encode_to_vec()
+                ev::TaskCompleted {
+                    context: Some(context),
+                    task: Some(payload),
+                }
+                .encode_to_vec()
             }),
         }
     } else {
@@ -343,7 +387,11 @@ pub(crate) async fn set_completed(
             message: "taskmesh.events.v1.TaskUncompleted",
             subject: task.name.clone(),
             payload: Box::new(move |context| {
-                ev::TaskUncompleted { context: Some(context), task: Some(payload) }.encode_to_vec()
+                ev::TaskUncompleted {
+                    context: Some(context),
+                    task: Some(payload),
+                }
+                .encode_to_vec()
             }),
         }
     };

@@ -33,7 +33,10 @@ pub(crate) fn task_fields(task: &pb::Task, prefix: &str, v: &mut Violations) -> 
     if title.is_empty() {
         v.add(format!("{prefix}title"), "must not be empty");
     } else if title.chars().count() > MAX_TITLE {
-        v.add(format!("{prefix}title"), format!("must be at most {MAX_TITLE} characters"));
+        v.add(
+            format!("{prefix}title"),
+            format!("must be at most {MAX_TITLE} characters"),
+        );
     }
     if task.description.chars().count() > MAX_DESCRIPTION {
         v.add(
@@ -50,14 +53,25 @@ pub(crate) fn task_fields(task: &pb::Task, prefix: &str, v: &mut Violations) -> 
         }
     };
     let tags = tag_names(&task.tags, &format!("{prefix}tags"), v);
-    let due = task.due.as_ref().and_then(|d| due_value(d, &format!("{prefix}due"), v));
-    let reminders = reminders(&task.reminders, due.is_some(), &format!("{prefix}reminders"), v);
+    let due = task
+        .due
+        .as_ref()
+        .and_then(|d| due_value(d, &format!("{prefix}due"), v));
+    let reminders = reminders(
+        &task.reminders,
+        due.is_some(),
+        &format!("{prefix}reminders"),
+        v,
+    );
     let recurrence = task
         .recurrence
         .as_ref()
         .and_then(|r| recurrence(r, due.as_ref(), &format!("{prefix}recurrence"), v));
     if task.recurrence.is_some() && task.due.is_none() {
-        v.add(format!("{prefix}recurrence"), "a recurring task needs a due (it is DTSTART)");
+        v.add(
+            format!("{prefix}recurrence"),
+            "a recurring task needs a due (it is DTSTART)",
+        );
     }
     v.is_empty().then_some(TaskFields {
         title,
@@ -145,20 +159,27 @@ fn due_value(d: &pb::Due, field: &str, v: &mut Violations) -> Option<DueValue> {
         Some(due::Value::Time(ts)) => match instant(ts) {
             Some(time) => Some(DueKind::Time(time)),
             None => {
-                v.add(format!("{field}.time"), "must be a valid timestamp in years 1 to 9999");
+                v.add(
+                    format!("{field}.time"),
+                    "must be a valid timestamp in years 1 to 9999",
+                );
                 None
             }
         },
         Some(due::Value::Date(date)) => {
-            let parsed = u32::try_from(date.month).ok().zip(u32::try_from(date.day).ok()).and_then(
-                |(month, day)| NaiveDate::from_ymd_opt(date.year, month, day),
-            );
+            let parsed = u32::try_from(date.month)
+                .ok()
+                .zip(u32::try_from(date.day).ok())
+                .and_then(|(month, day)| NaiveDate::from_ymd_opt(date.year, month, day));
             match parsed {
                 Some(date) if (1..=9999).contains(&chrono::Datelike::year(&date)) => {
                     Some(DueKind::Date(date))
                 }
                 _ => {
-                    v.add(format!("{field}.date"), "must be a full calendar date in years 1 to 9999");
+                    v.add(
+                        format!("{field}.date"),
+                        "must be a full calendar date in years 1 to 9999",
+                    );
                     None
                 }
             }
@@ -190,11 +211,16 @@ fn reminders(
         let id = if r.id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else if r.id.len() <= 64
-            && r.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && r.id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             r.id.clone()
         } else {
-            v.add(format!("{at}.id"), "must be 1 to 64 characters of a-z, 0-9 and -");
+            v.add(
+                format!("{at}.id"),
+                "must be 1 to 64 characters of a-z, 0-9 and -",
+            );
             continue;
         };
         if out.iter().any(|o| o.id == id) {
@@ -212,7 +238,10 @@ fn reminders(
             },
             Some(reminder::Trigger::RelativeToDue(d)) => {
                 if !has_due {
-                    v.add(format!("{at}.relative_to_due"), "needs the task to have a due");
+                    v.add(
+                        format!("{at}.relative_to_due"),
+                        "needs the task to have a due",
+                    );
                 } else if d.nanos != 0 || d.seconds.abs() > MAX_OFFSET_SECONDS {
                     v.add(
                         format!("{at}.relative_to_due"),
@@ -261,11 +290,9 @@ fn recurrence(
             None => v.add(format!("{field}.exdates[{i}]"), "must be a valid timestamp"),
         }
     }
-    if let Some(due) = due {
-        if let Err(problem) = check_rrule(rule, due) {
-            v.add(format!("{field}.rrule"), problem);
-            return None;
-        }
+    if let Some(Err(problem)) = due.map(|due| check_rrule(rule, due)) {
+        v.add(format!("{field}.rrule"), problem);
+        return None;
     }
     Some(RecurrenceValue {
         rrule: rule.to_ascii_uppercase(),
@@ -311,6 +338,9 @@ pub(crate) fn start_of_day(date: NaiveDate, zone: Tz) -> DateTime<Utc> {
 /// Checks a `request_id`: at most 128 printable ASCII characters.
 pub(crate) fn request_id(request_id: &str, v: &mut Violations) {
     if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(|c| !c.is_ascii_graphic()) {
-        v.add("request_id", "must be at most 128 printable ASCII characters");
+        v.add(
+            "request_id",
+            "must be at most 128 printable ASCII characters",
+        );
     }
 }

@@ -2,9 +2,9 @@
 
 use prost_types::FieldMask;
 use taskmesh_proto::task::v1::{
-    CompleteTaskRequest, CreateTagRequest, CreateTaskRequest, DeleteTagRequest,
-    DeleteTaskRequest, GetTagRequest, GetTaskRequest, ListTagsRequest, ListTasksRequest,
-    Priority, Tag, UncompleteTaskRequest, UpdateTagRequest, UpdateTaskRequest, task,
+    CompleteTaskRequest, CreateTagRequest, CreateTaskRequest, DeleteTagRequest, DeleteTaskRequest,
+    GetTagRequest, GetTaskRequest, ListTagsRequest, ListTasksRequest, Priority, Tag,
+    UncompleteTaskRequest, UpdateTagRequest, UpdateTaskRequest, task,
 };
 use taskmesh_testkit::{MeshOptions, authed};
 use tonic::Code;
@@ -23,12 +23,20 @@ async fn create_get_update_complete_uncomplete_delete() {
     assert_eq!(created.title, "Write report");
     assert_eq!(created.priority, Priority::High as i32);
     // Case-insensitive dedup keeps the first spelling; output is sorted.
-    assert_eq!(created.tags, vec!["urgent-ish".to_owned(), "Work".to_owned()]);
+    assert_eq!(
+        created.tags,
+        vec!["urgent-ish".to_owned(), "Work".to_owned()]
+    );
     assert_eq!(created.state, task::State::Open as i32);
     assert_eq!(created.etag, "1");
 
     let got = client
-        .get_task(authed("alice", GetTaskRequest { name: created.name.clone() }))
+        .get_task(authed(
+            "alice",
+            GetTaskRequest {
+                name: created.name.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -45,7 +53,9 @@ async fn create_get_update_complete_uncomplete_delete() {
             "alice",
             UpdateTaskRequest {
                 task: Some(change),
-                update_mask: Some(FieldMask { paths: vec!["title".into(), "priority".into()] }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".into(), "priority".into()],
+                }),
             },
         ))
         .await
@@ -67,7 +77,9 @@ async fn create_get_update_complete_uncomplete_delete() {
             "alice",
             UpdateTaskRequest {
                 task: Some(stale),
-                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".into()],
+                }),
             },
         ))
         .await
@@ -77,7 +89,11 @@ async fn create_get_update_complete_uncomplete_delete() {
     let completed = client
         .complete_task(authed(
             "alice",
-            CompleteTaskRequest { name: created.name.clone(), etag: "2".into(), request_id: String::new() },
+            CompleteTaskRequest {
+                name: created.name.clone(),
+                etag: "2".into(),
+                request_id: String::new(),
+            },
         ))
         .await
         .unwrap()
@@ -90,7 +106,11 @@ async fn create_get_update_complete_uncomplete_delete() {
     let reopened = client
         .uncomplete_task(authed(
             "alice",
-            UncompleteTaskRequest { name: created.name.clone(), etag: String::new(), request_id: String::new() },
+            UncompleteTaskRequest {
+                name: created.name.clone(),
+                etag: String::new(),
+                request_id: String::new(),
+            },
         ))
         .await
         .unwrap()
@@ -102,11 +122,22 @@ async fn create_get_update_complete_uncomplete_delete() {
     assert_eq!(reopened.title, "Write the report");
 
     client
-        .delete_task(authed("alice", DeleteTaskRequest { name: created.name.clone(), etag: String::new() }))
+        .delete_task(authed(
+            "alice",
+            DeleteTaskRequest {
+                name: created.name.clone(),
+                etag: String::new(),
+            },
+        ))
         .await
         .unwrap();
     let status = client
-        .get_task(authed("alice", GetTaskRequest { name: created.name.clone() }))
+        .get_task(authed(
+            "alice",
+            GetTaskRequest {
+                name: created.name.clone(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -119,11 +150,23 @@ async fn retried_create_with_same_request_id_returns_the_same_task() {
         task: Some(task("Once", Priority::Low)),
         request_id: "7d3c3c5e-0b6f-4f43-9f51-2a7f0c1d1e01".into(),
     };
-    let first = client.create_task(authed("alice", request())).await.unwrap().into_inner();
-    let second = client.create_task(authed("alice", request())).await.unwrap().into_inner();
+    let first = client
+        .create_task(authed("alice", request()))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .create_task(authed("alice", request()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first, second);
     // The same request id from another user is a different request.
-    let bob = client.create_task(authed("bob", request())).await.unwrap().into_inner();
+    let bob = client
+        .create_task(authed("bob", request()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(bob.task.unwrap().name, first.task.clone().unwrap().name);
     let listed = client
         .list_tasks(authed("alice", ListTasksRequest::default()))
@@ -139,30 +182,54 @@ async fn another_users_task_is_not_found_everywhere() {
     let secret = create(&mut client, "alice", task("alice's secret", Priority::High)).await;
     let name = secret.name.clone();
     let codes = vec![
-        client.get_task(authed("bob", GetTaskRequest { name: name.clone() })).await.unwrap_err().code(),
+        client
+            .get_task(authed("bob", GetTaskRequest { name: name.clone() }))
+            .await
+            .unwrap_err()
+            .code(),
         client
             .update_task(authed(
                 "bob",
                 UpdateTaskRequest {
                     task: Some(secret.clone()),
-                    update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["title".into()],
+                    }),
                 },
             ))
             .await
             .unwrap_err()
             .code(),
         client
-            .complete_task(authed("bob", CompleteTaskRequest { name: name.clone(), ..Default::default() }))
+            .complete_task(authed(
+                "bob",
+                CompleteTaskRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                },
+            ))
             .await
             .unwrap_err()
             .code(),
         client
-            .uncomplete_task(authed("bob", UncompleteTaskRequest { name: name.clone(), ..Default::default() }))
+            .uncomplete_task(authed(
+                "bob",
+                UncompleteTaskRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                },
+            ))
             .await
             .unwrap_err()
             .code(),
         client
-            .delete_task(authed("bob", DeleteTaskRequest { name: name.clone(), etag: String::new() }))
+            .delete_task(authed(
+                "bob",
+                DeleteTaskRequest {
+                    name: name.clone(),
+                    etag: String::new(),
+                },
+            ))
             .await
             .unwrap_err()
             .code(),
@@ -186,30 +253,66 @@ async fn another_users_task_is_not_found_everywhere() {
 
     // Tags too.
     let tag = client
-        .create_tag(authed("alice", CreateTagRequest { tag: Some(Tag { display_name: "private".into(), ..Default::default() }), request_id: String::new() }))
+        .create_tag(authed(
+            "alice",
+            CreateTagRequest {
+                tag: Some(Tag {
+                    display_name: "private".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
         .tag
         .unwrap();
     let tag_codes = vec![
-        client.get_tag(authed("bob", GetTagRequest { name: tag.name.clone() })).await.unwrap_err().code(),
         client
-            .update_tag(authed(
+            .get_tag(authed(
                 "bob",
-                UpdateTagRequest { tag: Some(tag.clone()), update_mask: Some(FieldMask { paths: vec!["color".into()] }) },
+                GetTagRequest {
+                    name: tag.name.clone(),
+                },
             ))
             .await
             .unwrap_err()
             .code(),
         client
-            .delete_tag(authed("bob", DeleteTagRequest { name: tag.name.clone(), etag: String::new() }))
+            .update_tag(authed(
+                "bob",
+                UpdateTagRequest {
+                    tag: Some(tag.clone()),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["color".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        client
+            .delete_tag(authed(
+                "bob",
+                DeleteTagRequest {
+                    name: tag.name.clone(),
+                    etag: String::new(),
+                },
+            ))
             .await
             .unwrap_err()
             .code(),
     ];
-    assert!(tag_codes.iter().all(|c| *c == Code::NotFound), "{tag_codes:?}");
-    let bob_tags = client.list_tags(authed("bob", ListTagsRequest::default())).await.unwrap().into_inner();
+    assert!(
+        tag_codes.iter().all(|c| *c == Code::NotFound),
+        "{tag_codes:?}"
+    );
+    let bob_tags = client
+        .list_tags(authed("bob", ListTagsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(bob_tags.tags.is_empty());
 }
 
@@ -219,7 +322,12 @@ async fn tags_rename_recolour_delete_show_on_tasks() {
     let mut input = task("Groceries", Priority::None);
     input.tags = vec!["home".into()];
     let created = create(&mut client, "alice", input).await;
-    let tags = client.list_tags(authed("alice", ListTagsRequest::default())).await.unwrap().into_inner().tags;
+    let tags = client
+        .list_tags(authed("alice", ListTagsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .tags;
     assert_eq!(tags.len(), 1);
     let mut home = tags[0].clone();
     assert_eq!(home.display_name, "home");
@@ -229,7 +337,12 @@ async fn tags_rename_recolour_delete_show_on_tasks() {
     let renamed = client
         .update_tag(authed(
             "alice",
-            UpdateTagRequest { tag: Some(home.clone()), update_mask: Some(FieldMask { paths: vec!["*".into()] }) },
+            UpdateTagRequest {
+                tag: Some(home.clone()),
+                update_mask: Some(FieldMask {
+                    paths: vec!["*".into()],
+                }),
+            },
         ))
         .await
         .unwrap()
@@ -238,17 +351,52 @@ async fn tags_rename_recolour_delete_show_on_tasks() {
         .unwrap();
     assert_eq!(renamed.display_name, "Household");
     assert_eq!(renamed.color, "#a0b1c2");
-    let task = client.get_task(authed("alice", GetTaskRequest { name: created.name.clone() })).await.unwrap().into_inner().task.unwrap();
+    let task = client
+        .get_task(authed(
+            "alice",
+            GetTaskRequest {
+                name: created.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
     assert_eq!(task.tags, vec!["Household".to_owned()]);
 
     // A second tag with the same name (any case) is ALREADY_EXISTS.
     let status = client
-        .create_tag(authed("alice", CreateTagRequest { tag: Some(Tag { display_name: "HOUSEHOLD".into(), ..Default::default() }), request_id: String::new() }))
+        .create_tag(authed(
+            "alice",
+            CreateTagRequest {
+                tag: Some(Tag {
+                    display_name: "HOUSEHOLD".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
 
-    client.delete_tag(authed("alice", DeleteTagRequest { name: renamed.name.clone(), etag: String::new() })).await.unwrap();
-    let task = client.get_task(authed("alice", GetTaskRequest { name: created.name })).await.unwrap().into_inner().task.unwrap();
+    client
+        .delete_tag(authed(
+            "alice",
+            DeleteTagRequest {
+                name: renamed.name.clone(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let task = client
+        .get_task(authed("alice", GetTaskRequest { name: created.name }))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
     assert!(task.tags.is_empty());
 }

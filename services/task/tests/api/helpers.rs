@@ -38,7 +38,13 @@ pub(crate) fn due(rfc3339: &str, zone: &str) -> Due {
 /// Creates `task` for `user` and returns it.
 pub(crate) async fn create(client: &mut Client, user: &str, task: Task) -> Task {
     client
-        .create_task(authed(user, CreateTaskRequest { task: Some(task), request_id: String::new() }))
+        .create_task(authed(
+            user,
+            CreateTaskRequest {
+                task: Some(task),
+                request_id: String::new(),
+            },
+        ))
         .await
         .expect("create succeeds")
         .into_inner()

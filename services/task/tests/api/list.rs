@@ -10,7 +10,11 @@ use taskmesh_testkit::{MeshOptions, authed};
 use crate::helpers::{Client, create, due, start, task};
 
 async fn list(client: &mut Client, user: &str, request: ListTasksRequest) -> ListTasksResponse {
-    client.list_tasks(authed(user, request)).await.expect("list succeeds").into_inner()
+    client
+        .list_tasks(authed(user, request))
+        .await
+        .expect("list succeeds")
+        .into_inner()
 }
 
 fn titles(response: &ListTasksResponse) -> Vec<&str> {
@@ -35,21 +39,47 @@ async fn filters_order_and_search() {
     let d = create(&mut client, "alice", d).await;
     create(&mut client, "bob", task("Bob's bill", Priority::Urgent)).await;
     client
-        .complete_task(authed("alice", CompleteTaskRequest { name: d.name.clone(), ..Default::default() }))
+        .complete_task(authed(
+            "alice",
+            CompleteTaskRequest {
+                name: d.name.clone(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
 
     // Default order: due time (tasks without one last), then priority desc, then creation.
     let all = list(&mut client, "alice", ListTasksRequest::default()).await;
-    assert_eq!(titles(&all), ["Book dentist", "Pay electricity bill", "Water plants", "Read novel"]);
+    assert_eq!(
+        titles(&all),
+        [
+            "Book dentist",
+            "Pay electricity bill",
+            "Water plants",
+            "Read novel"
+        ]
+    );
 
-    let high = list(&mut client, "alice", ListTasksRequest { filter: "priority >= HIGH".into(), ..Default::default() }).await;
+    let high = list(
+        &mut client,
+        "alice",
+        ListTasksRequest {
+            filter: "priority >= HIGH".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(titles(&high), ["Pay electricity bill", "Water plants"]);
 
     let open_money = list(
         &mut client,
         "alice",
-        ListTasksRequest { filter: "state = OPEN AND tags:\"MONEY\"".into(), order_by: "title".into(), ..Default::default() },
+        ListTasksRequest {
+            filter: "state = OPEN AND tags:\"MONEY\"".into(),
+            order_by: "title".into(),
+            ..Default::default()
+        },
     )
     .await;
     assert_eq!(titles(&open_money), ["Pay electricity bill", "Read novel"]);
@@ -58,25 +88,76 @@ async fn filters_order_and_search() {
         &mut client,
         "alice",
         ListTasksRequest {
-            filter: "due_time >= \"2026-11-26T00:00:00Z\" AND due_time < \"2026-12-31T00:00:00Z\"".into(),
+            filter: "due_time >= \"2026-11-26T00:00:00Z\" AND due_time < \"2026-12-31T00:00:00Z\""
+                .into(),
             ..Default::default()
         },
     )
     .await;
     assert_eq!(titles(&due_range), [a.title.as_str()]);
 
-    let completed = list(&mut client, "alice", ListTasksRequest { filter: "state = COMPLETED OR priority = LOW".into(), order_by: "priority desc".into(), ..Default::default() }).await;
+    let completed = list(
+        &mut client,
+        "alice",
+        ListTasksRequest {
+            filter: "state = COMPLETED OR priority = LOW".into(),
+            order_by: "priority desc".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(titles(&completed), ["Water plants", "Book dentist"]);
 
-    let by_priority = list(&mut client, "alice", ListTasksRequest { order_by: "priority desc, title".into(), ..Default::default() }).await;
-    assert_eq!(titles(&by_priority), ["Pay electricity bill", "Water plants", "Read novel", "Book dentist"]);
+    let by_priority = list(
+        &mut client,
+        "alice",
+        ListTasksRequest {
+            order_by: "priority desc, title".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        titles(&by_priority),
+        [
+            "Pay electricity bill",
+            "Water plants",
+            "Read novel",
+            "Book dentist"
+        ]
+    );
 
     // Full text over title and description, word prefixes, case-insensitive; bob's never.
-    let bill = list(&mut client, "alice", ListTasksRequest { query: "BILL".into(), order_by: "title".into(), ..Default::default() }).await;
+    let bill = list(
+        &mut client,
+        "alice",
+        ListTasksRequest {
+            query: "BILL".into(),
+            order_by: "title".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(titles(&bill), ["Book dentist", "Pay electricity bill"]);
-    let prefix = list(&mut client, "alice", ListTasksRequest { query: "electr bi".into(), ..Default::default() }).await;
+    let prefix = list(
+        &mut client,
+        "alice",
+        ListTasksRequest {
+            query: "electr bi".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(titles(&prefix), ["Pay electricity bill"]);
-    let nothing = list(&mut client, "alice", ListTasksRequest { query: "zebra".into(), ..Default::default() }).await;
+    let nothing = list(
+        &mut client,
+        "alice",
+        ListTasksRequest {
+            query: "zebra".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(nothing.tasks.is_empty());
 }
 
@@ -84,7 +165,12 @@ async fn filters_order_and_search() {
 async fn page_tokens_survive_inserts_and_deletes() {
     let (_mesh, mut client) = start(MeshOptions::default()).await;
     for i in 0..7 {
-        create(&mut client, "alice", task(&format!("task {i}"), Priority::None)).await;
+        create(
+            &mut client,
+            "alice",
+            task(&format!("task {i}"), Priority::None),
+        )
+        .await;
     }
     let request = |token: String| ListTasksRequest {
         page_size: 3,
@@ -99,20 +185,41 @@ async fn page_tokens_survive_inserts_and_deletes() {
     create(&mut client, "alice", task("task 7", Priority::None)).await;
     let second = list(&mut client, "alice", request(first.next_page_token.clone())).await;
     assert_eq!(titles(&second), ["task 3", "task 4", "task 5"]);
-    let third = list(&mut client, "alice", request(second.next_page_token.clone())).await;
+    let third = list(
+        &mut client,
+        "alice",
+        request(second.next_page_token.clone()),
+    )
+    .await;
     assert_eq!(titles(&third), ["task 6", "task 7"]);
     assert!(third.next_page_token.is_empty());
 
     // Descending order pages the other way.
-    let desc = |token: String| ListTasksRequest { page_size: 5, page_token: token, order_by: "create_time desc".into(), ..Default::default() };
+    let desc = |token: String| ListTasksRequest {
+        page_size: 5,
+        page_token: token,
+        order_by: "create_time desc".into(),
+        ..Default::default()
+    };
     let p1 = list(&mut client, "alice", desc(String::new())).await;
     let p2 = list(&mut client, "alice", desc(p1.next_page_token.clone())).await;
-    assert_eq!(titles(&p1), ["task 7", "task 6", "task 5", "task 4", "task 3"]);
+    assert_eq!(
+        titles(&p1),
+        ["task 7", "task 6", "task 5", "task 4", "task 3"]
+    );
     assert_eq!(titles(&p2), ["task 2", "task 1", "task 0"]);
 
     // A token with a different order is rejected.
     let status = client
-        .list_tasks(authed("alice", ListTasksRequest { page_token: first.next_page_token, order_by: "title".into(), page_size: 3, ..Default::default() }))
+        .list_tasks(authed(
+            "alice",
+            ListTasksRequest {
+                page_token: first.next_page_token,
+                order_by: "title".into(),
+                page_size: 3,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -129,7 +236,13 @@ async fn list_cursor_is_the_change_log_position_of_its_snapshot() {
     assert_eq!(cursor.task, 2);
     create(&mut client, "alice", task("second", Priority::None)).await;
     let changes = client
-        .list_changes(authed("alice", ListChangesRequest { after_sequence: cursor.task, page_size: 0 }))
+        .list_changes(authed(
+            "alice",
+            ListChangesRequest {
+                after_sequence: cursor.task,
+                page_size: 0,
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -139,7 +252,13 @@ async fn list_cursor_is_the_change_log_position_of_its_snapshot() {
     assert_eq!(changes.changes[0].r#type, "dev.taskmesh.task.created.v1");
     // Bob has no changes, whatever alice did.
     let bob = client
-        .list_changes(authed("bob", ListChangesRequest { after_sequence: 0, page_size: 0 }))
+        .list_changes(authed(
+            "bob",
+            ListChangesRequest {
+                after_sequence: 0,
+                page_size: 0,
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
