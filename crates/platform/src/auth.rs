@@ -473,6 +473,52 @@ mod tests {
         assert!(Verifier::hs256(&secret()).verify(&token).is_err());
     }
 
+    fn testdata(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(name)
+    }
+
+    fn private_key(name: &str) -> SecretString {
+        SecretString::from(std::fs::read_to_string(testdata(name)).unwrap())
+    }
+
+    #[test]
+    fn rs256_and_eddsa_tokens_verify_against_a_pem_with_both_keys() {
+        let verifier = Verifier::from_public_keys_file(&testdata("both.pub")).unwrap();
+        for key in ["rsa.key", "ed25519.key"] {
+            let token = Signer::from_private_key_pem(&private_key(key), None)
+                .unwrap()
+                .mint("carol", &[], Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().user, "carol", "{key}");
+        }
+        // A key the verifier does not hold is rejected.
+        let only_rsa = Verifier::from_public_keys_file(&testdata("rsa.pub")).unwrap();
+        let token = Signer::from_private_key_pem(&private_key("ed25519.key"), None)
+            .unwrap()
+            .mint("carol", &[], Duration::from_secs(60))
+            .unwrap();
+        assert!(only_rsa.verify(&token).is_err());
+        // And an HS256 token is not accepted by a public-key verifier.
+        let hs = Signer::hs256(&secret())
+            .mint("carol", &[], Duration::from_secs(60))
+            .unwrap();
+        assert!(verifier.verify(&hs).is_err());
+    }
+
+    #[test]
+    fn issuer_is_checked_when_configured() {
+        let token = Signer::hs256(&secret())
+            .with_issuer(Some("https://issuer.example".into()))
+            .mint("dave", &[], Duration::from_secs(60))
+            .unwrap();
+        let strict = Verifier::hs256(&secret()).with_issuer(Some("https://other.example".into()));
+        assert!(strict.verify(&token).is_err());
+        let right = Verifier::hs256(&secret()).with_issuer(Some("https://issuer.example".into()));
+        assert_eq!(right.verify(&token).unwrap().user, "dave");
+    }
+
     #[test]
     fn garbage_is_rejected_without_panic() {
         for token in ["", "a.b.c", "....", "eyJhbGciOiJub25lIn0.e30."] {

@@ -1,6 +1,6 @@
 //! Starting components from the parsed command line.
 
-use std::{net::SocketAddr, path::Path};
+use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
@@ -176,12 +176,12 @@ async fn start_broker(args: &DevArgs) -> anyhow::Result<taskmesh_platform::broke
 /// tansu opens `sqlite://FILE` relative to the working directory, so the path must be
 /// relative.
 #[cfg(feature = "embedded-broker")]
-fn sqlite_url(dir: &Path) -> anyhow::Result<String> {
+fn sqlite_url(dir: &std::path::Path) -> anyhow::Result<String> {
     let file = dir.join("broker.db");
     let relative = if file.is_absolute() {
         let cwd = std::env::current_dir()?;
         file.strip_prefix(&cwd)
-            .map(Path::to_path_buf)
+            .map(std::path::Path::to_path_buf)
             .map_err(|_| anyhow::anyhow!("--data-dir must be inside the working directory"))?
     } else {
         file
