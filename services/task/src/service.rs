@@ -32,6 +32,29 @@ impl TaskServiceImpl {
         Self { pool, topic }
     }
 
+    /// CompleteTask (`complete`) and UncompleteTask.
+    async fn set_completed(
+        &self,
+        caller: &Caller,
+        name: &str,
+        etag: &str,
+        request_id: &str,
+        complete: bool,
+    ) -> Result<pb::Task, Status> {
+        let mut v = Violations::new();
+        validate::request_id(request_id, &mut v);
+        v.check()?;
+        let id = parse_name(name, TASKS, "name")?;
+        Ok(tasks::set_completed(
+            &self.pool,
+            &self.writer(caller, request_id),
+            id,
+            etag,
+            complete,
+        )
+        .await?)
+    }
+
     fn writer<'a>(&'a self, caller: &'a Caller, request_id: &'a str) -> Writer<'a> {
         Writer {
             user: &caller.user,
@@ -216,18 +239,9 @@ impl TaskService for TaskServiceImpl {
     ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
-        let mut v = Violations::new();
-        validate::request_id(&req.request_id, &mut v);
-        v.check()?;
-        let id = parse_name(&req.name, TASKS, "name")?;
-        let task = tasks::set_completed(
-            &self.pool,
-            &self.writer(&caller, &req.request_id),
-            id,
-            &req.etag,
-            true,
-        )
-        .await?;
+        let task = self
+            .set_completed(&caller, &req.name, &req.etag, &req.request_id, true)
+            .await?;
         Ok(Response::new(pb::CompleteTaskResponse { task: Some(task) }))
     }
 
@@ -237,18 +251,9 @@ impl TaskService for TaskServiceImpl {
     ) -> Result<Response<pb::UncompleteTaskResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
-        let mut v = Violations::new();
-        validate::request_id(&req.request_id, &mut v);
-        v.check()?;
-        let id = parse_name(&req.name, TASKS, "name")?;
-        let task = tasks::set_completed(
-            &self.pool,
-            &self.writer(&caller, &req.request_id),
-            id,
-            &req.etag,
-            false,
-        )
-        .await?;
+        let task = self
+            .set_completed(&caller, &req.name, &req.etag, &req.request_id, false)
+            .await?;
         Ok(Response::new(pb::UncompleteTaskResponse {
             task: Some(task),
         }))

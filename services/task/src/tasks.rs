@@ -61,36 +61,16 @@ pub(crate) async fn create(
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
     let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
-    let due = due_columns(&fields);
-    sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, due_at, due_time, \
-         due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, series_id, state, \
-         version, create_time, update_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $16)",
+    write_row(
+        &mut tx,
+        INSERT_TASK,
+        id,
+        writer.user,
+        &fields,
+        &tag_ids,
+        series,
+        time,
     )
-    .bind(id)
-    .bind(writer.user)
-    .bind(&fields.title)
-    .bind(&fields.description)
-    .bind(fields.priority)
-    .bind(&tag_ids)
-    .bind(due.due_at)
-    .bind(due.time)
-    .bind(due.date)
-    .bind(due.zone)
-    .bind(sqlx::types::Json(&fields.reminders))
-    .bind(fields.recurrence.as_ref().map(|r| r.rrule.clone()))
-    .bind(fields.recurrence.as_ref().map(|r| r.anchor))
-    .bind(
-        fields
-            .recurrence
-            .as_ref()
-            .map(|r| r.exdates.clone())
-            .unwrap_or_default(),
-    )
-    .bind(series)
-    .bind(time)
-    .execute(&mut *tx)
     .await?;
     let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
     let payload = task.clone();
@@ -123,6 +103,57 @@ pub(crate) async fn create(
     .await?;
     tx.commit().await?;
     Ok(task)
+}
+
+/// Inserts a task row; parameters as in [`write_row`].
+const INSERT_TASK: &str = "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, \
+     due_at, due_time, due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, \
+     series_id, state, version, create_time, update_time) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $16)";
+
+/// Updates a task row's user-settable fields and bumps its version; a series id is kept once
+/// assigned. Parameters as in [`write_row`].
+const UPDATE_TASK: &str = "UPDATE tasks SET title = $3, description = $4, priority = $5, \
+     tag_ids = $6, due_at = $7, due_time = $8, due_date = $9, due_time_zone = $10, \
+     reminders = $11, rrule = $12, recurrence_anchor = $13, exdates = $14, \
+     series_id = COALESCE(series_id, $15), version = version + 1, update_time = $16 \
+     WHERE id = $1 AND user_id = $2";
+
+/// Runs `sql` ([`INSERT_TASK`] or [`UPDATE_TASK`]) with `$1` id, `$2` user, `$3..$14` the
+/// fields, `$15` a series id for a recurring task, `$16` the write time.
+#[allow(clippy::too_many_arguments)]
+async fn write_row(
+    conn: &mut PgConnection,
+    sql: &str,
+    id: Uuid,
+    user: &str,
+    fields: &TaskFields,
+    tag_ids: &[Uuid],
+    series: Option<Uuid>,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let due = due_columns(fields);
+    let recurrence = fields.recurrence.as_ref();
+    sqlx::query(sql)
+        .bind(id)
+        .bind(user)
+        .bind(&fields.title)
+        .bind(&fields.description)
+        .bind(fields.priority)
+        .bind(tag_ids)
+        .bind(due.due_at)
+        .bind(due.time)
+        .bind(due.date)
+        .bind(due.zone)
+        .bind(sqlx::types::Json(&fields.reminders))
+        .bind(recurrence.map(|r| r.rrule.clone()))
+        .bind(recurrence.map(|r| r.anchor))
+        .bind(recurrence.map(|r| r.exdates.clone()).unwrap_or_default())
+        .bind(series)
+        .bind(time)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The `tasks` columns a due is stored in.
@@ -213,36 +244,17 @@ pub(crate) async fn update(
     }
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
-    let due = due_columns(&fields);
-    sqlx::query(
-        "UPDATE tasks SET title = $3, description = $4, priority = $5, tag_ids = $6, due_at = $7, \
-         due_time = $8, due_date = $9, due_time_zone = $10, reminders = $11, rrule = $12, \
-         recurrence_anchor = $13, exdates = $14, series_id = COALESCE(series_id, $15), \
-         version = version + 1, update_time = $16 WHERE id = $1 AND user_id = $2",
+    let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
+    write_row(
+        &mut tx,
+        UPDATE_TASK,
+        id,
+        writer.user,
+        &fields,
+        &tag_ids,
+        series,
+        time,
     )
-    .bind(id)
-    .bind(writer.user)
-    .bind(&fields.title)
-    .bind(&fields.description)
-    .bind(fields.priority)
-    .bind(&tag_ids)
-    .bind(due.due_at)
-    .bind(due.time)
-    .bind(due.date)
-    .bind(due.zone)
-    .bind(sqlx::types::Json(&fields.reminders))
-    .bind(fields.recurrence.as_ref().map(|r| r.rrule.clone()))
-    .bind(fields.recurrence.as_ref().map(|r| r.anchor))
-    .bind(
-        fields
-            .recurrence
-            .as_ref()
-            .map(|r| r.exdates.clone())
-            .unwrap_or_default(),
-    )
-    .bind(fields.recurrence.as_ref().map(|_| Uuid::now_v7()))
-    .bind(time)
-    .execute(&mut *tx)
     .await?;
     let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
     let mut previous = pb::Task::default();
