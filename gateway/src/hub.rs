@@ -40,22 +40,21 @@ struct ContextOnly {
     context: Option<ChangeContext>,
 }
 
-/// Every partition of `topic`, starting at `offset`. Metadata is fetched on a blocking
-/// thread (librdkafka's call blocks).
-pub(crate) async fn all_partitions(
-    kafka: &KafkaConfig,
-    topic: &str,
-    offset: Offset,
-) -> anyhow::Result<TopicPartitionList> {
+/// Every partition of `topic`, each starting at its current end (high watermark), resolved
+/// now rather than lazily by librdkafka, so every record produced after this call is
+/// delivered. Runs on a blocking thread (librdkafka's calls block).
+async fn current_ends(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<TopicPartitionList> {
     let config = kafka.client_config();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(10);
         let client: rdkafka::consumer::BaseConsumer = config.create()?;
-        let metadata = client.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
+        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
         let mut assignment = TopicPartitionList::new();
         for t in metadata.topics() {
             for p in t.partitions() {
-                assignment.add_partition_offset(t.name(), p.id(), offset)?;
+                let (_, high) = client.fetch_watermarks(t.name(), p.id(), timeout)?;
+                assignment.add_partition_offset(t.name(), p.id(), Offset::Offset(high))?;
             }
         }
         Ok(assignment)
@@ -98,26 +97,31 @@ impl Hub {
         }
     }
 
-    /// Consumes `task-events` from the end of every partition and publishes each event until
-    /// `shutdown`. Offsets are never committed: a gateway needs no position of its own, the
-    /// change log covers anything before it started.
-    pub(crate) async fn run(
+    /// Starts consuming `task-events` from the current end of every partition; returns once
+    /// the positions are fixed (so no event committed after this returns is missed), with the
+    /// task that publishes each event until `shutdown`. Offsets are never committed: a gateway
+    /// needs no position of its own, the change log covers anything before it started.
+    pub(crate) async fn start(
         self,
-        kafka: KafkaConfig,
+        kafka: &KafkaConfig,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let topic = kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents);
         let group = format!("taskmesh-gateway-{}", uuid::Uuid::now_v7());
         let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
-        let assignment = all_partitions(&kafka, &topic, Offset::End).await?;
+        let assignment = current_ends(kafka, &topic).await?;
         if assignment.count() == 0 {
             anyhow::bail!("topic {topic} has no partitions (was it created?)");
         }
         consumer.assign(&assignment)?;
         tracing::info!(%topic, partitions = assignment.count(), "gateway consuming live events");
+        Ok(tokio::spawn(self.run(consumer, shutdown)))
+    }
+
+    async fn run(self, consumer: StreamConsumer, shutdown: CancellationToken) {
         loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
                 message = consumer.recv() => message,
             };
             let message = match message {

@@ -32,6 +32,7 @@ use tonic::{
     service::Routes,
     transport::{Channel, Endpoint, server::TcpIncoming},
 };
+use tower::ServiceExt;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     services::ServeDir,
@@ -91,7 +92,8 @@ impl Gateway {
             .connect_lazy();
 
         let hub = hub::Hub::default();
-        let hub_task = tokio::spawn(hub.clone().run(config.kafka.clone(), shutdown.clone()));
+        // Live events flow before the first stream can open.
+        let hub_task = hub.clone().start(&config.kafka, shutdown.clone()).await?;
 
         let live = LiveServiceServer::with_interceptor(
             LiveServiceImpl::new(hub, task_channel.clone(), shutdown.clone()),
@@ -114,7 +116,24 @@ impl Gateway {
             .into_axum_router()
             .route_service("/taskmesh.task.v1.TaskService/{*method}", proxy);
         router = match &config.web_dir {
-            Some(dir) => router.fallback_service(ServeDir::new(dir)),
+            Some(dir) => {
+                let files = ServeDir::new(dir);
+                router.fallback(move |request: axum::extract::Request| {
+                    let files = files.clone();
+                    async move {
+                        // gRPC calls to services this gateway does not serve get a gRPC
+                        // answer, not a file server's 405.
+                        if is_grpc(&request) {
+                            return tonic::Status::unimplemented("no such service here")
+                                .into_http::<axum::body::Body>();
+                        }
+                        match files.oneshot(request).await {
+                            Ok(response) => response.map(axum::body::Body::new),
+                            Err(never) => match never {},
+                        }
+                    }
+                })
+            }
             None => router.route("/", get(|| async { Html(INDEX) })),
         };
 
@@ -141,14 +160,21 @@ impl Gateway {
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
-        match hub_task.await {
-            Ok(Err(error)) => tracing::error!(%error, "live event consumer failed"),
-            Err(error) => tracing::error!(%error, "live event consumer panicked"),
-            Ok(Ok(())) => {}
+        if let Err(error) = hub_task.await {
+            tracing::error!(%error, "live event consumer panicked");
         }
         served?;
         Ok(())
     }
+}
+
+/// Whether a request is gRPC or grpc-web (by `content-type`).
+fn is_grpc(request: &axum::extract::Request) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 const INDEX: &str = "<!doctype html><meta charset=utf-8><title>taskmesh</title>\

@@ -7,7 +7,9 @@
 //! 2. replays `ListChanges(after = pos)` page by page,
 //! 3. then takes live events: `seq <= pos` is a duplicate and dropped, `seq == pos + 1` is
 //!    sent, `seq > pos + 1` (a gap: the relay published out of the stream's view, or this
-//!    stream lagged) re-reads the change log from `pos`.
+//!    stream lagged) re-reads the change log from `pos`;
+//! 4. after 15 s of silence, re-reads the change log too (a safety net for anything Kafka did
+//!    not bring), then sends a heartbeat.
 
 use std::{pin::Pin, time::Duration};
 
@@ -158,6 +160,7 @@ impl LiveService for LiveServiceImpl {
         let stream = async_stream::try_stream! {
             // Replay, then keep going live; a gap or lag sends us back here.
             let mut caught_up_sent = false;
+            let mut heartbeat_due = false;
             loop {
                 loop {
                     let (page, _) = replay_page(&mut client, &token, cursor.task).await?;
@@ -185,6 +188,15 @@ impl LiveService for LiveServiceImpl {
                         }
                     }
                 }
+                if heartbeat_due {
+                    heartbeat_due = false;
+                    yield StreamChangesResponse {
+                        cursor: cursor.encode(),
+                        event: Some(Event::Heartbeat(Heartbeat {})),
+                        event_id: String::new(),
+                        event_type: String::new(),
+                    };
+                }
                 if !caught_up_sent {
                     caught_up_sent = true;
                     yield StreamChangesResponse {
@@ -199,14 +211,11 @@ impl LiveService for LiveServiceImpl {
                     let received = tokio::select! {
                         () = shutdown.cancelled() => return,
                         received = live.recv() => received,
+                        // A quiet stream re-checks the change log before its heartbeat: a safety
+                        // net for anything Kafka did not bring (e.g. a consumer error).
                         () = tokio::time::sleep(HEARTBEAT) => {
-                            yield StreamChangesResponse {
-                                cursor: cursor.encode(),
-                                event: Some(Event::Heartbeat(Heartbeat {})),
-                                event_id: String::new(),
-                                event_type: String::new(),
-                            };
-                            continue;
+                            heartbeat_due = true;
+                            break true;
                         }
                     };
                     match received {

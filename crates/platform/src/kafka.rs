@@ -7,10 +7,30 @@ use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    consumer::Consumer,
     error::KafkaError,
     producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
+
+impl KafkaConfig {
+    /// Names of the topics the cluster has. librdkafka's metadata call blocks, so it runs on a
+    /// blocking thread.
+    async fn existing_topics(&self) -> Result<Vec<String>, KafkaError> {
+        let config = self.client_config();
+        tokio::task::spawn_blocking(move || {
+            let client: rdkafka::consumer::BaseConsumer = config.create()?;
+            let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect())
+        })
+        .await
+        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+    }
+}
 
 /// The mesh's topics. Each has a dead-letter topic `<topic>.dlq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,10 +143,16 @@ impl KafkaConfig {
     /// When the broker cannot be reached or refuses to create a topic.
     pub async fn create_topics(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let existing = self.existing_topics().await?;
         let mut names = Vec::new();
         for topic in Topic::ALL {
             names.push(self.topic(topic));
             names.push(self.dead_letter_topic(topic));
+        }
+        // Only ask for missing topics: some brokers log "already exists" as an error.
+        names.retain(|name| !existing.contains(name));
+        if names.is_empty() {
+            return Ok(());
         }
         let topics: Vec<NewTopic<'_>> = names
             .iter()

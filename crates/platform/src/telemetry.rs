@@ -1,5 +1,5 @@
 //! `tracing` set-up: human-readable or JSON logs to stderr, filtered by `RUST_LOG`
-//! (default `info`, with chatty dependencies at `warn`).
+//! (default `info`, with chatty dependencies such as the embedded broker at `warn`).
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -16,9 +16,8 @@ pub enum LogFormat {
 /// Installs the global subscriber. Calling it twice keeps the first one (tests may call it
 /// from several places).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,tansu_broker=warn,tansu_storage=warn,sqlx=warn,libsql=warn,h2=warn")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tansu=warn,sqlx=warn,libsql=warn,h2=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
