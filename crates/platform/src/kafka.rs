@@ -14,21 +14,28 @@ use rdkafka::{
 };
 
 impl KafkaConfig {
-    /// Names of the topics the cluster has. librdkafka's metadata call blocks, so it runs on a
-    /// blocking thread.
-    async fn existing_topics(&self) -> Result<Vec<String>, KafkaError> {
+    /// Which of `names` the cluster has. Asks per topic (some brokers answer an all-topics
+    /// request with nothing); librdkafka's metadata call blocks, so it runs on a blocking
+    /// thread.
+    async fn existing_topics(&self, names: Vec<String>) -> Result<Vec<String>, KafkaError> {
         let config = self.client_config();
         tokio::task::spawn_blocking(move || {
             let client: rdkafka::consumer::BaseConsumer = config.create()?;
-            let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
-            Ok(metadata
-                .topics()
-                .iter()
-                .map(|t| t.name().to_owned())
-                .collect())
+            let mut existing = Vec::new();
+            for name in names {
+                let metadata = client.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+                let found = metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+                if found {
+                    existing.push(name);
+                }
+            }
+            Ok(existing)
         })
         .await
-        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+        .unwrap_or(Err(KafkaError::Canceled))
     }
 }
 
@@ -143,12 +150,12 @@ impl KafkaConfig {
     /// When the broker cannot be reached or refuses to create a topic.
     pub async fn create_topics(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let existing = self.existing_topics().await?;
         let mut names = Vec::new();
         for topic in Topic::ALL {
             names.push(self.topic(topic));
             names.push(self.dead_letter_topic(topic));
         }
+        let existing = self.existing_topics(names.clone()).await?;
         // Only ask for missing topics: some brokers log "already exists" as an error.
         names.retain(|name| !existing.contains(name));
         if names.is_empty() {
