@@ -5,6 +5,7 @@
 //! - [`auth`]: JWT verification (HS256 secret, RS256/EdDSA public keys with `kid` rotation),
 //!   token minting, and the [`auth::Caller`] every RPC acts for.
 //! - [`cloudevents`]: the CloudEvents 1.0 Kafka binary-mode envelope.
+//! - [`consumer`]: idempotent Kafka consumers with retries and dead-lettering.
 //! - [`cursor`]: the opaque live-stream cursor (one position per change log).
 //! - [`db`]: PostgreSQL pools bound to a service's own schema, database creation, migrations.
 //! - [`grpc`]: server plumbing (health, reflection, serving with shutdown) and error mapping
@@ -19,6 +20,7 @@ pub mod auth;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cloudevents;
+pub mod consumer;
 pub mod cursor;
 pub mod db;
 pub mod grpc;

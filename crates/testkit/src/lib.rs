@@ -220,7 +220,12 @@ impl std::fmt::Debug for EventReader {
 impl EventReader {
     /// A reader of `topic` on `kafka`.
     pub async fn new(kafka: &KafkaConfig, topic: Topic) -> anyhow::Result<Self> {
-        let name = kafka.topic(topic);
+        Self::new_named(kafka, &kafka.topic(topic)).await
+    }
+
+    /// A reader of the topic named `name` (e.g. a dead-letter topic).
+    pub async fn new_named(kafka: &KafkaConfig, name: &str) -> anyhow::Result<Self> {
+        let name = name.to_owned();
         let config = kafka.consumer_config(&format!("test-reader-{}", uuid::Uuid::new_v4()));
         // librdkafka's metadata call blocks: keep it off the runtime's threads (the broker
         // runs on them).
@@ -251,5 +256,38 @@ impl EventReader {
             }
         }
         Ok(events)
+    }
+}
+
+/// Publishes `event` to `topic` as a service would (binary-mode CloudEvent).
+pub async fn publish(kafka: &KafkaConfig, topic: Topic, event: &CloudEvent) -> anyhow::Result<()> {
+    let producer = kafka.producer()?;
+    let topic = kafka.topic(topic);
+    let record = rdkafka::producer::FutureRecord::to(&topic)
+        .key(&event.key)
+        .payload(&event.data)
+        .headers(event.headers());
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("publish failed: {error}"))?;
+    Ok(())
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

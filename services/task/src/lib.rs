@@ -11,9 +11,11 @@
 //! - `requests`: AIP-155 request-id deduplication.
 //! - `validate`, `model`: input validation, rows and protobuf conversions.
 //! - `error`: the error type and its one mapping onto `tonic::Status`.
+//! - [`commands`]: the `task-commands` consumer.
 //! - [`retention`]: the job that drops change-log entries and request ids past retention.
 
 mod changes;
+pub mod commands;
 mod error;
 mod filter;
 mod list;
@@ -30,13 +32,17 @@ use std::time::Duration;
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
-    kafka::KafkaConfig,
+    consumer::{self, ConsumerSettings},
+    kafka::{KafkaConfig, Topic},
     outbox::Relay,
 };
 use taskmesh_proto::task::v1::task_service_server::TaskServiceServer;
 use tonic::service::Routes;
 
 pub use service::TaskServiceImpl;
+
+/// The consumer (and consumer group) name of TaskService's `task-commands` consumer.
+pub const COMMANDS_CONSUMER: &str = "taskmesh-task";
 
 /// The database schema TaskService owns.
 pub const SCHEMA: &str = "task";
@@ -100,6 +106,21 @@ impl TaskServer {
             self.retention,
             shutdown.clone(),
         ));
+        let handler = commands::CommandHandler {
+            events_topic: self.kafka.topic(Topic::TaskEvents),
+        };
+        let settings = ConsumerSettings {
+            name: COMMANDS_CONSUMER.to_owned(),
+            topic: Topic::TaskCommands,
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+        };
+        let (pool, kafka, stop) = (self.pool.clone(), self.kafka.clone(), shutdown.clone());
+        background.spawn(async move {
+            if let Err(error) = consumer::run(pool, kafka, settings, handler, stop).await {
+                tracing::error!(error = %error, "task-commands consumer stopped");
+            }
+        });
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<TaskServiceServer<TaskServiceImpl>>()

@@ -1,4 +1,4 @@
-//! Retention: change-log entries and request ids older than the retention window are deleted
+//! Retention: change-log entries, request ids and processed-event records older than the retention window are deleted
 //! hourly. A stream cursor older than the window then gets "resync".
 
 use std::time::Duration;
@@ -25,7 +25,14 @@ pub async fn purge(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
             .execute(pool)
             .await?
             .rows_affected();
-    Ok(changes + requests)
+    let processed = sqlx::query(
+        "DELETE FROM processed_events WHERE process_time < now() - make_interval(secs => $1)",
+    )
+    .bind(seconds)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(changes + requests + processed)
 }
 
 /// Runs [`purge`] every hour until `shutdown`.

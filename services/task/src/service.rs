@@ -134,8 +134,8 @@ impl TaskService for TaskServiceImpl {
         let (Some(fields), true) = (fields, v.is_empty()) else {
             return Err(v.into_status());
         };
-        let task =
-            tasks::create(&self.pool, &self.writer(&caller, &req.request_id), fields).await?;
+        let writer = self.writer(&caller, &req.request_id);
+        let task = tasks::create(&self.pool, &writer, fields, tasks::Lineage::default()).await?;
         Ok(Response::new(pb::CreateTaskResponse { task: Some(task) }))
     }
 

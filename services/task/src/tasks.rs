@@ -3,7 +3,7 @@
 //! its event.
 
 use prost::Message;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Acquire, PgConnection, Postgres};
 use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
 use uuid::Uuid;
 
@@ -43,13 +43,24 @@ pub(crate) async fn fetch(
     .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))
 }
 
+/// Where a task comes from in a recurring series: kept when a command creates the next
+/// occurrence; empty for a task a user creates.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Lineage {
+    /// The series; `None` assigns a new one when the task recurs.
+    pub(crate) series: Option<Uuid>,
+    /// The occurrence this one follows.
+    pub(crate) previous_task: Option<Uuid>,
+}
+
 /// Creates a task; with a `request_id`, a retry returns the first result and writes nothing.
-pub(crate) async fn create(
-    pool: &PgPool,
+pub(crate) async fn create<'c>(
+    db: impl Acquire<'c, Database = Postgres>,
     writer: &Writer<'_>,
     fields: TaskFields,
+    lineage: Lineage,
 ) -> Result<pb::Task, TaskError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     if let Some(done) =
         requests::claim(&mut tx, writer.user, "CreateTask", writer.request_id).await?
@@ -60,7 +71,10 @@ pub(crate) async fn create(
     let id = Uuid::now_v7();
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
-    let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
+    let series = fields
+        .recurrence
+        .as_ref()
+        .map(|_| lineage.series.unwrap_or_else(Uuid::now_v7));
     write_row(
         &mut tx,
         INSERT_TASK,
@@ -72,6 +86,13 @@ pub(crate) async fn create(
         time,
     )
     .await?;
+    if let Some(previous) = lineage.previous_task.filter(|_| series.is_some()) {
+        sqlx::query("UPDATE tasks SET previous_task_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(previous)
+            .execute(&mut *tx)
+            .await?;
+    }
     let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
     let payload = task.clone();
     changes::record(
@@ -223,15 +244,15 @@ pub(crate) fn copy_field(path: &str, from: &pb::Task, to: &mut pb::Task) {
 /// Applies an update: `merge` builds the new user-settable fields from the current task (the
 /// caller validates them), and only fields that really changed bump the version and appear in
 /// the event's mask.
-pub(crate) async fn update(
-    pool: &PgPool,
+pub(crate) async fn update<'c>(
+    db: impl Acquire<'c, Database = Postgres>,
     writer: &Writer<'_>,
     id: Uuid,
     etag: &str,
     mask: &[&'static str],
     merge: impl FnOnce(&pb::Task) -> Result<(pb::Task, TaskFields), TaskError>,
 ) -> Result<pb::Task, TaskError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     let row = fetch(&mut tx, writer.user, id, true).await?;
     let before = row.to_proto();
@@ -296,13 +317,13 @@ fn check_etag(etag: &str, task: &pb::Task) -> Result<(), TaskError> {
 }
 
 /// Deletes a task.
-pub(crate) async fn delete(
-    pool: &PgPool,
+pub(crate) async fn delete<'c>(
+    db: impl Acquire<'c, Database = Postgres>,
     writer: &Writer<'_>,
     id: Uuid,
     etag: &str,
 ) -> Result<(), TaskError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     let task = fetch(&mut tx, writer.user, id, true).await?.to_proto();
     check_etag(etag, &task)?;
@@ -336,8 +357,8 @@ pub(crate) async fn delete(
 
 /// Completes (`complete = true`) or re-opens a task. Already in that state: returned
 /// unchanged, no event. Idempotent by `request_id`.
-pub(crate) async fn set_completed(
-    pool: &PgPool,
+pub(crate) async fn set_completed<'c>(
+    db: impl Acquire<'c, Database = Postgres>,
     writer: &Writer<'_>,
     id: Uuid,
     etag: &str,
@@ -348,7 +369,7 @@ pub(crate) async fn set_completed(
     } else {
         "UncompleteTask"
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     if let Some(done) = requests::claim(&mut tx, writer.user, method, writer.request_id).await? {
         tx.rollback().await?;

@@ -1,0 +1,232 @@
+//! Idempotent Kafka consumers (ARCHITECTURE.md invariant 2): each event's effect and the
+//! record `(consumer, ce_id)` commit in one PostgreSQL transaction, and the Kafka offset is
+//! stored only after that commit (auto-commit then commits stored offsets). A redelivered
+//! event finds its record and changes nothing. A failing event is retried with exponential
+//! backoff a bounded number of times, then moved to the topic's dead-letter topic
+//! (`<topic>.dlq`, with the reason in headers) and the consumer goes on.
+//!
+//! Each service owns a table in its schema:
+//! ```sql
+//! CREATE TABLE processed_events (
+//!     consumer     text        NOT NULL,
+//!     event_id     uuid        NOT NULL,
+//!     process_time timestamptz NOT NULL DEFAULT now(),
+//!     PRIMARY KEY (consumer, event_id)
+//! );
+//! ```
+
+use std::{future::Future, time::Duration};
+
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+    message::{BorrowedMessage, Header},
+    producer::{FutureProducer, FutureRecord},
+};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cloudevents::CloudEvent,
+    kafka::{KafkaConfig, Topic},
+};
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// A transient failure (database, network): retry with backoff.
+    #[error("transient failure: {0}")]
+    Retry(String),
+    /// The event can never be applied (malformed, invalid): dead-letter it at once.
+    #[error("rejected: {0}")]
+    Reject(String),
+}
+
+/// Applies events. Implementations run inside the transaction that records the event as
+/// processed, and must do all their writes through `tx`.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `event`.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a CloudEvent,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
+}
+
+/// Settings of one consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// The consumer's name: its dedupe key and its consumer group id (e.g. `taskmesh-task`).
+    pub name: String,
+    /// The topic it reads.
+    pub topic: Topic,
+    /// Attempts before dead-lettering a failing event (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further retry.
+    pub backoff: Duration,
+}
+
+enum Outcome {
+    /// Applied now.
+    Applied,
+    /// Applied before (a redelivery).
+    Duplicate,
+}
+
+enum Failure {
+    /// Move the event to the dead-letter topic, for this reason.
+    DeadLetter(String),
+    /// Shutdown came while retrying: leave the offset, the event is redelivered later.
+    Interrupted,
+}
+
+/// Consumes `settings.topic` with `handler` until `shutdown`, finishing the event in hand.
+///
+/// # Errors
+/// When the Kafka clients cannot be created or the subscription fails.
+pub async fn run<H: Handler>(
+    pool: PgPool,
+    kafka: KafkaConfig,
+    settings: ConsumerSettings,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let topic = kafka.topic(settings.topic);
+    let dead_letters = kafka.dead_letter_topic(settings.topic);
+    let mut config = kafka.consumer_config(&settings.name);
+    // Stored offsets (never auto-stored) are committed in the background.
+    config.set("enable.auto.commit", "true");
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[&topic])?;
+    let producer = kafka.producer()?;
+    tracing::info!(consumer = %settings.name, %topic, "consuming");
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, consumer = %settings.name, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let outcome = match CloudEvent::from_message(&message) {
+            Ok(event) => process(&pool, &settings, &handler, &event, &shutdown).await,
+            Err(error) => Err(Failure::DeadLetter(format!(
+                "not a taskmesh CloudEvent: {error}"
+            ))),
+        };
+        match outcome {
+            Ok(Outcome::Applied) => {}
+            Ok(Outcome::Duplicate) => {
+                tracing::debug!(consumer = %settings.name, offset = message.offset(), "duplicate event skipped");
+            }
+            Err(Failure::DeadLetter(reason)) => {
+                dead_letter(&producer, &dead_letters, &message, &settings.name, &reason).await?;
+            }
+            Err(Failure::Interrupted) => return Ok(()),
+        }
+        consumer.store_offset_from_message(&message)?;
+    }
+}
+
+/// Applies one event with retries.
+async fn process<H: Handler>(
+    pool: &PgPool,
+    settings: &ConsumerSettings,
+    handler: &H,
+    event: &CloudEvent,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, Failure> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = apply(pool, &settings.name, handler, event).await;
+        match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(HandleError::Reject(reason)) => return Err(Failure::DeadLetter(reason)),
+            Err(HandleError::Retry(reason)) if attempt >= settings.max_attempts.max(1) => {
+                return Err(Failure::DeadLetter(format!(
+                    "gave up after {attempt} attempts: {reason}"
+                )));
+            }
+            Err(HandleError::Retry(reason)) => {
+                let delay = settings.backoff * 2u32.saturating_pow(attempt - 1);
+                tracing::warn!(consumer = %settings.name, event_id = %event.id, attempt, %reason, ?delay, "event failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(Failure::Interrupted),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn apply<H: Handler>(
+    pool: &PgPool,
+    consumer: &str,
+    handler: &H,
+    event: &CloudEvent,
+) -> Result<Outcome, HandleError> {
+    let retry = |e: sqlx::Error| HandleError::Retry(e.to_string());
+    let mut tx = pool.begin().await.map_err(retry)?;
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event.id)
+    .execute(&mut *tx)
+    .await
+    .map_err(retry)?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await.map_err(retry)?;
+        return Ok(Outcome::Duplicate);
+    }
+    handler.handle(&mut tx, event).await?;
+    tx.commit().await.map_err(retry)?;
+    Ok(Outcome::Applied)
+}
+
+/// Copies `message` to the dead-letter topic with the reason and origin in headers.
+async fn dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    message: &BorrowedMessage<'_>,
+    consumer: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    tracing::error!(%consumer, source_topic = message.topic(), offset = message.offset(), %reason, "moving event to the dead-letter topic");
+    let mut headers = message.headers().map(|h| h.detach()).unwrap_or_default();
+    let origin = format!(
+        "{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    for (key, value) in [
+        ("taskmesh_dlq_reason", reason),
+        ("taskmesh_dlq_consumer", consumer),
+        ("taskmesh_dlq_origin", origin.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("cannot dead-letter: {error}"))?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The `task-commands` consumer: how other services change tasks, TaskService being their only
+//! writer. Each command carries the owner, the actor and a deterministic `request_id` in its
+//! `ChangeContext`; applying it goes through the same code as the RPCs, inside the consumer's
+//! transaction (so the `(consumer, ce_id)` record and the effect commit together).
+//!
+//! Commands (`taskmesh.events.v1`): `dev.taskmesh.task.create.v1` (`CreateTaskCommand`),
+//! `dev.taskmesh.task.add_exdate.v1` (`AddExdateCommand`), `dev.taskmesh.task.end_series.v1`
+//! (`EndSeriesCommand`), `dev.taskmesh.task.delete.v1` (`DeleteTaskCommand`). Other event
+//! types on the topic (e.g. `dev.taskmesh.series.ended.v1`) are not for TaskService and are
+//! skipped.
+
+use prost::Message;
+use sqlx::PgConnection;
+use taskmesh_platform::{
+    cloudevents::CloudEvent,
+    consumer::{HandleError, Handler},
+    grpc::Violations,
+};
+use taskmesh_proto::events::v1::{
+    AddExdateCommand, ChangeContext, CreateTaskCommand, DeleteTaskCommand, EndSeriesCommand,
+};
+use uuid::Uuid;
+
+use crate::{
+    changes::Writer,
+    error::TaskError,
+    model::TASKS,
+    tasks::{self, Lineage},
+    validate,
+};
+
+/// Applies task commands for the consumer `taskmesh-task`.
+#[derive(Clone, Debug)]
+pub struct CommandHandler {
+    /// The `task-events` topic the resulting events go to.
+    pub(crate) events_topic: String,
+}
+
+fn reject(reason: impl Into<String>) -> HandleError {
+    HandleError::Reject(reason.into())
+}
+
+fn from_task_error(error: TaskError) -> HandleError {
+    match error {
+        TaskError::Database(e) => HandleError::Retry(e.to_string()),
+        other => reject(other.to_string()),
+    }
+}
+
+/// The context's owner, actor and request id; each command must name them.
+fn context(context: Option<ChangeContext>) -> Result<ChangeContext, HandleError> {
+    let context = context.ok_or_else(|| reject("command without context"))?;
+    if context.user.is_empty() || context.actor.is_empty() || context.request_id.is_empty() {
+        return Err(reject("command context needs user, actor and request_id"));
+    }
+    Ok(context)
+}
+
+fn id_of(name: &str, prefix: &str) -> Result<Uuid, HandleError> {
+    name.strip_prefix(prefix)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| reject(format!("{name:?} is not {prefix}{{uuid}}")))
+}
+
+fn decode<M: Message + Default>(data: &[u8]) -> Result<M, HandleError> {
+    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
+}
+
+impl Handler for CommandHandler {
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandleError> {
+        match event.event_type.as_str() {
+            "dev.taskmesh.task.create.v1" => {
+                let command: CreateTaskCommand = decode(&event.data)?;
+                let ctx = context(command.context)?;
+                let task = command.task.ok_or_else(|| reject("command without task"))?;
+                let mut v = Violations::new();
+                let fields = validate::task_fields(&task, "task.", &mut v)
+                    .ok_or_else(|| reject(format!("invalid task: {:?}", v)))?;
+                let recurrence = task.recurrence.as_ref();
+                let lineage = Lineage {
+                    series: recurrence
+                        .filter(|r| !r.series.is_empty())
+                        .map(|r| id_of(&r.series, "series/"))
+                        .transpose()?,
+                    previous_task: recurrence
+                        .filter(|r| !r.previous_task.is_empty())
+                        .map(|r| id_of(&r.previous_task, TASKS))
+                        .transpose()?,
+                };
+                tasks::create(&mut *tx, &self.writer(&ctx), fields, lineage)
+                    .await
+                    .map_err(from_task_error)?;
+            }
+            "dev.taskmesh.task.add_exdate.v1" => {
+                let command: AddExdateCommand = decode(&event.data)?;
+                let ctx = context(command.context)?;
+                let id = id_of(&command.task, TASKS)?;
+                let exdate = command
+                    .exdate
+                    .ok_or_else(|| reject("command without exdate"))?;
+                self.change_recurrence(tx, &ctx, id, move |recurrence| {
+                    if !recurrence.exdates.contains(&exdate) {
+                        recurrence.exdates.push(exdate);
+                    }
+                })
+                .await?;
+            }
+            "dev.taskmesh.task.end_series.v1" => {
+                let command: EndSeriesCommand = decode(&event.data)?;
+                let ctx = context(command.context)?;
+                let id = id_of(&command.task, TASKS)?;
+                let result = tasks::update(
+                    &mut *tx,
+                    &self.writer(&ctx),
+                    id,
+                    "",
+                    &["recurrence"],
+                    |current| {
+                        let mut merged = current.clone();
+                        merged.recurrence = None;
+                        revalidate(merged)
+                    },
+                )
+                .await;
+                ignore_missing(result.map(|_| ()))?;
+            }
+            "dev.taskmesh.task.delete.v1" => {
+                let command: DeleteTaskCommand = decode(&event.data)?;
+                let ctx = context(command.context)?;
+                let id = id_of(&command.task, TASKS)?;
+                ignore_missing(tasks::delete(&mut *tx, &self.writer(&ctx), id, "").await)?;
+            }
+            other => tracing::debug!(event_type = other, "not a TaskService command; skipped"),
+        }
+        Ok(())
+    }
+}
+
+/// A command for a task that no longer exists has nothing left to do.
+fn ignore_missing(result: Result<(), TaskError>) -> Result<(), HandleError> {
+    match result {
+        Ok(()) | Err(TaskError::NotFound(_)) => Ok(()),
+        Err(error) => Err(from_task_error(error)),
+    }
+}
+
+fn revalidate(
+    merged: taskmesh_proto::task::v1::Task,
+) -> Result<(taskmesh_proto::task::v1::Task, crate::model::TaskFields), TaskError> {
+    let mut v = Violations::new();
+    match validate::task_fields(&merged, "task.", &mut v) {
+        Some(fields) => Ok((merged, fields)),
+        None => Err(TaskError::Invalid(v)),
+    }
+}
+
+impl CommandHandler {
+    fn writer<'a>(&'a self, ctx: &'a ChangeContext) -> Writer<'a> {
+        Writer {
+            user: &ctx.user,
+            actor: &ctx.actor,
+            request_id: &ctx.request_id,
+            topic: &self.events_topic,
+        }
+    }
+
+    async fn change_recurrence(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &ChangeContext,
+        id: Uuid,
+        change: impl FnOnce(&mut taskmesh_proto::task::v1::Recurrence) + Send,
+    ) -> Result<(), HandleError> {
+        let result = tasks::update(
+            &mut *tx,
+            &self.writer(ctx),
+            id,
+            "",
+            &["recurrence"],
+            |current| {
+                let mut merged = current.clone();
+                if let Some(recurrence) = merged.recurrence.as_mut() {
+                    change(recurrence);
+                }
+                revalidate(merged)
+            },
+        )
+        .await;
+        ignore_missing(result.map(|_| ()))
+    }
+}

@@ -1,0 +1,202 @@
+//! The `task-commands` consumer: commands from other services are applied once, also when
+//! redelivered or retried with a new event id; bad commands go to the dead-letter topic.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use prost::Message;
+use taskmesh_platform::{
+    cloudevents::{CloudEvent, data_schema},
+    kafka::Topic,
+};
+use taskmesh_proto::{
+    events::v1::{AddExdateCommand, ChangeContext, CreateTaskCommand, EndSeriesCommand},
+    task::v1::{GetTaskRequest, ListTasksRequest, Recurrence, Task},
+};
+use taskmesh_testkit::{EventReader, MeshOptions, authed, eventually, publish};
+
+use crate::helpers::{Client, due, start};
+
+fn command(event_type: &str, message: &str, subject: &str, data: Vec<u8>) -> CloudEvent {
+    CloudEvent {
+        id: uuid::Uuid::now_v7(),
+        source: "/taskmesh/recurrence".into(),
+        event_type: event_type.into(),
+        time: Utc::now(),
+        subject: subject.into(),
+        data_schema: data_schema(message),
+        key: "alice".into(),
+        data,
+        traceparent: None,
+    }
+}
+
+fn context(request_id: &str) -> Option<ChangeContext> {
+    Some(ChangeContext {
+        user: "alice".into(),
+        actor: "service:recurrence".into(),
+        sequence: 0,
+        request_id: request_id.into(),
+    })
+}
+
+async fn tasks_of_alice(client: &mut Client) -> Vec<Task> {
+    client
+        .list_tasks(authed("alice", ListTasksRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_apply_once_and_bad_ones_are_dead_lettered() {
+    let (mesh, mut client) = start(MeshOptions::default()).await;
+    let series = uuid::Uuid::now_v7();
+    let create = CreateTaskCommand {
+        context: context("series-1/occurrence-2"),
+        task: Some(Task {
+            title: "Water plants".into(),
+            due: Some(due("2026-12-07T08:00:00Z", "Europe/Berlin")),
+            recurrence: Some(Recurrence {
+                rrule: "FREQ=WEEKLY".into(),
+                series: format!("series/{series}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let event = command(
+        "dev.taskmesh.task.create.v1",
+        "taskmesh.events.v1.CreateTaskCommand",
+        "",
+        create.encode_to_vec(),
+    );
+    // Delivered twice (same ce_id), and retried by its producer with a new ce_id.
+    publish(&mesh.kafka, Topic::TaskCommands, &event)
+        .await
+        .unwrap();
+    publish(&mesh.kafka, Topic::TaskCommands, &event)
+        .await
+        .unwrap();
+    let mut retry = event.clone();
+    retry.id = uuid::Uuid::now_v7();
+    publish(&mesh.kafka, Topic::TaskCommands, &retry)
+        .await
+        .unwrap();
+
+    let created = eventually(Duration::from_secs(15), || {
+        let mut client = client.clone();
+        async move { tasks_of_alice(&mut client).await.into_iter().next() }
+    })
+    .await
+    .expect("the command creates the task");
+    let recurrence = created.recurrence.clone().unwrap();
+    assert_eq!(
+        recurrence.series,
+        format!("series/{series}"),
+        "the series is kept"
+    );
+
+    // Skip an occurrence, then end the series.
+    let exdate: prost_types::Timestamp = "2026-12-14T08:00:00Z".parse().unwrap();
+    let skip = AddExdateCommand {
+        context: context("series-1/skip-1"),
+        task: created.name.clone(),
+        exdate: Some(exdate),
+    };
+    publish(
+        &mesh.kafka,
+        Topic::TaskCommands,
+        &command(
+            "dev.taskmesh.task.add_exdate.v1",
+            "taskmesh.events.v1.AddExdateCommand",
+            &created.name,
+            skip.encode_to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    let name = created.name.clone();
+    let skipped = eventually(Duration::from_secs(15), || {
+        let (mut client, name) = (client.clone(), name.clone());
+        async move {
+            let task = client
+                .get_task(authed("alice", GetTaskRequest { name }))
+                .await
+                .ok()?
+                .into_inner()
+                .task?;
+            (task.recurrence.as_ref()?.exdates.len() == 1).then_some(task)
+        }
+    })
+    .await
+    .expect("the exdate is added");
+    assert_eq!(skipped.recurrence.unwrap().exdates, vec![exdate]);
+
+    let end = EndSeriesCommand {
+        context: context("series-1/end"),
+        task: created.name.clone(),
+    };
+    publish(
+        &mesh.kafka,
+        Topic::TaskCommands,
+        &command(
+            "dev.taskmesh.task.end_series.v1",
+            "taskmesh.events.v1.EndSeriesCommand",
+            &created.name,
+            end.encode_to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    let name = created.name.clone();
+    eventually(Duration::from_secs(15), || {
+        let (mut client, name) = (client.clone(), name.clone());
+        async move {
+            let task = client
+                .get_task(authed("alice", GetTaskRequest { name }))
+                .await
+                .ok()?
+                .into_inner()
+                .task?;
+            task.recurrence.is_none().then_some(())
+        }
+    })
+    .await
+    .expect("the series ends");
+
+    // A command without a request id is rejected and dead-lettered; the consumer goes on.
+    let bad = CreateTaskCommand {
+        context: context(""),
+        task: Some(Task {
+            title: "never".into(),
+            ..Default::default()
+        }),
+    };
+    let bad_event = command(
+        "dev.taskmesh.task.create.v1",
+        "taskmesh.events.v1.CreateTaskCommand",
+        "",
+        bad.encode_to_vec(),
+    );
+    publish(&mesh.kafka, Topic::TaskCommands, &bad_event)
+        .await
+        .unwrap();
+    let reader = EventReader::new_named(
+        &mesh.kafka,
+        &mesh.kafka.dead_letter_topic(Topic::TaskCommands),
+    )
+    .await
+    .unwrap();
+    let letters = reader.collect(1, Duration::from_secs(15)).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].id, bad_event.id);
+
+    let all = tasks_of_alice(&mut client).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "exactly one task from three deliveries: {all:?}"
+    );
+}
