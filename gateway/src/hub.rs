@@ -75,6 +75,11 @@ impl Hub {
             .users
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget users whose streams all ended, whenever the map reaches a power of two
+        // (64, 128, ...): amortised cheap, and bounded by the users actually streaming.
+        if users.len() >= 64 && users.len().is_power_of_two() {
+            users.retain(|_, sender| sender.receiver_count() > 0);
+        }
         users
             .entry(user.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)

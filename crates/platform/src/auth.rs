@@ -93,14 +93,24 @@ pub struct Claims {
     /// Issued at, seconds since the Unix epoch (UTC).
     #[serde(default)]
     pub iat: u64,
-    /// Audience; must be `taskmesh`.
-    pub aud: String,
+    /// Audience; must be (or include) `taskmesh`.
+    pub aud: Audience,
     /// Issuer, checked when the verifier is configured with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// Roles, e.g. `["admin"]`.
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// The `aud` claim: one string, or an array (RFC 7519 section 4.1.3).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
 }
 
 #[derive(Clone)]
@@ -384,7 +394,7 @@ impl Signer {
             sub: sub.to_owned(),
             exp: now + ttl.as_secs(),
             iat: now,
-            aud: AUDIENCE.to_owned(),
+            aud: Audience::One(AUDIENCE.to_owned()),
             iss: self.issuer.clone(),
             roles: roles.to_vec(),
         };
@@ -450,12 +460,30 @@ mod tests {
             sub: "alice".into(),
             exp: 1_000,
             iat: 0,
-            aud: AUDIENCE.into(),
+            aud: Audience::One(AUDIENCE.into()),
             iss: None,
             roles: vec![],
         };
         let token = encode(&signer.header, &claims, &signer.key).unwrap();
         assert!(Verifier::hs256(&secret()).verify(&token).is_err());
+    }
+
+    #[test]
+    fn audience_array_including_taskmesh_is_accepted() {
+        let signer = Signer::hs256(&secret());
+        let claims = Claims {
+            sub: "erin".into(),
+            exp: u64::MAX / 2,
+            iat: 0,
+            aud: Audience::Many(vec!["other".into(), AUDIENCE.into()]),
+            iss: None,
+            roles: vec![],
+        };
+        let token = encode(&signer.header, &claims, &signer.key).unwrap();
+        assert_eq!(
+            Verifier::hs256(&secret()).verify(&token).unwrap().user,
+            "erin"
+        );
     }
 
     #[test]
@@ -465,7 +493,7 @@ mod tests {
             sub: "alice".into(),
             exp: u64::MAX / 2,
             iat: 0,
-            aud: "someone-else".into(),
+            aud: Audience::One("someone-else".into()),
             iss: None,
             roles: vec![],
         };

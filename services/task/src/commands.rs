@@ -146,12 +146,9 @@ fn ignore_missing(result: Result<(), TaskError>) -> Result<(), HandleError> {
 
 fn revalidate(
     merged: taskmesh_proto::task::v1::Task,
-) -> Result<(taskmesh_proto::task::v1::Task, crate::model::TaskFields), TaskError> {
+) -> Result<crate::model::TaskFields, TaskError> {
     let mut v = Violations::new();
-    match validate::task_fields(&merged, "task.", &mut v) {
-        Some(fields) => Ok((merged, fields)),
-        None => Err(TaskError::Invalid(v)),
-    }
+    validate::task_fields(&merged, "task.", &mut v).ok_or(TaskError::Invalid(v))
 }
 
 impl CommandHandler {

@@ -229,9 +229,25 @@ pub(crate) async fn changes(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let first: Option<i64> = rows.first().map(|r| r.try_get("sequence")).transpose()?;
-    // Expired when there are changes after `after` but the next one is gone.
-    let expired = after < latest && first != Some(after + 1);
+    let sequences = rows
+        .iter()
+        .map(|r| r.try_get::<i64, _>("sequence"))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Expired when changes after `after` exist but are not all here from `after + 1` on
+    // (retention removed some), or when `after` is beyond the log (a cursor from elsewhere).
+    // `i64::MAX` asks only for the latest sequence.
+    let expired = if after == i64::MAX || after == latest {
+        false
+    } else if after > latest {
+        true
+    } else {
+        // after < latest <= i64::MAX: `after + 1` cannot overflow.
+        sequences.first() != Some(&(after + 1))
+            || !sequences
+                .iter()
+                .zip(after + 1..)
+                .all(|(sequence, expected)| *sequence == expected)
+    };
     if expired {
         return Err(TaskError::ChangesExpired(after));
     }

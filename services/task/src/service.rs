@@ -212,10 +212,7 @@ impl TaskService for TaskServiceImpl {
                     tasks::copy_field(path, &input, &mut merged);
                 }
                 let mut v = Violations::new();
-                match validate::task_fields(&merged, "task.", &mut v) {
-                    Some(fields) => Ok((merged, fields)),
-                    None => Err(TaskError::Invalid(v)),
-                }
+                validate::task_fields(&merged, "task.", &mut v).ok_or(TaskError::Invalid(v))
             },
         )
         .await?;

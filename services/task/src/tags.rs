@@ -167,7 +167,7 @@ pub(crate) async fn list(
     let more = rows.len() as i64 > page_size;
     let page: Vec<TagRow> = rows.into_iter().take(page_size as usize).collect();
     let next = if more {
-        page.last().map(|r| (r.display_name.to_lowercase(), r.id))
+        page.last().map(|r| (r.display_name.clone(), r.id))
     } else {
         None
     };
@@ -205,6 +205,12 @@ pub(crate) async fn update(
         tx.rollback().await?;
         return Ok(before.to_proto());
     }
+    // A rename changes what every task carrying the tag shows; a recolour does not.
+    let tagged = if new_name == before.display_name {
+        Vec::new()
+    } else {
+        crate::tasks::with_tag(&mut tx, writer.user, id).await?
+    };
     let time = now();
     let row = sqlx::query_as::<_, TagRow>(&format!(
         "UPDATE tags SET display_name = $3, color = $4, version = version + 1, update_time = $5 \
@@ -246,6 +252,7 @@ pub(crate) async fn update(
         },
     )
     .await?;
+    crate::tasks::record_tags_changed(&mut tx, writer, tagged, time).await?;
     tx.commit().await?;
     Ok(tag)
 }
@@ -263,6 +270,7 @@ pub(crate) async fn delete(
     if !etag.is_empty() && etag != before.version.to_string() {
         return Err(TaskError::EtagMismatch);
     }
+    let tagged = crate::tasks::with_tag(&mut tx, writer.user, id).await?;
     sqlx::query(
         "UPDATE tasks SET tag_ids = array_remove(tag_ids, $1) \
          WHERE user_id = $2 AND tag_ids @> ARRAY[$1]::uuid[]",
@@ -277,10 +285,11 @@ pub(crate) async fn delete(
         .execute(&mut *tx)
         .await?;
     let tag = before.to_proto();
+    let time = now();
     changes::record(
         &mut tx,
         writer,
-        now(),
+        time,
         Change {
             event_type: types::TAG_DELETED,
             message: "taskmesh.events.v1.TagDeleted",
@@ -295,6 +304,7 @@ pub(crate) async fn delete(
         },
     )
     .await?;
+    crate::tasks::record_tags_changed(&mut tx, writer, tagged, time).await?;
     tx.commit().await?;
     Ok(())
 }

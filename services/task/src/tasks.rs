@@ -203,16 +203,34 @@ fn due_columns(fields: &TaskFields) -> DueColumns {
     }
 }
 
-/// The paths of `mask` whose values differ between `before` and `after`.
-fn changed_paths(mask: &[&'static str], before: &pb::Task, after: &pb::Task) -> Vec<&'static str> {
+/// The paths of `mask` whose normalised values differ (so trimming, a priority of 0 for
+/// NONE, tag order or case and the like are no change).
+fn changed_fields(
+    mask: &[&'static str],
+    before: &pb::Task,
+    after: &TaskFields,
+) -> Vec<&'static str> {
+    let mut ignored = taskmesh_platform::grpc::Violations::new();
+    let Some(before) = crate::validate::task_fields(before, "", &mut ignored) else {
+        // Stored tasks are valid; should one not be, treat every masked field as changed.
+        return mask.to_vec();
+    };
+    let tag_set = |tags: &[String]| {
+        let mut set: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
+        set.sort();
+        set
+    };
     mask.iter()
         .copied()
-        .filter(|path| {
-            let mut a = pb::Task::default();
-            let mut b = pb::Task::default();
-            copy_field(path, before, &mut a);
-            copy_field(path, after, &mut b);
-            a != b
+        .filter(|path| match *path {
+            "title" => before.title != after.title,
+            "description" => before.description != after.description,
+            "priority" => before.priority != after.priority,
+            "tags" => tag_set(&before.tags) != tag_set(&after.tags),
+            "due" => before.due != after.due,
+            "reminders" => before.reminders != after.reminders,
+            "recurrence" => before.recurrence != after.recurrence,
+            _ => false,
         })
         .collect()
 }
@@ -241,8 +259,8 @@ pub(crate) fn copy_field(path: &str, from: &pb::Task, to: &mut pb::Task) {
     }
 }
 
-/// Applies an update: `merge` builds the new user-settable fields from the current task (the
-/// caller validates them), and only fields that really changed bump the version and appear in
+/// Applies an update: `merge` builds and validates the new user-settable fields from the
+/// current task, and only fields that really changed bump the version and appear in
 /// the event's mask.
 pub(crate) async fn update<'c>(
     db: impl Acquire<'c, Database = Postgres>,
@@ -250,15 +268,15 @@ pub(crate) async fn update<'c>(
     id: Uuid,
     etag: &str,
     mask: &[&'static str],
-    merge: impl FnOnce(&pb::Task) -> Result<(pb::Task, TaskFields), TaskError>,
+    merge: impl FnOnce(&pb::Task) -> Result<TaskFields, TaskError>,
 ) -> Result<pb::Task, TaskError> {
     let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     let row = fetch(&mut tx, writer.user, id, true).await?;
     let before = row.to_proto();
     check_etag(etag, &before)?;
-    let (merged, fields) = merge(&before)?;
-    let changed = changed_paths(mask, &before, &merged);
+    let fields = merge(&before)?;
+    let changed = changed_fields(mask, &before, &fields);
     if changed.is_empty() {
         tx.rollback().await?;
         return Ok(before);
@@ -432,4 +450,79 @@ pub(crate) async fn set_completed<'c>(
     requests::finish(&mut tx, writer.user, method, writer.request_id, id, &task).await?;
     tx.commit().await?;
     Ok(task)
+}
+
+/// The user's tasks that carry `tag`, as they are now, locked for update (call before renaming
+/// or deleting the tag, then [`record_tags_changed`] after).
+pub(crate) async fn with_tag(
+    conn: &mut PgConnection,
+    user: &str,
+    tag: Uuid,
+) -> Result<Vec<pb::Task>, TaskError> {
+    let rows = sqlx::query_as::<_, TaskRow>(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.user_id = $1 AND t.tag_ids @> ARRAY[$2]::uuid[] \
+         ORDER BY t.id FOR UPDATE OF t"
+    ))
+    .bind(user)
+    .bind(tag)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(TaskRow::to_proto).collect())
+}
+
+/// After a tag rename or delete: each task in `before` shows other tags now, so its version
+/// and update time move (AIP-154: a changed resource gets a new etag) and a `task.updated`
+/// with mask `tags` and the previous names is recorded.
+pub(crate) async fn record_tags_changed(
+    conn: &mut PgConnection,
+    writer: &Writer<'_>,
+    before: Vec<pb::Task>,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<(), TaskError> {
+    for before in before {
+        let id = id_of(&before.name)?;
+        sqlx::query(
+            "UPDATE tasks SET version = version + 1, update_time = $3 WHERE id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(writer.user)
+        .bind(time)
+        .execute(&mut *conn)
+        .await?;
+        let task = fetch(conn, writer.user, id, false).await?.to_proto();
+        let previous = pb::Task {
+            tags: before.tags,
+            ..Default::default()
+        };
+        let payload = task.clone();
+        changes::record(
+            conn,
+            writer,
+            time,
+            Change {
+                event_type: types::TASK_UPDATED,
+                message: "taskmesh.events.v1.TaskUpdated",
+                subject: task.name.clone(),
+                payload: Box::new(move |context| {
+                    ev::TaskUpdated {
+                        context: Some(context),
+                        task: Some(payload),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["tags".to_owned()],
+                        }),
+                        previous: Some(previous),
+                    }
+                    .encode_to_vec()
+                }),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn id_of(name: &str) -> Result<Uuid, TaskError> {
+    name.strip_prefix(TASKS)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| TaskError::NotFound(name.to_owned()))
 }

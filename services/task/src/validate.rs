@@ -37,11 +37,25 @@ pub(crate) fn task_fields(task: &pb::Task, prefix: &str, v: &mut Violations) -> 
             format!("{prefix}title"),
             format!("must be at most {MAX_TITLE} characters"),
         );
+    } else if title.chars().any(char::is_control) {
+        v.add(
+            format!("{prefix}title"),
+            "must not contain control characters",
+        );
     }
     if task.description.chars().count() > MAX_DESCRIPTION {
         v.add(
             format!("{prefix}description"),
             format!("must be at most {MAX_DESCRIPTION} characters"),
+        );
+    } else if task
+        .description
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        v.add(
+            format!("{prefix}description"),
+            "must not contain control characters other than line breaks and tabs",
         );
     }
     let priority = match task.priority {
@@ -272,7 +286,7 @@ fn recurrence(
         v.add(format!("{field}.rrule"), "must not be empty");
         return None;
     }
-    if rule.len() > 1000 || rule.contains(['\n', '\r', ':']) {
+    if rule.len() > 1000 || rule.contains(':') || rule.chars().any(char::is_control) {
         v.add(
             format!("{field}.rrule"),
             "must be one RRULE value without the RRULE: prefix, at most 1000 characters",

@@ -68,6 +68,26 @@ async fn create_get_update_complete_uncomplete_delete() {
     assert_eq!(updated.description, "quarterly numbers");
     assert_eq!(updated.etag, "2");
 
+    // A change that normalises to the stored value is no change: same etag.
+    let mut same = updated.clone();
+    same.title = "  Write the report  ".into();
+    let unchanged = client
+        .update_task(authed(
+            "alice",
+            UpdateTaskRequest {
+                task: Some(same),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".into(), "tags".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(unchanged.etag, "2");
+
     // A stale etag is ABORTED and changes nothing.
     let mut stale = updated.clone();
     stale.etag = "1".into();
@@ -364,6 +384,10 @@ async fn tags_rename_recolour_delete_show_on_tasks() {
         .task
         .unwrap();
     assert_eq!(task.tags, vec!["Household".to_owned()]);
+    assert_ne!(
+        task.etag, created.etag,
+        "a renamed tag changes the task's etag"
+    );
 
     // A second tag with the same name (any case) is ALREADY_EXISTS.
     let status = client

@@ -250,6 +250,18 @@ async fn list_cursor_is_the_change_log_position_of_its_snapshot() {
     assert_eq!(changes.changes.len(), 1);
     assert_eq!(changes.changes[0].sequence, 3);
     assert_eq!(changes.changes[0].r#type, "dev.taskmesh.task.created.v1");
+    // A position beyond the log (a cursor from elsewhere) is FAILED_PRECONDITION.
+    let status = client
+        .list_changes(authed(
+            "alice",
+            ListChangesRequest {
+                after_sequence: 99,
+                page_size: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     // Bob has no changes, whatever alice did.
     let bob = client
         .list_changes(authed(

@@ -63,6 +63,19 @@ async fn bad_input_is_rejected_with_field_violations_and_changes_nothing() {
         );
     }
 
+    let nul = task("nul\u{0} in title", Priority::None);
+    let status = client
+        .create_task(authed(
+            "alice",
+            CreateTaskRequest {
+                task: Some(nul),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&status), ["task.title"]);
+
     let mut no_due = task("recurring without due", Priority::None);
     no_due.recurrence = Some(Recurrence {
         rrule: "FREQ=DAILY".into(),
