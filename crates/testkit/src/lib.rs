@@ -129,6 +129,7 @@ pub struct Mesh {
     pub gateway_addr: SocketAddr,
     shutdown: CancellationToken,
     task_handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    gateway_handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     _broker: EmbeddedBroker,
 }
 
@@ -168,7 +169,7 @@ impl Mesh {
         )
         .await?;
         let gateway_addr = gateway.local_addr()?;
-        tokio::spawn(gateway.serve(shutdown.clone()));
+        let gateway_handle = tokio::spawn(gateway.serve(shutdown.clone()));
         Ok(Self {
             db,
             pool,
@@ -177,6 +178,7 @@ impl Mesh {
             gateway_addr,
             shutdown,
             task_handle,
+            gateway_handle,
             _broker: broker,
         })
     }
@@ -201,8 +203,31 @@ impl Mesh {
 }
 
 impl Drop for Mesh {
+    /// Stops the services and waits (up to 10 s) until they have, while the broker still
+    /// runs: a Kafka consumer closing against a vanished broker can block its thread for a
+    /// long time, and with it the test runtime's shutdown.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        let (task, gateway) = (&mut self.task_handle, &mut self.gateway_handle);
+        tokio::task::block_in_place(|| {
+            runtime.block_on(async {
+                let stopped = async {
+                    if !task.is_finished() {
+                        let _ = task.await;
+                    }
+                    if !gateway.is_finished() {
+                        let _ = gateway.await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+            });
+        });
     }
 }
 
