@@ -300,28 +300,8 @@ pub(crate) async fn update<'c>(
     for path in &changed {
         copy_field(path, &before, &mut previous);
     }
-    let payload = task.clone();
-    let paths: Vec<String> = changed.iter().map(|p| (*p).to_owned()).collect();
-    changes::record(
-        &mut tx,
-        writer,
-        time,
-        Change {
-            event_type: types::TASK_UPDATED,
-            message: "taskmesh.events.v1.TaskUpdated",
-            subject: task.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TaskUpdated {
-                    context: Some(context),
-                    task: Some(payload),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                    previous: Some(previous),
-                }
-                .encode_to_vec()
-            }),
-        },
-    )
-    .await?;
+    let paths = changed.iter().map(|p| (*p).to_owned()).collect();
+    record_updated(&mut tx, writer, time, &task, paths, previous).await?;
     tx.commit().await?;
     Ok(task)
 }
@@ -494,30 +474,41 @@ pub(crate) async fn record_tags_changed(
             tags: before.tags,
             ..Default::default()
         };
-        let payload = task.clone();
-        changes::record(
-            conn,
-            writer,
-            time,
-            Change {
-                event_type: types::TASK_UPDATED,
-                message: "taskmesh.events.v1.TaskUpdated",
-                subject: task.name.clone(),
-                payload: Box::new(move |context| {
-                    ev::TaskUpdated {
-                        context: Some(context),
-                        task: Some(payload),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["tags".to_owned()],
-                        }),
-                        previous: Some(previous),
-                    }
-                    .encode_to_vec()
-                }),
-            },
-        )
-        .await?;
+        record_updated(conn, writer, time, &task, vec!["tags".to_owned()], previous).await?;
     }
+    Ok(())
+}
+
+/// Records a `task.updated` change: `task` after, the changed `paths`, their `previous` values.
+async fn record_updated(
+    conn: &mut PgConnection,
+    writer: &Writer<'_>,
+    time: chrono::DateTime<chrono::Utc>,
+    task: &pb::Task,
+    paths: Vec<String>,
+    previous: pb::Task,
+) -> Result<(), sqlx::Error> {
+    let payload = task.clone();
+    changes::record(
+        conn,
+        writer,
+        time,
+        Change {
+            event_type: types::TASK_UPDATED,
+            message: "taskmesh.events.v1.TaskUpdated",
+            subject: task.name.clone(),
+            payload: Box::new(move |context| {
+                ev::TaskUpdated {
+                    context: Some(context),
+                    task: Some(payload),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    previous: Some(previous),
+                }
+                .encode_to_vec()
+            }),
+        },
+    )
+    .await?;
     Ok(())
 }
 
