@@ -103,12 +103,13 @@ impl Gateway {
         health
             .set_serving::<LiveServiceServer<LiveServiceImpl>>()
             .await;
-        health
-            .set_service_status(
-                "taskmesh.task.v1.TaskService",
-                tonic_health::ServingStatus::Serving,
-            )
-            .await;
+        // The forwarded service's status is its own server's, checked every few seconds.
+        tokio::spawn(mirror_health(
+            health.clone(),
+            task_channel.clone(),
+            "taskmesh.task.v1.TaskService",
+            shutdown.clone(),
+        ));
         let routes = reflection(Routes::new(live).add_service(health_service))?;
 
         let proxy = proxy::GrpcProxy::new(task_channel, config.verifier.clone());
@@ -165,6 +166,38 @@ impl Gateway {
         }
         served?;
         Ok(())
+    }
+}
+
+/// Reports `service` as SERVING while its upstream server says so (`grpc.health.v1`, checked
+/// every 5 s), NOT_SERVING otherwise, until `shutdown`.
+async fn mirror_health(
+    reporter: tonic_health::server::HealthReporter,
+    upstream: Channel,
+    service: &'static str,
+    shutdown: CancellationToken,
+) {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Wire};
+    let mut client = tonic_health::pb::health_client::HealthClient::new(upstream);
+    loop {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let serving = tokio::time::timeout(Duration::from_secs(2), client.check(request))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|r| r.into_inner().status == Wire::Serving as i32);
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        reporter.set_service_status(service, status).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
 }
 

@@ -92,4 +92,25 @@ async fn health_is_served() {
         response.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // The forwarded TaskService reports its own server's status.
+    let task = taskmesh_testkit::eventually(std::time::Duration::from_secs(10), || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "taskmesh.task.v1.TaskService".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        task.is_some(),
+        "TaskService reported SERVING through the gateway"
+    );
 }
