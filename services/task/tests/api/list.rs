@@ -277,3 +277,34 @@ async fn list_cursor_is_the_change_log_position_of_its_snapshot() {
     assert!(bob.changes.is_empty());
     assert_eq!(bob.latest_sequence, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_only_due_counts_until_the_end_of_its_day_in_its_zone() {
+    let (_mesh, mut client) = start(MeshOptions::default()).await;
+    // 2026-03-08 is the day US clocks spring forward: the day ends at 2026-03-09 00:00 EDT,
+    // which is 04:00 UTC (not 05:00, as it would be in EST).
+    let mut dated = task("file taxes", Priority::None);
+    dated.due = Some(taskmesh_proto::task::v1::Due {
+        value: Some(taskmesh_proto::task::v1::due::Value::Date(
+            taskmesh_proto::google::r#type::Date {
+                year: 2026,
+                month: 3,
+                day: 8,
+            },
+        )),
+        time_zone: "America/New_York".into(),
+    });
+    let created = create(&mut client, "alice", dated).await;
+    assert!(matches!(
+        created.due.as_ref().and_then(|d| d.value.as_ref()),
+        Some(taskmesh_proto::task::v1::due::Value::Date(_))
+    ));
+    let until = |instant: &str| ListTasksRequest {
+        filter: format!("due_time < \"{instant}\""),
+        ..Default::default()
+    };
+    let before_end = list(&mut client, "alice", until("2026-03-09T03:59:59Z")).await;
+    assert!(before_end.tasks.is_empty());
+    let after_end = list(&mut client, "alice", until("2026-03-09T04:00:01Z")).await;
+    assert_eq!(titles(&after_end), ["file taxes"]);
+}
