@@ -1,6 +1,6 @@
-//! The fan-out hub: one Kafka consumer per gateway reads every partition of `task-events`
-//! (manual assignment, so each gateway instance sees all users) and hands each event to the
-//! live streams of its owner.
+//! The fan-out hub: one Kafka consumer per gateway reads every partition of `task-events` and
+//! `reminders` (manual assignment, so each gateway instance sees all users) and hands each
+//! change-log event to the live streams of its owner.
 
 use std::{
     collections::HashMap,
@@ -12,7 +12,10 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
 };
-use taskmesh_platform::{cloudevents::CloudEvent, kafka::KafkaConfig};
+use taskmesh_platform::{
+    cloudevents::CloudEvent,
+    kafka::{KafkaConfig, Topic},
+};
 use taskmesh_proto::events::v1::ChangeContext;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +23,25 @@ use tokio_util::sync::CancellationToken;
 /// How many events a slow stream may fall behind before it re-reads the change log.
 const CHANNEL_CAPACITY: usize = 1024;
 
+/// The change logs a live stream follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Log {
+    /// TaskService's task change log (`task-events`).
+    Tasks,
+    /// ReminderService's notification change log (`reminders`).
+    Notifications,
+}
+
+impl Log {
+    /// Both logs, in the order a stream replays them.
+    pub(crate) const ALL: [Log; 2] = [Log::Tasks, Log::Notifications];
+}
+
 /// One change as it arrived from Kafka.
 #[derive(Clone, Debug)]
 pub(crate) struct LiveEvent {
+    /// Which change log it is in.
+    pub(crate) log: Log,
     /// The owner's change-log sequence.
     pub(crate) sequence: i64,
     /// CloudEvent `id`.
@@ -40,21 +59,29 @@ struct ContextOnly {
     context: Option<ChangeContext>,
 }
 
-/// Every partition of `topic`, each starting at its current end (high watermark), resolved
+/// Every partition of `topics`, each starting at its current end (high watermark), resolved
 /// now rather than lazily by librdkafka, so every record produced after this call is
 /// delivered. Runs on a blocking thread (librdkafka's calls block).
-async fn current_ends(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<TopicPartitionList> {
+async fn current_ends(
+    kafka: &KafkaConfig,
+    topics: Vec<String>,
+) -> anyhow::Result<TopicPartitionList> {
     let config = kafka.client_config();
-    let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let timeout = std::time::Duration::from_secs(10);
         let client: rdkafka::consumer::BaseConsumer = config.create()?;
-        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
         let mut assignment = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (_, high) = client.fetch_watermarks(t.name(), p.id(), timeout)?;
-                assignment.add_partition_offset(t.name(), p.id(), Offset::Offset(high))?;
+        for topic in &topics {
+            let metadata = client.fetch_metadata(Some(topic), timeout)?;
+            let before = assignment.count();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    let (_, high) = client.fetch_watermarks(t.name(), p.id(), timeout)?;
+                    assignment.add_partition_offset(t.name(), p.id(), Offset::Offset(high))?;
+                }
+            }
+            if assignment.count() == before {
+                anyhow::bail!("topic {topic} has no partitions (was it created?)");
             }
         }
         Ok(assignment)
@@ -102,7 +129,8 @@ impl Hub {
         }
     }
 
-    /// Starts consuming `task-events` from the current end of every partition; returns once
+    /// Starts consuming `task-events` and `reminders` from the current end of every partition;
+    /// returns once
     /// the positions are fixed (so no event committed after this returns is missed), with the
     /// task that publishes each event until `shutdown`. Offsets are never committed: a gateway
     /// needs no position of its own, the change log covers anything before it started.
@@ -111,19 +139,20 @@ impl Hub {
         kafka: &KafkaConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let topic = kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents);
+        let tasks = kafka.topic(Topic::TaskEvents);
+        let reminders = kafka.topic(Topic::Reminders);
         let group = format!("taskmesh-gateway-{}", uuid::Uuid::now_v7());
         let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
-        let assignment = current_ends(kafka, &topic).await?;
-        if assignment.count() == 0 {
-            anyhow::bail!("topic {topic} has no partitions (was it created?)");
-        }
+        let assignment = current_ends(kafka, vec![tasks.clone(), reminders]).await?;
         consumer.assign(&assignment)?;
-        tracing::info!(%topic, partitions = assignment.count(), "gateway consuming live events");
-        Ok(tokio::spawn(self.run(consumer, shutdown)))
+        tracing::info!(
+            partitions = assignment.count(),
+            "gateway consuming live events"
+        );
+        Ok(tokio::spawn(self.run(consumer, tasks, shutdown)))
     }
 
-    async fn run(self, consumer: StreamConsumer, shutdown: CancellationToken) {
+    async fn run(self, consumer: StreamConsumer, tasks_topic: String, shutdown: CancellationToken) {
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -150,9 +179,19 @@ impl Hub {
                 tracing::warn!(event_id = %event.id, "skipping an event without context");
                 continue;
             };
+            // Sequence 0: an event outside the change logs (e.g. a snoozed reminder).
+            if context.sequence == 0 {
+                continue;
+            }
+            let log = if message.topic() == tasks_topic {
+                Log::Tasks
+            } else {
+                Log::Notifications
+            };
             self.publish(
                 &context.user,
                 LiveEvent {
+                    log,
                     sequence: context.sequence,
                     event_id: event.id.to_string(),
                     event_type: event.event_type,

@@ -1,7 +1,8 @@
 //! The taskmesh gateway: one listener serving native gRPC (HTTP/2), grpc-web (HTTP/1.1 and
 //! HTTP/2, via tonic-web) and the web app's files, with CORS for browsers.
 //!
-//! It forwards the services' RPCs (`taskmesh.task.v1.TaskService`, ...) to their servers,
+//! It forwards the services' RPCs (`taskmesh.task.v1.TaskService`,
+//! `taskmesh.reminder.v1.ReminderService`) to their servers,
 //! serves `taskmesh.gateway.v1.LiveService` itself (fed by Kafka), and answers health checks
 //! and server reflection (v1 and v1alpha) for the whole mesh, so `grpcurl` pointed at the
 //! gateway sees every service.
@@ -45,6 +46,8 @@ pub use live::LiveServiceImpl;
 pub struct GatewayConfig {
     /// Where TaskService listens, e.g. `http://127.0.0.1:50051`.
     pub task_service: String,
+    /// Where ReminderService listens, e.g. `http://127.0.0.1:50052`.
+    pub reminder_service: String,
     /// Kafka, for the live stream.
     pub kafka: KafkaConfig,
     /// Token verification.
@@ -86,36 +89,42 @@ impl Gateway {
     /// A bad upstream address, Kafka set-up failure, or a transport error.
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { listener, config } = self;
-        let task_channel: Channel = Endpoint::from_shared(config.task_service.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let task_channel = upstream(&config.task_service)?;
+        let reminder_channel = upstream(&config.reminder_service)?;
 
         let hub = hub::Hub::default();
         // Live events flow before the first stream can open.
         let hub_task = hub.clone().start(&config.kafka, shutdown.clone()).await?;
 
         let live = LiveServiceServer::with_interceptor(
-            LiveServiceImpl::new(hub, task_channel.clone(), shutdown.clone()),
+            LiveServiceImpl::new(
+                hub,
+                task_channel.clone(),
+                reminder_channel.clone(),
+                shutdown.clone(),
+            ),
             AuthInterceptor::new(config.verifier.clone()),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<LiveServiceServer<LiveServiceImpl>>()
             .await;
-        // The forwarded service's status is its own server's, checked every few seconds.
-        tokio::spawn(mirror_health(
-            health.clone(),
-            task_channel.clone(),
-            "taskmesh.task.v1.TaskService",
-            shutdown.clone(),
-        ));
         let routes = reflection(Routes::new(live).add_service(health_service))?;
-
-        let proxy = proxy::GrpcProxy::new(task_channel, config.verifier.clone());
-        let mut router: Router = routes
-            .into_axum_router()
-            .route_service("/taskmesh.task.v1.TaskService/{*method}", proxy);
+        let mut router: Router = routes.into_axum_router();
+        for (service, channel) in [
+            ("taskmesh.task.v1.TaskService", task_channel),
+            ("taskmesh.reminder.v1.ReminderService", reminder_channel),
+        ] {
+            // A forwarded service's status is its own server's, checked every few seconds.
+            tokio::spawn(mirror_health(
+                health.clone(),
+                channel.clone(),
+                service,
+                shutdown.clone(),
+            ));
+            let proxy = proxy::GrpcProxy::new(channel, config.verifier.clone());
+            router = router.route_service(&format!("/{service}/{{*method}}"), proxy);
+        }
         router = match &config.web_dir {
             Some(dir) => {
                 let files = ServeDir::new(dir);
@@ -169,6 +178,14 @@ impl Gateway {
     }
 }
 
+/// A lazily connecting HTTP/2 channel to an upstream service at `url`.
+fn upstream(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
 /// Reports `service` as SERVING while its upstream server says so (`grpc.health.v1`, checked
 /// every 5 s), NOT_SERVING otherwise, until `shutdown`.
 async fn mirror_health(
@@ -212,5 +229,6 @@ fn is_grpc(request: &axum::extract::Request) -> bool {
 
 const INDEX: &str = "<!doctype html><meta charset=utf-8><title>taskmesh</title>\
 <h1>taskmesh gateway</h1><p>gRPC and grpc-web on this address: \
-<code>taskmesh.task.v1.TaskService</code>, <code>taskmesh.gateway.v1.LiveService</code>. \
+<code>taskmesh.task.v1.TaskService</code>, <code>taskmesh.reminder.v1.ReminderService</code>, \
+<code>taskmesh.gateway.v1.LiveService</code>. \
 The web app is not built; see the README.</p>";

@@ -1,13 +1,15 @@
-//! `taskmesh.gateway.v1.LiveService`: replay from TaskService's change log, then live events
-//! from the [`Hub`], with no gap and no duplicate (ARCHITECTURE.md invariant 5).
+//! `taskmesh.gateway.v1.LiveService`: replay from the change logs (TaskService's tasks,
+//! ReminderService's notifications), then live events from the [`Hub`], with no gap and no
+//! duplicate (ARCHITECTURE.md invariant 5).
 //!
-//! Every change carries its owner's gapless sequence number, so the stream keeps one position
-//! `pos` and:
+//! Every change carries its owner's gapless sequence number in its log, so the stream keeps
+//! one position `pos` per log (the cursor) and:
 //! 1. subscribes to the hub first (buffering live events),
-//! 2. replays `ListChanges(after = pos)` page by page,
+//! 2. replays each log after its `pos` page by page (`TaskService.ListChanges`,
+//!    `ReminderService.ListNotificationChanges`),
 //! 3. then takes live events: `seq <= pos` is a duplicate and dropped, `seq == pos + 1` is
 //!    sent, `seq > pos + 1` (a gap: the relay published out of the stream's view, or this
-//!    stream lagged) re-reads the change log from `pos`;
+//!    stream lagged) re-reads the change logs;
 //! 4. after 15 s of silence, re-reads the change log too (a safety net for anything Kafka did
 //!    not bring), then sends a heartbeat.
 
@@ -26,13 +28,20 @@ use taskmesh_proto::{
         CaughtUp, Heartbeat, Resync, StreamChangesRequest, StreamChangesResponse,
         live_service_server::LiveService, stream_changes_response::Event,
     },
+    reminder::v1::{
+        ListNotificationChangesRequest, reminder_service_client::ReminderServiceClient,
+    },
     task::v1::{ListChangesRequest, task_service_client::TaskServiceClient},
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status, metadata::MetadataValue, transport::Channel};
+use tonic::{
+    Code, Request, Response, Status,
+    metadata::{Ascii, MetadataValue},
+    transport::Channel,
+};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Log};
 
 /// How often an idle stream gets a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -42,14 +51,21 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 pub struct LiveServiceImpl {
     hub: Hub,
     tasks: TaskServiceClient<Channel>,
+    reminders: ReminderServiceClient<Channel>,
     shutdown: CancellationToken,
 }
 
 impl LiveServiceImpl {
-    pub(crate) fn new(hub: Hub, tasks: Channel, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        hub: Hub,
+        tasks: Channel,
+        reminders: Channel,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             hub,
             tasks: TaskServiceClient::new(tasks),
+            reminders: ReminderServiceClient::new(reminders),
             shutdown,
         }
     }
@@ -70,13 +86,20 @@ fn event_of(event_type: &str, data: &[u8]) -> Option<Event> {
         "dev.taskmesh.tag.created.v1" => Event::TagCreated(ev::TagCreated::decode(data).ok()?),
         "dev.taskmesh.tag.updated.v1" => Event::TagUpdated(ev::TagUpdated::decode(data).ok()?),
         "dev.taskmesh.tag.deleted.v1" => Event::TagDeleted(ev::TagDeleted::decode(data).ok()?),
+        "dev.taskmesh.reminder.fired.v1" => {
+            Event::ReminderFired(ev::ReminderFired::decode(data).ok()?)
+        }
+        "dev.taskmesh.task.overdue.v1" => Event::TaskOverdue(ev::TaskOverdue::decode(data).ok()?),
+        "dev.taskmesh.notification.read.v1" => {
+            Event::NotificationRead(ev::NotificationRead::decode(data).ok()?)
+        }
         _ => return None,
     };
     Some(event)
 }
 
 fn message(
-    cursor: Cursor,
+    cursor: &Cursor,
     event: Event,
     event_id: String,
     event_type: String,
@@ -89,37 +112,117 @@ fn message(
     }
 }
 
+/// A message without a change (caught up, heartbeat, resync).
+fn control(cursor: &Cursor, event: Event) -> StreamChangesResponse {
+    message(cursor, event, String::new(), String::new())
+}
+
+/// The stream's position in `log`.
+fn position(cursor: &Cursor, log: Log) -> i64 {
+    match log {
+        Log::Tasks => cursor.task,
+        Log::Notifications => cursor.notification,
+    }
+    .unwrap_or(0)
+}
+
+fn advance(cursor: &mut Cursor, log: Log, sequence: i64) {
+    match log {
+        Log::Tasks => cursor.task = Some(sequence),
+        Log::Notifications => cursor.notification = Some(sequence),
+    }
+}
+
+/// One change-log entry, from either log.
+struct Entry {
+    sequence: i64,
+    event_id: String,
+    event_type: String,
+    data: Vec<u8>,
+}
+
 /// What one replay page gave.
 enum Replay {
     /// Changes after the position (empty: caught up).
-    Changes(Vec<taskmesh_proto::task::v1::Change>),
+    Changes(Vec<Entry>),
     /// The position is older than the change log keeps.
     Expired,
 }
 
-async fn replay_page(
-    client: &mut TaskServiceClient<Channel>,
-    token: &MetadataValue<tonic::metadata::Ascii>,
-    after: i64,
-) -> Result<(Replay, i64), Status> {
-    let mut request = Request::new(ListChangesRequest {
-        after_sequence: after,
-        page_size: 500,
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", token.clone());
-    match client.list_changes(request).await {
-        Ok(response) => {
-            let response = response.into_inner();
-            Ok((Replay::Changes(response.changes), response.latest_sequence))
+/// The change logs, read with the caller's own token.
+#[derive(Clone)]
+struct Logs {
+    tasks: TaskServiceClient<Channel>,
+    reminders: ReminderServiceClient<Channel>,
+    token: MetadataValue<Ascii>,
+}
+
+impl Logs {
+    fn authed<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.token.clone());
+        request
+    }
+
+    /// Up to 500 entries of `log` after `after`, and the latest sequence.
+    async fn page(&mut self, log: Log, after: i64) -> Result<(Replay, i64), Status> {
+        let result = match log {
+            Log::Tasks => {
+                let request = self.authed(ListChangesRequest {
+                    after_sequence: after,
+                    page_size: 500,
+                });
+                self.tasks.list_changes(request).await.map(|r| {
+                    let r = r.into_inner();
+                    let entries = r.changes.into_iter().map(|c| Entry {
+                        sequence: c.sequence,
+                        event_id: c.event_id,
+                        event_type: c.r#type,
+                        data: c.data,
+                    });
+                    (entries.collect(), r.latest_sequence)
+                })
+            }
+            Log::Notifications => {
+                let request = self.authed(ListNotificationChangesRequest {
+                    after_sequence: after,
+                    page_size: 500,
+                });
+                self.reminders
+                    .list_notification_changes(request)
+                    .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        let entries = r.changes.into_iter().map(|c| Entry {
+                            sequence: c.sequence,
+                            event_id: c.event_id,
+                            event_type: c.r#type,
+                            data: c.data,
+                        });
+                        (entries.collect(), r.latest_sequence)
+                    })
+            }
+        };
+        match result {
+            Ok((entries, latest)) => Ok((Replay::Changes(entries), latest)),
+            Err(status) if status.code() == Code::FailedPrecondition => Ok((Replay::Expired, 0)),
+            Err(status) => Err(status),
         }
-        Err(status) if status.code() == Code::FailedPrecondition => Ok((Replay::Expired, 0)),
-        Err(status) => Err(status),
     }
 }
 
 type ChangeStream = Pin<Box<dyn Stream<Item = Result<StreamChangesResponse, Status>> + Send>>;
+
+fn parse_cursor(text: &str, field: &str) -> Result<Option<Cursor>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Cursor::decode(text)
+        .map(Some)
+        .map_err(|_| invalid_argument(field, "is not a cursor this service returned"))
+}
 
 #[tonic::async_trait]
 impl LiveService for LiveServiceImpl {
@@ -133,100 +236,93 @@ impl LiveService for LiveServiceImpl {
         let token: MetadataValue<_> = bearer(request.metadata())
             .and_then(|t| format!("Bearer {t}").parse().ok())
             .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
-        let requested = &request.get_ref().cursor;
-        let start =
-            if requested.is_empty() {
-                None
-            } else {
-                Some(Cursor::decode(requested).map_err(|_| {
-                    invalid_argument("cursor", "is not a cursor this service returned")
-                })?)
-            };
-        // Subscribe before reading the change log, so nothing committed meanwhile is missed.
-        let mut live = self.hub.subscribe(&caller.user);
-        let mut client = self.tasks.clone();
-        let shutdown = self.shutdown.clone();
-        let mut cursor = match start {
-            Some(cursor) => cursor,
-            None => {
-                let (_, latest) = replay_page(&mut client, &token, i64::MAX).await?;
-                Cursor {
-                    task: latest,
-                    notification: None,
-                }
-            }
+        let requested = request.get_ref();
+        let start = match (
+            parse_cursor(&requested.cursor, "cursor")?,
+            parse_cursor(&requested.also_cursor, "also_cursor")?,
+        ) {
+            (Some(a), Some(b)) => a.merge(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => Cursor::default(),
         };
-        tracing::debug!(user = %caller.user, position = cursor.task, "live stream opened");
+        // Subscribe before reading the change logs, so nothing committed meanwhile is missed.
+        let mut live = self.hub.subscribe(&caller.user);
+        let mut logs = Logs {
+            tasks: self.tasks.clone(),
+            reminders: self.reminders.clone(),
+            token,
+        };
+        let shutdown = self.shutdown.clone();
+        // A log without a position starts from its latest change ("from now").
+        let mut cursor = start;
+        for log in Log::ALL {
+            let unset = match log {
+                Log::Tasks => cursor.task.is_none(),
+                Log::Notifications => cursor.notification.is_none(),
+            };
+            if unset {
+                let (_, latest) = logs.page(log, i64::MAX).await?;
+                advance(&mut cursor, log, latest);
+            }
+        }
+        tracing::debug!(user = %caller.user, ?cursor, "live stream opened");
         let stream = async_stream::try_stream! {
             // Replay, then keep going live; a gap or lag sends us back here.
             let mut caught_up_sent = false;
             let mut heartbeat_due = false;
             loop {
-                loop {
-                    let (page, _) = replay_page(&mut client, &token, cursor.task).await?;
-                    let changes = match page {
-                        Replay::Expired => {
-                            yield StreamChangesResponse {
-                                cursor: cursor.encode(),
-                                event: Some(Event::Resync(Resync {
+                for log in Log::ALL {
+                    loop {
+                        let (page, _) = logs.page(log, position(&cursor, log)).await?;
+                        let entries = match page {
+                            Replay::Expired => {
+                                yield control(&cursor, Event::Resync(Resync {
                                     reason: "cursor older than the change log's retention window".into(),
-                                })),
-                                event_id: String::new(),
-                                event_type: String::new(),
-                            };
-                            return;
+                                }));
+                                return;
+                            }
+                            Replay::Changes(entries) => entries,
+                        };
+                        if entries.is_empty() {
+                            break;
                         }
-                        Replay::Changes(changes) => changes,
-                    };
-                    if changes.is_empty() {
-                        break;
-                    }
-                    for change in changes {
-                        cursor.task = change.sequence;
-                        if let Some(event) = event_of(&change.r#type, &change.data) {
-                            yield message(cursor, event, change.event_id, change.r#type);
+                        for entry in entries {
+                            advance(&mut cursor, log, entry.sequence);
+                            if let Some(event) = event_of(&entry.event_type, &entry.data) {
+                                yield message(&cursor, event, entry.event_id, entry.event_type);
+                            }
                         }
                     }
                 }
                 if heartbeat_due {
                     heartbeat_due = false;
-                    yield StreamChangesResponse {
-                        cursor: cursor.encode(),
-                        event: Some(Event::Heartbeat(Heartbeat {})),
-                        event_id: String::new(),
-                        event_type: String::new(),
-                    };
+                    yield control(&cursor, Event::Heartbeat(Heartbeat {}));
                 }
                 if !caught_up_sent {
                     caught_up_sent = true;
-                    yield StreamChangesResponse {
-                        cursor: cursor.encode(),
-                        event: Some(Event::CaughtUp(CaughtUp {})),
-                        event_id: String::new(),
-                        event_type: String::new(),
-                    };
+                    yield control(&cursor, Event::CaughtUp(CaughtUp {}));
                 }
                 // Live.
                 let resync_needed = loop {
                     let received = tokio::select! {
                         () = shutdown.cancelled() => return,
                         received = live.recv() => received,
-                        // A quiet stream re-checks the change log before its heartbeat: a safety
-                        // net for anything Kafka did not bring (e.g. a consumer error).
+                        // A quiet stream re-checks the change logs before its heartbeat: a
+                        // safety net for anything Kafka did not bring (e.g. a consumer error).
                         () = tokio::time::sleep(HEARTBEAT) => {
                             heartbeat_due = true;
                             break true;
                         }
                     };
                     match received {
-                        Ok(event) if event.sequence <= cursor.task => {}
-                        Ok(event) if event.sequence == cursor.task + 1 => {
-                            cursor.task = event.sequence;
+                        Ok(event) if event.sequence <= position(&cursor, event.log) => {}
+                        Ok(event) if event.sequence == position(&cursor, event.log) + 1 => {
+                            advance(&mut cursor, event.log, event.sequence);
                             if let Some(payload) = event_of(&event.event_type, &event.data) {
-                                yield message(cursor, payload, event.event_id.clone(), event.event_type.clone());
+                                yield message(&cursor, payload, event.event_id.clone(), event.event_type.clone());
                             }
                         }
-                        // A gap, or this stream fell behind: read the change log again.
+                        // A gap, or this stream fell behind: read the change logs again.
                         Ok(_) | Err(RecvError::Lagged(_)) => break true,
                         Err(RecvError::Closed) => break false,
                     }

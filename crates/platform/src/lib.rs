@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`auth`]: JWT verification (HS256 secret, RS256/EdDSA public keys with `kid` rotation),
 //!   token minting, and the [`auth::Caller`] every RPC acts for.
+//! - [`changelog`]: the per-user change log (gapless sequences) every live-streamed change
+//!   goes through.
 //! - [`cloudevents`]: the CloudEvents 1.0 Kafka binary-mode envelope.
 //! - [`consumer`]: idempotent Kafka consumers with retries and dead-lettering.
 //! - [`cursor`]: the opaque live-stream cursor (one position per change log).
@@ -12,6 +14,8 @@
 //!   helpers (`INVALID_ARGUMENT` with field violations).
 //! - [`kafka`]: topic names, topic creation, the idempotent producer.
 //! - [`outbox`]: the transactional outbox and its relay to Kafka.
+//! - [`requests`]: AIP-155 request-id deduplication.
+//! - [`retention`]: the hourly purge of change-log entries, request ids and dedupe records.
 //! - [`shutdown`]: SIGTERM/ctrl-c handling.
 //! - [`telemetry`]: `tracing` subscriber set-up.
 //! - `broker` (feature `embedded-broker`): an in-process Kafka-compatible broker (tansu).
@@ -19,6 +23,7 @@
 pub mod auth;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod changelog;
 pub mod cloudevents;
 pub mod consumer;
 pub mod cursor;
@@ -26,5 +31,7 @@ pub mod db;
 pub mod grpc;
 pub mod kafka;
 pub mod outbox;
+pub mod requests;
+pub mod retention;
 pub mod shutdown;
 pub mod telemetry;

@@ -139,7 +139,8 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) common: Common,
 
-    /// Listen address; defaults per component (task :50051, gateway 127.0.0.1:8080).
+    /// Listen address; defaults per component (task :50051, reminder :50052, gateway
+    /// 127.0.0.1:8080).
     #[arg(long, env = "TASKMESH_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
 
@@ -151,6 +152,14 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) task_service: String,
 
+    /// ReminderService address, for the gateway.
+    #[arg(
+        long,
+        env = "TASKMESH_REMINDER_SERVICE",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub(crate) reminder_service: String,
+
     /// The built web app, for the gateway; unset serves a short index page.
     #[arg(long, env = "TASKMESH_WEB_DIR")]
     pub(crate) web_dir: Option<PathBuf>,
@@ -161,7 +170,7 @@ pub(crate) struct ServeArgs {
 pub(crate) enum Component {
     /// TaskService (:50051).
     Task,
-    /// ReminderService (:50052; not implemented yet).
+    /// ReminderService (:50052).
     Reminder,
     /// RecurrenceService (:50053; not implemented yet).
     Recurrence,

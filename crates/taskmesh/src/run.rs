@@ -11,6 +11,7 @@ use taskmesh_platform::{
     kafka::KafkaConfig,
     shutdown,
 };
+use taskmesh_reminder::ReminderServer;
 use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
 
@@ -65,19 +66,37 @@ fn verifier(common: &Common, dev: bool) -> anyhow::Result<Verifier> {
     Ok(verifier.with_issuer(common.jwt_issuer.clone()))
 }
 
-async fn task_pool(common: &Common) -> anyhow::Result<sqlx::PgPool> {
-    let pool = db::connect(&common.database_url, taskmesh_task::SCHEMA, 16)
+/// A pool on `schema` of `DATABASE_URL`.
+async fn pool(common: &Common, schema: &str) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::connect(&common.database_url, schema, 16)
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     Ok(pool)
+}
+
+/// Each service's schema and migrations.
+const SCHEMAS: [(&str, &sqlx::migrate::Migrator); 2] = [
+    (taskmesh_task::SCHEMA, &taskmesh_task::MIGRATOR),
+    (taskmesh_reminder::SCHEMA, &taskmesh_reminder::MIGRATOR),
+];
+
+/// Applies every service's migrations to its schema.
+async fn migrate_all(common: &Common) -> anyhow::Result<()> {
+    for (schema, migrator) in SCHEMAS {
+        let pool = pool(common, schema).await?;
+        db::migrate(&pool, migrator)
+            .await
+            .with_context(|| format!("migrating schema {schema}"))?;
+        pool.close().await;
+    }
+    Ok(())
 }
 
 async fn migrate(common: &Common) -> anyhow::Result<()> {
     db::ensure_database(&common.database_url)
         .await
         .context("cannot create the database (DATABASE_URL)")?;
-    let pool = task_pool(common).await?;
-    db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
+    migrate_all(common).await?;
     tracing::info!("migrations applied");
     let brokers = common
         .kafka_brokers
@@ -99,8 +118,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     db::ensure_database(&common.database_url)
         .await
         .context("cannot reach PostgreSQL or create the database (DATABASE_URL)")?;
-    let pool = task_pool(common).await?;
-    db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
+    migrate_all(common).await?;
 
     #[cfg(feature = "embedded-broker")]
     let mut _broker = None;
@@ -127,17 +145,28 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let task_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let task_addr = task_listener.local_addr()?;
     let task = TaskServer {
-        pool,
+        pool: pool(common, taskmesh_task::SCHEMA).await?,
         kafka: kafka.clone(),
         verifier: verifier.clone(),
         retention: common.change_retention,
         relay: true,
+    };
+    let reminder_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let reminder_addr = reminder_listener.local_addr()?;
+    let reminder = ReminderServer {
+        pool: pool(common, taskmesh_reminder::SCHEMA).await?,
+        kafka: kafka.clone(),
+        verifier: verifier.clone(),
+        retention: common.change_retention,
+        relay: true,
+        scheduler: true,
     };
     let web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
     let gateway = Gateway::bind(
         args.listen,
         GatewayConfig {
             task_service: format!("http://{task_addr}"),
+            reminder_service: format!("http://{reminder_addr}"),
             kafka,
             verifier,
             web_dir,
@@ -149,11 +178,13 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(
         "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; mint a token with `taskmesh token --sub alice`"
     );
-    let (task_result, gateway_result) = tokio::join!(
+    let (task_result, reminder_result, gateway_result) = tokio::join!(
         task.serve(task_listener, shutdown.clone()),
+        reminder.serve(reminder_listener, shutdown.clone()),
         gateway.serve(shutdown.clone())
     );
     task_result.context("task service failed")?;
+    reminder_result.context("reminder service failed")?;
     gateway_result.context("gateway failed")?;
     tracing::info!("stopped");
     Ok(())
@@ -203,7 +234,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let addr = args
                 .listen
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)));
-            let pool = task_pool(common).await?;
+            let pool = pool(common, taskmesh_task::SCHEMA).await?;
             let listener = TcpListener::bind(addr).await?;
             TaskServer {
                 pool,
@@ -223,6 +254,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 addr,
                 GatewayConfig {
                     task_service: args.task_service.clone(),
+                    reminder_service: args.reminder_service.clone(),
                     kafka,
                     verifier,
                     web_dir: args.web_dir.clone(),
@@ -232,7 +264,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .serve(shutdown)
             .await
         }
-        Component::Reminder | Component::Recurrence | Component::Audit => anyhow::bail!(
+        Component::Reminder => {
+            let addr = args
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50052)));
+            let pool = pool(common, taskmesh_reminder::SCHEMA).await?;
+            let listener = TcpListener::bind(addr).await?;
+            ReminderServer {
+                pool,
+                kafka,
+                verifier,
+                retention: common.change_retention,
+                relay: true,
+                scheduler: true,
+            }
+            .serve(listener, shutdown)
+            .await
+        }
+        Component::Recurrence | Component::Audit => anyhow::bail!(
             "the {:?} component is not implemented yet (see the open issues)",
             args.component
         ),

@@ -24,6 +24,7 @@ use taskmesh_platform::{
     db,
     kafka::{KafkaConfig, Topic},
 };
+use taskmesh_reminder::{ReminderServer, Scheduler};
 use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -106,11 +107,17 @@ pub fn authed<T>(user: &str, message: T) -> tonic::Request<T> {
 pub struct MeshOptions {
     /// Run TaskService's outbox relay (off: events stay in the outbox).
     pub relay: bool,
+    /// Run ReminderService's scheduler (off: tests fire with [`Mesh::scheduler`] and their
+    /// own clock).
+    pub scheduler: bool,
 }
 
 impl Default for MeshOptions {
     fn default() -> Self {
-        Self { relay: true }
+        Self {
+            relay: true,
+            scheduler: true,
+        }
     }
 }
 
@@ -121,25 +128,30 @@ pub struct Mesh {
     pub db: TestDb,
     /// Pool on the `task` schema.
     pub pool: sqlx::PgPool,
+    /// Pool on the `reminder` schema.
+    pub reminder_pool: sqlx::PgPool,
     /// Kafka settings pointing at the embedded broker.
     pub kafka: KafkaConfig,
     /// TaskService's address.
     pub task_addr: SocketAddr,
+    /// ReminderService's address.
+    pub reminder_addr: SocketAddr,
     /// The gateway's address.
     pub gateway_addr: SocketAddr,
     shutdown: CancellationToken,
-    task_handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    gateway_handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _broker: EmbeddedBroker,
 }
 
 impl Mesh {
-    /// Starts a broker (memory storage), migrates a fresh database, starts TaskService and
-    /// the gateway.
+    /// Starts a broker (memory storage), migrates a fresh database, starts TaskService,
+    /// ReminderService and the gateway.
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
         let db = TestDb::create().await?;
         let pool = db::connect(&db.url(), taskmesh_task::SCHEMA, 8).await?;
         db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
+        let reminder_pool = db::connect(&db.url(), taskmesh_reminder::SCHEMA, 8).await?;
+        db::migrate(&reminder_pool, &taskmesh_reminder::MIGRATOR).await?;
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
         let kafka = KafkaConfig::local(broker.bootstrap_servers());
@@ -158,10 +170,23 @@ impl Mesh {
         };
         let task_handle = tokio::spawn(server.serve(task_listener, shutdown.clone()));
 
+        let reminder_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let reminder_addr = reminder_listener.local_addr()?;
+        let reminder = ReminderServer {
+            pool: reminder_pool.clone(),
+            kafka: kafka.clone(),
+            verifier: verifier.clone(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            relay: true,
+            scheduler: options.scheduler,
+        };
+        let reminder_handle = tokio::spawn(reminder.serve(reminder_listener, shutdown.clone()));
+
         let gateway = Gateway::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             GatewayConfig {
                 task_service: format!("http://{task_addr}"),
+                reminder_service: format!("http://{reminder_addr}"),
                 kafka: kafka.clone(),
                 verifier,
                 web_dir: None,
@@ -173,12 +198,13 @@ impl Mesh {
         Ok(Self {
             db,
             pool,
+            reminder_pool,
             kafka,
             task_addr,
+            reminder_addr,
             gateway_addr,
             shutdown,
-            task_handle,
-            gateway_handle,
+            handles: vec![task_handle, reminder_handle, gateway_handle],
             _broker: broker,
         })
     }
@@ -195,10 +221,31 @@ impl Mesh {
             .await?)
     }
 
-    /// Stops TaskService (and its relay) and waits for it; the gateway keeps running.
-    pub async fn stop_task_service(&mut self) {
+    /// Stops every service and waits for them; the broker and the database stay (e.g. to
+    /// run a relay by hand, as after a crash).
+    pub async fn stop_services(&mut self) {
         self.shutdown.cancel();
-        let _ = (&mut self.task_handle).await;
+        for handle in &mut self.handles {
+            let _ = handle.await;
+        }
+    }
+
+    /// A scheduler on the mesh's `reminder` schema, for tests that fire with their own clock
+    /// (start the mesh with `scheduler: false`).
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(
+            self.reminder_pool.clone(),
+            self.kafka.topic(taskmesh_platform::kafka::Topic::Reminders),
+        )
+    }
+
+    /// A gRPC channel to ReminderService (direct, not through the gateway).
+    pub async fn reminder_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.reminder_addr))?
+                .connect()
+                .await?,
+        )
     }
 }
 
@@ -214,15 +261,14 @@ impl Drop for Mesh {
         if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return;
         }
-        let (task, gateway) = (&mut self.task_handle, &mut self.gateway_handle);
+        let handles = &mut self.handles;
         tokio::task::block_in_place(|| {
             runtime.block_on(async {
                 let stopped = async {
-                    if !task.is_finished() {
-                        let _ = task.await;
-                    }
-                    if !gateway.is_finished() {
-                        let _ = gateway.await;
+                    for handle in handles.iter_mut() {
+                        if !handle.is_finished() {
+                            let _ = handle.await;
+                        }
                     }
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;

@@ -33,6 +33,7 @@ async fn open(mesh: &Mesh, user: &str, cursor: &str) -> Streaming<StreamChangesR
             user,
             StreamChangesRequest {
                 cursor: cursor.into(),
+                also_cursor: String::new(),
             },
         ))
         .await
@@ -207,6 +208,7 @@ async fn an_expired_cursor_gets_resync_and_a_malformed_one_invalid_argument() {
             "alice",
             StreamChangesRequest {
                 cursor: "garbage!".into(),
+                also_cursor: String::new(),
             },
         ))
         .await

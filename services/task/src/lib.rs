@@ -8,11 +8,9 @@
 //! - `list`: ListTasks (filter, order, full-text query, keyset pages) and ListChanges.
 //! - `filter`: the AIP-160 filter and AIP-132 order_by compiler.
 //! - `changes`: the per-user change log and event recording.
-//! - `requests`: AIP-155 request-id deduplication.
 //! - `validate`, `model`: input validation, rows and protobuf conversions.
 //! - `error`: the error type and its one mapping onto `tonic::Status`.
 //! - [`commands`]: the `task-commands` consumer.
-//! - [`retention`]: the job that drops change-log entries and request ids past retention.
 
 mod changes;
 pub mod commands;
@@ -20,8 +18,6 @@ mod error;
 mod filter;
 mod list;
 mod model;
-mod requests;
-pub mod retention;
 pub mod service;
 mod tags;
 mod tasks;
@@ -101,7 +97,7 @@ impl TaskServer {
             let producer = self.kafka.producer()?;
             background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
         }
-        background.spawn(retention::run(
+        background.spawn(taskmesh_platform::retention::run(
             self.pool.clone(),
             self.retention,
             shutdown.clone(),

@@ -9,7 +9,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
-use taskmesh_platform::grpc::Violations;
+use taskmesh_platform::{changelog, grpc::Violations};
 use taskmesh_proto::task::v1 as pb;
 use uuid::Uuid;
 
@@ -169,12 +169,7 @@ pub(crate) async fn tasks(
         }
         _ => e.into(),
     })?;
-    let cursor: i64 =
-        sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
+    let cursor = changelog::latest(&mut tx, user).await?;
     tx.commit().await?;
 
     let more = rows.len() as i64 > q.page_size;
@@ -209,60 +204,22 @@ pub(crate) async fn changes(
     after: i64,
     limit: i64,
 ) -> Result<(Vec<pb::Change>, i64), TaskError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let latest: i64 =
-        sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-    let rows = sqlx::query(
-        "SELECT sequence, event_id, event_type, subject, create_time, payload FROM changes \
-         WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
-    )
-    .bind(user)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let sequences = rows
-        .iter()
-        .map(|r| r.try_get::<i64, _>("sequence"))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Expired when changes after `after` exist but are not all here from `after + 1` on
-    // (retention removed some), or when `after` is beyond the log (a cursor from elsewhere).
-    // `i64::MAX` asks only for the latest sequence.
-    let expired = if after == i64::MAX || after == latest {
-        false
-    } else if after > latest {
-        true
-    } else {
-        // after < latest <= i64::MAX: `after + 1` cannot overflow.
-        sequences.first() != Some(&(after + 1))
-            || !sequences
-                .iter()
-                .zip(after + 1..)
-                .all(|(sequence, expected)| *sequence == expected)
-    };
-    if expired {
-        return Err(TaskError::ChangesExpired(after));
-    }
-    let changes = rows
-        .iter()
-        .map(|r| -> Result<pb::Change, sqlx::Error> {
-            Ok(pb::Change {
-                sequence: r.try_get("sequence")?,
-                event_id: r.try_get::<Uuid, _>("event_id")?.to_string(),
-                r#type: r.try_get("event_type")?,
-                subject: r.try_get("subject")?,
-                time: Some(timestamp(r.try_get("create_time")?)),
-                data: r.try_get("payload")?,
-            })
+    let (entries, latest) = changelog::read(pool, user, after, limit)
+        .await
+        .map_err(|error| match error {
+            changelog::ReadError::Expired(after) => TaskError::ChangesExpired(after),
+            changelog::ReadError::Database(e) => TaskError::Database(e),
+        })?;
+    let changes = entries
+        .into_iter()
+        .map(|entry| pb::Change {
+            sequence: entry.sequence,
+            event_id: entry.event_id.to_string(),
+            r#type: entry.event_type,
+            subject: entry.subject,
+            time: Some(timestamp(entry.time)),
+            data: entry.data,
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok((changes, latest))
 }

@@ -2,8 +2,6 @@
 //! resources.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
-use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use taskmesh_proto::google::r#type::Date;
 use taskmesh_proto::task::v1::{self as pb, due, recurrence, reminder};
@@ -28,33 +26,7 @@ pub(crate) struct TaskFields {
     pub(crate) recurrence: Option<RecurrenceValue>,
 }
 
-/// A due: an instant or a whole day, in a time zone.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct DueValue {
-    pub(crate) kind: DueKind,
-    pub(crate) time_zone: Tz,
-}
-
-/// The two kinds of due.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum DueKind {
-    Time(DateTime<Utc>),
-    Date(NaiveDate),
-}
-
-impl DueValue {
-    /// The instant filters and order use: the due time, or for a date-only due the first
-    /// instant of the next day in the due's zone (resolving DST gaps forward).
-    pub(crate) fn due_at(&self) -> DateTime<Utc> {
-        match self.kind {
-            DueKind::Time(time) => time,
-            DueKind::Date(date) => {
-                let next = date.succ_opt().unwrap_or(date);
-                crate::validate::start_of_day(next, self.time_zone)
-            }
-        }
-    }
-}
+pub(crate) use taskmesh_domain::{DueKind, DueValue, timestamp};
 
 /// A reminder as stored in the `reminders` jsonb column: exactly one trigger is set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,14 +89,6 @@ pub(crate) struct TagRow {
     pub(crate) version: i64,
     pub(crate) create_time: DateTime<Utc>,
     pub(crate) update_time: DateTime<Utc>,
-}
-
-/// A protobuf timestamp of a UTC instant.
-pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 impl TaskRow {

@@ -174,7 +174,7 @@ impl TaskService for TaskServiceImpl {
         let (tasks, next_page_token, sequence) =
             list::tasks(&self.pool, &caller.user, &query).await?;
         let cursor = taskmesh_platform::cursor::Cursor {
-            task: sequence,
+            task: Some(sequence),
             notification: None,
         };
         Ok(Response::new(pb::ListTasksResponse {

@@ -10,7 +10,6 @@ use crate::{
     changes::{self, Change, Writer, types},
     error::TaskError,
     model::{TAGS, TagRow, now},
-    requests,
 };
 
 const TAG_COLUMNS: &str = "id, display_name, color, version, create_time, update_time";
@@ -102,14 +101,15 @@ pub(crate) async fn create(
     let mut tx = pool.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     if let Some(done) =
-        requests::claim(&mut tx, writer.user, "CreateTag", writer.request_id).await?
+        taskmesh_platform::requests::claim(&mut tx, writer.user, "CreateTag", writer.request_id)
+            .await?
     {
         tx.rollback().await?;
         return Ok(pb::Tag::decode(done.as_slice())?);
     }
     let row = insert(&mut tx, writer, name, color, now()).await?;
     let tag = row.to_proto();
-    requests::finish(
+    taskmesh_platform::requests::finish(
         &mut tx,
         writer.user,
         "CreateTag",

@@ -11,7 +11,6 @@ use crate::{
     changes::{self, Change, Writer, types},
     error::TaskError,
     model::{DueKind, TASK_COLUMNS, TASKS, TaskFields, TaskRow, now},
-    requests,
 };
 
 /// Names of the updatable fields (AIP-134 paths).
@@ -63,7 +62,8 @@ pub(crate) async fn create<'c>(
     let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
     if let Some(done) =
-        requests::claim(&mut tx, writer.user, "CreateTask", writer.request_id).await?
+        taskmesh_platform::requests::claim(&mut tx, writer.user, "CreateTask", writer.request_id)
+            .await?
     {
         tx.rollback().await?;
         return Ok(pb::Task::decode(done.as_slice())?);
@@ -113,7 +113,7 @@ pub(crate) async fn create<'c>(
         },
     )
     .await?;
-    requests::finish(
+    taskmesh_platform::requests::finish(
         &mut tx,
         writer.user,
         "CreateTask",
@@ -369,7 +369,9 @@ pub(crate) async fn set_completed<'c>(
     };
     let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
-    if let Some(done) = requests::claim(&mut tx, writer.user, method, writer.request_id).await? {
+    if let Some(done) =
+        taskmesh_platform::requests::claim(&mut tx, writer.user, method, writer.request_id).await?
+    {
         tx.rollback().await?;
         return Ok(pb::Task::decode(done.as_slice())?);
     }
@@ -381,7 +383,15 @@ pub(crate) async fn set_completed<'c>(
         pb::task::State::Open
     } as i32;
     if before.state == target {
-        requests::finish(&mut tx, writer.user, method, writer.request_id, id, &before).await?;
+        taskmesh_platform::requests::finish(
+            &mut tx,
+            writer.user,
+            method,
+            writer.request_id,
+            id,
+            &before,
+        )
+        .await?;
         tx.commit().await?;
         return Ok(before);
     }
@@ -427,7 +437,8 @@ pub(crate) async fn set_completed<'c>(
         }
     };
     changes::record(&mut tx, writer, time, change).await?;
-    requests::finish(&mut tx, writer.user, method, writer.request_id, id, &task).await?;
+    taskmesh_platform::requests::finish(&mut tx, writer.user, method, writer.request_id, id, &task)
+        .await?;
     tx.commit().await?;
     Ok(task)
 }

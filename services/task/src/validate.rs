@@ -3,9 +3,8 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
-use prost_types::Timestamp;
 use taskmesh_platform::grpc::Violations;
 use taskmesh_proto::task::v1::{self as pb, due, reminder};
 
@@ -23,8 +22,6 @@ pub(crate) const MAX_TAG_NAME: usize = 64;
 pub(crate) const MAX_REMINDERS: usize = 20;
 /// Longest reminder offset, in seconds (366 days).
 const MAX_OFFSET_SECONDS: i64 = 366 * 24 * 3600;
-/// Longest `request_id`, in characters.
-pub(crate) const MAX_REQUEST_ID: usize = 128;
 
 /// Validates every user-settable field of `task`; violations name fields under `prefix`
 /// (e.g. `task.`).
@@ -146,17 +143,7 @@ pub(crate) fn color(color: &str) -> Result<String, String> {
     }
 }
 
-/// A UTC instant from a protobuf timestamp within years 1 to 9999.
-pub(crate) fn instant(ts: &Timestamp) -> Option<DateTime<Utc>> {
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return None;
-    }
-    let time = DateTime::from_timestamp(ts.seconds, ts.nanos as u32)?;
-    // PostgreSQL keeps microseconds.
-    let time = DateTime::from_timestamp_micros(time.timestamp_micros())?;
-    use chrono::Datelike;
-    (1..=9999).contains(&time.year()).then_some(time)
-}
+pub(crate) use taskmesh_domain::instant;
 
 fn due_value(d: &pb::Due, field: &str, v: &mut Violations) -> Option<DueValue> {
     let zone = match Tz::from_str(&d.time_zone) {
@@ -336,25 +323,4 @@ fn check_rrule(rule: &str, due: &DueValue) -> Result<(), String> {
     }
 }
 
-/// The first instant of `date` in `zone` (the earliest, when midnight is ambiguous; the end of
-/// the gap, when it does not exist).
-pub(crate) fn start_of_day(date: NaiveDate, zone: Tz) -> DateTime<Utc> {
-    let mut local = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    for _ in 0..48 {
-        match zone.from_local_datetime(&local) {
-            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => return t.with_timezone(&Utc),
-            LocalResult::None => local += chrono::Duration::minutes(30),
-        }
-    }
-    Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default())
-}
-
-/// Checks a `request_id`: at most 128 printable ASCII characters.
-pub(crate) fn request_id(request_id: &str, v: &mut Violations) {
-    if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(|c| !c.is_ascii_graphic()) {
-        v.add(
-            "request_id",
-            "must be at most 128 printable ASCII characters",
-        );
-    }
-}
+pub(crate) use taskmesh_platform::requests::validate as request_id;

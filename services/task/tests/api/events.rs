@@ -136,7 +136,11 @@ struct ContextOnly {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_down_between_commit_and_publish_loses_no_event() {
     // The relay does not run: committed changes wait in the outbox.
-    let (mut mesh, mut client) = start(MeshOptions { relay: false }).await;
+    let (mut mesh, mut client) = start(MeshOptions {
+        relay: false,
+        ..MeshOptions::default()
+    })
+    .await;
     for i in 0..5 {
         create(
             &mut client,
@@ -162,7 +166,7 @@ async fn relay_down_between_commit_and_publish_loses_no_event() {
     assert_eq!(pending, 5);
 
     // The service goes away; a relay started later (as after a crash) publishes everything.
-    mesh.stop_task_service().await;
+    mesh.stop_services().await;
     let relay = taskmesh_task::relay(mesh.pool.clone(), mesh.kafka.producer().unwrap());
     let mut conn = mesh.pool.acquire().await.unwrap();
     assert_eq!(relay.publish_pending(&mut conn).await.unwrap(), 5);

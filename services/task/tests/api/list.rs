@@ -233,13 +233,13 @@ async fn list_cursor_is_the_change_log_position_of_its_snapshot() {
     create(&mut client, "alice", first).await; // tag.created + task.created
     let snapshot = list(&mut client, "alice", ListTasksRequest::default()).await;
     let cursor = Cursor::decode(&snapshot.cursor).unwrap();
-    assert_eq!(cursor.task, 2);
+    assert_eq!(cursor.task, Some(2));
     create(&mut client, "alice", task("second", Priority::None)).await;
     let changes = client
         .list_changes(authed(
             "alice",
             ListChangesRequest {
-                after_sequence: cursor.task,
+                after_sequence: cursor.task.unwrap(),
                 page_size: 0,
             },
         ))

@@ -5,10 +5,26 @@ use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::grpc::Violations;
+
+/// Longest accepted `request_id`, in bytes.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Checks a `request_id` (AIP-155): empty, or at most 128 printable ASCII characters (a
+/// UUID is recommended). A problem is a `request_id` field violation.
+pub fn validate(request_id: &str, v: &mut Violations) {
+    if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(|c| !c.is_ascii_graphic()) {
+        v.add(
+            "request_id",
+            "must be at most 128 printable ASCII characters",
+        );
+    }
+}
+
 /// Claims `request_id` for this transaction. `Ok(None)`: first time, go ahead (and call
 /// [`finish`]); `Ok(Some(bytes))`: already done, here is its response. A concurrent first call
 /// makes this wait until it commits (or rolls back, and then this one goes ahead).
-pub(crate) async fn claim(
+pub async fn claim(
     conn: &mut PgConnection,
     user: &str,
     method: &str,
@@ -43,7 +59,7 @@ pub(crate) async fn claim(
 }
 
 /// Stores the response of a claimed request.
-pub(crate) async fn finish(
+pub async fn finish(
     conn: &mut PgConnection,
     user: &str,
     method: &str,

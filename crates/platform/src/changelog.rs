@@ -1,0 +1,258 @@
+//! The per-user change log of a service (ARCHITECTURE.md, the live stream, and invariant 1):
+//! every write transaction takes the user's counter lock first, allocates the next gapless
+//! sequence number, and writes the change-log row and the outbox record in the writer's
+//! transaction. A client that knows its last sequence reads what it missed with [`read`].
+//!
+//! Each service with a change log owns these tables in its schema:
+//! ```sql
+//! CREATE TABLE change_counters (user_id text PRIMARY KEY, last_sequence bigint NOT NULL);
+//! CREATE TABLE changes (
+//!     user_id text NOT NULL, sequence bigint NOT NULL, event_id uuid NOT NULL,
+//!     event_type text NOT NULL, subject text NOT NULL, create_time timestamptz NOT NULL,
+//!     payload bytea NOT NULL, PRIMARY KEY (user_id, sequence)
+//! );
+//! ```
+//! plus the `outbox` table of [`crate::outbox`].
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row};
+use taskmesh_proto::events::v1::ChangeContext;
+use uuid::Uuid;
+
+use crate::{cloudevents, outbox};
+
+/// Which service's log: the CloudEvent `source` of its events and the NOTIFY channel that
+/// wakes its outbox relay.
+#[derive(Clone, Copy, Debug)]
+pub struct Log {
+    /// CloudEvent `source`, e.g. `/taskmesh/task`.
+    pub source: &'static str,
+    /// The outbox's NOTIFY channel (see [`outbox::enqueue`]).
+    pub channel: &'static str,
+}
+
+/// Who is writing, and for which request: the parts of [`ChangeContext`] known up front.
+#[derive(Clone, Debug)]
+pub struct Writer<'a> {
+    /// The owner (JWT `sub`).
+    pub user: &'a str,
+    /// Who acts: the user, or `service:<name>`.
+    pub actor: &'a str,
+    /// The request's `request_id` (AIP-155), or empty.
+    pub request_id: &'a str,
+    /// Kafka topic the event goes to (with its prefix).
+    pub topic: &'a str,
+}
+
+/// One event to record.
+pub struct Change<'a> {
+    /// CloudEvent `type`.
+    pub event_type: &'static str,
+    /// Protobuf full name of the payload (for `ce_dataschema`).
+    pub message: &'static str,
+    /// Resource name (CloudEvent `subject`).
+    pub subject: String,
+    /// Builds the encoded payload from the context (which carries the sequence).
+    pub payload: Box<dyn FnOnce(ChangeContext) -> Vec<u8> + Send + 'a>,
+}
+
+/// Locks the user's change counter (creating it at 0) for the rest of the transaction and
+/// returns its value. Every write transaction calls this first, so one user's writes are
+/// serialised and take locks in the same order (no deadlocks).
+///
+/// # Errors
+/// The database error.
+pub async fn lock_user(conn: &mut PgConnection, user: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("INSERT INTO change_counters (user_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1 FOR UPDATE")
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Records `change` in `log`: allocates its sequence number, writes the change-log row and
+/// the outbox record (CloudEvent time = `time`). The caller holds [`lock_user`]. Returns the
+/// sequence.
+///
+/// # Errors
+/// The database error.
+pub async fn record(
+    conn: &mut PgConnection,
+    log: &Log,
+    writer: &Writer<'_>,
+    time: DateTime<Utc>,
+    change: Change<'_>,
+) -> Result<i64, sqlx::Error> {
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE change_counters SET last_sequence = last_sequence + 1 WHERE user_id = $1 \
+         RETURNING last_sequence",
+    )
+    .bind(writer.user)
+    .fetch_one(&mut *conn)
+    .await?;
+    let event = event(log, writer, time, change, sequence);
+    sqlx::query(
+        "INSERT INTO changes (user_id, sequence, event_id, event_type, subject, create_time, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(writer.user)
+    .bind(sequence)
+    .bind(event.id)
+    .bind(&event.event_type)
+    .bind(&event.subject)
+    .bind(time)
+    .bind(&event.data)
+    .execute(&mut *conn)
+    .await?;
+    outbox::enqueue(conn, log.channel, writer.topic, &event).await?;
+    Ok(sequence)
+}
+
+/// Writes an event to the outbox only, outside the change log (`context.sequence` = 0): for
+/// events no live stream shows (e.g. a snoozed reminder, for the audit log).
+///
+/// # Errors
+/// The database error.
+pub async fn publish_only(
+    conn: &mut PgConnection,
+    log: &Log,
+    writer: &Writer<'_>,
+    time: DateTime<Utc>,
+    change: Change<'_>,
+) -> Result<(), sqlx::Error> {
+    let event = event(log, writer, time, change, 0);
+    outbox::enqueue(conn, log.channel, writer.topic, &event).await
+}
+
+/// The CloudEvent of `change` at `sequence` (0 = not in the change log).
+fn event(
+    log: &Log,
+    writer: &Writer<'_>,
+    time: DateTime<Utc>,
+    change: Change<'_>,
+    sequence: i64,
+) -> cloudevents::CloudEvent {
+    let context = ChangeContext {
+        user: writer.user.to_owned(),
+        actor: writer.actor.to_owned(),
+        sequence,
+        request_id: writer.request_id.to_owned(),
+    };
+    cloudevents::CloudEvent {
+        id: Uuid::now_v7(),
+        source: log.source.to_owned(),
+        event_type: change.event_type.to_owned(),
+        time,
+        subject: change.subject,
+        data_schema: cloudevents::data_schema(change.message),
+        key: writer.user.to_owned(),
+        data: (change.payload)(context),
+        traceparent: None,
+    }
+}
+
+/// One change-log entry.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Gapless per-user sequence number, from 1.
+    pub sequence: i64,
+    /// CloudEvent `id`.
+    pub event_id: Uuid,
+    /// CloudEvent `type`.
+    pub event_type: String,
+    /// Resource name.
+    pub subject: String,
+    /// When the change committed (UTC).
+    pub time: DateTime<Utc>,
+    /// The protobuf payload.
+    pub data: Vec<u8>,
+}
+
+/// Why [`read`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The log no longer holds every change after the position (retention purged some), or
+    /// the position is beyond the log (a cursor from elsewhere): the client must resync.
+    #[error("changes after sequence {0} are no longer retained")]
+    Expired(i64),
+    /// A database failure.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Reads `user`'s changes after sequence `after`, at most `limit`, with the latest sequence,
+/// in one REPEATABLE READ snapshot. `after = i64::MAX` asks only for the latest sequence.
+///
+/// # Errors
+/// [`ReadError::Expired`] when the changes after `after` are not all retained.
+pub async fn read(
+    pool: &PgPool,
+    user: &str,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<Entry>, i64), ReadError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let latest = latest(&mut tx, user).await?;
+    let rows = sqlx::query(
+        "SELECT sequence, event_id, event_type, subject, create_time, payload FROM changes \
+         WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+    )
+    .bind(user)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let entries = rows
+        .iter()
+        .map(|r| -> Result<Entry, sqlx::Error> {
+            Ok(Entry {
+                sequence: r.try_get("sequence")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                subject: r.try_get("subject")?,
+                time: r.try_get("create_time")?,
+                data: r.try_get("payload")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Expired when changes after `after` exist but are not all here from `after + 1` on
+    // (retention removed some), or when `after` is beyond the log.
+    let expired = if after == i64::MAX || after == latest {
+        false
+    } else if after > latest {
+        true
+    } else {
+        // after < latest <= i64::MAX: `after + 1` cannot overflow.
+        entries.first().map(|e| e.sequence) != Some(after + 1)
+            || !entries
+                .iter()
+                .zip(after + 1..)
+                .all(|(entry, expected)| entry.sequence == expected)
+    };
+    if expired {
+        return Err(ReadError::Expired(after));
+    }
+    Ok((entries, latest))
+}
+
+/// The user's latest sequence (0 before the first change), as the connection's snapshot
+/// sees it.
+///
+/// # Errors
+/// The database error.
+pub async fn latest(conn: &mut PgConnection, user: &str) -> Result<i64, sqlx::Error> {
+    Ok(
+        sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0),
+    )
+}

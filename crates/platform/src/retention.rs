@@ -1,0 +1,49 @@
+//! Retention of a service's bookkeeping: change-log entries, request ids (AIP-155) and
+//! processed-event records older than the retention window are deleted hourly. A stream
+//! cursor older than the window then gets "resync"; a request retried after it acts again.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// The bookkeeping tables and their time columns, as every service with a change log has them.
+const TABLES: [(&str, &str); 3] = [
+    ("changes", "create_time"),
+    ("requests", "create_time"),
+    ("processed_events", "process_time"),
+];
+
+/// Deletes rows of the bookkeeping tables older than `retention` (by the database clock);
+/// returns how many rows went.
+///
+/// # Errors
+/// The database error.
+pub async fn purge(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let mut rows = 0;
+    for (table, column) in TABLES {
+        rows += sqlx::query(&format!(
+            "DELETE FROM {table} WHERE {column} < now() - make_interval(secs => $1)"
+        ))
+        .bind(retention.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(rows)
+}
+
+/// Runs [`purge`] every hour until `shutdown`.
+pub async fn run(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        match purge(&pool, retention).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "purged expired change-log entries and request ids"),
+            Err(error) => tracing::warn!(%error, "retention purge failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

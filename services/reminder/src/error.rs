@@ -1,0 +1,59 @@
+//! The service's error type and its one mapping onto `tonic::Status`.
+
+use taskmesh_platform::{changelog::ReadError, grpc::Violations};
+use tonic::Status;
+
+/// Everything a ReminderService operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReminderError {
+    /// Bad input; nothing changed.
+    #[error("invalid argument")]
+    Invalid(Violations),
+    /// No such object for this caller (also: another user's object).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The object is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The change log no longer holds the changes after the requested position.
+    #[error("changes after sequence {0} are no longer retained")]
+    ChangesExpired(i64),
+    /// A database failure.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// A stored protobuf did not decode.
+    #[error("stored response does not decode")]
+    Decode(#[from] prost::DecodeError),
+}
+
+impl From<Violations> for ReminderError {
+    fn from(v: Violations) -> Self {
+        ReminderError::Invalid(v)
+    }
+}
+
+impl From<ReadError> for ReminderError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Expired(after) => ReminderError::ChangesExpired(after),
+            ReadError::Database(e) => ReminderError::Database(e),
+        }
+    }
+}
+
+impl From<ReminderError> for Status {
+    fn from(error: ReminderError) -> Self {
+        match error {
+            ReminderError::Invalid(violations) => violations.into_status(),
+            ReminderError::NotFound(_) => Status::not_found(error.to_string()),
+            ReminderError::FailedPrecondition(_) | ReminderError::ChangesExpired(_) => {
+                Status::failed_precondition(error.to_string())
+            }
+            ReminderError::Database(_) | ReminderError::Decode(_) => {
+                // Logged once here with its cause; the client sees an opaque message.
+                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

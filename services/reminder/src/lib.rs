@@ -1,0 +1,137 @@
+//! ReminderService (`taskmesh.reminder.v1.ReminderService`): exact-time reminders and in-app
+//! notifications. It consumes `task-events` to learn each task's reminders and due time,
+//! fires reminders at their time with a durable scheduler, and produces `reminder.fired`,
+//! `task.overdue` and notification events on `reminders` through its transactional outbox.
+//! Notifications have their own per-user change log, which the gateway's live stream reads.
+//!
+//! # Layout
+//! - [`events`]: the `task-events` consumer (schedule, reschedule, cancel, restore).
+//! - [`scheduler`]: claims and fires due reminders and overdue notices, exactly once.
+//! - [`service`]: the tonic service (reminders, notifications, notification changes).
+//! - `list`: filters and keyset pages of the List RPCs.
+//! - `model`: rows and their protobuf resources; `error`: the error type.
+
+mod error;
+pub mod events;
+mod list;
+mod model;
+pub mod scheduler;
+pub mod service;
+
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+use sqlx::PgPool;
+use taskmesh_platform::{
+    auth::{AuthInterceptor, Verifier},
+    changelog::Log,
+    consumer::{self, ConsumerSettings},
+    kafka::{KafkaConfig, Topic},
+    outbox::Relay,
+};
+use taskmesh_proto::reminder::v1::reminder_service_server::ReminderServiceServer;
+use tonic::service::Routes;
+
+pub use scheduler::{Fired, Scheduler};
+pub use service::ReminderServiceImpl;
+
+/// The consumer (and consumer group) name of ReminderService's `task-events` consumer.
+pub const CONSUMER: &str = "taskmesh-reminder";
+
+/// The database schema ReminderService owns.
+pub const SCHEMA: &str = "reminder";
+
+/// Migrations of the `reminder` schema (`migrations/reminder`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/reminder");
+
+/// ReminderService's notification change log and outbox.
+pub(crate) const LOG: Log = Log {
+    source: "/taskmesh/reminder",
+    channel: "taskmesh_reminder_outbox",
+};
+
+/// The outbox relay of the `reminder` schema, publishing with `producer`.
+pub fn relay(pool: PgPool, producer: FutureProducer) -> Relay {
+    Relay::new(pool, producer, LOG.channel)
+}
+
+/// gRPC routes of ReminderService, behind JWT verification.
+pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier) -> Routes {
+    let service = ReminderServiceImpl::new(pool, kafka.topic(Topic::Reminders));
+    Routes::new(ReminderServiceServer::with_interceptor(
+        service,
+        AuthInterceptor::new(verifier),
+    ))
+}
+
+/// Everything a running ReminderService needs.
+#[derive(Clone, Debug)]
+pub struct ReminderServer {
+    /// Pool on the `reminder` schema (see [`taskmesh_platform::db::connect`]).
+    pub pool: PgPool,
+    /// Kafka: topic names, the consumer and the relay's producer.
+    pub kafka: KafkaConfig,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Change-log retention.
+    pub retention: Duration,
+    /// Whether to run the outbox relay in this process.
+    pub relay: bool,
+    /// Whether to run the scheduler in this process (tests drive [`Scheduler::fire_due`]
+    /// with their own clock instead).
+    pub scheduler: bool,
+}
+
+impl ReminderServer {
+    /// Serves ReminderService (with health and reflection) on `listener` and runs the
+    /// `task-events` consumer, the scheduler, the outbox relay and the retention job, until
+    /// `shutdown`.
+    ///
+    /// # Errors
+    /// A Kafka client or transport error.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut background = tokio::task::JoinSet::new();
+        if self.relay {
+            let producer = self.kafka.producer()?;
+            background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
+        }
+        if self.scheduler {
+            let scheduler = Scheduler::new(self.pool.clone(), self.kafka.topic(Topic::Reminders));
+            background.spawn(scheduler.run(shutdown.clone()));
+        }
+        background.spawn(taskmesh_platform::retention::run(
+            self.pool.clone(),
+            self.retention,
+            shutdown.clone(),
+        ));
+        let settings = ConsumerSettings {
+            name: CONSUMER.to_owned(),
+            topic: Topic::TaskEvents,
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+        };
+        let (pool, kafka, stop) = (self.pool.clone(), self.kafka.clone(), shutdown.clone());
+        background.spawn(async move {
+            let handler = events::TaskEventHandler;
+            if let Err(error) = consumer::run(pool, kafka, settings, handler, stop).await {
+                tracing::error!(error = %error, "task-events consumer stopped");
+            }
+        });
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ReminderServiceServer<ReminderServiceImpl>>()
+            .await;
+        let routes = routes(self.pool, &self.kafka, self.verifier).add_service(health_service);
+        let routes = taskmesh_platform::grpc::reflection(routes)?;
+        tracing::info!(addr = %listener.local_addr()?, "reminder service listening");
+        let served = taskmesh_platform::grpc::serve(listener, routes, shutdown.clone()).await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served?;
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Rows of the `reminder` schema and their protobuf resources.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+use taskmesh_domain::timestamp;
+use taskmesh_proto::reminder::v1::{self as pb, notification::Kind, scheduled_reminder::State};
+use uuid::Uuid;
+
+/// Resource-name prefix of tasks.
+pub(crate) const TASKS: &str = "tasks/";
+/// Resource-name prefix of notifications.
+pub(crate) const NOTIFICATIONS: &str = "notifications/";
+
+/// Reminder states as stored (`ScheduledReminder.State` values).
+pub(crate) mod state {
+    pub(crate) const SCHEDULED: i16 = 1;
+    pub(crate) const FIRED: i16 = 2;
+    pub(crate) const SNOOZED: i16 = 3;
+    pub(crate) const DISMISSED: i16 = 4;
+    pub(crate) const CANCELLED: i16 = 5;
+}
+
+/// The name of a task's reminder, `tasks/{task}/reminders/{reminder}`.
+pub(crate) fn reminder_name(task: Uuid, reminder: &str) -> String {
+    format!("{TASKS}{task}/reminders/{reminder}")
+}
+
+/// Parses `tasks/{uuid}/reminders/{id}`.
+pub(crate) fn parse_reminder_name(name: &str) -> Option<(Uuid, &str)> {
+    let rest = name.strip_prefix(TASKS)?;
+    let (task, reminder) = rest.split_once("/reminders/")?;
+    let valid = !reminder.is_empty()
+        && reminder.len() <= 64
+        && reminder
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    Some((Uuid::parse_str(task).ok()?, reminder)).filter(|_| valid)
+}
+
+/// Microseconds as a protobuf duration.
+pub(crate) fn micros(us: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: us.div_euclid(1_000_000),
+        nanos: i32::try_from(us.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
+/// Columns of [`ReminderRow`], for `SELECT` from `reminders r JOIN tasks t`.
+pub(crate) const REMINDER_COLUMNS: &str = "r.task_id, r.reminder_id, r.user_id, t.title, \
+     t.due_label, r.fire_at, r.state, r.fired_time, r.lateness_us";
+
+/// A reminder with its task's title.
+#[derive(Clone, Debug, FromRow)]
+pub(crate) struct ReminderRow {
+    pub(crate) task_id: Uuid,
+    pub(crate) reminder_id: String,
+    pub(crate) user_id: String,
+    pub(crate) title: String,
+    pub(crate) due_label: String,
+    pub(crate) fire_at: DateTime<Utc>,
+    pub(crate) state: i16,
+    pub(crate) fired_time: Option<DateTime<Utc>>,
+    pub(crate) lateness_us: Option<i64>,
+}
+
+impl ReminderRow {
+    /// The protobuf resource.
+    pub(crate) fn to_proto(&self) -> pb::ScheduledReminder {
+        pb::ScheduledReminder {
+            name: reminder_name(self.task_id, &self.reminder_id),
+            task: format!("{TASKS}{}", self.task_id),
+            task_title: self.title.clone(),
+            fire_time: Some(timestamp(self.fire_at)),
+            state: i32::from(self.state),
+            fired_time: self.fired_time.map(timestamp),
+            lateness: self.lateness_us.map(micros),
+        }
+    }
+}
+
+/// Columns of [`NotificationRow`].
+pub(crate) const NOTIFICATION_COLUMNS: &str =
+    "id, kind, task_id, reminder_id, title, body, create_time, read_time, lateness_us";
+
+/// A notification.
+#[derive(Clone, Debug, FromRow)]
+pub(crate) struct NotificationRow {
+    pub(crate) id: Uuid,
+    pub(crate) kind: i16,
+    pub(crate) task_id: Uuid,
+    pub(crate) reminder_id: String,
+    pub(crate) title: String,
+    pub(crate) body: String,
+    pub(crate) create_time: DateTime<Utc>,
+    pub(crate) read_time: Option<DateTime<Utc>>,
+    pub(crate) lateness_us: i64,
+}
+
+impl NotificationRow {
+    /// The protobuf resource.
+    pub(crate) fn to_proto(&self) -> pb::Notification {
+        pb::Notification {
+            name: format!("{NOTIFICATIONS}{}", self.id),
+            kind: i32::from(self.kind),
+            task: format!("{TASKS}{}", self.task_id),
+            reminder: if self.reminder_id.is_empty() {
+                String::new()
+            } else {
+                reminder_name(self.task_id, &self.reminder_id)
+            },
+            title: self.title.clone(),
+            body: self.body.clone(),
+            create_time: Some(timestamp(self.create_time)),
+            read_time: self.read_time.map(timestamp),
+            lateness: Some(micros(self.lateness_us)),
+        }
+    }
+}
+
+/// Stored kind values.
+pub(crate) const KIND_REMINDER: i16 = Kind::Reminder as i16;
+/// Stored kind values.
+pub(crate) const KIND_OVERDUE: i16 = Kind::Overdue as i16;
+
+/// The state name used in filters, e.g. `SCHEDULED`.
+pub(crate) fn state_of_name(name: &str) -> Option<i16> {
+    let state = State::from_str_name(&format!("STATE_{name}"))?;
+    (state != State::Unspecified).then_some(state as i16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reminder_names_round_trip_and_reject_garbage() {
+        let task = Uuid::now_v7();
+        let name = reminder_name(task, "before-1");
+        assert_eq!(parse_reminder_name(&name), Some((task, "before-1")));
+        for bad in [
+            "tasks/x/reminders/a",
+            &format!("tasks/{task}/reminders/"),
+            &format!("tasks/{task}/reminders/A"),
+            &format!("tasks/{task}"),
+            "",
+        ] {
+            assert_eq!(parse_reminder_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn micros_are_split_into_seconds_and_nanos() {
+        assert_eq!(
+            micros(1_500_000),
+            prost_types::Duration {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+        assert_eq!(state_of_name("SNOOZED"), Some(state::SNOOZED));
+        for (stored, wire) in [
+            (state::SCHEDULED, State::Scheduled),
+            (state::FIRED, State::Fired),
+            (state::SNOOZED, State::Snoozed),
+            (state::DISMISSED, State::Dismissed),
+            (state::CANCELLED, State::Cancelled),
+        ] {
+            assert_eq!(i32::from(stored), wire as i32);
+        }
+        assert_eq!(state_of_name("UNSPECIFIED"), None);
+        assert_eq!(state_of_name("nope"), None);
+    }
+}
