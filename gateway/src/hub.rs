@@ -153,6 +153,16 @@ impl Hub {
     }
 
     async fn run(self, consumer: StreamConsumer, tasks_topic: String, shutdown: CancellationToken) {
+        self.forward(&consumer, &tasks_topic, &shutdown).await;
+        taskmesh_platform::consumer::close(consumer).await;
+    }
+
+    async fn forward(
+        &self,
+        consumer: &StreamConsumer,
+        tasks_topic: &str,
+        shutdown: &CancellationToken,
+    ) {
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -100,6 +100,37 @@ pub async fn run<H: Handler>(
     consumer.subscribe(&[&topic])?;
     let producer = kafka.producer()?;
     tracing::info!(consumer = %settings.name, %topic, "consuming");
+    let result = consume(
+        &consumer,
+        &producer,
+        &pool,
+        &settings,
+        &handler,
+        &dead_letters,
+        &shutdown,
+    )
+    .await;
+    close(consumer).await;
+    result
+}
+
+/// Closes a consumer off the async runtime: leaving the consumer group blocks until the broker
+/// answers, and the broker may be served by this very runtime (the embedded one).
+pub async fn close<C: Send + 'static>(consumer: C) {
+    if let Err(error) = tokio::task::spawn_blocking(move || drop(consumer)).await {
+        tracing::warn!(%error, "closing a Kafka consumer failed");
+    }
+}
+
+async fn consume<H: Handler>(
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    pool: &PgPool,
+    settings: &ConsumerSettings,
+    handler: &H,
+    dead_letters: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -114,7 +145,7 @@ pub async fn run<H: Handler>(
             }
         };
         let outcome = match CloudEvent::from_message(&message) {
-            Ok(event) => process(&pool, &settings, &handler, &event, &shutdown).await,
+            Ok(event) => process(pool, settings, handler, &event, shutdown).await,
             Err(error) => Err(Failure::DeadLetter(format!(
                 "not a taskmesh CloudEvent: {error}"
             ))),
@@ -125,7 +156,7 @@ pub async fn run<H: Handler>(
                 tracing::debug!(consumer = %settings.name, offset = message.offset(), "duplicate event skipped");
             }
             Err(Failure::DeadLetter(reason)) => {
-                dead_letter(&producer, &dead_letters, &message, &settings.name, &reason).await?;
+                dead_letter(producer, dead_letters, &message, &settings.name, &reason).await?;
             }
             Err(Failure::Interrupted) => return Ok(()),
         }
