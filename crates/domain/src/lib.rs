@@ -5,7 +5,7 @@
 //!   filters, ordering and overdue notices use ([`DueValue::due_at`]).
 //! - [`fire_time`]: the instant a reminder (RFC 5545 VALARM `TRIGGER`) fires.
 //! - [`local_instant`], [`start_of_day`]: wall-clock time to UTC across DST changes.
-//! - [`instant`], [`timestamp`]: protobuf timestamps to and from UTC instants.
+//! - [`instant`], [`timestamp`]: protobuf timestamps to and from UTC instants; [`now`].
 
 use std::str::FromStr;
 
@@ -123,6 +123,13 @@ pub fn instant(ts: &Timestamp) -> Option<DateTime<Utc>> {
     let time = DateTime::from_timestamp(ts.seconds, ts.nanos.unsigned_abs())?;
     let time = DateTime::from_timestamp_micros(time.timestamp_micros())?;
     (1..=9999).contains(&time.year()).then_some(time)
+}
+
+/// The current time (UTC) truncated to microseconds, the precision PostgreSQL keeps, so a
+/// value returned before it is stored equals the value read back.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 /// A protobuf timestamp of a UTC instant.

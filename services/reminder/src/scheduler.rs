@@ -335,7 +335,7 @@ impl Scheduler {
 
     /// Fires what is due now; returns how long to sleep before the next round.
     async fn round(&self) -> Result<Duration, sqlx::Error> {
-        let fired = self.fire_due(Utc::now()).await?;
+        let fired = self.fire_due(taskmesh_domain::now()).await?;
         if fired.reminders + fired.overdue > 0 {
             tracing::debug!(
                 reminders = fired.reminders,
@@ -346,7 +346,9 @@ impl Scheduler {
         let Some(next) = self.next_due().await? else {
             return Ok(MAX_IDLE);
         };
-        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let wait = (next - taskmesh_domain::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         // Due but not fired by this round: another replica holds it; look again shortly.
         if wait.is_zero() && fired == Fired::default() {
             return Ok(Duration::from_millis(2));

@@ -209,7 +209,7 @@ impl ReminderService for ReminderServiceImpl {
             ))
             .into());
         }
-        let now = Utc::now();
+        let now = taskmesh_domain::now();
         let fire_at = now + chrono::Duration::seconds(seconds);
         let row = set_state(&mut tx, row, state::SNOOZED, fire_at)
             .await
@@ -271,7 +271,7 @@ impl ReminderService for ReminderServiceImpl {
                 reminder: Some(row.to_proto()),
             }));
         }
-        let now = Utc::now();
+        let now = taskmesh_domain::now();
         let fire_at = row.fire_at;
         let row = set_state(&mut tx, row, state::DISMISSED, fire_at)
             .await
@@ -340,7 +340,7 @@ impl ReminderService for ReminderServiceImpl {
         changelog::lock_user(&mut tx, &caller.user)
             .await
             .map_err(ReminderError::from)?;
-        let now = Utc::now();
+        let now = taskmesh_domain::now();
         let row: NotificationRow = sqlx::query_as(&format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1 AND user_id = $2"
         ))
@@ -383,7 +383,7 @@ impl ReminderService for ReminderServiceImpl {
         changelog::lock_user(&mut tx, &caller.user)
             .await
             .map_err(ReminderError::from)?;
-        let now = Utc::now();
+        let now = taskmesh_domain::now();
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "UPDATE notifications SET read_time = $2 WHERE user_id = $1 AND read_time IS NULL \
              RETURNING id",

@@ -26,7 +26,7 @@ pub(crate) struct TaskFields {
     pub(crate) recurrence: Option<RecurrenceValue>,
 }
 
-pub(crate) use taskmesh_domain::{DueKind, DueValue, timestamp};
+pub(crate) use taskmesh_domain::{DueKind, DueValue, now, timestamp};
 
 /// A reminder as stored in the `reminders` jsonb column: exactly one trigger is set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,11 +191,4 @@ pub(crate) fn anchor_value(anchor: i32) -> i16 {
         Ok(recurrence::Anchor::Completion) => 2,
         _ => 1,
     }
-}
-
-/// Now, truncated to the microseconds PostgreSQL stores, so returned and stored values agree.
-pub(crate) fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    let micros = now.timestamp_micros();
-    DateTime::from_timestamp_micros(micros).unwrap_or(now)
 }

@@ -39,10 +39,7 @@ pub(crate) fn injected_clock() -> MeshOptions {
     }
 }
 
-/// Now, to the microsecond (what PostgreSQL keeps).
-pub(crate) fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("in range")
-}
+pub(crate) use taskmesh_domain::now;
 
 /// A due at `time` in `zone`.
 pub(crate) fn due_at(time: DateTime<Utc>, zone: &str) -> Due {

@@ -348,10 +348,24 @@ async fn date_only_offsets_stay_on_the_wall_clock_across_dst() {
         0
     );
     assert_eq!(scheduler.fire_due(spring).await.unwrap().reminders, 1);
-    assert_eq!(scheduler.fire_due(autumn).await.unwrap().reminders, 1);
-    // The notification shows the due as the person set it.
-    let inbox = notifications(&mut client, "alice").await;
-    assert_eq!(inbox[1].body, "due 2027-03-15 (America/New_York)");
+    // By the autumn, Spring's day has passed too: its overdue notice comes along.
+    assert_eq!(scheduler.fire_due(autumn).await.unwrap(), fired(1, 1));
+    // Notifications show the due as the person set it.
+    let mut inbox: Vec<(String, String)> = notifications(&mut client, "alice")
+        .await
+        .into_iter()
+        .map(|n| (n.title, n.body))
+        .collect();
+    inbox.sort();
+    let expect = |title: &str, body: &str| (title.to_owned(), body.to_owned());
+    assert_eq!(
+        inbox,
+        vec![
+            expect("Autumn", "due 2027-11-08 (America/New_York)"),
+            expect("Spring", "due 2027-03-15 (America/New_York)"),
+            expect("Spring", "overdue: was due 2027-03-15 (America/New_York)"),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
