@@ -335,7 +335,17 @@ impl Scheduler {
 
     /// Fires what is due now; returns how long to sleep before the next round.
     async fn round(&self) -> Result<Duration, sqlx::Error> {
-        let fired = self.fire_due(taskmesh_domain::now()).await?;
+        // Like `fire_due`, but each batch takes its own clock reading, so a batch that waited
+        // for the one before it records when it was really claimed.
+        let mut fired = Fired::default();
+        loop {
+            let batch = self.fire_batch(taskmesh_domain::now()).await?;
+            fired.reminders += batch.reminders;
+            fired.overdue += batch.overdue;
+            if batch.reminders + batch.overdue < usize::try_from(self.batch).unwrap_or(0) {
+                break;
+            }
+        }
         if fired.reminders + fired.overdue > 0 {
             tracing::debug!(
                 reminders = fired.reminders,
