@@ -14,6 +14,8 @@
 //! ```
 //! plus the `outbox` table of [`crate::outbox`].
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use taskmesh_proto::events::v1::ChangeContext;
@@ -86,29 +88,76 @@ pub async fn record(
     time: DateTime<Utc>,
     change: Change<'_>,
 ) -> Result<i64, sqlx::Error> {
-    let sequence: i64 = sqlx::query_scalar(
-        "UPDATE change_counters SET last_sequence = last_sequence + 1 WHERE user_id = $1 \
-         RETURNING last_sequence",
+    let sequences = record_all(conn, log, time, vec![(writer.clone(), change)]).await?;
+    Ok(sequences.first().copied().unwrap_or_default())
+}
+
+/// Records several changes, possibly of several users, with a constant number of statements:
+/// each user's sequence numbers are allocated in one step, in the order of `changes`. The
+/// caller holds [`lock_user`] of every user involved (taken in user order, so concurrent
+/// batches cannot deadlock). Returns the sequences, in the order of `changes`.
+///
+/// # Errors
+/// The database error.
+pub async fn record_all(
+    conn: &mut PgConnection,
+    log: &Log,
+    time: DateTime<Utc>,
+    changes: Vec<(Writer<'_>, Change<'_>)>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for (writer, _) in &changes {
+        *counts.entry(writer.user).or_default() += 1;
+    }
+    let (users, ns): (Vec<&str>, Vec<i64>) = counts.iter().map(|(u, n)| (*u, *n)).unzip();
+    let lasts: Vec<(String, i64)> = sqlx::query_as(
+        "UPDATE change_counters c SET last_sequence = c.last_sequence + u.n \
+         FROM unnest($1::text[], $2::bigint[]) AS u(user_id, n) WHERE c.user_id = u.user_id \
+         RETURNING c.user_id, c.last_sequence",
     )
-    .bind(writer.user)
-    .fetch_one(&mut *conn)
+    .bind(&users)
+    .bind(&ns)
+    .fetch_all(&mut *conn)
     .await?;
-    let event = event(log, writer, time, change, sequence);
+    // The first new sequence of each user.
+    let mut next: HashMap<String, i64> = lasts
+        .into_iter()
+        .map(|(user, last)| {
+            let n = counts.get(user.as_str()).copied().unwrap_or(0);
+            (user, last - n + 1)
+        })
+        .collect();
+    let mut sequences = Vec::with_capacity(changes.len());
+    let mut events = Vec::with_capacity(changes.len());
+    for (writer, change) in changes {
+        let slot = next.entry(writer.user.to_owned()).or_insert(1);
+        let sequence = *slot;
+        *slot += 1;
+        sequences.push(sequence);
+        events.push((writer.topic, event(log, &writer, time, change, sequence)));
+    }
     sqlx::query(
         "INSERT INTO changes (user_id, sequence, event_id, event_type, subject, create_time, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT user_id, sequence, event_id, event_type, subject, $7, payload \
+         FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::bytea[]) \
+         AS c(user_id, sequence, event_id, event_type, subject, payload)",
     )
-    .bind(writer.user)
-    .bind(sequence)
-    .bind(event.id)
-    .bind(&event.event_type)
-    .bind(&event.subject)
+    .bind(events.iter().map(|(_, e)| e.key.as_str()).collect::<Vec<_>>())
+    .bind(&sequences)
+    .bind(events.iter().map(|(_, e)| e.id).collect::<Vec<_>>())
+    .bind(events.iter().map(|(_, e)| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|(_, e)| e.subject.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|(_, e)| e.data.as_slice()).collect::<Vec<_>>())
     .bind(time)
-    .bind(&event.data)
     .execute(&mut *conn)
     .await?;
-    outbox::enqueue(conn, log.channel, writer.topic, &event).await?;
-    Ok(sequence)
+    let refs: Vec<(&str, &cloudevents::CloudEvent)> =
+        events.iter().map(|(topic, e)| (*topic, e)).collect();
+    outbox::enqueue_all(conn, log.channel, &refs).await?;
+    Ok(sequences)
 }
 
 /// Writes an event to the outbox only, outside the change log (`context.sequence` = 0): for

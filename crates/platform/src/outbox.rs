@@ -44,21 +44,51 @@ pub async fn enqueue(
     topic: &str,
     event: &CloudEvent,
 ) -> Result<(), sqlx::Error> {
+    enqueue_all(conn, channel, &[(topic, event)]).await
+}
+
+/// Writes each `(topic, event)` into the outbox in one statement, in order (the relay
+/// publishes in that order), and notifies `channel` once.
+///
+/// # Errors
+/// The database error.
+pub async fn enqueue_all(
+    conn: &mut PgConnection,
+    channel: &str,
+    events: &[(&str, &CloudEvent)],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column =
+        |f: fn(&CloudEvent) -> String| events.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
+    let topics: Vec<&str> = events.iter().map(|(topic, _)| *topic).collect();
+    let ids: Vec<Uuid> = events.iter().map(|(_, e)| e.id).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|(_, e)| e.time).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|(_, e)| e.data.as_slice()).collect();
+    let traceparents: Vec<Option<&str>> = events
+        .iter()
+        .map(|(_, e)| e.traceparent.as_deref())
+        .collect();
     sqlx::query(
         "INSERT INTO outbox (topic, record_key, event_id, event_type, source, subject, \
          event_time, data_schema, payload, traceparent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         SELECT topic, record_key, event_id, event_type, source, subject, event_time, \
+         data_schema, payload, traceparent FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], \
+         $6::text[], $7::timestamptz[], $8::text[], $9::bytea[], $10::text[]) WITH ORDINALITY \
+         AS e(topic, record_key, event_id, event_type, source, subject, event_time, data_schema, \
+         payload, traceparent, n) ORDER BY n",
     )
-    .bind(topic)
-    .bind(&event.key)
-    .bind(event.id)
-    .bind(&event.event_type)
-    .bind(&event.source)
-    .bind(&event.subject)
-    .bind(event.time)
-    .bind(&event.data_schema)
-    .bind(&event.data)
-    .bind(&event.traceparent)
+    .bind(&topics)
+    .bind(column(|e| e.key.clone()))
+    .bind(&ids)
+    .bind(column(|e| e.event_type.clone()))
+    .bind(column(|e| e.source.clone()))
+    .bind(column(|e| e.subject.clone()))
+    .bind(&times)
+    .bind(column(|e| e.data_schema.clone()))
+    .bind(&payloads)
+    .bind(&traceparents)
     .execute(&mut *conn)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")

@@ -151,12 +151,14 @@ impl Scheduler {
         for user in users {
             changelog::lock_user(&mut tx, user).await?;
         }
-        for reminder in &reminders {
-            self.fire_reminder(&mut tx, reminder, now).await?;
-        }
-        for task in &overdue {
-            self.notice_overdue(&mut tx, task, now).await?;
-        }
+        let mut changes = Vec::with_capacity(reminders.len() + overdue.len());
+        let mut notifications = Vec::with_capacity(reminders.len() + overdue.len());
+        self.fire_reminders(&mut tx, &reminders, now, &mut changes, &mut notifications)
+            .await?;
+        self.notice_overdue(&mut tx, &overdue, now, &mut changes, &mut notifications)
+            .await?;
+        insert_notifications(&mut tx, &notifications).await?;
+        changelog::record_all(&mut tx, &LOG, now, changes).await?;
         tx.commit().await?;
         Ok(Fired {
             reminders: reminders.len(),
@@ -164,118 +166,130 @@ impl Scheduler {
         })
     }
 
-    async fn fire_reminder(
-        &self,
+    /// Marks `rows` fired at `now` and prepares their notifications and `reminder.fired`
+    /// changes.
+    async fn fire_reminders<'a>(
+        &'a self,
         tx: &mut PgConnection,
-        row: &ReminderRow,
+        rows: &'a [ReminderRow],
         now: DateTime<Utc>,
+        changes: &mut Vec<(Writer<'a>, Change<'static>)>,
+        notifications: &mut Vec<(&'a str, NotificationRow)>,
     ) -> Result<(), sqlx::Error> {
-        let lateness_us = (now - row.fire_at)
-            .num_microseconds()
-            .unwrap_or(i64::MAX)
-            .max(0);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let lateness: Vec<i64> = rows.iter().map(|r| lateness_us(now, r.fire_at)).collect();
         sqlx::query(
-            "UPDATE reminders SET state = $3, fired_time = $4, lateness_us = $5 \
-             WHERE task_id = $1 AND reminder_id = $2",
+            "UPDATE reminders r SET state = $4, fired_time = $5, lateness_us = u.lateness \
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(task_id, reminder_id, lateness) \
+             WHERE r.task_id = u.task_id AND r.reminder_id = u.reminder_id",
         )
-        .bind(row.task_id)
-        .bind(&row.reminder_id)
+        .bind(rows.iter().map(|r| r.task_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.reminder_id.as_str()).collect::<Vec<_>>())
+        .bind(&lateness)
         .bind(state::FIRED)
         .bind(now)
-        .bind(lateness_us)
         .execute(&mut *tx)
         .await?;
-        let mut reminder = row.clone();
-        reminder.state = state::FIRED;
-        reminder.fired_time = Some(now);
-        reminder.lateness_us = Some(lateness_us);
-        let body = if row.due_label.is_empty() {
-            String::new()
-        } else {
-            format!("due {}", row.due_label)
-        };
-        let notification = insert_notification(
-            tx,
-            &row.user_id,
-            KIND_REMINDER,
-            row.task_id,
-            &row.reminder_id,
-            &row.title,
-            body,
-            now,
-            lateness_us,
-        )
-        .await?;
-        let payload = ev::ReminderFired {
-            context: None,
-            reminder: Some(reminder.to_proto()),
-            notification: Some(notification.to_proto()),
-        };
-        let change = Change {
-            event_type: types::REMINDER_FIRED,
-            message: "taskmesh.events.v1.ReminderFired",
-            subject: reminder_name(row.task_id, &row.reminder_id),
-            payload: Box::new(move |context| {
-                ev::ReminderFired {
-                    context: Some(context),
-                    ..payload
-                }
-                .encode_to_vec()
-            }),
-        };
-        changelog::record(tx, &LOG, &self.writer(&row.user_id), now, change).await?;
-        tracing::debug!(reminder = %reminder_name(row.task_id, &row.reminder_id), lateness_us, "reminder fired");
+        for (row, lateness_us) in rows.iter().zip(lateness) {
+            let mut reminder = row.clone();
+            reminder.state = state::FIRED;
+            reminder.fired_time = Some(now);
+            reminder.lateness_us = Some(lateness_us);
+            let body = if row.due_label.is_empty() {
+                String::new()
+            } else {
+                format!("due {}", row.due_label)
+            };
+            let notification = notification(
+                KIND_REMINDER,
+                row.task_id,
+                &row.reminder_id,
+                &row.title,
+                body,
+                now,
+                lateness_us,
+            );
+            let payload = ev::ReminderFired {
+                context: None,
+                reminder: Some(reminder.to_proto()),
+                notification: Some(notification.to_proto()),
+            };
+            notifications.push((&row.user_id, notification));
+            changes.push((
+                self.writer(&row.user_id),
+                Change {
+                    event_type: types::REMINDER_FIRED,
+                    message: "taskmesh.events.v1.ReminderFired",
+                    subject: reminder_name(row.task_id, &row.reminder_id),
+                    payload: Box::new(move |context| {
+                        ev::ReminderFired {
+                            context: Some(context),
+                            ..payload
+                        }
+                        .encode_to_vec()
+                    }),
+                },
+            ));
+        }
         Ok(())
     }
 
-    async fn notice_overdue(
-        &self,
+    /// Marks the overdue notice of `tasks` produced and prepares their notifications and
+    /// `task.overdue` changes.
+    async fn notice_overdue<'a>(
+        &'a self,
         tx: &mut PgConnection,
-        task: &OverdueRow,
+        tasks: &'a [OverdueRow],
         now: DateTime<Utc>,
+        changes: &mut Vec<(Writer<'a>, Change<'static>)>,
+        notifications: &mut Vec<(&'a str, NotificationRow)>,
     ) -> Result<(), sqlx::Error> {
-        let lateness_us = (now - task.due_at)
-            .num_microseconds()
-            .unwrap_or(i64::MAX)
-            .max(0);
+        if tasks.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
-            "UPDATE tasks SET overdue_at = NULL, overdue_notice_for = due_at WHERE id = $1",
+            "UPDATE tasks SET overdue_at = NULL, overdue_notice_for = due_at WHERE id = ANY($1)",
         )
-        .bind(task.id)
+        .bind(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        let notification = insert_notification(
-            tx,
-            &task.user_id,
-            KIND_OVERDUE,
-            task.id,
-            "",
-            &task.title,
-            format!("overdue: was due {}", task.due_label),
-            now,
-            lateness_us,
-        )
-        .await?;
-        let payload = ev::TaskOverdue {
-            context: None,
-            task: format!("{TASKS}{}", task.id),
-            due_time: Some(timestamp(task.due_at)),
-            lateness: Some(micros(lateness_us)),
-            notification: Some(notification.to_proto()),
-        };
-        let change = Change {
-            event_type: types::TASK_OVERDUE,
-            message: "taskmesh.events.v1.TaskOverdue",
-            subject: format!("{TASKS}{}", task.id),
-            payload: Box::new(move |context| {
-                ev::TaskOverdue {
-                    context: Some(context),
-                    ..payload
-                }
-                .encode_to_vec()
-            }),
-        };
-        changelog::record(tx, &LOG, &self.writer(&task.user_id), now, change).await?;
+        for task in tasks {
+            let lateness_us = lateness_us(now, task.due_at);
+            let notification = notification(
+                KIND_OVERDUE,
+                task.id,
+                "",
+                &task.title,
+                format!("overdue: was due {}", task.due_label),
+                now,
+                lateness_us,
+            );
+            let payload = ev::TaskOverdue {
+                context: None,
+                task: format!("{TASKS}{}", task.id),
+                due_time: Some(timestamp(task.due_at)),
+                lateness: Some(micros(lateness_us)),
+                notification: Some(notification.to_proto()),
+            };
+            notifications.push((&task.user_id, notification));
+            changes.push((
+                self.writer(&task.user_id),
+                Change {
+                    event_type: types::TASK_OVERDUE,
+                    message: "taskmesh.events.v1.TaskOverdue",
+                    subject: format!("{TASKS}{}", task.id),
+                    payload: Box::new(move |context| {
+                        ev::TaskOverdue {
+                            context: Some(context),
+                            ..payload
+                        }
+                        .encode_to_vec()
+                    }),
+                },
+            ));
+        }
         Ok(())
     }
 
@@ -367,11 +381,13 @@ impl Scheduler {
     }
 }
 
-/// Inserts a notification and returns it.
-#[allow(clippy::too_many_arguments)]
-async fn insert_notification(
-    tx: &mut PgConnection,
-    user: &str,
+/// How late `now` is for `time`, in microseconds; never negative.
+fn lateness_us(now: DateTime<Utc>, time: DateTime<Utc>) -> i64 {
+    (now - time).num_microseconds().unwrap_or(i64::MAX).max(0)
+}
+
+/// A new notification created at `now`.
+fn notification(
     kind: i16,
     task: Uuid,
     reminder: &str,
@@ -379,8 +395,8 @@ async fn insert_notification(
     body: String,
     now: DateTime<Utc>,
     lateness_us: i64,
-) -> Result<NotificationRow, sqlx::Error> {
-    let row = NotificationRow {
+) -> NotificationRow {
+    NotificationRow {
         id: Uuid::now_v7(),
         kind,
         task_id: task,
@@ -390,23 +406,44 @@ async fn insert_notification(
         create_time: now,
         read_time: None,
         lateness_us,
-    };
+    }
+}
+
+/// Inserts `(owner, notification)` rows in one statement.
+async fn insert_notifications(
+    tx: &mut PgConnection,
+    rows: &[(&str, NotificationRow)],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO notifications (id, user_id, kind, task_id, reminder_id, title, body, \
-         create_time, lateness_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         create_time, lateness_us) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::uuid[], $5::text[], \
+         $6::text[], $7::text[], $8::timestamptz[], $9::bigint[])",
     )
-    .bind(row.id)
-    .bind(user)
-    .bind(row.kind)
-    .bind(row.task_id)
-    .bind(&row.reminder_id)
-    .bind(&row.title)
-    .bind(&row.body)
-    .bind(row.create_time)
-    .bind(row.lateness_us)
+    .bind(rows.iter().map(|(_, n)| n.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(user, _)| *user).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, n)| n.kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, n)| n.task_id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, n)| n.reminder_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, n)| n.title.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, n)| n.body.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, n)| n.create_time).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, n)| n.lateness_us).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    Ok(row)
+    Ok(())
 }
 
 /// CloudEvent types ReminderService produces on `reminders`.
