@@ -2,7 +2,8 @@
 //! HTTP/2, via tonic-web) and the web app's files, with CORS for browsers.
 //!
 //! It forwards the services' RPCs (`taskmesh.task.v1.TaskService`,
-//! `taskmesh.reminder.v1.ReminderService`) to their servers,
+//! `taskmesh.reminder.v1.ReminderService`, `taskmesh.recurrence.v1.RecurrenceService`) to their
+//! servers,
 //! serves `taskmesh.gateway.v1.LiveService` itself (fed by Kafka), and answers health checks
 //! and server reflection (v1 and v1alpha) for the whole mesh, so `grpcurl` pointed at the
 //! gateway sees every service.
@@ -48,6 +49,8 @@ pub struct GatewayConfig {
     pub task_service: String,
     /// Where ReminderService listens, e.g. `http://127.0.0.1:50052`.
     pub reminder_service: String,
+    /// Where RecurrenceService listens, e.g. `http://127.0.0.1:50053`.
+    pub recurrence_service: String,
     /// Kafka, for the live stream.
     pub kafka: KafkaConfig,
     /// Token verification.
@@ -91,6 +94,7 @@ impl Gateway {
         let Self { listener, config } = self;
         let task_channel = upstream(&config.task_service)?;
         let reminder_channel = upstream(&config.reminder_service)?;
+        let recurrence_channel = upstream(&config.recurrence_service)?;
 
         let hub = hub::Hub::default();
         // Live events flow before the first stream can open.
@@ -114,6 +118,7 @@ impl Gateway {
         for (service, channel) in [
             ("taskmesh.task.v1.TaskService", task_channel),
             ("taskmesh.reminder.v1.ReminderService", reminder_channel),
+            ("taskmesh.recurrence.v1.RecurrenceService", recurrence_channel),
         ] {
             // A forwarded service's status is its own server's, checked every few seconds.
             tokio::spawn(mirror_health(
@@ -230,5 +235,6 @@ fn is_grpc(request: &axum::extract::Request) -> bool {
 const INDEX: &str = "<!doctype html><meta charset=utf-8><title>taskmesh</title>\
 <h1>taskmesh gateway</h1><p>gRPC and grpc-web on this address: \
 <code>taskmesh.task.v1.TaskService</code>, <code>taskmesh.reminder.v1.ReminderService</code>, \
+<code>taskmesh.recurrence.v1.RecurrenceService</code>, \
 <code>taskmesh.gateway.v1.LiveService</code>. \
 The web app is not built; see the README.</p>";

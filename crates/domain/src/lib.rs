@@ -6,6 +6,9 @@
 //! - [`fire_time`]: the instant a reminder (RFC 5545 VALARM `TRIGGER`) fires.
 //! - [`local_instant`], [`start_of_day`]: wall-clock time to UTC across DST changes.
 //! - [`instant`], [`timestamp`]: protobuf timestamps to and from UTC instants; [`now`].
+//! - [`recurrence`]: RFC 5545 rules, their expansion and a series' next occurrence.
+
+pub mod recurrence;
 
 use std::str::FromStr;
 
@@ -47,6 +50,33 @@ impl DueValue {
             )?),
         };
         Some(Self { kind, time_zone })
+    }
+
+    /// The `taskmesh.task.v1.Due` of this value.
+    pub fn to_proto(&self) -> pb::Due {
+        let value = match self.kind {
+            DueKind::Time(time) => pb::due::Value::Time(timestamp(time)),
+            DueKind::Date(date) => {
+                pb::due::Value::Date(taskmesh_proto::google::r#type::Date {
+                    year: date.year(),
+                    month: i32::try_from(date.month()).unwrap_or_default(),
+                    day: i32::try_from(date.day()).unwrap_or_default(),
+                })
+            }
+        };
+        pb::Due {
+            value: Some(value),
+            time_zone: self.time_zone.name().to_owned(),
+        }
+    }
+
+    /// Where the due starts: the due time, or for a date-only due the first instant of that
+    /// day in its zone. A recurring task's `DTSTART` (RFC 5545 section 3.8.2.4).
+    pub fn start(&self) -> DateTime<Utc> {
+        match self.kind {
+            DueKind::Time(time) => time,
+            DueKind::Date(date) => start_of_day(date, self.time_zone),
+        }
     }
 
     /// The instant the task counts as due for filters, ordering and overdue notices: the due

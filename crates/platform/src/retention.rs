@@ -7,21 +7,31 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// The bookkeeping tables and their time columns, as every service with a change log has them.
-const TABLES: [(&str, &str); 3] = [
+/// The bookkeeping tables and their time columns of a service with a change log.
+pub const WITH_CHANGE_LOG: &[(&str, &str)] = &[
     ("changes", "create_time"),
     ("requests", "create_time"),
     ("processed_events", "process_time"),
 ];
 
-/// Deletes rows of the bookkeeping tables older than `retention` (by the database clock);
-/// returns how many rows went.
+/// The bookkeeping tables and their time columns of a service without a change log.
+pub const WITHOUT_CHANGE_LOG: &[(&str, &str)] = &[
+    ("requests", "create_time"),
+    ("processed_events", "process_time"),
+];
+
+/// Deletes rows of `tables` (`(table, time column)`, e.g. [`WITH_CHANGE_LOG`]) older than
+/// `retention` (by the database clock); returns how many rows went.
 ///
 /// # Errors
 /// The database error.
-pub async fn purge(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+pub async fn purge(
+    pool: &PgPool,
+    retention: Duration,
+    tables: &[(&str, &str)],
+) -> Result<u64, sqlx::Error> {
     let mut rows = 0;
-    for (table, column) in TABLES {
+    for (table, column) in tables {
         rows += sqlx::query(&format!(
             "DELETE FROM {table} WHERE {column} < now() - make_interval(secs => $1)"
         ))
@@ -33,10 +43,15 @@ pub async fn purge(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
     Ok(rows)
 }
 
-/// Runs [`purge`] every hour until `shutdown`.
-pub async fn run(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
+/// Runs [`purge`] of `tables` every hour until `shutdown`.
+pub async fn run(
+    pool: PgPool,
+    retention: Duration,
+    tables: &'static [(&'static str, &'static str)],
+    shutdown: CancellationToken,
+) {
     loop {
-        match purge(&pool, retention).await {
+        match purge(&pool, retention, tables).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "purged expired change-log entries and request ids"),
             Err(error) => tracing::warn!(%error, "retention purge failed"),

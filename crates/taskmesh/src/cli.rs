@@ -139,12 +139,12 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) common: Common,
 
-    /// Listen address; defaults per component (task :50051, reminder :50052, gateway
-    /// 127.0.0.1:8080).
+    /// Listen address; defaults per component (task :50051, reminder :50052, recurrence
+    /// :50053, gateway 127.0.0.1:8080).
     #[arg(long, env = "TASKMESH_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
 
-    /// TaskService address, for the gateway.
+    /// TaskService address, for the gateway and RecurrenceService.
     #[arg(
         long,
         env = "TASKMESH_TASK_SERVICE",
@@ -160,6 +160,14 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) reminder_service: String,
 
+    /// RecurrenceService address, for the gateway.
+    #[arg(
+        long,
+        env = "TASKMESH_RECURRENCE_SERVICE",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub(crate) recurrence_service: String,
+
     /// The built web app, for the gateway; unset serves a short index page.
     #[arg(long, env = "TASKMESH_WEB_DIR")]
     pub(crate) web_dir: Option<PathBuf>,
@@ -172,7 +180,7 @@ pub(crate) enum Component {
     Task,
     /// ReminderService (:50052).
     Reminder,
-    /// RecurrenceService (:50053; not implemented yet).
+    /// RecurrenceService (:50053).
     Recurrence,
     /// AuditService (:50054; not implemented yet).
     Audit,

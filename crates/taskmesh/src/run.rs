@@ -11,6 +11,7 @@ use taskmesh_platform::{
     kafka::KafkaConfig,
     shutdown,
 };
+use taskmesh_recurrence::RecurrenceServer;
 use taskmesh_reminder::ReminderServer;
 use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
@@ -75,9 +76,10 @@ async fn pool(common: &Common, schema: &str) -> anyhow::Result<sqlx::PgPool> {
 }
 
 /// Each service's schema and migrations.
-const SCHEMAS: [(&str, &sqlx::migrate::Migrator); 2] = [
+const SCHEMAS: [(&str, &sqlx::migrate::Migrator); 3] = [
     (taskmesh_task::SCHEMA, &taskmesh_task::MIGRATOR),
     (taskmesh_reminder::SCHEMA, &taskmesh_reminder::MIGRATOR),
+    (taskmesh_recurrence::SCHEMA, &taskmesh_recurrence::MIGRATOR),
 ];
 
 /// Applies every service's migrations to its schema.
@@ -161,12 +163,23 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         relay: true,
         scheduler: true,
     };
+    let recurrence_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let recurrence_addr = recurrence_listener.local_addr()?;
+    let recurrence = RecurrenceServer {
+        pool: pool(common, taskmesh_recurrence::SCHEMA).await?,
+        kafka: kafka.clone(),
+        verifier: verifier.clone(),
+        task_service: format!("http://{task_addr}"),
+        retention: common.change_retention,
+        relay: true,
+    };
     let web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
     let gateway = Gateway::bind(
         args.listen,
         GatewayConfig {
             task_service: format!("http://{task_addr}"),
             reminder_service: format!("http://{reminder_addr}"),
+            recurrence_service: format!("http://{recurrence_addr}"),
             kafka,
             verifier,
             web_dir,
@@ -178,13 +191,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(
         "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; mint a token with `taskmesh token --sub alice`"
     );
-    let (task_result, reminder_result, gateway_result) = tokio::join!(
+    let (task_result, reminder_result, recurrence_result, gateway_result) = tokio::join!(
         task.serve(task_listener, shutdown.clone()),
         reminder.serve(reminder_listener, shutdown.clone()),
+        recurrence.serve(recurrence_listener, shutdown.clone()),
         gateway.serve(shutdown.clone())
     );
     task_result.context("task service failed")?;
     reminder_result.context("reminder service failed")?;
+    recurrence_result.context("recurrence service failed")?;
     gateway_result.context("gateway failed")?;
     tracing::info!("stopped");
     Ok(())
@@ -255,6 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 GatewayConfig {
                     task_service: args.task_service.clone(),
                     reminder_service: args.reminder_service.clone(),
+                    recurrence_service: args.recurrence_service.clone(),
                     kafka,
                     verifier,
                     web_dir: args.web_dir.clone(),
@@ -281,7 +297,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .serve(listener, shutdown)
             .await
         }
-        Component::Recurrence | Component::Audit => anyhow::bail!(
+        Component::Recurrence => {
+            let addr = args
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50053)));
+            let pool = pool(common, taskmesh_recurrence::SCHEMA).await?;
+            let listener = TcpListener::bind(addr).await?;
+            RecurrenceServer {
+                pool,
+                kafka,
+                verifier,
+                task_service: args.task_service.clone(),
+                retention: common.change_retention,
+                relay: true,
+            }
+            .serve(listener, shutdown)
+            .await
+        }
+        Component::Audit => anyhow::bail!(
             "the {:?} component is not implemented yet (see the open issues)",
             args.component
         ),

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! - [`TestDb`]: a fresh, uniquely named PostgreSQL database, dropped afterwards.
-//! - [`Mesh`]: an in-memory Kafka-compatible broker (tansu), TaskService and the gateway on
-//!   free loopback ports.
+//! - [`Mesh`]: an in-memory Kafka-compatible broker (tansu), TaskService, ReminderService,
+//!   RecurrenceService and the gateway on free loopback ports.
 //! - [`EventReader`]: reads CloudEvents off a topic, from the beginning.
 //! - [`token`], [`authed`]: tokens signed with the test secret.
 
@@ -24,6 +24,7 @@ use taskmesh_platform::{
     db,
     kafka::{KafkaConfig, Topic},
 };
+use taskmesh_recurrence::RecurrenceServer;
 use taskmesh_reminder::{ReminderServer, Scheduler};
 use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
@@ -110,6 +111,8 @@ pub struct MeshOptions {
     /// Run ReminderService's scheduler (off: tests fire with [`Mesh::scheduler`] and their
     /// own clock).
     pub scheduler: bool,
+    /// Run RecurrenceService's outbox relay (off: its commands stay in the outbox).
+    pub recurrence_relay: bool,
 }
 
 impl Default for MeshOptions {
@@ -117,6 +120,7 @@ impl Default for MeshOptions {
         Self {
             relay: true,
             scheduler: true,
+            recurrence_relay: true,
         }
     }
 }
@@ -130,12 +134,16 @@ pub struct Mesh {
     pub pool: sqlx::PgPool,
     /// Pool on the `reminder` schema.
     pub reminder_pool: sqlx::PgPool,
+    /// Pool on the `recurrence` schema.
+    pub recurrence_pool: sqlx::PgPool,
     /// Kafka settings pointing at the embedded broker.
     pub kafka: KafkaConfig,
     /// TaskService's address.
     pub task_addr: SocketAddr,
     /// ReminderService's address.
     pub reminder_addr: SocketAddr,
+    /// RecurrenceService's address.
+    pub recurrence_addr: SocketAddr,
     /// The gateway's address.
     pub gateway_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -145,13 +153,15 @@ pub struct Mesh {
 
 impl Mesh {
     /// Starts a broker (memory storage), migrates a fresh database, starts TaskService,
-    /// ReminderService and the gateway.
+    /// ReminderService, RecurrenceService and the gateway.
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
         let db = TestDb::create().await?;
         let pool = db::connect(&db.url(), taskmesh_task::SCHEMA, 8).await?;
         db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
         let reminder_pool = db::connect(&db.url(), taskmesh_reminder::SCHEMA, 8).await?;
         db::migrate(&reminder_pool, &taskmesh_reminder::MIGRATOR).await?;
+        let recurrence_pool = db::connect(&db.url(), taskmesh_recurrence::SCHEMA, 8).await?;
+        db::migrate(&recurrence_pool, &taskmesh_recurrence::MIGRATOR).await?;
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
         let kafka = KafkaConfig::local(broker.bootstrap_servers());
@@ -182,11 +192,25 @@ impl Mesh {
         };
         let reminder_handle = tokio::spawn(reminder.serve(reminder_listener, shutdown.clone()));
 
+        let recurrence_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let recurrence_addr = recurrence_listener.local_addr()?;
+        let recurrence = RecurrenceServer {
+            pool: recurrence_pool.clone(),
+            kafka: kafka.clone(),
+            verifier: verifier.clone(),
+            task_service: format!("http://{task_addr}"),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            relay: options.recurrence_relay,
+        };
+        let recurrence_handle =
+            tokio::spawn(recurrence.serve(recurrence_listener, shutdown.clone()));
+
         let gateway = Gateway::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             GatewayConfig {
                 task_service: format!("http://{task_addr}"),
                 reminder_service: format!("http://{reminder_addr}"),
+                recurrence_service: format!("http://{recurrence_addr}"),
                 kafka: kafka.clone(),
                 verifier,
                 web_dir: None,
@@ -199,12 +223,14 @@ impl Mesh {
             db,
             pool,
             reminder_pool,
+            recurrence_pool,
             kafka,
             task_addr,
             reminder_addr,
+            recurrence_addr,
             gateway_addr,
             shutdown,
-            handles: vec![task_handle, reminder_handle, gateway_handle],
+            handles: vec![task_handle, reminder_handle, recurrence_handle, gateway_handle],
             _broker: broker,
         })
     }

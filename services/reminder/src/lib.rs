@@ -106,6 +106,7 @@ impl ReminderServer {
         background.spawn(taskmesh_platform::retention::run(
             self.pool.clone(),
             self.retention,
+            taskmesh_platform::retention::WITH_CHANGE_LOG,
             shutdown.clone(),
         ));
         let settings = ConsumerSettings {

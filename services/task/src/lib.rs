@@ -100,6 +100,7 @@ impl TaskServer {
         background.spawn(taskmesh_platform::retention::run(
             self.pool.clone(),
             self.retention,
+            taskmesh_platform::retention::WITH_CHANGE_LOG,
             shutdown.clone(),
         ));
         let handler = commands::CommandHandler {

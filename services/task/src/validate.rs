@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use taskmesh_domain::recurrence::Rule;
 use taskmesh_platform::grpc::Violations;
 use taskmesh_proto::task::v1::{self as pb, due, reminder};
 
@@ -268,18 +269,6 @@ fn recurrence(
     field: &str,
     v: &mut Violations,
 ) -> Option<RecurrenceValue> {
-    let rule = r.rrule.trim();
-    if rule.is_empty() {
-        v.add(format!("{field}.rrule"), "must not be empty");
-        return None;
-    }
-    if rule.len() > 1000 || rule.contains(':') || rule.chars().any(char::is_control) {
-        v.add(
-            format!("{field}.rrule"),
-            "must be one RRULE value without the RRULE: prefix, at most 1000 characters",
-        );
-        return None;
-    }
     if r.exdates.len() > 1000 {
         v.add(format!("{field}.exdates"), "at most 1000 exdates");
         return None;
@@ -291,36 +280,22 @@ fn recurrence(
             None => v.add(format!("{field}.exdates[{i}]"), "must be a valid timestamp"),
         }
     }
-    if let Some(Err(problem)) = due.map(|due| check_rrule(rule, due)) {
-        v.add(format!("{field}.rrule"), problem);
-        return None;
-    }
+    // The rule is checked against the due as `DTSTART` in the due's zone (RFC 5545); without
+    // a due the task is rejected for that already.
+    let rule = match Rule::parse(&r.rrule, due?.start(), due?.time_zone) {
+        Ok(rule) => rule,
+        Err(problems) => {
+            for problem in problems {
+                v.add(format!("{field}.rrule"), problem.to_string());
+            }
+            return None;
+        }
+    };
     Some(RecurrenceValue {
-        rrule: rule.to_ascii_uppercase(),
+        rrule: rule.normalized(),
         anchor: anchor_value(r.anchor),
         exdates,
     })
-}
-
-/// Parses the rule with the `rrule` crate (RFC 5545 section 3.3.10), with the due as
-/// `DTSTART` in the due's zone.
-fn check_rrule(rule: &str, due: &DueValue) -> Result<(), String> {
-    let local = match due.kind {
-        DueKind::Time(time) => time.with_timezone(&due.time_zone).naive_local(),
-        DueKind::Date(date) => date.and_hms_opt(0, 0, 0).unwrap_or_default(),
-    };
-    let text = format!(
-        "DTSTART;TZID={}:{}\nRRULE:{}",
-        due.time_zone.name(),
-        local.format("%Y%m%dT%H%M%S"),
-        rule.to_ascii_uppercase()
-    );
-    // The rrule crate validates on parse (unknown parts, out-of-range values, UNTIL form).
-    match std::panic::catch_unwind(|| text.parse::<rrule::RRuleSet>()) {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("invalid RRULE: {error}")),
-        Err(_) => Err("invalid RRULE".into()),
-    }
 }
 
 pub(crate) use taskmesh_platform::requests::validate as request_id;

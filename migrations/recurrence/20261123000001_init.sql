@@ -1,0 +1,78 @@
+-- RecurrenceService schema `recurrence` (the pool's search_path): the bookkeeping of each
+-- recurring series and its occurrences, request ids, consumed-event records and the
+-- transactional outbox of the commands it sends on `task-commands`. Tasks themselves live
+-- in TaskService; this schema only knows what `task-events` and its own RPCs told it.
+
+-- One row per series (`Recurrence.series` on every task of it). end_reason follows
+-- `taskmesh.events.v1.SeriesEnded.Reason`: 1 COUNT reached, 2 UNTIL passed, 3 stopped,
+-- 4 deleted.
+CREATE TABLE series (
+    id                uuid PRIMARY KEY,
+    user_id           text        NOT NULL,
+    -- The newest task of the series (the open occurrence while it goes on).
+    current_task      uuid        NOT NULL,
+    -- Tasks the series has produced, the first one included.
+    occurrence_count  bigint      NOT NULL,
+    end_time          timestamptz,
+    end_reason        smallint,
+    create_time       timestamptz NOT NULL,
+    update_time       timestamptz NOT NULL,
+    CHECK ((end_time IS NULL) = (end_reason IS NULL))
+);
+CREATE INDEX series_user ON series (user_id);
+
+-- One row per task of a series, in series order.
+CREATE TABLE occurrences (
+    task_id           uuid PRIMARY KEY,
+    series_id         uuid        NOT NULL REFERENCES series (id),
+    user_id           text        NOT NULL,
+    -- 1 for the first task of the series, +1 for each next one.
+    position          bigint      NOT NULL,
+    -- Rule occurrences used up to and including this one (what COUNT bounds; see
+    -- taskmesh_domain::recurrence::SeriesPosition::used). Back to 1 when the rule changes.
+    used              bigint      NOT NULL,
+    -- Set once this task's successor was asked for (or the series ended after it): a task
+    -- leads to at most one next occurrence, whatever is redelivered or re-completed.
+    successor_due     timestamptz,
+    successor_used    bigint,
+    successor_request text,
+    deleted           boolean     NOT NULL DEFAULT false,
+    create_time       timestamptz NOT NULL
+);
+CREATE INDEX occurrences_series ON occurrences (series_id, position);
+
+-- Idempotency keys (AIP-155).
+CREATE TABLE requests (
+    user_id      text        NOT NULL,
+    request_id   text        NOT NULL,
+    method       text        NOT NULL,
+    resource_id  uuid        NOT NULL,
+    response     bytea       NOT NULL,
+    create_time  timestamptz NOT NULL,
+    PRIMARY KEY (user_id, method, request_id)
+);
+CREATE INDEX requests_create_time ON requests (create_time);
+
+-- Idempotent consumption of `task-events` (ARCHITECTURE.md invariant 2).
+CREATE TABLE processed_events (
+    consumer      text        NOT NULL,
+    event_id      uuid        NOT NULL,
+    process_time  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+CREATE INDEX processed_events_time ON processed_events (process_time);
+
+-- The transactional outbox (see taskmesh_platform::outbox).
+CREATE TABLE outbox (
+    id           bigserial PRIMARY KEY,
+    topic        text        NOT NULL,
+    record_key   text        NOT NULL,
+    event_id     uuid        NOT NULL,
+    event_type   text        NOT NULL,
+    source       text        NOT NULL,
+    subject      text        NOT NULL,
+    event_time   timestamptz NOT NULL,
+    data_schema  text        NOT NULL,
+    payload      bytea       NOT NULL,
+    traceparent  text
+);

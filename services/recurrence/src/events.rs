@@ -1,0 +1,315 @@
+//! The `task-events` consumer (ARCHITECTURE.md invariant 2): keeps the bookkeeping of every
+//! series and moves a series on when its current task is completed.
+//!
+//! - `task.created` / `task.updated` of a recurring task: the series and the task's place in
+//!   it are tracked; a changed (or newly set) rule starts `COUNT` again from this task and
+//!   takes an ended series up again. A rule removed from the current task stops the series.
+//! - `task.completed` of the current task: the next occurrence is computed
+//!   ([`taskmesh_domain::recurrence::next_occurrence`], from the completion time in the
+//!   event, so a redelivery computes the same) and a `task.create` command for it goes to
+//!   TaskService with the request id `series + occurrence`; or, when `COUNT` or `UNTIL` ends
+//!   the rule, the series ends with a `series.ended` event. A task leads to at most one next
+//!   occurrence: completing it again after uncompleting it changes nothing.
+//! - `task.deleted` of the current task (with no successor asked for) ends the series.
+//! - A next occurrence created after its series was stopped or deleted (the command was in
+//!   flight) loses its rule or is deleted in turn.
+//!
+//! The series row is locked for each event, and every effect commits with the
+//! `(consumer, ce_id)` record, so a redelivered event changes nothing.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sqlx::PgConnection;
+use taskmesh_domain::{
+    DueValue, instant,
+    recurrence::{Anchor, Next, SeriesPosition, next_occurrence},
+};
+use taskmesh_platform::{
+    cloudevents::CloudEvent,
+    consumer::{HandleError, Handler},
+};
+use taskmesh_proto::{
+    events::v1 as ev,
+    task::v1::{self as task_pb, recurrence::Anchor as PbAnchor, task::State},
+};
+use uuid::Uuid;
+
+use crate::series::{self, Ending, Outbox, SeriesRow};
+
+/// Applies `task-events` for the consumer `taskmesh-recurrence`.
+#[derive(Clone, Debug)]
+pub struct TaskEventHandler {
+    /// The `task-commands` topic the commands go to.
+    topic: String,
+}
+
+impl TaskEventHandler {
+    /// A handler sending its commands to `topic` (`task-commands` with its prefix).
+    pub fn new(topic: String) -> Self {
+        Self { topic }
+    }
+}
+
+fn reject(reason: impl Into<String>) -> HandleError {
+    HandleError::Reject(reason.into())
+}
+
+fn retry(error: sqlx::Error) -> HandleError {
+    HandleError::Retry(error.to_string())
+}
+
+fn decode<M: Message + Default>(data: &[u8]) -> Result<M, HandleError> {
+    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
+}
+
+/// What happened to a task.
+enum Kind {
+    Created,
+    /// Updated; the rule before the change when the mask has `recurrence`.
+    Updated(Option<Option<task_pb::Recurrence>>),
+    Completed,
+    Deleted,
+}
+
+/// The event's kind, task and owner; `None` for events that concern no series.
+fn read(event: &CloudEvent) -> Result<Option<(Kind, task_pb::Task, String)>, HandleError> {
+    let (context, task, kind) = match event.event_type.as_str() {
+        "dev.taskmesh.task.created.v1" => {
+            let e: ev::TaskCreated = decode(&event.data)?;
+            (e.context, e.task, Kind::Created)
+        }
+        "dev.taskmesh.task.updated.v1" => {
+            let e: ev::TaskUpdated = decode(&event.data)?;
+            let rule_changed = e
+                .update_mask
+                .is_some_and(|m| m.paths.iter().any(|p| p == "recurrence"));
+            let before = rule_changed.then(|| e.previous.and_then(|p| p.recurrence));
+            (e.context, e.task, Kind::Updated(before))
+        }
+        "dev.taskmesh.task.completed.v1" => {
+            let e: ev::TaskCompleted = decode(&event.data)?;
+            (e.context, e.task, Kind::Completed)
+        }
+        "dev.taskmesh.task.deleted.v1" => {
+            let e: ev::TaskDeleted = decode(&event.data)?;
+            (e.context, e.task, Kind::Deleted)
+        }
+        _ => return Ok(None),
+    };
+    let user = context
+        .map(|c| c.user)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| reject("event without an owner"))?;
+    let task = task.ok_or_else(|| reject("event without a task"))?;
+    Ok(Some((kind, task, user)))
+}
+
+impl Handler for TaskEventHandler {
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandleError> {
+        let Some((kind, task, user)) = read(event)? else {
+            return Ok(());
+        };
+        let id = series::id_in(&task.name, "tasks/")
+            .ok_or_else(|| reject(format!("{:?} is not tasks/{{uuid}}", task.name)))?;
+        let outbox = Outbox {
+            topic: &self.topic,
+            user: &user,
+            actor: crate::ACTOR,
+            now: event.time,
+        };
+        match kind {
+            Kind::Updated(Some(before)) if task.recurrence.is_none() => {
+                let series = before
+                    .as_ref()
+                    .and_then(|r| series::id_in(&r.series, "series/"));
+                if let Some(series) = series {
+                    rule_removed(tx, &outbox, series, id).await.map_err(retry)?;
+                }
+                Ok(())
+            }
+            kind => tracked(tx, &outbox, kind, &task, id, event.time).await,
+        }
+    }
+}
+
+/// Applies an event of a task that carries a rule.
+async fn tracked(
+    tx: &mut PgConnection,
+    outbox: &Outbox<'_>,
+    kind: Kind,
+    task: &task_pb::Task,
+    id: Uuid,
+    time: DateTime<Utc>,
+) -> Result<(), HandleError> {
+    let Some(recurrence) = task.recurrence.as_ref() else {
+        return Ok(());
+    };
+    let series_id = series::id_in(&recurrence.series, "series/")
+        .ok_or_else(|| reject(format!("{:?} is not series/{{uuid}}", recurrence.series)))?;
+    let previous = series::id_in(&recurrence.previous_task, "tasks/");
+    let tracked = series::track(tx, outbox.user, series_id, id, previous, time)
+        .await
+        .map_err(retry)?;
+    let Some((mut series, occurrence)) = tracked else {
+        tracing::warn!(series = %series_id, "series of another user; event ignored");
+        return Ok(());
+    };
+    match kind {
+        Kind::Created => late_successor(tx, outbox, &series, id)
+            .await
+            .map_err(retry),
+        Kind::Updated(Some(before)) => {
+            if before.is_none_or(|b| b.rrule != recurrence.rrule) {
+                series::restart(tx, &mut series, id, time)
+                    .await
+                    .map_err(retry)?;
+            }
+            Ok(())
+        }
+        Kind::Updated(None) => Ok(()),
+        Kind::Completed => {
+            if series.ended()
+                || series.current_task != id
+                || occurrence.successor_request.is_some()
+            {
+                return Ok(());
+            }
+            let done = task
+                .complete_time
+                .as_ref()
+                .and_then(instant)
+                .unwrap_or(time);
+            move_on(tx, outbox, &mut series, task, occurrence.used, done).await
+        }
+        Kind::Deleted => {
+            series::mark_deleted(tx, id).await.map_err(retry)?;
+            if series.current_task == id && occurrence.successor_request.is_none() {
+                outbox
+                    .end(tx, &mut series, Ending::Deleted)
+                    .await
+                    .map_err(retry)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A rule was removed from `task`: when it is the series' current task, the series stops.
+async fn rule_removed(
+    tx: &mut PgConnection,
+    outbox: &Outbox<'_>,
+    series: Uuid,
+    task: Uuid,
+) -> Result<(), sqlx::Error> {
+    let Some(mut row) = series::lock(tx, outbox.user, series).await? else {
+        return Ok(());
+    };
+    if row.current_task == task {
+        outbox.end(tx, &mut row, Ending::Stopped).await?;
+    }
+    Ok(())
+}
+
+/// A new occurrence of a series that was stopped or deleted while its creation was on the
+/// way follows the series: its rule goes, or it goes.
+async fn late_successor(
+    tx: &mut PgConnection,
+    outbox: &Outbox<'_>,
+    series: &SeriesRow,
+    task: Uuid,
+) -> Result<(), sqlx::Error> {
+    if series.current_task != task {
+        return Ok(());
+    }
+    match series.end_reason {
+        Some(r) if r == ev::series_ended::Reason::Stopped as i16 => {
+            outbox.end_series(tx, task).await
+        }
+        Some(r) if r == ev::series_ended::Reason::Deleted as i16 => {
+            outbox.delete_task(tx, task).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The series position of `task` (a recurring task with a due), having used `used` rule
+/// occurrences; `None` when the task has no valid due.
+pub(crate) fn position<'a>(
+    task: &'a task_pb::Task,
+    due: &'a DueValue,
+    exdates: &'a [DateTime<Utc>],
+    used: i64,
+) -> Option<SeriesPosition<'a>> {
+    let recurrence = task.recurrence.as_ref()?;
+    let anchor = match PbAnchor::try_from(recurrence.anchor) {
+        Ok(PbAnchor::Completion) => Anchor::Completion,
+        _ => Anchor::Due,
+    };
+    Some(SeriesPosition {
+        rrule: &recurrence.rrule,
+        due,
+        anchor,
+        exdates,
+        used: u64::try_from(used).unwrap_or(1),
+    })
+}
+
+/// The exdates of a task's rule, as instants.
+pub(crate) fn exdates_of(task: &task_pb::Task) -> Vec<DateTime<Utc>> {
+    task.recurrence
+        .iter()
+        .flat_map(|r| r.exdates.iter().filter_map(instant))
+        .collect()
+}
+
+/// Moves `series` on from its current task `task`, done at `done`: asks for the next
+/// occurrence, or ends the series when the rule has none.
+pub(crate) async fn move_on(
+    tx: &mut PgConnection,
+    outbox: &Outbox<'_>,
+    series: &mut SeriesRow,
+    task: &task_pb::Task,
+    used: i64,
+    done: DateTime<Utc>,
+) -> Result<(), HandleError> {
+    let id = series::id_in(&task.name, "tasks/").ok_or_else(|| reject("bad task name"))?;
+    let due = task
+        .due
+        .as_ref()
+        .and_then(DueValue::from_proto)
+        .ok_or_else(|| reject(format!("recurring task {} has no valid due", task.name)))?;
+    let exdates = exdates_of(task);
+    let position = position(task, &due, &exdates, used).ok_or_else(|| reject("not recurring"))?;
+    let next = next_occurrence(&position, done).map_err(|problems| {
+        reject(format!(
+            "the rule of {} is invalid: {}",
+            task.name,
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        ))
+    })?;
+    match next {
+        Next::Occurrence { due: next, used } => {
+            let used = i64::try_from(used).unwrap_or(i64::MAX);
+            let request = outbox
+                .create_next(tx, series.id, task, &due, &next)
+                .await
+                .map_err(retry)?;
+            series::settle(tx, id, Some((&next, used)), &request)
+                .await
+                .map_err(retry)?;
+        }
+        Next::Ended(reason) => {
+            outbox
+                .end(tx, series, Ending::Rule(reason))
+                .await
+                .map_err(retry)?;
+            series::settle(tx, id, None, "ended").await.map_err(retry)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `task` is open.
+pub(crate) fn is_open(task: &task_pb::Task) -> bool {
+    task.state == State::Open as i32
+}

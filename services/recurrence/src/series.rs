@@ -1,0 +1,494 @@
+//! Series bookkeeping (`series`, `occurrences`) and what a series change sends: commands to
+//! TaskService and `series.ended` events, through the outbox, in the transaction of the
+//! change. Every command's `request_id` is derived from what it is about (a UUIDv5 of e.g.
+//! the series and the occurrence), so doing the same thing again sends the same id and
+//! TaskService applies it once (AIP-155).
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sqlx::PgConnection;
+use taskmesh_domain::{DueValue, recurrence::EndReason, timestamp};
+use taskmesh_platform::changelog::{self, Change, Writer};
+use taskmesh_proto::{
+    events::v1::{self as ev, series_ended::Reason},
+    recurrence::v1::{self as pb, series::EndReason as PbEndReason},
+    task::v1 as task_pb,
+};
+use uuid::Uuid;
+
+use crate::{LOG, occurrence};
+
+/// The namespace of the UUIDv5 request ids RecurrenceService derives.
+const REQUEST_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b8e_4a0d_4c55_9a57_3d1e_8b42_c7a1);
+
+/// A deterministic `request_id` for `what` (e.g. `series/{id}/occurrences/{time}`).
+pub(crate) fn request_id(what: &str) -> String {
+    Uuid::new_v5(&REQUEST_NAMESPACE, what.as_bytes()).to_string()
+}
+
+/// `series/{id}`.
+pub(crate) fn series_name(id: Uuid) -> String {
+    format!("series/{id}")
+}
+
+/// `tasks/{id}`.
+pub(crate) fn task_name(id: Uuid) -> String {
+    format!("tasks/{id}")
+}
+
+/// The UUID in `name` after `prefix` (`tasks/`, `series/`).
+pub(crate) fn id_in(name: &str, prefix: &str) -> Option<Uuid> {
+    name.strip_prefix(prefix)
+        .and_then(|id| Uuid::parse_str(id).ok())
+}
+
+/// Why a series ended, as stored (`SeriesEnded.Reason` numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The rule ran out.
+    Rule(EndReason),
+    /// StopSeries, or the rule was removed from the current task.
+    Stopped,
+    /// The current task was deleted.
+    Deleted,
+}
+
+impl Ending {
+    fn reason(self) -> Reason {
+        match self {
+            Ending::Rule(EndReason::CountReached) => Reason::CountReached,
+            Ending::Rule(EndReason::UntilPassed) => Reason::UntilPassed,
+            Ending::Stopped => Reason::Stopped,
+            Ending::Deleted => Reason::Deleted,
+        }
+    }
+}
+
+/// A `series` row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct SeriesRow {
+    pub(crate) id: Uuid,
+    pub(crate) current_task: Uuid,
+    pub(crate) occurrence_count: i64,
+    pub(crate) end_time: Option<DateTime<Utc>>,
+    pub(crate) end_reason: Option<i16>,
+}
+
+impl SeriesRow {
+    /// Whether the series ended.
+    pub(crate) fn ended(&self) -> bool {
+        self.end_time.is_some()
+    }
+
+    /// The `Series` resource.
+    pub(crate) fn to_proto(&self) -> pb::Series {
+        let end_reason = match self.end_reason.map(i32::from) {
+            Some(r) if r == Reason::CountReached as i32 => PbEndReason::CountReached,
+            Some(r) if r == Reason::UntilPassed as i32 => PbEndReason::UntilPassed,
+            Some(r) if r == Reason::Stopped as i32 => PbEndReason::Stopped,
+            Some(r) if r == Reason::Deleted as i32 => PbEndReason::Deleted,
+            _ => PbEndReason::Unspecified,
+        };
+        pb::Series {
+            name: series_name(self.id),
+            current_task: if self.ended() {
+                String::new()
+            } else {
+                task_name(self.current_task)
+            },
+            occurrence_count: self.occurrence_count,
+            ended: self.ended(),
+            end_time: self.end_time.map(timestamp),
+            end_reason: end_reason as i32,
+            last_task: task_name(self.current_task),
+        }
+    }
+}
+
+/// An `occurrences` row: one task of a series.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct OccurrenceRow {
+    pub(crate) position: i64,
+    pub(crate) used: i64,
+    pub(crate) successor_request: Option<String>,
+}
+
+const SERIES_COLUMNS: &str = "id, current_task, occurrence_count, end_time, end_reason";
+const OCCURRENCE_COLUMNS: &str = "position, used, successor_request";
+
+/// The caller's series `id`, locked for the transaction; `None` when unknown or another
+/// user's.
+pub(crate) async fn lock(
+    tx: &mut PgConnection,
+    user: &str,
+    id: Uuid,
+) -> Result<Option<SeriesRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SERIES_COLUMNS} FROM series WHERE id = $1 AND user_id = $2 FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// The caller's series `id`, unlocked.
+pub(crate) async fn get(
+    conn: &mut PgConnection,
+    user: &str,
+    id: Uuid,
+) -> Result<Option<SeriesRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SERIES_COLUMNS} FROM series WHERE id = $1 AND user_id = $2"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Tracks a task of a series: locks the series (creating it with `task` as its first
+/// occurrence when unknown) and the task's occurrence (creating it, after `previous` when
+/// that is known, else as the newest). A new occurrence other than the first becomes the
+/// series' current task. `None` when the series belongs to another user.
+pub(crate) async fn track(
+    tx: &mut PgConnection,
+    user: &str,
+    series_id: Uuid,
+    task: Uuid,
+    previous: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Option<(SeriesRow, OccurrenceRow)>, sqlx::Error> {
+    let created = sqlx::query(
+        "INSERT INTO series (id, user_id, current_task, occurrence_count, create_time, update_time) \
+         VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(series_id)
+    .bind(user)
+    .bind(task)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let Some(mut series) = lock(tx, user, series_id).await? else {
+        return Ok(None);
+    };
+    let existing: Option<OccurrenceRow> = sqlx::query_as(&format!(
+        "SELECT {OCCURRENCE_COLUMNS} FROM occurrences WHERE task_id = $1 AND series_id = $2 FOR UPDATE"
+    ))
+    .bind(task)
+    .bind(series_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(occurrence) = existing {
+        return Ok(Some((series, occurrence)));
+    }
+    let before: Option<(i64, i64, Option<i64>)> = match previous {
+        Some(previous) => {
+            sqlx::query_as(
+                "SELECT position, used, successor_used FROM occurrences \
+                 WHERE task_id = $1 AND series_id = $2",
+            )
+            .bind(previous)
+            .bind(series_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        None => None,
+    };
+    let (position, used) = match before {
+        _ if created => (1, 1),
+        Some((position, used, successor_used)) => (position + 1, successor_used.unwrap_or(used + 1)),
+        None => (series.occurrence_count + 1, 1),
+    };
+    let occurrence: OccurrenceRow = sqlx::query_as(&format!(
+        "INSERT INTO occurrences (task_id, series_id, user_id, position, used, create_time) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {OCCURRENCE_COLUMNS}"
+    ))
+    .bind(task)
+    .bind(series_id)
+    .bind(user)
+    .bind(position)
+    .bind(used)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !created {
+        series = sqlx::query_as(&format!(
+            "UPDATE series SET current_task = $2, occurrence_count = occurrence_count + 1, \
+             update_time = $3 WHERE id = $1 RETURNING {SERIES_COLUMNS}"
+        ))
+        .bind(series_id)
+        .bind(task)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+    }
+    Ok(Some((series, occurrence)))
+}
+
+/// Sets the rule occurrences `task` has used (1 when its rule changed: the count starts
+/// again) and, when the series had ended, takes it up again with `task` as current.
+pub(crate) async fn restart(
+    tx: &mut PgConnection,
+    series: &mut SeriesRow,
+    task: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE occurrences SET used = 1 WHERE task_id = $1")
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+    if series.ended() && series.current_task == task {
+        sqlx::query(
+            "UPDATE series SET end_time = NULL, end_reason = NULL, update_time = $2 WHERE id = $1",
+        )
+        .bind(series.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        series.end_time = None;
+        series.end_reason = None;
+    }
+    Ok(())
+}
+
+/// Records that `task`'s successor was asked for (`due`, `used`, with `request`), or with
+/// `None` that there will be none; either way `task` leads to nothing more.
+pub(crate) async fn settle(
+    tx: &mut PgConnection,
+    task: Uuid,
+    successor: Option<(&DueValue, i64)>,
+    request: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE occurrences SET successor_due = $2, successor_used = $3, successor_request = $4 \
+         WHERE task_id = $1",
+    )
+    .bind(task)
+    .bind(successor.map(|(due, _)| due.start()))
+    .bind(successor.map(|(_, used)| used))
+    .bind(request)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks `task` deleted in its series.
+pub(crate) async fn mark_deleted(tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE occurrences SET deleted = true WHERE task_id = $1")
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The tasks of `series` from `position` on that are not deleted, in series order.
+pub(crate) async fn tasks_from(
+    tx: &mut PgConnection,
+    series: Uuid,
+    position: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT task_id FROM occurrences WHERE series_id = $1 AND position >= $2 AND NOT deleted \
+         ORDER BY position",
+    )
+    .bind(series)
+    .bind(position)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Sends commands and series events for one user through the outbox.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outbox<'a> {
+    /// The `task-commands` topic (with its prefix).
+    pub(crate) topic: &'a str,
+    /// Whose tasks.
+    pub(crate) user: &'a str,
+    /// Who asks: the user for an RPC, [`crate::ACTOR`] for what a completion caused.
+    pub(crate) actor: &'a str,
+    /// The CloudEvent time.
+    pub(crate) now: DateTime<Utc>,
+}
+
+impl Outbox<'_> {
+    async fn send(
+        &self,
+        tx: &mut PgConnection,
+        request_id: &str,
+        event_type: &'static str,
+        message: &'static str,
+        subject: String,
+        payload: Box<dyn FnOnce(ev::ChangeContext) -> Vec<u8> + Send + '_>,
+    ) -> Result<(), sqlx::Error> {
+        let writer = Writer {
+            user: self.user,
+            actor: self.actor,
+            request_id,
+            topic: self.topic,
+        };
+        let change = Change {
+            event_type,
+            message,
+            subject,
+            payload,
+        };
+        changelog::publish_only(tx, &LOG, &writer, self.now, change).await
+    }
+
+    /// Asks TaskService to create the occurrence after `current` at `next`; the request id
+    /// is the series and the occurrence, so it is created once. Returns the request id.
+    pub(crate) async fn create_next(
+        &self,
+        tx: &mut PgConnection,
+        series: Uuid,
+        current: &task_pb::Task,
+        current_due: &DueValue,
+        next: &DueValue,
+    ) -> Result<String, sqlx::Error> {
+        let at = occurrence::occurrence_time(next);
+        let request_id = request_id(&format!(
+            "{}/occurrences/{}.{:09}",
+            series_name(series),
+            at.seconds,
+            at.nanos
+        ));
+        let task = occurrence::next_task(current, current_due, next);
+        self.send(
+            tx,
+            &request_id,
+            "dev.taskmesh.task.create.v1",
+            "taskmesh.events.v1.CreateTaskCommand",
+            "tasks".to_owned(),
+            Box::new(move |context| {
+                ev::CreateTaskCommand {
+                    context: Some(context),
+                    task: Some(task),
+                }
+                .encode_to_vec()
+            }),
+        )
+        .await?;
+        Ok(request_id)
+    }
+
+    /// Asks TaskService to add `exdate` to `task`'s rule.
+    pub(crate) async fn add_exdate(
+        &self,
+        tx: &mut PgConnection,
+        task: Uuid,
+        exdate: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let name = task_name(task);
+        let at = timestamp(exdate);
+        let id = request_id(&format!("{name}/exdates/{}.{:09}", at.seconds, at.nanos));
+        let subject = name.clone();
+        self.send(
+            tx,
+            &id,
+            "dev.taskmesh.task.add_exdate.v1",
+            "taskmesh.events.v1.AddExdateCommand",
+            subject,
+            Box::new(move |context| {
+                ev::AddExdateCommand {
+                    context: Some(context),
+                    task: name,
+                    exdate: Some(at),
+                }
+                .encode_to_vec()
+            }),
+        )
+        .await
+    }
+
+    /// Asks TaskService to remove the rule from `task`.
+    pub(crate) async fn end_series(&self, tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
+        let name = task_name(task);
+        let id = request_id(&format!("{name}/end-series"));
+        let subject = name.clone();
+        self.send(
+            tx,
+            &id,
+            "dev.taskmesh.task.end_series.v1",
+            "taskmesh.events.v1.EndSeriesCommand",
+            subject,
+            Box::new(move |context| {
+                ev::EndSeriesCommand {
+                    context: Some(context),
+                    task: name,
+                }
+                .encode_to_vec()
+            }),
+        )
+        .await
+    }
+
+    /// Asks TaskService to delete `task`.
+    pub(crate) async fn delete_task(&self, tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
+        let name = task_name(task);
+        let id = request_id(&format!("{name}/delete"));
+        let subject = name.clone();
+        self.send(
+            tx,
+            &id,
+            "dev.taskmesh.task.delete.v1",
+            "taskmesh.events.v1.DeleteTaskCommand",
+            subject,
+            Box::new(move |context| {
+                ev::DeleteTaskCommand {
+                    context: Some(context),
+                    task: name,
+                }
+                .encode_to_vec()
+            }),
+        )
+        .await
+    }
+
+    /// Ends `series` (`ending`, now) and emits `series.ended`; an ended series is left as it
+    /// is.
+    pub(crate) async fn end(
+        &self,
+        tx: &mut PgConnection,
+        series: &mut SeriesRow,
+        ending: Ending,
+    ) -> Result<(), sqlx::Error> {
+        if series.ended() {
+            return Ok(());
+        }
+        let reason = ending.reason();
+        sqlx::query(
+            "UPDATE series SET end_time = $2, end_reason = $3, update_time = $2 WHERE id = $1",
+        )
+        .bind(series.id)
+        .bind(self.now)
+        .bind(reason as i16)
+        .execute(&mut *tx)
+        .await?;
+        series.end_time = Some(self.now);
+        series.end_reason = Some(reason as i16);
+        let name = series_name(series.id);
+        let last_task = task_name(series.current_task);
+        let id = request_id(&format!("{name}/ended"));
+        let subject = name.clone();
+        self.send(
+            tx,
+            &id,
+            "dev.taskmesh.series.ended.v1",
+            "taskmesh.events.v1.SeriesEnded",
+            subject,
+            Box::new(move |context| {
+                ev::SeriesEnded {
+                    context: Some(context),
+                    series: name,
+                    last_task,
+                    reason: reason as i32,
+                }
+                .encode_to_vec()
+            }),
+        )
+        .await
+    }
+}

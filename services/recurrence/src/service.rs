@@ -1,0 +1,327 @@
+//! The tonic `RecurrenceService` implementation. Task-scoped RPCs read the caller's task from
+//! TaskService with the caller's own token (so isolation is TaskService's, and the task is
+//! current), then change the series and send their commands in one transaction of the
+//! `recurrence` schema.
+
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+use taskmesh_domain::{DueValue, recurrence::Next, timestamp};
+use taskmesh_platform::{
+    auth::Caller,
+    consumer::HandleError,
+    grpc::{Violations, invalid_argument},
+    requests,
+};
+use taskmesh_proto::{
+    recurrence::v1::{
+        self as pb, delete_occurrences_request::Scope,
+        recurrence_service_server::RecurrenceService,
+    },
+    task::v1::{self as task_pb, recurrence::Anchor, task_service_client::TaskServiceClient},
+};
+use tonic::{Request, Response, Status, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    error::RecurrenceError,
+    events::{exdates_of, is_open, move_on, position},
+    rules,
+    series::{self, Ending, Outbox, SeriesRow},
+};
+
+/// The RecurrenceService gRPC server state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RecurrenceServiceImpl {
+    pool: PgPool,
+    topic: String,
+    tasks: TaskServiceClient<Channel>,
+}
+
+impl RecurrenceServiceImpl {
+    /// A service on `pool` (search_path = the `recurrence` schema) sending commands through
+    /// the outbox to `topic` (`task-commands` with its prefix), reading tasks through `tasks`.
+    pub fn new(pool: PgPool, topic: String, tasks: TaskServiceClient<Channel>) -> Self {
+        Self { pool, topic, tasks }
+    }
+
+    /// The caller's task `name`, read from TaskService with the caller's token, and its id.
+    async fn task<T>(
+        &self,
+        request: &Request<T>,
+        name: &str,
+    ) -> Result<(task_pb::Task, Uuid), RecurrenceError> {
+        let id = series::id_in(name, "tasks/")
+            .ok_or_else(|| RecurrenceError::Invalid(violation("task", "must be tasks/{uuid}")))?;
+        let mut read = Request::new(task_pb::GetTaskRequest {
+            name: name.to_owned(),
+        });
+        if let Some(auth) = request.metadata().get("authorization") {
+            read.metadata_mut().insert("authorization", auth.clone());
+        }
+        let task = self
+            .tasks
+            .clone()
+            .get_task(read)
+            .await
+            .map_err(RecurrenceError::Upstream)?
+            .into_inner()
+            .task
+            .ok_or_else(|| RecurrenceError::NotFound(name.to_owned()))?;
+        Ok((task, id))
+    }
+
+    fn outbox<'a>(&'a self, caller: &'a Caller) -> Outbox<'a> {
+        Outbox {
+            topic: &self.topic,
+            user: &caller.user,
+            actor: &caller.user,
+            now: taskmesh_domain::now(),
+        }
+    }
+}
+
+fn violation(field: &str, description: &str) -> Violations {
+    let mut v = Violations::new();
+    v.add(field, description);
+    v
+}
+
+/// Checks a `task` name and a `request_id`.
+fn check_task_request(task: &str, request_id: &str) -> Result<(), Status> {
+    let mut v = Violations::new();
+    if series::id_in(task, "tasks/").is_none() {
+        v.add("task", "must be tasks/{uuid}");
+    }
+    requests::validate(request_id, &mut v);
+    v.check()
+}
+
+/// The series a task belongs to, tracked and locked: `FAILED_PRECONDITION` for a task that
+/// does not recur.
+async fn series_of(
+    tx: &mut PgConnection,
+    caller: &Caller,
+    task: &task_pb::Task,
+    id: Uuid,
+) -> Result<(SeriesRow, series::OccurrenceRow), RecurrenceError> {
+    let recurrence = task.recurrence.as_ref().ok_or_else(|| {
+        RecurrenceError::FailedPrecondition(format!("{} does not recur", task.name))
+    })?;
+    let series_id = series::id_in(&recurrence.series, "series/")
+        .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))?;
+    let previous = series::id_in(&recurrence.previous_task, "tasks/");
+    series::track(tx, &caller.user, series_id, id, previous, taskmesh_domain::now())
+        .await?
+        .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))
+}
+
+/// A consumer-style failure of a series step, as a service error.
+fn from_handle(error: HandleError) -> RecurrenceError {
+    match error {
+        HandleError::Retry(reason) | HandleError::Reject(reason) => {
+            RecurrenceError::FailedPrecondition(reason)
+        }
+    }
+}
+
+/// Runs `work` in a transaction claiming `request_id` for `method` (AIP-155): a retry
+/// returns the first response without acting again.
+async fn once<R, F>(
+    pool: &PgPool,
+    user: &str,
+    method: &str,
+    request_id: &str,
+    work: F,
+) -> Result<R, RecurrenceError>
+where
+    R: Message + Default,
+    F: for<'t> AsyncFnOnce(&'t mut PgConnection) -> Result<(R, Uuid), RecurrenceError>,
+{
+    let mut tx = pool.begin().await?;
+    if let Some(done) = requests::claim(&mut tx, user, method, request_id).await? {
+        tx.rollback().await?;
+        return Ok(R::decode(done.as_slice())?);
+    }
+    let (response, resource) = work(&mut tx).await?;
+    requests::finish(&mut tx, user, method, request_id, resource, &response).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+#[tonic::async_trait]
+impl RecurrenceService for RecurrenceServiceImpl {
+    async fn validate_rule(
+        &self,
+        request: Request<pb::ValidateRuleRequest>,
+    ) -> Result<Response<pb::ValidateRuleResponse>, Status> {
+        Caller::of(&request)?;
+        let response = rules::validate(request.get_ref(), taskmesh_domain::now());
+        Ok(Response::new(response))
+    }
+
+    async fn preview_occurrences(
+        &self,
+        request: Request<pb::PreviewOccurrencesRequest>,
+    ) -> Result<Response<pb::PreviewOccurrencesResponse>, Status> {
+        Caller::of(&request)?;
+        let req = request.into_inner();
+        // Expanding walks the calendar; keep it off the async workers.
+        let response = tokio::task::spawn_blocking(move || rules::preview(&req))
+            .await
+            .map_err(|_| Status::internal("internal error"))?
+            .map_err(Violations::into_status)?;
+        Ok(Response::new(response))
+    }
+
+    async fn build_rule(
+        &self,
+        request: Request<pb::BuildRuleRequest>,
+    ) -> Result<Response<pb::BuildRuleResponse>, Status> {
+        Caller::of(&request)?;
+        let rrule = rules::build(request.get_ref().preset.as_ref()).map_err(Violations::into_status)?;
+        Ok(Response::new(pb::BuildRuleResponse { rrule }))
+    }
+
+    async fn skip_occurrence(
+        &self,
+        request: Request<pb::SkipOccurrenceRequest>,
+    ) -> Result<Response<pb::SkipOccurrenceResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.get_ref().clone();
+        check_task_request(&req.task, &req.request_id)?;
+        let (task, id) = self.task(&request, &req.task).await?;
+        let outbox = self.outbox(&caller);
+        let response = once(&self.pool, &caller.user, "SkipOccurrence", &req.request_id, async |tx| {
+            let (series, occurrence) = series_of(tx, &caller, &task, id).await?;
+            if !is_open(&task) || series.ended() {
+                return Err(RecurrenceError::FailedPrecondition(format!(
+                    "{} is not the open task of a going series",
+                    task.name
+                )));
+            }
+            if task.recurrence.as_ref().map(|r| r.anchor) == Some(Anchor::Completion as i32) {
+                return Err(RecurrenceError::FailedPrecondition(
+                    "the next occurrence of a series anchored at completion depends on when \
+                     the task is done; there is nothing to skip yet"
+                        .into(),
+                ));
+            }
+            let due = task.due.as_ref().and_then(DueValue::from_proto).ok_or_else(|| {
+                RecurrenceError::FailedPrecondition(format!("{} has no valid due", task.name))
+            })?;
+            let exdates = exdates_of(&task);
+            let position = position(&task, &due, &exdates, occurrence.used)
+                .ok_or_else(|| RecurrenceError::FailedPrecondition("not recurring".into()))?;
+            let next = taskmesh_domain::recurrence::next_occurrence(&position, outbox.now)
+                .map_err(|_| RecurrenceError::FailedPrecondition("the rule is invalid".into()))?;
+            let Next::Occurrence { due: next, .. } = next else {
+                return Err(RecurrenceError::FailedPrecondition(
+                    "the series has no further occurrence to skip".into(),
+                ));
+            };
+            outbox.add_exdate(tx, id, next.start()).await?;
+            let skipped = Some(timestamp(next.start()));
+            Ok((pb::SkipOccurrenceResponse { skipped }, series.id))
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn stop_series(
+        &self,
+        request: Request<pb::StopSeriesRequest>,
+    ) -> Result<Response<pb::StopSeriesResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.get_ref().clone();
+        check_task_request(&req.task, &req.request_id)?;
+        let (task, id) = self.task(&request, &req.task).await?;
+        let outbox = self.outbox(&caller);
+        let response = once(&self.pool, &caller.user, "StopSeries", &req.request_id, async |tx| {
+            let (mut series, _) = series_of(tx, &caller, &task, id).await?;
+            if !series.ended() {
+                outbox.end(tx, &mut series, Ending::Stopped).await?;
+                outbox.end_series(tx, series.current_task).await?;
+            }
+            let series_id = series.id;
+            Ok((
+                pb::StopSeriesResponse {
+                    series: Some(series.to_proto()),
+                },
+                series_id,
+            ))
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn delete_occurrences(
+        &self,
+        request: Request<pb::DeleteOccurrencesRequest>,
+    ) -> Result<Response<pb::DeleteOccurrencesResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.get_ref().clone();
+        let scope = Scope::try_from(req.scope).unwrap_or(Scope::Unspecified);
+        if scope == Scope::Unspecified {
+            let mut v = Violations::new();
+            v.add("scope", "must be SCOPE_THIS_TASK or SCOPE_THIS_AND_FOLLOWING");
+            if series::id_in(&req.task, "tasks/").is_none() {
+                v.add("task", "must be tasks/{uuid}");
+            }
+            return Err(v.into_status());
+        }
+        check_task_request(&req.task, &req.request_id)?;
+        let (task, id) = self.task(&request, &req.task).await?;
+        let outbox = self.outbox(&caller);
+        let method = "DeleteOccurrences";
+        let response = once(&self.pool, &caller.user, method, &req.request_id, async |tx| {
+            let (mut series, occurrence) = series_of(tx, &caller, &task, id).await?;
+            match scope {
+                Scope::ThisTask => {
+                    let current = series.current_task == id;
+                    if current && !series.ended() && occurrence.successor_request.is_none() {
+                        // The series goes on as if this occurrence had been done now.
+                        move_on(tx, &outbox, &mut series, &task, occurrence.used, outbox.now)
+                            .await
+                            .map_err(from_handle)?;
+                    }
+                    outbox.delete_task(tx, id).await?;
+                    series::mark_deleted(tx, id).await?;
+                }
+                Scope::ThisAndFollowing | Scope::Unspecified => {
+                    for task in series::tasks_from(tx, series.id, occurrence.position).await? {
+                        outbox.delete_task(tx, task).await?;
+                        series::mark_deleted(tx, task).await?;
+                    }
+                    outbox.end(tx, &mut series, Ending::Deleted).await?;
+                }
+            }
+            let series_id = series.id;
+            Ok((
+                pb::DeleteOccurrencesResponse {
+                    series: Some(series.to_proto()),
+                },
+                series_id,
+            ))
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_series(
+        &self,
+        request: Request<pb::GetSeriesRequest>,
+    ) -> Result<Response<pb::GetSeriesResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let name = &request.get_ref().name;
+        let id = series::id_in(name, "series/")
+            .ok_or_else(|| invalid_argument("name", "must be series/{uuid}"))?;
+        let mut conn = self.pool.acquire().await.map_err(RecurrenceError::from)?;
+        let series = series::get(&mut conn, &caller.user, id)
+            .await
+            .map_err(RecurrenceError::from)?
+            .ok_or_else(|| RecurrenceError::NotFound(name.clone()))?;
+        Ok(Response::new(pb::GetSeriesResponse {
+            series: Some(series.to_proto()),
+        }))
+    }
+}
