@@ -118,7 +118,10 @@ impl Gateway {
         for (service, channel) in [
             ("taskmesh.task.v1.TaskService", task_channel),
             ("taskmesh.reminder.v1.ReminderService", reminder_channel),
-            ("taskmesh.recurrence.v1.RecurrenceService", recurrence_channel),
+            (
+                "taskmesh.recurrence.v1.RecurrenceService",
+                recurrence_channel,
+            ),
         ] {
             // A forwarded service's status is its own server's, checked every few seconds.
             tokio::spawn(mirror_health(

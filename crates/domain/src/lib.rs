@@ -56,13 +56,11 @@ impl DueValue {
     pub fn to_proto(&self) -> pb::Due {
         let value = match self.kind {
             DueKind::Time(time) => pb::due::Value::Time(timestamp(time)),
-            DueKind::Date(date) => {
-                pb::due::Value::Date(taskmesh_proto::google::r#type::Date {
-                    year: date.year(),
-                    month: i32::try_from(date.month()).unwrap_or_default(),
-                    day: i32::try_from(date.day()).unwrap_or_default(),
-                })
-            }
+            DueKind::Date(date) => pb::due::Value::Date(taskmesh_proto::google::r#type::Date {
+                year: date.year(),
+                month: i32::try_from(date.month()).unwrap_or_default(),
+                day: i32::try_from(date.day()).unwrap_or_default(),
+            }),
         };
         pb::Due {
             value: Some(value),

@@ -191,11 +191,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(
         "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; mint a token with `taskmesh token --sub alice`"
     );
+    // Boxed: four servers' futures side by side would make one very large future.
     let (task_result, reminder_result, recurrence_result, gateway_result) = tokio::join!(
-        task.serve(task_listener, shutdown.clone()),
-        reminder.serve(reminder_listener, shutdown.clone()),
-        recurrence.serve(recurrence_listener, shutdown.clone()),
-        gateway.serve(shutdown.clone())
+        Box::pin(task.serve(task_listener, shutdown.clone())),
+        Box::pin(reminder.serve(reminder_listener, shutdown.clone())),
+        Box::pin(recurrence.serve(recurrence_listener, shutdown.clone())),
+        Box::pin(gateway.serve(shutdown.clone()))
     );
     task_result.context("task service failed")?;
     reminder_result.context("reminder service failed")?;

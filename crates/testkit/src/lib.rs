@@ -230,7 +230,12 @@ impl Mesh {
             recurrence_addr,
             gateway_addr,
             shutdown,
-            handles: vec![task_handle, reminder_handle, recurrence_handle, gateway_handle],
+            handles: vec![
+                task_handle,
+                reminder_handle,
+                recurrence_handle,
+                gateway_handle,
+            ],
             _broker: broker,
         })
     }

@@ -38,7 +38,9 @@ impl From<RecurrenceError> for Status {
         match error {
             RecurrenceError::Invalid(violations) => violations.into_status(),
             RecurrenceError::NotFound(_) => Status::not_found(error.to_string()),
-            RecurrenceError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
+            RecurrenceError::FailedPrecondition(_) => {
+                Status::failed_precondition(error.to_string())
+            }
             RecurrenceError::Upstream(status) => match status.code() {
                 Code::NotFound | Code::Unauthenticated | Code::PermissionDenied => status,
                 Code::Unavailable | Code::DeadlineExceeded => {

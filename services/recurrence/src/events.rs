@@ -155,9 +155,7 @@ async fn tracked(
         return Ok(());
     };
     match kind {
-        Kind::Created => late_successor(tx, outbox, &series, id)
-            .await
-            .map_err(retry),
+        Kind::Created => late_successor(tx, outbox, &series, id).await.map_err(retry),
         Kind::Updated(Some(before)) => {
             if before.is_none_or(|b| b.rrule != recurrence.rrule) {
                 series::restart(tx, &mut series, id, time)
@@ -168,9 +166,7 @@ async fn tracked(
         }
         Kind::Updated(None) => Ok(()),
         Kind::Completed => {
-            if series.ended()
-                || series.current_task != id
-                || occurrence.successor_request.is_some()
+            if series.ended() || series.current_task != id || occurrence.successor_request.is_some()
             {
                 return Ok(());
             }
@@ -284,7 +280,11 @@ pub(crate) async fn move_on(
         reject(format!(
             "the rule of {} is invalid: {}",
             task.name,
-            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         ))
     })?;
     match next {

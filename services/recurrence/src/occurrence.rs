@@ -116,7 +116,9 @@ mod tests {
                 },
                 pb::Reminder {
                     id: "fixed".into(),
-                    trigger: Some(Trigger::AbsoluteTime(timestamp(utc("2026-11-22T18:00:00Z")))),
+                    trigger: Some(Trigger::AbsoluteTime(timestamp(utc(
+                        "2026-11-22T18:00:00Z",
+                    )))),
                 },
             ],
             recurrence: Some(pb::Recurrence {
@@ -138,7 +140,10 @@ mod tests {
         assert_eq!(task.name, "");
         assert_eq!(task.title, "Water plants");
         assert_eq!(task.description, "the big ones");
-        assert_eq!((task.priority, task.tags.clone()), (4, vec!["home".to_owned()]));
+        assert_eq!(
+            (task.priority, task.tags.clone()),
+            (4, vec!["home".to_owned()])
+        );
         assert_eq!(task.due, Some(next.to_proto()));
         assert_eq!((task.state, task.version, task.etag.as_str()), (0, 0, ""));
         let offsets: Vec<(String, i64)> = task
@@ -155,7 +160,10 @@ mod tests {
         );
         let recurrence = task.recurrence.unwrap();
         assert_eq!(recurrence.previous_task, current.name);
-        assert_eq!(recurrence.series, "series/0193a1c4-0000-7000-8000-0000000000aa");
+        assert_eq!(
+            recurrence.series,
+            "series/0193a1c4-0000-7000-8000-0000000000aa"
+        );
         assert_eq!(recurrence.exdates, [timestamp(utc("2026-12-07T08:00:00Z"))]);
     }
 

@@ -23,7 +23,10 @@ fn parse(rrule: &str, dtstart: DateTime<Utc>, zone: &str) -> Result<Rule, Vec<Ru
 }
 
 /// ValidateRule: violations in the response, `dtstart` unset meaning `now`.
-pub(crate) fn validate(req: &pb::ValidateRuleRequest, now: DateTime<Utc>) -> pb::ValidateRuleResponse {
+pub(crate) fn validate(
+    req: &pb::ValidateRuleRequest,
+    now: DateTime<Utc>,
+) -> pb::ValidateRuleResponse {
     let dtstart = match req.dtstart.as_ref().map(instant) {
         None => Ok(now),
         Some(Some(time)) => Ok(time),
@@ -144,7 +147,10 @@ pub(crate) fn build(preset: Option<&pb::RulePreset>) -> Result<String, Violation
         Some(Preset::Weekly(weekly)) => {
             let mut days: Vec<usize> = Vec::new();
             for (i, day) in weekly.days.iter().enumerate() {
-                match WEEKDAYS.iter().position(|d| d.eq_ignore_ascii_case(day.trim())) {
+                match WEEKDAYS
+                    .iter()
+                    .position(|d| d.eq_ignore_ascii_case(day.trim()))
+                {
                     Some(index) if !days.contains(&index) => days.push(index),
                     Some(_) => {}
                     None => v.add(
@@ -253,7 +259,10 @@ mod tests {
             ["preset.interval", "preset.weekly.days[1]"]
         );
         assert_eq!(
-            fields(Some(preset(Preset::MonthlyOnDay(MonthlyOnDay { day: 0 }), 0))),
+            fields(Some(preset(
+                Preset::MonthlyOnDay(MonthlyOnDay { day: 0 }),
+                0
+            ))),
             ["preset.monthly_on_day.day"]
         );
     }

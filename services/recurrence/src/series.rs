@@ -199,7 +199,9 @@ pub(crate) async fn track(
     };
     let (position, used) = match before {
         _ if created => (1, 1),
-        Some((position, used, successor_used)) => (position + 1, successor_used.unwrap_or(used + 1)),
+        Some((position, used, successor_used)) => {
+            (position + 1, successor_used.unwrap_or(used + 1))
+        }
         None => (series.occurrence_count + 1, 1),
     };
     let occurrence: OccurrenceRow = sqlx::query_as(&format!(
@@ -404,7 +406,11 @@ impl Outbox<'_> {
     }
 
     /// Asks TaskService to remove the rule from `task`.
-    pub(crate) async fn end_series(&self, tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
+    pub(crate) async fn end_series(
+        &self,
+        tx: &mut PgConnection,
+        task: Uuid,
+    ) -> Result<(), sqlx::Error> {
         let name = task_name(task);
         let id = request_id(&format!("{name}/end-series"));
         let subject = name.clone();
@@ -426,7 +432,11 @@ impl Outbox<'_> {
     }
 
     /// Asks TaskService to delete `task`.
-    pub(crate) async fn delete_task(&self, tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
+    pub(crate) async fn delete_task(
+        &self,
+        tx: &mut PgConnection,
+        task: Uuid,
+    ) -> Result<(), sqlx::Error> {
         let name = task_name(task);
         let id = request_id(&format!("{name}/delete"));
         let subject = name.clone();

@@ -14,8 +14,7 @@ use taskmesh_platform::{
 };
 use taskmesh_proto::{
     recurrence::v1::{
-        self as pb, delete_occurrences_request::Scope,
-        recurrence_service_server::RecurrenceService,
+        self as pb, delete_occurrences_request::Scope, recurrence_service_server::RecurrenceService,
     },
     task::v1::{self as task_pb, recurrence::Anchor, task_service_client::TaskServiceClient},
 };
@@ -110,9 +109,16 @@ async fn series_of(
     let series_id = series::id_in(&recurrence.series, "series/")
         .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))?;
     let previous = series::id_in(&recurrence.previous_task, "tasks/");
-    series::track(tx, &caller.user, series_id, id, previous, taskmesh_domain::now())
-        .await?
-        .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))
+    series::track(
+        tx,
+        &caller.user,
+        series_id,
+        id,
+        previous,
+        taskmesh_domain::now(),
+    )
+    .await?
+    .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))
 }
 
 /// A consumer-style failure of a series step, as a service error.
@@ -178,7 +184,8 @@ impl RecurrenceService for RecurrenceServiceImpl {
         request: Request<pb::BuildRuleRequest>,
     ) -> Result<Response<pb::BuildRuleResponse>, Status> {
         Caller::of(&request)?;
-        let rrule = rules::build(request.get_ref().preset.as_ref()).map_err(Violations::into_status)?;
+        let rrule =
+            rules::build(request.get_ref().preset.as_ref()).map_err(Violations::into_status)?;
         Ok(Response::new(pb::BuildRuleResponse { rrule }))
     }
 
@@ -191,38 +198,53 @@ impl RecurrenceService for RecurrenceServiceImpl {
         check_task_request(&req.task, &req.request_id)?;
         let (task, id) = self.task(&request, &req.task).await?;
         let outbox = self.outbox(&caller);
-        let response = once(&self.pool, &caller.user, "SkipOccurrence", &req.request_id, async |tx| {
-            let (series, occurrence) = series_of(tx, &caller, &task, id).await?;
-            if !is_open(&task) || series.ended() {
-                return Err(RecurrenceError::FailedPrecondition(format!(
-                    "{} is not the open task of a going series",
-                    task.name
-                )));
-            }
-            if task.recurrence.as_ref().map(|r| r.anchor) == Some(Anchor::Completion as i32) {
-                return Err(RecurrenceError::FailedPrecondition(
-                    "the next occurrence of a series anchored at completion depends on when \
+        let response = once(
+            &self.pool,
+            &caller.user,
+            "SkipOccurrence",
+            &req.request_id,
+            async |tx| {
+                let (series, occurrence) = series_of(tx, &caller, &task, id).await?;
+                if !is_open(&task) || series.ended() {
+                    return Err(RecurrenceError::FailedPrecondition(format!(
+                        "{} is not the open task of a going series",
+                        task.name
+                    )));
+                }
+                if task.recurrence.as_ref().map(|r| r.anchor) == Some(Anchor::Completion as i32) {
+                    return Err(RecurrenceError::FailedPrecondition(
+                        "the next occurrence of a series anchored at completion depends on when \
                      the task is done; there is nothing to skip yet"
-                        .into(),
-                ));
-            }
-            let due = task.due.as_ref().and_then(DueValue::from_proto).ok_or_else(|| {
-                RecurrenceError::FailedPrecondition(format!("{} has no valid due", task.name))
-            })?;
-            let exdates = exdates_of(&task);
-            let position = position(&task, &due, &exdates, occurrence.used)
-                .ok_or_else(|| RecurrenceError::FailedPrecondition("not recurring".into()))?;
-            let next = taskmesh_domain::recurrence::next_occurrence(&position, outbox.now)
-                .map_err(|_| RecurrenceError::FailedPrecondition("the rule is invalid".into()))?;
-            let Next::Occurrence { due: next, .. } = next else {
-                return Err(RecurrenceError::FailedPrecondition(
-                    "the series has no further occurrence to skip".into(),
-                ));
-            };
-            outbox.add_exdate(tx, id, next.start()).await?;
-            let skipped = Some(timestamp(next.start()));
-            Ok((pb::SkipOccurrenceResponse { skipped }, series.id))
-        })
+                            .into(),
+                    ));
+                }
+                let due = task
+                    .due
+                    .as_ref()
+                    .and_then(DueValue::from_proto)
+                    .ok_or_else(|| {
+                        RecurrenceError::FailedPrecondition(format!(
+                            "{} has no valid due",
+                            task.name
+                        ))
+                    })?;
+                let exdates = exdates_of(&task);
+                let position = position(&task, &due, &exdates, occurrence.used)
+                    .ok_or_else(|| RecurrenceError::FailedPrecondition("not recurring".into()))?;
+                let next = taskmesh_domain::recurrence::next_occurrence(&position, outbox.now)
+                    .map_err(|_| {
+                        RecurrenceError::FailedPrecondition("the rule is invalid".into())
+                    })?;
+                let Next::Occurrence { due: next, .. } = next else {
+                    return Err(RecurrenceError::FailedPrecondition(
+                        "the series has no further occurrence to skip".into(),
+                    ));
+                };
+                outbox.add_exdate(tx, id, next.start()).await?;
+                let skipped = Some(timestamp(next.start()));
+                Ok((pb::SkipOccurrenceResponse { skipped }, series.id))
+            },
+        )
         .await?;
         Ok(Response::new(response))
     }
@@ -236,20 +258,26 @@ impl RecurrenceService for RecurrenceServiceImpl {
         check_task_request(&req.task, &req.request_id)?;
         let (task, id) = self.task(&request, &req.task).await?;
         let outbox = self.outbox(&caller);
-        let response = once(&self.pool, &caller.user, "StopSeries", &req.request_id, async |tx| {
-            let (mut series, _) = series_of(tx, &caller, &task, id).await?;
-            if !series.ended() {
-                outbox.end(tx, &mut series, Ending::Stopped).await?;
-                outbox.end_series(tx, series.current_task).await?;
-            }
-            let series_id = series.id;
-            Ok((
-                pb::StopSeriesResponse {
-                    series: Some(series.to_proto()),
-                },
-                series_id,
-            ))
-        })
+        let response = once(
+            &self.pool,
+            &caller.user,
+            "StopSeries",
+            &req.request_id,
+            async |tx| {
+                let (mut series, _) = series_of(tx, &caller, &task, id).await?;
+                if !series.ended() {
+                    outbox.end(tx, &mut series, Ending::Stopped).await?;
+                    outbox.end_series(tx, series.current_task).await?;
+                }
+                let series_id = series.id;
+                Ok((
+                    pb::StopSeriesResponse {
+                        series: Some(series.to_proto()),
+                    },
+                    series_id,
+                ))
+            },
+        )
         .await?;
         Ok(Response::new(response))
     }
@@ -263,7 +291,10 @@ impl RecurrenceService for RecurrenceServiceImpl {
         let scope = Scope::try_from(req.scope).unwrap_or(Scope::Unspecified);
         if scope == Scope::Unspecified {
             let mut v = Violations::new();
-            v.add("scope", "must be SCOPE_THIS_TASK or SCOPE_THIS_AND_FOLLOWING");
+            v.add(
+                "scope",
+                "must be SCOPE_THIS_TASK or SCOPE_THIS_AND_FOLLOWING",
+            );
             if series::id_in(&req.task, "tasks/").is_none() {
                 v.add("task", "must be tasks/{uuid}");
             }
@@ -273,36 +304,42 @@ impl RecurrenceService for RecurrenceServiceImpl {
         let (task, id) = self.task(&request, &req.task).await?;
         let outbox = self.outbox(&caller);
         let method = "DeleteOccurrences";
-        let response = once(&self.pool, &caller.user, method, &req.request_id, async |tx| {
-            let (mut series, occurrence) = series_of(tx, &caller, &task, id).await?;
-            match scope {
-                Scope::ThisTask => {
-                    let current = series.current_task == id;
-                    if current && !series.ended() && occurrence.successor_request.is_none() {
-                        // The series goes on as if this occurrence had been done now.
-                        move_on(tx, &outbox, &mut series, &task, occurrence.used, outbox.now)
-                            .await
-                            .map_err(from_handle)?;
+        let response = once(
+            &self.pool,
+            &caller.user,
+            method,
+            &req.request_id,
+            async |tx| {
+                let (mut series, occurrence) = series_of(tx, &caller, &task, id).await?;
+                match scope {
+                    Scope::ThisTask => {
+                        let current = series.current_task == id;
+                        if current && !series.ended() && occurrence.successor_request.is_none() {
+                            // The series goes on as if this occurrence had been done now.
+                            move_on(tx, &outbox, &mut series, &task, occurrence.used, outbox.now)
+                                .await
+                                .map_err(from_handle)?;
+                        }
+                        outbox.delete_task(tx, id).await?;
+                        series::mark_deleted(tx, id).await?;
                     }
-                    outbox.delete_task(tx, id).await?;
-                    series::mark_deleted(tx, id).await?;
-                }
-                Scope::ThisAndFollowing | Scope::Unspecified => {
-                    for task in series::tasks_from(tx, series.id, occurrence.position).await? {
-                        outbox.delete_task(tx, task).await?;
-                        series::mark_deleted(tx, task).await?;
+                    Scope::ThisAndFollowing | Scope::Unspecified => {
+                        for task in series::tasks_from(tx, series.id, occurrence.position).await? {
+                            outbox.delete_task(tx, task).await?;
+                            series::mark_deleted(tx, task).await?;
+                        }
+                        outbox.end(tx, &mut series, Ending::Deleted).await?;
                     }
-                    outbox.end(tx, &mut series, Ending::Deleted).await?;
                 }
-            }
-            let series_id = series.id;
-            Ok((
-                pb::DeleteOccurrencesResponse {
-                    series: Some(series.to_proto()),
-                },
-                series_id,
-            ))
-        })
+                let series_id = series.id;
+                Ok((
+                    pb::DeleteOccurrencesResponse {
+                        series: Some(series.to_proto()),
+                    },
+                    series_id,
+                ))
+            },
+        )
         .await?;
         Ok(Response::new(response))
     }

@@ -89,7 +89,11 @@ impl Rule {
     /// # Errors
     /// Every problem found, each naming its part; a rule with no occurrence at or after
     /// `DTSTART` is a violation of part `RRULE`.
-    pub fn parse(rrule: &str, dtstart: DateTime<Utc>, zone: Tz) -> Result<Self, Vec<RuleViolation>> {
+    pub fn parse(
+        rrule: &str,
+        dtstart: DateTime<Utc>,
+        zone: Tz,
+    ) -> Result<Self, Vec<RuleViolation>> {
         let parts = Parts::parse(rrule)?;
         let rule = Self::build(parts, dtstart, zone)?;
         if rule.occurrences(None, &[], 1).0.is_empty() {
@@ -97,7 +101,9 @@ impl Rule {
                 "RRULE",
                 format!(
                     "has no occurrence at or after DTSTART ({})",
-                    rule.dtstart.with_timezone(&zone).format("%Y-%m-%d %H:%M %Z")
+                    rule.dtstart
+                        .with_timezone(&zone)
+                        .format("%Y-%m-%d %H:%M %Z")
                 ),
             )]);
         }

@@ -102,13 +102,13 @@ impl Parts {
             ));
         }
         for (name, max) in [("COUNT", 100_000), ("INTERVAL", 1_000)] {
-            if let Some(value) = parts.get(name) {
-                if !value.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n)) {
-                    violations.push(RuleViolation::new(
-                        name,
-                        format!("must be a whole number from 1 to {max}"),
-                    ));
-                }
+            if let Some(value) = parts.get(name)
+                && !value.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n))
+            {
+                violations.push(RuleViolation::new(
+                    name,
+                    format!("must be a whole number from 1 to {max}"),
+                ));
             }
         }
         // The crate adds BYHOUR and friends from DTSTART before it checks this itself.
@@ -123,17 +123,19 @@ impl Parts {
                 "must be used with another BYxxx part (RFC 5545 section 3.3.10)",
             ));
         }
-        if let Some(until) = parts.get("UNTIL") {
-            if parse_until(until).is_none() {
-                violations.push(RuleViolation::new(
-                    "UNTIL",
-                    "must be a UTC date-time (YYYYMMDDTHHMMSSZ) or a date (YYYYMMDD)",
-                ));
-            }
+        if let Some(until) = parts.get("UNTIL")
+            && parse_until(until).is_none()
+        {
+            violations.push(RuleViolation::new(
+                "UNTIL",
+                "must be a UTC date-time (YYYYMMDDTHHMMSSZ) or a date (YYYYMMDD)",
+            ));
         }
         if violations.is_empty() {
             let mut parts = parts;
-            parts.0.sort_by_key(|(name, _)| ORDER.iter().position(|o| o == name));
+            parts
+                .0
+                .sort_by_key(|(name, _)| ORDER.iter().position(|o| o == name));
             Ok(parts)
         } else {
             Err(violations)

@@ -45,63 +45,99 @@ fn rule_table() {
             rule: "FREQ=DAILY",
             dtstart: "2026-03-07T14:00:00Z",
             zone: "America/New_York",
-            expect: &["2026-03-07T14:00:00Z", "2026-03-08T13:00:00Z", "2026-03-09T13:00:00Z"],
+            expect: &[
+                "2026-03-07T14:00:00Z",
+                "2026-03-08T13:00:00Z",
+                "2026-03-09T13:00:00Z",
+            ],
         },
         Case {
             what: "New York, 09:00 daily across the autumn change (EDT -> EST)",
             rule: "FREQ=DAILY",
             dtstart: "2026-10-31T13:00:00Z",
             zone: "America/New_York",
-            expect: &["2026-10-31T13:00:00Z", "2026-11-01T14:00:00Z", "2026-11-02T14:00:00Z"],
+            expect: &[
+                "2026-10-31T13:00:00Z",
+                "2026-11-01T14:00:00Z",
+                "2026-11-02T14:00:00Z",
+            ],
         },
         Case {
             what: "New York, weekly 02:30 falls in the spring gap and moves forward to 03:30 EDT",
             rule: "FREQ=WEEKLY",
             dtstart: "2026-03-01T07:30:00Z",
             zone: "America/New_York",
-            expect: &["2026-03-01T07:30:00Z", "2026-03-08T07:30:00Z", "2026-03-15T06:30:00Z"],
+            expect: &[
+                "2026-03-01T07:30:00Z",
+                "2026-03-08T07:30:00Z",
+                "2026-03-15T06:30:00Z",
+            ],
         },
         Case {
             what: "London, 08:00 daily across the start of BST",
             rule: "FREQ=DAILY;COUNT=3",
             dtstart: "2026-03-28T08:00:00Z",
             zone: "Europe/London",
-            expect: &["2026-03-28T08:00:00Z", "2026-03-29T07:00:00Z", "2026-03-30T07:00:00Z"],
+            expect: &[
+                "2026-03-28T08:00:00Z",
+                "2026-03-29T07:00:00Z",
+                "2026-03-30T07:00:00Z",
+            ],
         },
         Case {
             what: "Lord Howe, 09:00 daily across its 30-minute spring change (+10:30 -> +11)",
             rule: "FREQ=DAILY",
             dtstart: "2026-10-02T22:30:00Z",
             zone: "Australia/Lord_Howe",
-            expect: &["2026-10-02T22:30:00Z", "2026-10-03T22:00:00Z", "2026-10-04T22:00:00Z"],
+            expect: &[
+                "2026-10-02T22:30:00Z",
+                "2026-10-03T22:00:00Z",
+                "2026-10-04T22:00:00Z",
+            ],
         },
         Case {
             what: "Lord Howe, 09:00 daily across its 30-minute autumn change (+11 -> +10:30)",
             rule: "FREQ=DAILY",
             dtstart: "2027-04-02T22:00:00Z",
             zone: "Australia/Lord_Howe",
-            expect: &["2027-04-02T22:00:00Z", "2027-04-03T22:30:00Z", "2027-04-04T22:30:00Z"],
+            expect: &[
+                "2027-04-02T22:00:00Z",
+                "2027-04-03T22:30:00Z",
+                "2027-04-04T22:30:00Z",
+            ],
         },
         Case {
             what: "yearly from February 29 occurs in leap years only",
             rule: "FREQ=YEARLY",
             dtstart: "2028-02-29T09:00:00Z",
             zone: "UTC",
-            expect: &["2028-02-29T09:00:00Z", "2032-02-29T09:00:00Z", "2036-02-29T09:00:00Z"],
+            expect: &[
+                "2028-02-29T09:00:00Z",
+                "2032-02-29T09:00:00Z",
+                "2036-02-29T09:00:00Z",
+            ],
         },
         Case {
             what: "monthly on the 29th skips February of a common year",
             rule: "FREQ=MONTHLY;BYMONTHDAY=29",
             dtstart: "2027-01-29T09:00:00Z",
             zone: "UTC",
-            expect: &["2027-01-29T09:00:00Z", "2027-03-29T09:00:00Z", "2027-04-29T09:00:00Z"],
+            expect: &[
+                "2027-01-29T09:00:00Z",
+                "2027-03-29T09:00:00Z",
+                "2027-04-29T09:00:00Z",
+            ],
         },
         Case {
             what: "monthly on the 29th keeps February of a leap year",
             rule: "FREQ=MONTHLY;BYMONTHDAY=29",
             dtstart: "2028-01-29T09:00:00Z",
             zone: "UTC",
-            expect: &["2028-01-29T09:00:00Z", "2028-02-29T09:00:00Z", "2028-03-29T09:00:00Z"],
+            expect: &[
+                "2028-01-29T09:00:00Z",
+                "2028-02-29T09:00:00Z",
+                "2028-03-29T09:00:00Z",
+            ],
         },
         Case {
             what: "monthly on the 31st skips months without one (RFC 5545)",
@@ -194,7 +230,11 @@ fn rule_table() {
             rule: "FREQ=YEARLY;BYMONTH=1,7;BYMONTHDAY=1",
             dtstart: "2026-01-01T09:00:00Z",
             zone: "UTC",
-            expect: &["2026-01-01T09:00:00Z", "2026-07-01T09:00:00Z", "2027-01-01T09:00:00Z"],
+            expect: &[
+                "2026-01-01T09:00:00Z",
+                "2026-07-01T09:00:00Z",
+                "2027-01-01T09:00:00Z",
+            ],
         },
     ];
     for case in cases {
@@ -210,7 +250,10 @@ fn count_runs_out_and_until_is_inclusive() {
     assert!(exhausted);
     let (times, exhausted) = expand("FREQ=DAILY;COUNT=3", "2026-11-23T09:00:00Z", "UTC", 3);
     assert_eq!(times.len(), 3);
-    assert!(!exhausted, "exactly `limit` found: not known to be exhausted");
+    assert!(
+        !exhausted,
+        "exactly `limit` found: not known to be exhausted"
+    );
 
     let (times, exhausted) = expand(
         "FREQ=DAILY;UNTIL=20261125T090000Z",
@@ -220,7 +263,11 @@ fn count_runs_out_and_until_is_inclusive() {
     );
     assert_eq!(
         times,
-        ["2026-11-23T09:00:00Z", "2026-11-24T09:00:00Z", "2026-11-25T09:00:00Z"]
+        [
+            "2026-11-23T09:00:00Z",
+            "2026-11-24T09:00:00Z",
+            "2026-11-25T09:00:00Z"
+        ]
     );
     assert!(exhausted);
     // A date UNTIL includes that whole day in the rule's zone.
@@ -230,7 +277,10 @@ fn count_runs_out_and_until_is_inclusive() {
         "America/New_York",
         10,
     );
-    assert_eq!(times.last().map(String::as_str), Some("2026-11-25T14:00:00Z"));
+    assert_eq!(
+        times.last().map(String::as_str),
+        Some("2026-11-25T14:00:00Z")
+    );
 }
 
 #[test]
@@ -273,7 +323,10 @@ fn parts_of(rule: &str) -> Vec<String> {
 
 #[test]
 fn invalid_rules_name_the_part_at_fault() {
-    assert_eq!(parts_of("FREQ=DAILY;COUNT=3;UNTIL=20261130T000000Z"), ["COUNT"]);
+    assert_eq!(
+        parts_of("FREQ=DAILY;COUNT=3;UNTIL=20261130T000000Z"),
+        ["COUNT"]
+    );
     assert_eq!(parts_of("INTERVAL=2;BYDAY=MO"), ["FREQ"]);
     assert_eq!(parts_of("FREQ=FORTNIGHTLY"), ["FREQ"]);
     assert_eq!(parts_of("FREQ=MINUTELY"), ["FREQ"]);
@@ -291,7 +344,10 @@ fn invalid_rules_name_the_part_at_fault() {
     let empty = problems("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30");
     assert_eq!(empty[0].part, "RRULE");
     assert!(empty[0].description.contains("no occurrence"), "{empty:?}");
-    assert_eq!(parse_zone("Mars/Olympus_Mons").unwrap_err().part, "time_zone");
+    assert_eq!(
+        parse_zone("Mars/Olympus_Mons").unwrap_err().part,
+        "time_zone"
+    );
     // Every problem at once, not only the first.
     assert_eq!(parts_of("COUNT=2;UNTIL=2026;FOO=1").len(), 4);
 }
@@ -369,7 +425,13 @@ fn next_occurrence_from_the_due() {
         }
     );
     assert_eq!(
-        next_of("FREQ=MONTHLY;BYMONTHDAY=-1", &due, Anchor::Due, 1, "2026-01-31T10:00:00Z"),
+        next_of(
+            "FREQ=MONTHLY;BYMONTHDAY=-1",
+            &due,
+            Anchor::Due,
+            1,
+            "2026-01-31T10:00:00Z"
+        ),
         Next::Occurrence {
             due: due_at("2026-02-28T09:00:00Z", "UTC"),
             used: 2
@@ -403,7 +465,13 @@ fn next_occurrence_from_the_completion() {
     // Every third day from completion, at the due's time of day.
     let due = due_at("2026-01-01T09:00:00Z", "Europe/London");
     assert_eq!(
-        next_of("FREQ=DAILY;INTERVAL=3", &due, Anchor::Completion, 1, "2026-01-10T15:00:00Z"),
+        next_of(
+            "FREQ=DAILY;INTERVAL=3",
+            &due,
+            Anchor::Completion,
+            1,
+            "2026-01-10T15:00:00Z"
+        ),
         Next::Occurrence {
             due: due_at("2026-01-13T09:00:00Z", "Europe/London"),
             used: 2
@@ -411,7 +479,13 @@ fn next_occurrence_from_the_completion() {
     );
     // In summer time the same wall-clock time is an hour earlier in UTC.
     assert_eq!(
-        next_of("FREQ=WEEKLY", &due, Anchor::Completion, 1, "2026-06-10T15:00:00Z"),
+        next_of(
+            "FREQ=WEEKLY",
+            &due,
+            Anchor::Completion,
+            1,
+            "2026-06-10T15:00:00Z"
+        ),
         Next::Occurrence {
             due: due_at("2026-06-17T08:00:00Z", "Europe/London"),
             used: 2
@@ -423,31 +497,67 @@ fn next_occurrence_from_the_completion() {
 fn series_end_with_count_and_until() {
     let due = due_at("2026-11-23T09:00:00Z", "UTC");
     assert_eq!(
-        next_of("FREQ=DAILY;COUNT=2", &due, Anchor::Due, 2, "2026-11-23T10:00:00Z"),
+        next_of(
+            "FREQ=DAILY;COUNT=2",
+            &due,
+            Anchor::Due,
+            2,
+            "2026-11-23T10:00:00Z"
+        ),
         Next::Ended(EndReason::CountReached)
     );
     assert!(matches!(
-        next_of("FREQ=DAILY;COUNT=3", &due, Anchor::Due, 2, "2026-11-23T10:00:00Z"),
+        next_of(
+            "FREQ=DAILY;COUNT=3",
+            &due,
+            Anchor::Due,
+            2,
+            "2026-11-23T10:00:00Z"
+        ),
         Next::Occurrence { used: 3, .. }
     ));
     // Overdue past the remaining occurrences: they count, and the series ends.
     assert_eq!(
-        next_of("FREQ=DAILY;COUNT=3", &due, Anchor::Due, 1, "2026-11-29T10:00:00Z"),
+        next_of(
+            "FREQ=DAILY;COUNT=3",
+            &due,
+            Anchor::Due,
+            1,
+            "2026-11-29T10:00:00Z"
+        ),
         Next::Ended(EndReason::CountReached)
     );
     assert_eq!(
-        next_of("FREQ=DAILY;UNTIL=20261124T090000Z", &due, Anchor::Due, 1, "2026-11-23T10:00:00Z"),
+        next_of(
+            "FREQ=DAILY;UNTIL=20261124T090000Z",
+            &due,
+            Anchor::Due,
+            1,
+            "2026-11-23T10:00:00Z"
+        ),
         Next::Occurrence {
             due: due_at("2026-11-24T09:00:00Z", "UTC"),
             used: 2
         }
     );
     assert_eq!(
-        next_of("FREQ=DAILY;UNTIL=20261123T235959Z", &due, Anchor::Due, 1, "2026-11-23T10:00:00Z"),
+        next_of(
+            "FREQ=DAILY;UNTIL=20261123T235959Z",
+            &due,
+            Anchor::Due,
+            1,
+            "2026-11-23T10:00:00Z"
+        ),
         Next::Ended(EndReason::UntilPassed)
     );
     assert_eq!(
-        next_of("FREQ=DAILY;UNTIL=20261130", &due, Anchor::Completion, 1, "2026-12-03T10:00:00Z"),
+        next_of(
+            "FREQ=DAILY;UNTIL=20261130",
+            &due,
+            Anchor::Completion,
+            1,
+            "2026-12-03T10:00:00Z"
+        ),
         Next::Ended(EndReason::UntilPassed)
     );
 }

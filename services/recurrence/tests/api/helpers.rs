@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use taskmesh_domain::{instant, timestamp};
 use taskmesh_platform::{cloudevents::CloudEvent, kafka::Topic};
 use taskmesh_proto::{
-    recurrence::v1::{GetSeriesRequest, Series, recurrence_service_client::RecurrenceServiceClient},
+    recurrence::v1::{
+        GetSeriesRequest, Series, recurrence_service_client::RecurrenceServiceClient,
+    },
     task::v1::{
         CompleteTaskRequest, CreateTaskRequest, Due, ListTasksRequest, Recurrence, Task,
         task_service_client::TaskServiceClient,
@@ -81,7 +83,12 @@ pub(crate) async fn create(tasks: &mut Tasks, user: &str, task: Task) -> Task {
 }
 
 /// A recurring task titled `title` due at `due` (in `zone`) with `recurrence`.
-pub(crate) fn recurring(title: &str, due: DateTime<Utc>, zone: &str, recurrence: Recurrence) -> Task {
+pub(crate) fn recurring(
+    title: &str,
+    due: DateTime<Utc>,
+    zone: &str,
+    recurrence: Recurrence,
+) -> Task {
     Task {
         title: title.into(),
         due: Some(due_at(due, zone)),

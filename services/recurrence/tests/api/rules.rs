@@ -15,7 +15,12 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-fn preview_request(rrule: &str, dtstart: &str, zone: &str, count: i32) -> PreviewOccurrencesRequest {
+fn preview_request(
+    rrule: &str,
+    dtstart: &str,
+    zone: &str,
+    count: i32,
+) -> PreviewOccurrencesRequest {
     PreviewOccurrencesRequest {
         rrule: rrule.into(),
         dtstart: Some(timestamp(utc(dtstart))),
@@ -64,7 +69,12 @@ async fn rules_are_validated_previewed_and_built() {
     let preview = recurrences
         .preview_occurrences(authed(
             "alice",
-            preview_request("FREQ=DAILY;COUNT=3", "2026-03-07T14:00:00Z", "America/New_York", 0),
+            preview_request(
+                "FREQ=DAILY;COUNT=3",
+                "2026-03-07T14:00:00Z",
+                "America/New_York",
+                0,
+            ),
         ))
         .await
         .unwrap()
@@ -82,7 +92,12 @@ async fn rules_are_validated_previewed_and_built() {
     // Bad rules: INVALID_ARGUMENT with field violations, one per problem.
     let cases: [(PreviewOccurrencesRequest, &[(&str, &str)]); 4] = [
         (
-            preview_request("FREQ=DAILY;COUNT=2;UNTIL=20270101T000000Z", "2026-11-23T09:00:00Z", "UTC", 5),
+            preview_request(
+                "FREQ=DAILY;COUNT=2;UNTIL=20270101T000000Z",
+                "2026-11-23T09:00:00Z",
+                "UTC",
+                5,
+            ),
             &[("rrule", "COUNT:")],
         ),
         (
@@ -94,7 +109,12 @@ async fn rules_are_validated_previewed_and_built() {
             &[("time_zone", "")],
         ),
         (
-            preview_request("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "2026-11-23T09:00:00Z", "UTC", 500),
+            preview_request(
+                "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30",
+                "2026-11-23T09:00:00Z",
+                "UTC",
+                500,
+            ),
             &[("count", ""), ("rrule", "RRULE: has no occurrence")],
         ),
     ];
@@ -109,7 +129,10 @@ async fn rules_are_validated_previewed_and_built() {
         assert_eq!(violations.len(), expected.len(), "{rrule}: {violations:?}");
         for ((field, description), (want_field, want_start)) in violations.iter().zip(expected) {
             assert_eq!(field, want_field, "{rrule}");
-            assert!(description.starts_with(want_start), "{rrule}: {description}");
+            assert!(
+                description.starts_with(want_start),
+                "{rrule}: {description}"
+            );
         }
     }
 
@@ -160,7 +183,12 @@ async fn rules_are_validated_previewed_and_built() {
     let task = create(
         &mut tasks,
         "alice",
-        recurring("Fine", utc("2026-11-23T09:00:00Z"), "UTC", rule("byday=mo,fr;freq=weekly", 0)),
+        recurring(
+            "Fine",
+            utc("2026-11-23T09:00:00Z"),
+            "UTC",
+            rule("byday=mo,fr;freq=weekly", 0),
+        ),
     )
     .await;
     assert_eq!(task.recurrence.unwrap().rrule, "FREQ=WEEKLY;BYDAY=MO,FR");

@@ -18,7 +18,10 @@ use crate::helpers::*;
 fn offset(id: &str, seconds: i64) -> Reminder {
     Reminder {
         id: id.into(),
-        trigger: Some(Trigger::RelativeToDue(prost_types::Duration { seconds, nanos: 0 })),
+        trigger: Some(Trigger::RelativeToDue(prost_types::Duration {
+            seconds,
+            nanos: 0,
+        })),
     }
 }
 
@@ -27,7 +30,12 @@ async fn completing_creates_exactly_one_next_task_also_when_redelivered() {
     let (mesh, mut tasks, mut recurrences) = start(MeshOptions::default()).await;
     // 09:00 in Berlin on 2027-03-27 (CET); clocks go forward the next night.
     let due = utc("2027-03-27T08:00:00Z");
-    let mut first = recurring("Water the plants", due, "Europe/Berlin", rule("FREQ=DAILY", 1));
+    let mut first = recurring(
+        "Water the plants",
+        due,
+        "Europe/Berlin",
+        rule("FREQ=DAILY", 1),
+    );
     first.description = "the big ones first".into();
     first.priority = 4;
     first.tags = vec!["home".into()];
@@ -49,16 +57,28 @@ async fn completing_creates_exactly_one_next_task_also_when_redelivered() {
     assert_ne!(next.name, first.name);
     assert_eq!(next.title, "Water the plants");
     assert_eq!(next.description, "the big ones first");
-    assert_eq!((next.priority, next.tags.clone()), (4, vec!["home".to_owned()]));
+    assert_eq!(
+        (next.priority, next.tags.clone()),
+        (4, vec!["home".to_owned()])
+    );
     assert_eq!(next.state, 1, "the next occurrence is open");
     // 09:00 Berlin summer time, not 10:00: expanded in wall-clock time.
-    assert_eq!(next.due, Some(due_at(utc("2027-03-28T07:00:00Z"), "Europe/Berlin")));
-    assert_eq!(next.reminders, [offset("early", -900), offset("fixed", -3600)]);
+    assert_eq!(
+        next.due,
+        Some(due_at(utc("2027-03-28T07:00:00Z"), "Europe/Berlin"))
+    );
+    assert_eq!(
+        next.reminders,
+        [offset("early", -900), offset("fixed", -3600)]
+    );
     let recurrence = next.recurrence.as_ref().unwrap();
     assert_eq!(recurrence.rrule, "FREQ=DAILY");
     assert_eq!(recurrence.previous_task, first.name);
     // RecurrenceService learns of the new task from its task.created event.
-    let current = series_when(&recurrences, "alice", &series, |s| s.current_task == next.name).await;
+    let current = series_when(&recurrences, "alice", &series, |s| {
+        s.current_task == next.name
+    })
+    .await;
     assert_eq!(current.occurrence_count, 2);
     assert!(!current.ended);
 
@@ -76,7 +96,12 @@ async fn completing_creates_exactly_one_next_task_also_when_redelivered() {
     publish(&mesh.kafka, Topic::TaskEvents, &resent)
         .await
         .unwrap();
-    processed(&mesh.recurrence_pool, taskmesh_recurrence::CONSUMER, resent.id).await;
+    processed(
+        &mesh.recurrence_pool,
+        taskmesh_recurrence::CONSUMER,
+        resent.id,
+    )
+    .await;
 
     // Re-completing the first task after uncompleting it moves nothing either.
     tasks
@@ -94,8 +119,14 @@ async fn completing_creates_exactly_one_next_task_also_when_redelivered() {
     // everything before has been handled by then).
     complete(&mut tasks, "alice", &next.name).await;
     let found = series_tasks_when(&tasks, "alice", &series, |t| t.len() == 3).await;
-    assert_eq!(found[2].due, Some(due_at(utc("2027-03-29T07:00:00Z"), "Europe/Berlin")));
-    assert_eq!(found[2].recurrence.as_ref().unwrap().previous_task, next.name);
+    assert_eq!(
+        found[2].due,
+        Some(due_at(utc("2027-03-29T07:00:00Z"), "Europe/Berlin"))
+    );
+    assert_eq!(
+        found[2].recurrence.as_ref().unwrap().previous_task,
+        next.name
+    );
     outbox_drained(&mesh.recurrence_pool).await;
     let creates = events_on(&mesh, Topic::TaskCommands)
         .await
@@ -123,7 +154,12 @@ async fn a_replacement_instance_publishes_pending_commands_once() {
     let first = create(
         &mut tasks,
         "alice",
-        recurring("Stretch", utc("2027-01-04T09:00:00Z"), "UTC", rule("FREQ=DAILY", 1)),
+        recurring(
+            "Stretch",
+            utc("2027-01-04T09:00:00Z"),
+            "UTC",
+            rule("FREQ=DAILY", 1),
+        ),
     )
     .await;
     let series = series_of(&first);
@@ -147,8 +183,15 @@ async fn a_replacement_instance_publishes_pending_commands_once() {
         .expect("the completion is on task-events");
     let mut again = completed.clone();
     again.id = uuid::Uuid::now_v7();
-    publish(&mesh.kafka, Topic::TaskEvents, &again).await.unwrap();
-    processed(&mesh.recurrence_pool, taskmesh_recurrence::CONSUMER, again.id).await;
+    publish(&mesh.kafka, Topic::TaskEvents, &again)
+        .await
+        .unwrap();
+    processed(
+        &mesh.recurrence_pool,
+        taskmesh_recurrence::CONSUMER,
+        again.id,
+    )
+    .await;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&mesh.recurrence_pool)
         .await
@@ -187,7 +230,10 @@ async fn a_replacement_instance_publishes_pending_commands_once() {
     let handle = tokio::spawn(replacement.serve(listener, shutdown.clone()));
     outbox_drained(&mesh.recurrence_pool).await;
     let found = series_tasks_when(&tasks, "alice", &series, |t| t.len() == 2).await;
-    assert_eq!(found[1].due, Some(due_at(utc("2027-01-05T09:00:00Z"), "UTC")));
+    assert_eq!(
+        found[1].due,
+        Some(due_at(utc("2027-01-05T09:00:00Z"), "UTC"))
+    );
     processed(&mesh.pool, taskmesh_task::COMMANDS_CONSUMER, resent_id).await;
     assert_eq!(
         series_tasks(&mut tasks, "alice", &series).await.len(),
@@ -243,13 +289,19 @@ async fn count_until_and_deletion_end_series() {
     complete(&mut tasks, "alice", &found[1].name).await;
     let ended = series_when(&recurrences, "alice", &series_of(&counted), |s| s.ended).await;
     assert_eq!(ended.end_reason, EndReason::CountReached as i32);
-    assert_eq!((ended.current_task.as_str(), ended.last_task.as_str()), ("", found[1].name.as_str()));
+    assert_eq!(
+        (ended.current_task.as_str(), ended.last_task.as_str()),
+        ("", found[1].name.as_str())
+    );
     assert_eq!(ended.occurrence_count, 2);
 
     // UNTIL is inclusive: 01-11 09:00 is the last occurrence.
     complete(&mut tasks, "alice", &until.name).await;
     let found = series_tasks_when(&tasks, "alice", &series_of(&until), |t| t.len() == 2).await;
-    assert_eq!(found[1].due, Some(due_at(utc("2027-01-11T09:00:00Z"), "UTC")));
+    assert_eq!(
+        found[1].due,
+        Some(due_at(utc("2027-01-11T09:00:00Z"), "UTC"))
+    );
     complete(&mut tasks, "alice", &found[1].name).await;
     let ended = series_when(&recurrences, "alice", &series_of(&until), |s| s.ended).await;
     assert_eq!(ended.end_reason, EndReason::UntilPassed as i32);
@@ -282,7 +334,9 @@ async fn count_until_and_deletion_end_series() {
     expected.sort();
     assert_eq!(events, expected, "one series.ended event per ended series");
     assert_eq!(
-        series_tasks(&mut tasks, "alice", &series_of(&counted)).await.len(),
+        series_tasks(&mut tasks, "alice", &series_of(&counted))
+            .await
+            .len(),
         2,
         "no task after the last occurrence"
     );

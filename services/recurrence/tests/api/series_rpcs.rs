@@ -53,7 +53,12 @@ async fn skip_stop_and_delete_occurrences() {
 
     // Skip: the occurrence completing now would create (02-02) becomes an EXDATE; a retry
     // with the same request id answers the same and skips nothing more.
-    let daily = create(&mut tasks, "alice", recurring("Daily", at, "UTC", rule("FREQ=DAILY", 1))).await;
+    let daily = create(
+        &mut tasks,
+        "alice",
+        recurring("Daily", at, "UTC", rule("FREQ=DAILY", 1)),
+    )
+    .await;
     let request_id = "8d5e0b1e-7f0b-4b59-9d8e-6d1f1c7a0001";
     for _ in 0..2 {
         let skipped = recurrences
@@ -61,22 +66,40 @@ async fn skip_stop_and_delete_occurrences() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(skipped.skipped, Some(timestamp(utc("2027-02-02T09:00:00Z"))));
+        assert_eq!(
+            skipped.skipped,
+            Some(timestamp(utc("2027-02-02T09:00:00Z")))
+        );
     }
     task_when(&tasks, "alice", &daily.name, |t| {
         t.recurrence.as_ref().is_some_and(|r| !r.exdates.is_empty())
     })
     .await;
-    let exdates = get_task(&tasks, "alice", &daily.name).await.recurrence.unwrap().exdates;
+    let exdates = get_task(&tasks, "alice", &daily.name)
+        .await
+        .recurrence
+        .unwrap()
+        .exdates;
     assert_eq!(exdates, [timestamp(utc("2027-02-02T09:00:00Z"))]);
     complete(&mut tasks, "alice", &daily.name).await;
     let found = series_tasks_when(&tasks, "alice", &series_of(&daily), |t| t.len() == 2).await;
-    assert_eq!(found[1].due, Some(due_at(utc("2027-02-03T09:00:00Z"), "UTC")));
-    assert!(found[1].recurrence.as_ref().unwrap().exdates.is_empty(), "past EXDATEs stay behind");
+    assert_eq!(
+        found[1].due,
+        Some(due_at(utc("2027-02-03T09:00:00Z"), "UTC"))
+    );
+    assert!(
+        found[1].recurrence.as_ref().unwrap().exdates.is_empty(),
+        "past EXDATEs stay behind"
+    );
 
     // Stop: the series ends now, the task stays without its rule, completing it creates
     // nothing.
-    let stopped = create(&mut tasks, "alice", recurring("Stopped", at, "UTC", rule("FREQ=DAILY", 1))).await;
+    let stopped = create(
+        &mut tasks,
+        "alice",
+        recurring("Stopped", at, "UTC", rule("FREQ=DAILY", 1)),
+    )
+    .await;
     let series = recurrences
         .stop_series(authed(
             "alice",
@@ -96,7 +119,12 @@ async fn skip_stop_and_delete_occurrences() {
     complete(&mut tasks, "alice", &stopped.name).await;
 
     // Delete this occurrence only: it goes, and the series moves on to the next one.
-    let weekly = create(&mut tasks, "alice", recurring("Weekly", at, "UTC", rule("FREQ=WEEKLY", 1))).await;
+    let weekly = create(
+        &mut tasks,
+        "alice",
+        recurring("Weekly", at, "UTC", rule("FREQ=WEEKLY", 1)),
+    )
+    .await;
     let weekly_series = series_of(&weekly);
     let series = recurrences
         .delete_occurrences(authed(
@@ -117,9 +145,15 @@ async fn skip_stop_and_delete_occurrences() {
         t.len() == 1 && t[0].name != weekly.name
     })
     .await;
-    assert_eq!(found[0].due, Some(due_at(utc("2027-02-08T09:00:00Z"), "UTC")));
+    assert_eq!(
+        found[0].due,
+        Some(due_at(utc("2027-02-08T09:00:00Z"), "UTC"))
+    );
     let next = found[0].name.clone();
-    series_when(&recurrences, "alice", &weekly_series, |s| s.current_task == next).await;
+    series_when(&recurrences, "alice", &weekly_series, |s| {
+        s.current_task == next
+    })
+    .await;
 
     // Delete this and all following: the series ends and has no task left.
     let series = recurrences
@@ -146,7 +180,12 @@ async fn skip_stop_and_delete_occurrences() {
         .iter()
         .find(|e| e.event_type == "dev.taskmesh.task.completed.v1" && e.subject == stopped.name)
         .expect("the stopped task's completion");
-    processed(&mesh.recurrence_pool, taskmesh_recurrence::CONSUMER, completion.id).await;
+    processed(
+        &mesh.recurrence_pool,
+        taskmesh_recurrence::CONSUMER,
+        completion.id,
+    )
+    .await;
     outbox_drained(&mesh.recurrence_pool).await;
     let titles: Vec<String> = events_on(&mesh, Topic::TaskEvents)
         .await
@@ -154,17 +193,30 @@ async fn skip_stop_and_delete_occurrences() {
         .filter(|e| e.event_type == "dev.taskmesh.task.created.v1")
         .map(|e| e.subject.clone())
         .collect();
-    assert_eq!(titles.len(), 5, "3 created by alice, 2 next occurrences: {titles:?}");
+    assert_eq!(
+        titles.len(),
+        5,
+        "3 created by alice, 2 next occurrences: {titles:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_rpcs_check_their_input_and_their_owner() {
     let (_mesh, mut tasks, mut recurrences) = start(MeshOptions::default()).await;
     let at = utc("2027-02-01T09:00:00Z");
-    let alices = create(&mut tasks, "alice", recurring("Mine", at, "UTC", rule("FREQ=DAILY", 1))).await;
+    let alices = create(
+        &mut tasks,
+        "alice",
+        recurring("Mine", at, "UTC", rule("FREQ=DAILY", 1)),
+    )
+    .await;
     let series = series_of(&alices);
-    let from_completion =
-        create(&mut tasks, "alice", recurring("Every!", at, "UTC", rule("FREQ=DAILY", 2))).await;
+    let from_completion = create(
+        &mut tasks,
+        "alice",
+        recurring("Every!", at, "UTC", rule("FREQ=DAILY", 2)),
+    )
+    .await;
     let plain = create(
         &mut tasks,
         "alice",
@@ -206,7 +258,12 @@ async fn series_rpcs_check_their_input_and_their_owner() {
     assert_eq!(status.code(), Code::NotFound);
     series_when(&recurrences, "alice", &series, |s| !s.ended).await;
     let status = recurrences
-        .get_series(authed("bob", GetSeriesRequest { name: series.clone() }))
+        .get_series(authed(
+            "bob",
+            GetSeriesRequest {
+                name: series.clone(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -225,7 +282,10 @@ async fn series_rpcs_check_their_input_and_their_owner() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = field_violations(&status).into_iter().map(|(f, _)| f).collect();
+    let fields: Vec<String> = field_violations(&status)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
     assert_eq!(fields, ["scope", "task"]);
     let status = recurrences
         .skip_occurrence(authed("alice", skip(&alices.name, "has spaces")))
@@ -233,7 +293,12 @@ async fn series_rpcs_check_their_input_and_their_owner() {
         .unwrap_err();
     assert_eq!(field_violations(&status)[0].0, "request_id");
     let status = recurrences
-        .get_series(authed("alice", GetSeriesRequest { name: "tasks/x".into() }))
+        .get_series(authed(
+            "alice",
+            GetSeriesRequest {
+                name: "tasks/x".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(field_violations(&status)[0].0, "name");
