@@ -16,10 +16,19 @@ const DEFAULT_PREVIEW: i32 = 10;
 /// RFC 5545 weekday codes, Monday first.
 const WEEKDAYS: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
 
-/// Parses `rrule` with `dtstart` in the zone named `zone`, collecting every problem.
+/// Parses `rrule` with `dtstart` in the zone named `zone`, collecting every problem: with an
+/// unknown zone, the rule's own problems are found in UTC and reported after the zone's.
 fn parse(rrule: &str, dtstart: DateTime<Utc>, zone: &str) -> Result<Rule, Vec<RuleViolation>> {
-    let zone = parse_zone(zone).map_err(|v| vec![v])?;
-    Rule::parse(rrule, dtstart, zone)
+    match parse_zone(zone) {
+        Ok(zone) => Rule::parse(rrule, dtstart, zone),
+        Err(problem) => {
+            let mut problems = vec![problem];
+            if let Err(more) = Rule::parse(rrule, dtstart, chrono_tz::UTC) {
+                problems.extend(more);
+            }
+            Err(problems)
+        }
+    }
 }
 
 /// ValidateRule: violations in the response, `dtstart` unset meaning `now`.
@@ -94,20 +103,24 @@ pub(crate) fn preview(
             DEFAULT_PREVIEW
         }
     };
-    let rule = match parse_zone(&req.time_zone) {
-        Err(problem) => {
-            v.add("time_zone", problem.description);
-            None
-        }
-        Ok(zone) => dtstart.and_then(|dtstart| match Rule::parse(&req.rrule, dtstart, zone) {
-            Ok(rule) => Some(rule),
-            Err(problems) => {
-                for problem in problems {
+    // Without a valid `dtstart` the rule and zone are still checked (from now).
+    let parsed = parse(
+        &req.rrule,
+        dtstart.unwrap_or_else(taskmesh_domain::now),
+        &req.time_zone,
+    );
+    let rule = match parsed {
+        Ok(rule) => dtstart.map(|_| rule),
+        Err(problems) => {
+            for problem in problems {
+                if problem.part == "time_zone" {
+                    v.add("time_zone", problem.description);
+                } else {
                     v.add("rrule", problem.to_string());
                 }
-                None
             }
-        }),
+            None
+        }
     };
     match rule {
         Some(rule) if v.is_empty() => {

@@ -105,8 +105,13 @@ async fn rules_are_validated_previewed_and_built() {
             &[("rrule", "FREQ:")],
         ),
         (
-            preview_request("FREQ=DAILY", "2026-11-23T09:00:00Z", "Europe/Atlantis", 5),
-            &[("time_zone", "")],
+            preview_request(
+                "FREQ=DAILY;INTERVAL=0",
+                "2026-11-23T09:00:00Z",
+                "Europe/Atlantis",
+                5,
+            ),
+            &[("time_zone", ""), ("rrule", "INTERVAL:")],
         ),
         (
             preview_request(
