@@ -42,6 +42,24 @@ pub enum HandleError {
     Reject(String),
 }
 
+/// A [`HandleError::Reject`] for `reason`.
+pub fn reject(reason: impl Into<String>) -> HandleError {
+    HandleError::Reject(reason.into())
+}
+
+/// A database failure is transient: [`HandleError::Retry`].
+pub fn retry(error: sqlx::Error) -> HandleError {
+    HandleError::Retry(error.to_string())
+}
+
+/// Decodes an event's protobuf payload; a payload that does not decode is rejected.
+///
+/// # Errors
+/// [`HandleError::Reject`] with the decode error.
+pub fn decode<M: prost::Message + Default>(data: &[u8]) -> Result<M, HandleError> {
+    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
+}
+
 /// Applies events. Implementations run inside the transaction that records the event as
 /// processed, and must do all their writes through `tx`.
 pub trait Handler: Send + Sync + 'static {

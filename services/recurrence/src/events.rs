@@ -18,7 +18,6 @@
 //! `(consumer, ce_id)` record, so a redelivered event changes nothing.
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sqlx::PgConnection;
 use taskmesh_domain::{
     DueValue, instant,
@@ -26,7 +25,7 @@ use taskmesh_domain::{
 };
 use taskmesh_platform::{
     cloudevents::CloudEvent,
-    consumer::{HandleError, Handler},
+    consumer::{HandleError, Handler, decode, reject, retry},
 };
 use taskmesh_proto::{
     events::v1 as ev,
@@ -48,18 +47,6 @@ impl TaskEventHandler {
     pub fn new(topic: String) -> Self {
         Self { topic }
     }
-}
-
-fn reject(reason: impl Into<String>) -> HandleError {
-    HandleError::Reject(reason.into())
-}
-
-fn retry(error: sqlx::Error) -> HandleError {
-    HandleError::Retry(error.to_string())
-}
-
-fn decode<M: Message + Default>(data: &[u8]) -> Result<M, HandleError> {
-    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
 }
 
 /// What happened to a task.

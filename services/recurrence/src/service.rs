@@ -69,6 +69,40 @@ impl RecurrenceServiceImpl {
         Ok((task, id))
     }
 
+    /// The shape of the task-scoped RPCs: checks `task` and `request_id`, reads the caller's
+    /// task from TaskService, then runs `work` on its series (tracked and locked) in one
+    /// transaction, once per `request_id` (AIP-155).
+    async fn series_call<T, R>(
+        &self,
+        request: &Request<T>,
+        task: &str,
+        request_id: &str,
+        method: &str,
+        work: impl AsyncFnOnce(&mut PgConnection, SeriesCall<'_>) -> Result<R, RecurrenceError>,
+    ) -> Result<R, Status>
+    where
+        R: Message + Default,
+    {
+        let caller = Caller::of(request)?.clone();
+        check_task_request(task, request_id)?;
+        let (task, id) = self.task(request, task).await?;
+        let outbox = self.outbox(&caller);
+        let response = once(&self.pool, &caller.user, method, request_id, async |tx| {
+            let (series, occurrence) = series_of(tx, &caller, &task, id).await?;
+            let series_id = series.id;
+            let call = SeriesCall {
+                task: &task,
+                id,
+                outbox,
+                series,
+                occurrence,
+            };
+            Ok((work(tx, call).await?, series_id))
+        })
+        .await?;
+        Ok(response)
+    }
+
     fn outbox<'a>(&'a self, caller: &'a Caller) -> Outbox<'a> {
         Outbox {
             topic: &self.topic,
@@ -154,6 +188,107 @@ where
     Ok(response)
 }
 
+/// What a task-scoped RPC works on.
+struct SeriesCall<'a> {
+    /// The caller's task, as TaskService has it now.
+    task: &'a task_pb::Task,
+    /// Its id.
+    id: Uuid,
+    /// Commands and events, on behalf of the caller.
+    outbox: Outbox<'a>,
+    /// Its series, locked.
+    series: SeriesRow,
+    /// Its place in the series.
+    occurrence: series::OccurrenceRow,
+}
+
+/// SkipOccurrence: the occurrence completing the task now would create becomes an `EXDATE`.
+async fn skip(
+    tx: &mut PgConnection,
+    call: SeriesCall<'_>,
+) -> Result<pb::SkipOccurrenceResponse, RecurrenceError> {
+    let task = call.task;
+    let precondition = |what: String| RecurrenceError::FailedPrecondition(what);
+    if !is_open(task) || call.series.ended() {
+        return Err(precondition(format!(
+            "{} is not the open task of a going series",
+            task.name
+        )));
+    }
+    if task.recurrence.as_ref().map(|r| r.anchor) == Some(Anchor::Completion as i32) {
+        return Err(precondition(
+            "the next occurrence of a series anchored at completion depends on when the task \
+             is done; there is nothing to skip yet"
+                .into(),
+        ));
+    }
+    let due = task
+        .due
+        .as_ref()
+        .and_then(DueValue::from_proto)
+        .ok_or_else(|| precondition(format!("{} has no valid due", task.name)))?;
+    let exdates = exdates_of(task);
+    let position = position(task, &due, &exdates, call.occurrence.used)
+        .ok_or_else(|| precondition("not recurring".into()))?;
+    let next = taskmesh_domain::recurrence::next_occurrence(&position, call.outbox.now)
+        .map_err(|_| precondition("the rule is invalid".into()))?;
+    let Next::Occurrence { due: next, .. } = next else {
+        return Err(precondition(
+            "the series has no further occurrence to skip".into(),
+        ));
+    };
+    call.outbox.add_exdate(tx, call.id, next.start()).await?;
+    Ok(pb::SkipOccurrenceResponse {
+        skipped: Some(timestamp(next.start())),
+    })
+}
+
+/// StopSeries: the series ends and its current task loses its rule.
+async fn stop(
+    tx: &mut PgConnection,
+    mut call: SeriesCall<'_>,
+) -> Result<pb::StopSeriesResponse, RecurrenceError> {
+    if !call.series.ended() {
+        call.outbox
+            .end(tx, &mut call.series, Ending::Stopped)
+            .await?;
+        call.outbox.end_series(tx, call.series.current_task).await?;
+    }
+    Ok(pb::StopSeriesResponse {
+        series: Some(call.series.to_proto()),
+    })
+}
+
+/// DeleteOccurrences with `scope`.
+async fn delete(
+    tx: &mut PgConnection,
+    mut call: SeriesCall<'_>,
+    scope: Scope,
+) -> Result<pb::DeleteOccurrencesResponse, RecurrenceError> {
+    let (id, outbox) = (call.id, call.outbox);
+    if scope == Scope::ThisTask {
+        let current = call.series.current_task == id;
+        if current && !call.series.ended() && call.occurrence.successor_request.is_none() {
+            // The series goes on as if this occurrence had been done now.
+            let used = call.occurrence.used;
+            move_on(tx, &outbox, &mut call.series, call.task, used, outbox.now)
+                .await
+                .map_err(from_handle)?;
+        }
+        outbox.delete_task(tx, id).await?;
+        series::mark_deleted(tx, id).await?;
+    } else {
+        for task in series::tasks_from(tx, call.series.id, call.occurrence.position).await? {
+            outbox.delete_task(tx, task).await?;
+            series::mark_deleted(tx, task).await?;
+        }
+        outbox.end(tx, &mut call.series, Ending::Deleted).await?;
+    }
+    Ok(pb::DeleteOccurrencesResponse {
+        series: Some(call.series.to_proto()),
+    })
+}
+
 #[tonic::async_trait]
 impl RecurrenceService for RecurrenceServiceImpl {
     async fn validate_rule(
@@ -193,59 +328,10 @@ impl RecurrenceService for RecurrenceServiceImpl {
         &self,
         request: Request<pb::SkipOccurrenceRequest>,
     ) -> Result<Response<pb::SkipOccurrenceResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
         let req = request.get_ref().clone();
-        check_task_request(&req.task, &req.request_id)?;
-        let (task, id) = self.task(&request, &req.task).await?;
-        let outbox = self.outbox(&caller);
-        let response = once(
-            &self.pool,
-            &caller.user,
-            "SkipOccurrence",
-            &req.request_id,
-            async |tx| {
-                let (series, occurrence) = series_of(tx, &caller, &task, id).await?;
-                if !is_open(&task) || series.ended() {
-                    return Err(RecurrenceError::FailedPrecondition(format!(
-                        "{} is not the open task of a going series",
-                        task.name
-                    )));
-                }
-                if task.recurrence.as_ref().map(|r| r.anchor) == Some(Anchor::Completion as i32) {
-                    return Err(RecurrenceError::FailedPrecondition(
-                        "the next occurrence of a series anchored at completion depends on when \
-                     the task is done; there is nothing to skip yet"
-                            .into(),
-                    ));
-                }
-                let due = task
-                    .due
-                    .as_ref()
-                    .and_then(DueValue::from_proto)
-                    .ok_or_else(|| {
-                        RecurrenceError::FailedPrecondition(format!(
-                            "{} has no valid due",
-                            task.name
-                        ))
-                    })?;
-                let exdates = exdates_of(&task);
-                let position = position(&task, &due, &exdates, occurrence.used)
-                    .ok_or_else(|| RecurrenceError::FailedPrecondition("not recurring".into()))?;
-                let next = taskmesh_domain::recurrence::next_occurrence(&position, outbox.now)
-                    .map_err(|_| {
-                        RecurrenceError::FailedPrecondition("the rule is invalid".into())
-                    })?;
-                let Next::Occurrence { due: next, .. } = next else {
-                    return Err(RecurrenceError::FailedPrecondition(
-                        "the series has no further occurrence to skip".into(),
-                    ));
-                };
-                outbox.add_exdate(tx, id, next.start()).await?;
-                let skipped = Some(timestamp(next.start()));
-                Ok((pb::SkipOccurrenceResponse { skipped }, series.id))
-            },
-        )
-        .await?;
+        let response = self
+            .series_call(&request, &req.task, &req.request_id, "SkipOccurrence", skip)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -253,32 +339,10 @@ impl RecurrenceService for RecurrenceServiceImpl {
         &self,
         request: Request<pb::StopSeriesRequest>,
     ) -> Result<Response<pb::StopSeriesResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
         let req = request.get_ref().clone();
-        check_task_request(&req.task, &req.request_id)?;
-        let (task, id) = self.task(&request, &req.task).await?;
-        let outbox = self.outbox(&caller);
-        let response = once(
-            &self.pool,
-            &caller.user,
-            "StopSeries",
-            &req.request_id,
-            async |tx| {
-                let (mut series, _) = series_of(tx, &caller, &task, id).await?;
-                if !series.ended() {
-                    outbox.end(tx, &mut series, Ending::Stopped).await?;
-                    outbox.end_series(tx, series.current_task).await?;
-                }
-                let series_id = series.id;
-                Ok((
-                    pb::StopSeriesResponse {
-                        series: Some(series.to_proto()),
-                    },
-                    series_id,
-                ))
-            },
-        )
-        .await?;
+        let response = self
+            .series_call(&request, &req.task, &req.request_id, "StopSeries", stop)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -286,7 +350,6 @@ impl RecurrenceService for RecurrenceServiceImpl {
         &self,
         request: Request<pb::DeleteOccurrencesRequest>,
     ) -> Result<Response<pb::DeleteOccurrencesResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
         let req = request.get_ref().clone();
         let scope = Scope::try_from(req.scope).unwrap_or(Scope::Unspecified);
         if scope == Scope::Unspecified {
@@ -300,47 +363,12 @@ impl RecurrenceService for RecurrenceServiceImpl {
             }
             return Err(v.into_status());
         }
-        check_task_request(&req.task, &req.request_id)?;
-        let (task, id) = self.task(&request, &req.task).await?;
-        let outbox = self.outbox(&caller);
         let method = "DeleteOccurrences";
-        let response = once(
-            &self.pool,
-            &caller.user,
-            method,
-            &req.request_id,
-            async |tx| {
-                let (mut series, occurrence) = series_of(tx, &caller, &task, id).await?;
-                match scope {
-                    Scope::ThisTask => {
-                        let current = series.current_task == id;
-                        if current && !series.ended() && occurrence.successor_request.is_none() {
-                            // The series goes on as if this occurrence had been done now.
-                            move_on(tx, &outbox, &mut series, &task, occurrence.used, outbox.now)
-                                .await
-                                .map_err(from_handle)?;
-                        }
-                        outbox.delete_task(tx, id).await?;
-                        series::mark_deleted(tx, id).await?;
-                    }
-                    Scope::ThisAndFollowing | Scope::Unspecified => {
-                        for task in series::tasks_from(tx, series.id, occurrence.position).await? {
-                            outbox.delete_task(tx, task).await?;
-                            series::mark_deleted(tx, task).await?;
-                        }
-                        outbox.end(tx, &mut series, Ending::Deleted).await?;
-                    }
-                }
-                let series_id = series.id;
-                Ok((
-                    pb::DeleteOccurrencesResponse {
-                        series: Some(series.to_proto()),
-                    },
-                    series_id,
-                ))
-            },
-        )
-        .await?;
+        let work =
+            async |tx: &mut PgConnection, call: SeriesCall<'_>| delete(tx, call, scope).await;
+        let response = self
+            .series_call(&request, &req.task, &req.request_id, method, work)
+            .await?;
         Ok(Response::new(response))
     }
 

@@ -23,12 +23,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sqlx::{PgConnection, Row};
 use taskmesh_domain::{DueKind, DueValue, fire_time};
 use taskmesh_platform::{
     cloudevents::CloudEvent,
-    consumer::{HandleError, Handler},
+    consumer::{HandleError, Handler, decode, reject, retry},
 };
 use taskmesh_proto::{
     events::v1 as ev,
@@ -41,18 +40,6 @@ use crate::{model::state, scheduler::WAKE_CHANNEL};
 /// Applies `task-events` for the consumer `taskmesh-reminder`.
 #[derive(Clone, Debug, Default)]
 pub struct TaskEventHandler;
-
-fn reject(reason: impl Into<String>) -> HandleError {
-    HandleError::Reject(reason.into())
-}
-
-fn retry(error: sqlx::Error) -> HandleError {
-    HandleError::Retry(error.to_string())
-}
-
-fn decode<M: Message + Default>(data: &[u8]) -> Result<M, HandleError> {
-    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
-}
 
 /// The task an event shows, whether it was deleted, and its owner.
 fn task_of(event: &CloudEvent) -> Result<Option<(task_pb::Task, bool, String)>, HandleError> {

@@ -9,11 +9,10 @@
 //! types on the topic (e.g. `dev.taskmesh.series.ended.v1`) are not for TaskService and are
 //! skipped.
 
-use prost::Message;
 use sqlx::PgConnection;
 use taskmesh_platform::{
     cloudevents::CloudEvent,
-    consumer::{HandleError, Handler},
+    consumer::{HandleError, Handler, decode, reject},
     grpc::Violations,
 };
 use taskmesh_proto::events::v1::{
@@ -36,10 +35,6 @@ pub struct CommandHandler {
     pub(crate) events_topic: String,
 }
 
-fn reject(reason: impl Into<String>) -> HandleError {
-    HandleError::Reject(reason.into())
-}
-
 fn from_task_error(error: TaskError) -> HandleError {
     match error {
         TaskError::Database(e) => HandleError::Retry(e.to_string()),
@@ -60,10 +55,6 @@ fn id_of(name: &str, prefix: &str) -> Result<Uuid, HandleError> {
     name.strip_prefix(prefix)
         .and_then(|id| Uuid::parse_str(id).ok())
         .ok_or_else(|| reject(format!("{name:?} is not {prefix}{{uuid}}")))
-}
-
-fn decode<M: Message + Default>(data: &[u8]) -> Result<M, HandleError> {
-    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
 }
 
 impl Handler for CommandHandler {
