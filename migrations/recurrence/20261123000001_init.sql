@@ -31,10 +31,16 @@ CREATE TABLE occurrences (
     -- Rule occurrences used up to and including this one (what COUNT bounds; see
     -- taskmesh_domain::recurrence::SeriesPosition::used). Back to 1 when the rule changes.
     used              bigint      NOT NULL,
+    -- The wall-clock time of day of the series' occurrences when it differs from this
+    -- task's due (a due that a DST gap moved); NULL: the due's own.
+    wall_time         time,
+    -- Occurrences skipped by SkipOccurrence whose EXDATE may not have reached the task yet.
+    skipped           timestamptz[] NOT NULL DEFAULT '{}',
     -- Set once this task's successor was asked for (or the series ended after it): a task
     -- leads to at most one next occurrence, whatever is redelivered or re-completed.
     successor_due     timestamptz,
     successor_used    bigint,
+    successor_wall_time time,
     successor_request text,
     deleted           boolean     NOT NULL DEFAULT false,
     create_time       timestamptz NOT NULL

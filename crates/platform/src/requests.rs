@@ -58,6 +58,31 @@ pub async fn claim(
     Ok(Some(response))
 }
 
+/// The stored response of `request_id` when that request finished (committed), without
+/// claiming it: a caller that must do something before [`claim`] (e.g. read from another
+/// service) answers a retry from here.
+///
+/// # Errors
+/// The database error.
+pub async fn finished(
+    conn: &mut PgConnection,
+    user: &str,
+    method: &str,
+    request_id: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    sqlx::query_scalar(
+        "SELECT response FROM requests WHERE user_id = $1 AND method = $2 AND request_id = $3",
+    )
+    .bind(user)
+    .bind(method)
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
 /// Stores the response of a claimed request.
 pub async fn finish(
     conn: &mut PgConnection,

@@ -21,7 +21,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use taskmesh_domain::{
     DueValue, instant,
-    recurrence::{Anchor, Next, SeriesPosition, next_occurrence},
+    recurrence::{Anchor, Next, NextError, SeriesPosition, next_occurrence, wall_time_of},
+    timestamp,
 };
 use taskmesh_platform::{
     cloudevents::CloudEvent,
@@ -33,7 +34,7 @@ use taskmesh_proto::{
 };
 use uuid::Uuid;
 
-use crate::series::{self, Ending, Outbox, SeriesRow};
+use crate::series::{self, Ending, OccurrenceRow, Outbox, SeriesRow, Successor};
 
 /// Applies `task-events` for the consumer `taskmesh-recurrence`.
 #[derive(Clone, Debug)]
@@ -52,8 +53,9 @@ impl TaskEventHandler {
 /// What happened to a task.
 enum Kind {
     Created,
-    /// Updated; the rule before the change when the mask has `recurrence`.
-    Updated(Option<Option<task_pb::Recurrence>>),
+    /// Updated: the rule before the change when the mask has `recurrence`, and whether the
+    /// mask has `due`.
+    Updated(Option<Option<task_pb::Recurrence>>, bool),
     Completed,
     Deleted,
 }
@@ -67,11 +69,14 @@ fn read(event: &CloudEvent) -> Result<Option<(Kind, task_pb::Task, String)>, Han
         }
         "dev.taskmesh.task.updated.v1" => {
             let e: ev::TaskUpdated = decode(&event.data)?;
-            let rule_changed = e
-                .update_mask
-                .is_some_and(|m| m.paths.iter().any(|p| p == "recurrence"));
+            let has = |path: &str| {
+                e.update_mask
+                    .as_ref()
+                    .is_some_and(|m| m.paths.iter().any(|p| p == path))
+            };
+            let (rule_changed, due_moved) = (has("recurrence"), has("due"));
             let before = rule_changed.then(|| e.previous.and_then(|p| p.recurrence));
-            (e.context, e.task, Kind::Updated(before))
+            (e.context, e.task, Kind::Updated(before, due_moved))
         }
         "dev.taskmesh.task.completed.v1" => {
             let e: ev::TaskCompleted = decode(&event.data)?;
@@ -105,7 +110,7 @@ impl Handler for TaskEventHandler {
             now: event.time,
         };
         match kind {
-            Kind::Updated(Some(before)) if task.recurrence.is_none() => {
+            Kind::Updated(Some(before), _) if task.recurrence.is_none() => {
                 let series = before
                     .as_ref()
                     .and_then(|r| series::id_in(&r.series, "series/"));
@@ -143,15 +148,19 @@ async fn tracked(
     };
     match kind {
         Kind::Created => late_successor(tx, outbox, &series, id).await.map_err(retry),
-        Kind::Updated(Some(before)) => {
-            if before.is_none_or(|b| b.rrule != recurrence.rrule) {
-                series::restart(tx, &mut series, id, time)
+        Kind::Updated(before, due_moved) => {
+            if due_moved {
+                series::due_moved(tx, id).await.map_err(retry)?;
+            }
+            if let Some(before) = before
+                && before.is_none_or(|b| b.rrule != recurrence.rrule)
+            {
+                series::restart(tx, &mut series, id, is_open(task), time)
                     .await
                     .map_err(retry)?;
             }
             Ok(())
         }
-        Kind::Updated(None) => Ok(()),
         Kind::Completed => {
             if series.ended() || series.current_task != id || occurrence.successor_request.is_some()
             {
@@ -162,7 +171,7 @@ async fn tracked(
                 .as_ref()
                 .and_then(instant)
                 .unwrap_or(time);
-            move_on(tx, outbox, &mut series, task, occurrence.used, done).await
+            move_on(tx, outbox, &mut series, task, &occurrence, done).await
         }
         Kind::Deleted => {
             series::mark_deleted(tx, id).await.map_err(retry)?;
@@ -215,26 +224,49 @@ async fn late_successor(
     }
 }
 
-/// The series position of `task` (a recurring task with a due), having used `used` rule
-/// occurrences; `None` when the task has no valid due.
-pub(crate) fn position<'a>(
-    task: &'a task_pb::Task,
-    due: &'a DueValue,
-    exdates: &'a [DateTime<Utc>],
-    used: i64,
-) -> Option<SeriesPosition<'a>> {
-    let recurrence = task.recurrence.as_ref()?;
+/// The next occurrence after `task` (a recurring task with a due) done at `done`, given
+/// its place in the series. The expansion runs on a blocking thread: a rule may take up to
+/// the walk's budget (250 ms).
+pub(crate) async fn next_after(
+    task: &task_pb::Task,
+    occurrence: &OccurrenceRow,
+    done: DateTime<Utc>,
+) -> Result<(DueValue, Result<Next, NextError>), String> {
+    let recurrence = task
+        .recurrence
+        .clone()
+        .ok_or_else(|| format!("{} does not recur", task.name))?;
+    let due = task
+        .due
+        .as_ref()
+        .and_then(DueValue::from_proto)
+        .ok_or_else(|| format!("recurring task {} has no valid due", task.name))?;
+    // Skips the task may not show yet count as EXDATEs too.
+    let mut exdates = exdates_of(task);
+    exdates.extend(occurrence.skipped.iter().copied());
     let anchor = match PbAnchor::try_from(recurrence.anchor) {
         Ok(PbAnchor::Completion) => Anchor::Completion,
         _ => Anchor::Due,
     };
-    Some(SeriesPosition {
-        rrule: &recurrence.rrule,
-        due,
-        anchor,
-        exdates,
-        used: u64::try_from(used).unwrap_or(1),
+    let (used, wall_time) = (
+        u64::try_from(occurrence.used).unwrap_or(1),
+        occurrence.wall_time,
+    );
+    let current = due.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        let position = SeriesPosition {
+            rrule: &recurrence.rrule,
+            due: &current,
+            wall_time,
+            anchor,
+            exdates: &exdates,
+            used,
+        };
+        next_occurrence(&position, done)
     })
+    .await
+    .map_err(|_| "the expansion failed".to_owned())?;
+    Ok((due, next))
 }
 
 /// The exdates of a task's rule, as instants.
@@ -252,36 +284,35 @@ pub(crate) async fn move_on(
     outbox: &Outbox<'_>,
     series: &mut SeriesRow,
     task: &task_pb::Task,
-    used: i64,
+    occurrence: &OccurrenceRow,
     done: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let id = series::id_in(&task.name, "tasks/").ok_or_else(|| reject("bad task name"))?;
-    let due = task
-        .due
-        .as_ref()
-        .and_then(DueValue::from_proto)
-        .ok_or_else(|| reject(format!("recurring task {} has no valid due", task.name)))?;
-    let exdates = exdates_of(task);
-    let position = position(task, &due, &exdates, used).ok_or_else(|| reject("not recurring"))?;
-    let next = next_occurrence(&position, done).map_err(|problems| {
-        reject(format!(
-            "the rule of {} is invalid: {}",
-            task.name,
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })?;
+    let (due, next) = next_after(task, occurrence, done).await.map_err(reject)?;
+    let next = next.map_err(|error| reject(format!("{}: {error}", task.name)))?;
     match next {
         Next::Occurrence { due: next, used } => {
             let used = i64::try_from(used).unwrap_or(i64::MAX);
+            // The next task carries the skips the current one may not show yet.
+            let mut current = task.clone();
+            if let Some(recurrence) = current.recurrence.as_mut() {
+                for skipped in &occurrence.skipped {
+                    let skipped = timestamp(*skipped);
+                    if !recurrence.exdates.contains(&skipped) {
+                        recurrence.exdates.push(skipped);
+                    }
+                }
+            }
             let request = outbox
-                .create_next(tx, series.id, task, &due, &next)
+                .create_next(tx, series.id, &current, &due, &next)
                 .await
                 .map_err(retry)?;
-            series::settle(tx, id, Some((&next, used)), &request)
+            let successor = Successor {
+                due: &next,
+                used,
+                wall_time: occurrence.wall_time.unwrap_or_else(|| wall_time_of(&due)),
+            };
+            series::settle(tx, id, Some(successor), &request)
                 .await
                 .map_err(retry)?;
         }

@@ -2,7 +2,7 @@
 //! `taskmesh/task/v1/task.proto` for what it inherits).
 
 use chrono::{DateTime, Utc};
-use taskmesh_domain::{DueKind, DueValue, instant, timestamp};
+use taskmesh_domain::{DueKind, DueValue, instant};
 use taskmesh_proto::task::v1::{self as pb, reminder::Trigger};
 
 /// Longest reminder offset TaskService accepts (366 days), in seconds.
@@ -72,15 +72,11 @@ fn offset_seconds(time: DateTime<Utc>, due: &DueValue) -> i64 {
     }
 }
 
-/// The instant an occurrence is known by: its due start, as a protobuf timestamp.
-pub(crate) fn occurrence_time(due: &DueValue) -> prost_types::Timestamp {
-    timestamp(due.start())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::NaiveDate;
+    use taskmesh_domain::timestamp;
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

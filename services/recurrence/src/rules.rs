@@ -115,6 +115,8 @@ pub(crate) fn preview(
             for problem in problems {
                 if problem.part == "time_zone" {
                     v.add("time_zone", problem.description);
+                } else if problem.part == "DTSTART" {
+                    v.add("dtstart", problem.description);
                 } else {
                     v.add("rrule", problem.to_string());
                 }

@@ -1,10 +1,10 @@
 //! Series bookkeeping (`series`, `occurrences`) and what a series change sends: commands to
 //! TaskService and `series.ended` events, through the outbox, in the transaction of the
 //! change. Every command's `request_id` is derived from what it is about (a UUIDv5 of e.g.
-//! the series and the occurrence), so doing the same thing again sends the same id and
+//! the series and the task it follows), so doing the same thing again sends the same id and
 //! TaskService applies it once (AIP-155).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use prost::Message;
 use sqlx::PgConnection;
 use taskmesh_domain::{DueValue, recurrence::EndReason, timestamp};
@@ -110,11 +110,15 @@ impl SeriesRow {
 pub(crate) struct OccurrenceRow {
     pub(crate) position: i64,
     pub(crate) used: i64,
+    /// The series' time of day when it differs from the task's due.
+    pub(crate) wall_time: Option<NaiveTime>,
+    /// Skips not yet known to be on the task.
+    pub(crate) skipped: Vec<DateTime<Utc>>,
     pub(crate) successor_request: Option<String>,
 }
 
 const SERIES_COLUMNS: &str = "id, current_task, occurrence_count, end_time, end_reason";
-const OCCURRENCE_COLUMNS: &str = "position, used, successor_request";
+const OCCURRENCE_COLUMNS: &str = "position, used, wall_time, skipped, successor_request";
 
 /// The caller's series `id`, locked for the transaction; `None` when unknown or another
 /// user's.
@@ -149,8 +153,9 @@ pub(crate) async fn get(
 
 /// Tracks a task of a series: locks the series (creating it with `task` as its first
 /// occurrence when unknown) and the task's occurrence (creating it, after `previous` when
-/// that is known, else as the newest). A new occurrence other than the first becomes the
-/// series' current task. `None` when the series belongs to another user.
+/// that is known). A new occurrence that follows the series' current task becomes the
+/// current task; one that does not (a task from before this service knew the series) is
+/// recorded without moving the series. `None` when the series belongs to another user.
 pub(crate) async fn track(
     tx: &mut PgConnection,
     user: &str,
@@ -184,10 +189,10 @@ pub(crate) async fn track(
     if let Some(occurrence) = existing {
         return Ok(Some((series, occurrence)));
     }
-    let before: Option<(i64, i64, Option<i64>)> = match previous {
+    let before: Option<(i64, i64, Option<i64>, Option<NaiveTime>)> = match previous {
         Some(previous) => {
             sqlx::query_as(
-                "SELECT position, used, successor_used FROM occurrences \
+                "SELECT position, used, successor_used, successor_wall_time FROM occurrences \
                  WHERE task_id = $1 AND series_id = $2",
             )
             .bind(previous)
@@ -197,26 +202,28 @@ pub(crate) async fn track(
         }
         None => None,
     };
-    let (position, used) = match before {
-        _ if created => (1, 1),
-        Some((position, used, successor_used)) => {
-            (position + 1, successor_used.unwrap_or(used + 1))
+    let follows_current = previous.is_some_and(|p| p == series.current_task);
+    let (position, used, wall_time) = match before {
+        _ if created => (1, 1, None),
+        Some((position, used, successor_used, wall_time)) => {
+            (position + 1, successor_used.unwrap_or(used + 1), wall_time)
         }
-        None => (series.occurrence_count + 1, 1),
+        None => (series.occurrence_count + 1, 1, None),
     };
     let occurrence: OccurrenceRow = sqlx::query_as(&format!(
-        "INSERT INTO occurrences (task_id, series_id, user_id, position, used, create_time) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {OCCURRENCE_COLUMNS}"
+        "INSERT INTO occurrences (task_id, series_id, user_id, position, used, wall_time, \
+         create_time) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {OCCURRENCE_COLUMNS}"
     ))
     .bind(task)
     .bind(series_id)
     .bind(user)
     .bind(position)
     .bind(used)
+    .bind(wall_time)
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    if !created {
+    if !created && follows_current {
         series = sqlx::query_as(&format!(
             "UPDATE series SET current_task = $2, occurrence_count = occurrence_count + 1, \
              update_time = $3 WHERE id = $1 RETURNING {SERIES_COLUMNS}"
@@ -230,24 +237,32 @@ pub(crate) async fn track(
     Ok(Some((series, occurrence)))
 }
 
-/// Sets the rule occurrences `task` has used (1 when its rule changed: the count starts
-/// again) and, when the series had ended, takes it up again with `task` as current.
+/// The rule of `task` changed: its count starts again (`used` = 1). When the series had
+/// ended and `task` is its open current task, the series goes on from it.
 pub(crate) async fn restart(
     tx: &mut PgConnection,
     series: &mut SeriesRow,
     task: Uuid,
+    open: bool,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE occurrences SET used = 1 WHERE task_id = $1")
         .bind(task)
         .execute(&mut *tx)
         .await?;
-    if series.ended() && series.current_task == task {
+    if series.ended() && series.current_task == task && open {
         sqlx::query(
             "UPDATE series SET end_time = NULL, end_reason = NULL, update_time = $2 WHERE id = $1",
         )
         .bind(series.id)
         .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE occurrences SET successor_due = NULL, successor_used = NULL, \
+             successor_wall_time = NULL, successor_request = NULL WHERE task_id = $1",
+        )
+        .bind(task)
         .execute(&mut *tx)
         .await?;
         series.end_time = None;
@@ -256,21 +271,82 @@ pub(crate) async fn restart(
     Ok(())
 }
 
-/// Records that `task`'s successor was asked for (`due`, `used`, with `request`), or with
-/// `None` that there will be none; either way `task` leads to nothing more.
+/// The user moved `task`'s due: the series' time of day is the new due's from now on.
+pub(crate) async fn due_moved(tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE occurrences SET wall_time = NULL WHERE task_id = $1")
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Records that SkipOccurrence skipped `time` after `task`, until the task's own `EXDATE`s
+/// show it.
+pub(crate) async fn add_skipped(
+    tx: &mut PgConnection,
+    task: Uuid,
+    time: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE occurrences SET skipped = array_append(skipped, $2) WHERE task_id = $1")
+        .bind(task)
+        .bind(time)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The caller's task `task` as an occurrence of a series (also once its rule is gone), with
+/// the series locked.
+pub(crate) async fn find(
+    tx: &mut PgConnection,
+    user: &str,
+    task: Uuid,
+) -> Result<Option<(SeriesRow, OccurrenceRow)>, sqlx::Error> {
+    let series: Option<Uuid> =
+        sqlx::query_scalar("SELECT series_id FROM occurrences WHERE task_id = $1 AND user_id = $2")
+            .bind(task)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(series) = series else {
+        return Ok(None);
+    };
+    let Some(series) = lock(tx, user, series).await? else {
+        return Ok(None);
+    };
+    let occurrence: OccurrenceRow = sqlx::query_as(&format!(
+        "SELECT {OCCURRENCE_COLUMNS} FROM occurrences WHERE task_id = $1 FOR UPDATE"
+    ))
+    .bind(task)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Some((series, occurrence)))
+}
+
+/// What a task leads to: its successor's due, the rule occurrences used by then and the
+/// series' time of day.
+pub(crate) struct Successor<'a> {
+    pub(crate) due: &'a DueValue,
+    pub(crate) used: i64,
+    pub(crate) wall_time: NaiveTime,
+}
+
+/// Records that `task`'s successor was asked for (with `request`), or with `None` that there
+/// will be none; either way `task` leads to nothing more.
 pub(crate) async fn settle(
     tx: &mut PgConnection,
     task: Uuid,
-    successor: Option<(&DueValue, i64)>,
+    successor: Option<Successor<'_>>,
     request: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE occurrences SET successor_due = $2, successor_used = $3, successor_request = $4 \
-         WHERE task_id = $1",
+        "UPDATE occurrences SET successor_due = $2, successor_used = $3, \
+         successor_wall_time = $4, successor_request = $5 WHERE task_id = $1",
     )
     .bind(task)
-    .bind(successor.map(|(due, _)| due.start()))
-    .bind(successor.map(|(_, used)| used))
+    .bind(successor.as_ref().map(|s| s.due.start()))
+    .bind(successor.as_ref().map(|s| s.used))
+    .bind(successor.as_ref().map(|s| s.wall_time))
     .bind(request)
     .execute(&mut *tx)
     .await?;
@@ -341,7 +417,9 @@ impl Outbox<'_> {
     }
 
     /// Asks TaskService to create the occurrence after `current` at `next`; the request id
-    /// is the series and the occurrence, so it is created once. Returns the request id.
+    /// is the series and the task it follows, so each task leads to one next task (an id
+    /// of the occurrence's time alone could repeat: an "every!" task done twice on one day
+    /// has the same next due). Returns the request id.
     pub(crate) async fn create_next(
         &self,
         tx: &mut PgConnection,
@@ -350,12 +428,10 @@ impl Outbox<'_> {
         current_due: &DueValue,
         next: &DueValue,
     ) -> Result<String, sqlx::Error> {
-        let at = occurrence::occurrence_time(next);
         let request_id = request_id(&format!(
-            "{}/occurrences/{}.{:09}",
+            "{}/successor-of/{}",
             series_name(series),
-            at.seconds,
-            at.nanos
+            current.name
         ));
         let task = occurrence::next_task(current, current_due, next);
         self.send(

@@ -5,7 +5,7 @@
 
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
-use taskmesh_domain::{DueValue, recurrence::Next, timestamp};
+use taskmesh_domain::{recurrence::Next, timestamp};
 use taskmesh_platform::{
     auth::Caller,
     consumer::HandleError,
@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     error::RecurrenceError,
-    events::{exdates_of, is_open, move_on, position},
+    events::{is_open, move_on, next_after},
     rules,
     series::{self, Ending, Outbox, SeriesRow},
 };
@@ -85,6 +85,10 @@ impl RecurrenceServiceImpl {
     {
         let caller = Caller::of(request)?.clone();
         check_task_request(task, request_id)?;
+        // A retry answers as the first call did, even once the task is gone (AIP-155).
+        if let Some(done) = self.done_before(&caller.user, method, request_id).await? {
+            return Ok(done);
+        }
         let (task, id) = self.task(request, task).await?;
         let outbox = self.outbox(&caller);
         let response = once(&self.pool, &caller.user, method, request_id, async |tx| {
@@ -101,6 +105,20 @@ impl RecurrenceServiceImpl {
         })
         .await?;
         Ok(response)
+    }
+
+    /// The stored response of a finished request `request_id` of `method`, if any.
+    async fn done_before<R: Message + Default>(
+        &self,
+        user: &str,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<R>, RecurrenceError> {
+        let mut conn = self.pool.acquire().await?;
+        match requests::finished(&mut conn, user, method, request_id).await? {
+            Some(bytes) => Ok(Some(R::decode(bytes.as_slice())?)),
+            None => Ok(None),
+        }
     }
 
     fn outbox<'a>(&'a self, caller: &'a Caller) -> Outbox<'a> {
@@ -137,9 +155,12 @@ async fn series_of(
     task: &task_pb::Task,
     id: Uuid,
 ) -> Result<(SeriesRow, series::OccurrenceRow), RecurrenceError> {
-    let recurrence = task.recurrence.as_ref().ok_or_else(|| {
-        RecurrenceError::FailedPrecondition(format!("{} does not recur", task.name))
-    })?;
+    let Some(recurrence) = task.recurrence.as_ref() else {
+        // A task whose rule was removed (StopSeries) is still part of its series.
+        return series::find(tx, &caller.user, id).await?.ok_or_else(|| {
+            RecurrenceError::FailedPrecondition(format!("{} does not recur", task.name))
+        });
+    };
     let series_id = series::id_in(&recurrence.series, "series/")
         .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))?;
     let previous = series::id_in(&recurrence.previous_task, "tasks/");
@@ -209,9 +230,11 @@ async fn skip(
 ) -> Result<pb::SkipOccurrenceResponse, RecurrenceError> {
     let task = call.task;
     let precondition = |what: String| RecurrenceError::FailedPrecondition(what);
-    if !is_open(task) || call.series.ended() {
+    let current =
+        call.series.current_task == call.id && call.occurrence.successor_request.is_none();
+    if !is_open(task) || call.series.ended() || !current {
         return Err(precondition(format!(
-            "{} is not the open task of a going series",
+            "{} is not the open, current task of a going series",
             task.name
         )));
     }
@@ -222,21 +245,18 @@ async fn skip(
                 .into(),
         ));
     }
-    let due = task
-        .due
-        .as_ref()
-        .and_then(DueValue::from_proto)
-        .ok_or_else(|| precondition(format!("{} has no valid due", task.name)))?;
-    let exdates = exdates_of(task);
-    let position = position(task, &due, &exdates, call.occurrence.used)
-        .ok_or_else(|| precondition("not recurring".into()))?;
-    let next = taskmesh_domain::recurrence::next_occurrence(&position, call.outbox.now)
-        .map_err(|_| precondition("the rule is invalid".into()))?;
+    let (_, next) = next_after(task, &call.occurrence, call.outbox.now)
+        .await
+        .map_err(precondition)?;
+    let next = next.map_err(|error| precondition(error.to_string()))?;
     let Next::Occurrence { due: next, .. } = next else {
         return Err(precondition(
             "the series has no further occurrence to skip".into(),
         ));
     };
+    // Remembered until the task shows it, so a completion that overtakes the command, or a
+    // second skip, sees it.
+    series::add_skipped(tx, call.id, next.start()).await?;
     call.outbox.add_exdate(tx, call.id, next.start()).await?;
     Ok(pb::SkipOccurrenceResponse {
         skipped: Some(timestamp(next.start())),
@@ -270,10 +290,16 @@ async fn delete(
         let current = call.series.current_task == id;
         if current && !call.series.ended() && call.occurrence.successor_request.is_none() {
             // The series goes on as if this occurrence had been done now.
-            let used = call.occurrence.used;
-            move_on(tx, &outbox, &mut call.series, call.task, used, outbox.now)
-                .await
-                .map_err(from_handle)?;
+            move_on(
+                tx,
+                &outbox,
+                &mut call.series,
+                call.task,
+                &call.occurrence,
+                outbox.now,
+            )
+            .await
+            .map_err(from_handle)?;
         }
         outbox.delete_task(tx, id).await?;
         series::mark_deleted(tx, id).await?;

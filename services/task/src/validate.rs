@@ -282,7 +282,7 @@ fn recurrence(
     }
     // The rule is checked against the due as `DTSTART` in the due's zone (RFC 5545); without
     // a due the task is rejected for that already.
-    let rule = match Rule::parse(&r.rrule, due?.start(), due?.time_zone) {
+    let rule = match Rule::for_due(&r.rrule, due?) {
         Ok(rule) => rule,
         Err(problems) => {
             for problem in problems {

@@ -14,17 +14,36 @@
 mod next;
 mod parts;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::{
+    collections::HashSet,
+    panic::{AssertUnwindSafe, catch_unwind},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
-pub use next::{Anchor, EndReason, Next, SeriesPosition, next_occurrence};
+pub use next::{Anchor, EndReason, Next, NextError, SeriesPosition, next_occurrence, wall_time_of};
 use parts::Parts;
 
 /// The most occurrences one expansion walks through before it gives up (a rule that matches
 /// nothing for a very long time, or an `after` far in the future of an hourly rule).
 const MAX_STEPS: usize = 500_000;
+
+/// The longest one expansion may run before it gives up. The `rrule` crate gives up by
+/// itself after 100,000 empty iterations in a row, so one step is bounded too.
+const MAX_TIME: Duration = Duration::from_millis(250);
+
+/// How a walk through the occurrences ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Walked {
+    /// The visitor stopped it.
+    Stopped,
+    /// The rule has no more occurrences (`COUNT`, `UNTIL`).
+    RanOut,
+    /// The step or time budget ran out, or the crate failed: nothing is known past here.
+    GaveUp,
+}
 
 /// One problem with a rule, e.g. `{part: "COUNT", description: "must not be used with UNTIL"}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +115,14 @@ impl Rule {
     ) -> Result<Self, Vec<RuleViolation>> {
         let parts = Parts::parse(rrule)?;
         let rule = Self::build(parts, dtstart, zone)?;
-        if rule.occurrences(None, &[], 1).0.is_empty() {
+        // DTSTART always counts (RFC 5545 section 3.8.5.3), but a rule that generates nothing
+        // by itself is a mistake.
+        let mut generates = false;
+        rule.walk(false, |_| {
+            generates = true;
+            false
+        });
+        if !generates {
             return Err(vec![RuleViolation::new(
                 "RRULE",
                 format!(
@@ -106,6 +132,31 @@ impl Rule {
                         .format("%Y-%m-%d %H:%M %Z")
                 ),
             )]);
+        }
+        Ok(rule)
+    }
+
+    /// Validates `rrule` as the rule of a task with `due`: `DTSTART` is the due's start in
+    /// its zone, and a date-only due takes no rule that repeats within a day (`FREQ=HOURLY`,
+    /// `BYHOUR`, `BYMINUTE`, `BYSECOND`).
+    ///
+    /// # Errors
+    /// As [`Rule::parse`], plus the sub-daily parts of a date-only due's rule.
+    pub fn for_due(rrule: &str, due: &crate::DueValue) -> Result<Self, Vec<RuleViolation>> {
+        let rule = Self::parse(rrule, due.start(), due.time_zone)?;
+        if matches!(due.kind, crate::DueKind::Date(_)) {
+            let problems: Vec<RuleViolation> =
+                ["BYHOUR", "BYMINUTE", "BYSECOND"]
+                    .into_iter()
+                    .filter(|part| rule.parts.get(part).is_some())
+                    .map(|part| RuleViolation::new(part, "a date-only due repeats by days at most"))
+                    .chain((rule.parts.get("FREQ") == Some("HOURLY")).then(|| {
+                        RuleViolation::new("FREQ", "a date-only due repeats by days at most")
+                    }))
+                    .collect();
+            if !problems.is_empty() {
+                return Err(problems);
+            }
         }
         Ok(rule)
     }
@@ -161,42 +212,67 @@ impl Rule {
 
     /// Up to `limit` occurrences (UTC, ascending) strictly after `after` (or from `DTSTART`,
     /// inclusive, when `None`), leaving out `exdates`; and whether the rule ran out (`COUNT`
-    /// or `UNTIL`) before `limit` were found. `COUNT` counts occurrences from `DTSTART`
-    /// before `EXDATE`s are removed, as RFC 5545 section 3.8.5.1 says.
+    /// or `UNTIL`) before `limit` were found (`false` also when the expansion gave up, after
+    /// 500,000 occurrences or 250 ms). `DTSTART` is always the first occurrence, and `COUNT`
+    /// counts it and the `EXDATE`s (RFC 5545 sections 3.8.5.3 and 3.8.5.1).
     pub fn occurrences(
         &self,
         after: Option<DateTime<Utc>>,
         exdates: &[DateTime<Utc>],
         limit: usize,
     ) -> (Vec<DateTime<Utc>>, bool) {
+        let exdates: HashSet<DateTime<Utc>> = exdates.iter().copied().collect();
         let mut found = Vec::new();
-        let mut exhausted = true;
-        self.walk(|time| {
+        let walked = self.walk(true, |time| {
             if after.is_some_and(|after| time <= after) || exdates.contains(&time) {
                 return true;
             }
             found.push(time);
-            if found.len() >= limit {
-                exhausted = false;
-                return false;
-            }
-            true
+            found.len() < limit
         });
-        (found, exhausted)
+        (found, walked == Walked::RanOut)
     }
 
-    /// Calls `visit` with each occurrence (UTC, ascending) until it returns `false`, the
-    /// rule ends, or [`MAX_STEPS`] occurrences were visited.
-    fn walk(&self, mut visit: impl FnMut(DateTime<Utc>) -> bool) {
+    /// Calls `visit` with each occurrence (UTC, ascending; `DTSTART` first when
+    /// `with_dtstart`, even if the rule does not generate it, and then at most `COUNT` in all)
+    /// until it returns `false`, the rule ends, or the budget runs out.
+    pub(crate) fn walk(
+        &self,
+        with_dtstart: bool,
+        mut visit: impl FnMut(DateTime<Utc>) -> bool,
+    ) -> Walked {
         let set = &self.set;
+        let count = self
+            .count()
+            .map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
+        let deadline = Instant::now() + MAX_TIME;
+        let mut visited = 0;
+        let mut visit = |time: DateTime<Utc>| {
+            visited += 1;
+            visit(time) && visited < count
+        };
         // The crate's iterator asserts on internal states; a panic there ends the walk.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            for time in set.into_iter().take(MAX_STEPS) {
-                if !visit(time.with_timezone(&Utc)) {
-                    break;
+        let walked = catch_unwind(AssertUnwindSafe(|| {
+            let mut times = set.into_iter().map(|t| t.with_timezone(&Utc)).peekable();
+            if with_dtstart && times.peek() != Some(&self.dtstart) && !visit(self.dtstart) {
+                return Walked::Stopped;
+            }
+            for (step, time) in times.enumerate() {
+                if step >= MAX_STEPS || Instant::now() > deadline {
+                    return Walked::GaveUp;
+                }
+                if !visit(time) {
+                    return Walked::Stopped;
                 }
             }
+            Walked::RanOut
         }));
+        match walked {
+            // Stopped by reaching COUNT is running out.
+            Ok(Walked::Stopped) if visited >= count => Walked::RanOut,
+            Ok(walked) => walked,
+            Err(_) => Walked::GaveUp,
+        }
     }
 }
 

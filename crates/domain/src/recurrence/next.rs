@@ -2,15 +2,19 @@
 //! recurring series leads to.
 //!
 //! The rule is expanded with the current task's due as `DTSTART`, so an edit of the due or
-//! of the rule takes effect from the next occurrence on. `COUNT` is kept by the series as the
-//! number of rule occurrences used so far ([`SeriesPosition::used`]): every occurrence the
-//! series moves past counts, whether it became a task, was skipped by an `EXDATE`, or passed
-//! while the task was overdue, which is the occurrence set RFC 5545 defines from the series'
-//! first `DTSTART`.
+//! of the rule takes effect from the next occurrence on. The time of day is the series'
+//! wall-clock time ([`SeriesPosition::wall_time`]) rather than the current due's, so an
+//! occurrence that a DST gap moved (02:30 to 03:30) does not move the ones after it.
+//! `COUNT` is kept by the series as the number of rule occurrences used so far
+//! ([`SeriesPosition::used`]): every occurrence the series moves past counts, whether it
+//! became a task, was skipped by an `EXDATE`, or passed while the task was overdue, which is
+//! the occurrence set RFC 5545 defines from the series' first `DTSTART`.
 
-use chrono::{DateTime, NaiveTime, Utc};
+use std::collections::HashSet;
 
-use super::{Rule, RuleViolation, parts::Parts, wall_clock};
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
+
+use super::{Rule, RuleViolation, Walked, parts::Parts, wall_clock};
 use crate::{DueKind, DueValue, local_instant};
 
 /// What the next occurrence is computed from (`taskmesh.task.v1.Recurrence.Anchor`).
@@ -23,7 +27,7 @@ pub enum Anchor {
     /// one that is overdue already.
     Due,
     /// From the completion (Todoist's "every!"): the rule restarts at the completion's date
-    /// in the due's zone, at the due's time of day (midnight for a date-only due), and the
+    /// in the due's zone, at the series' time of day (midnight for a date-only due), and the
     /// next occurrence is the first one after that start.
     Completion,
 }
@@ -35,9 +39,12 @@ pub struct SeriesPosition<'a> {
     pub rrule: &'a str,
     /// The current task's due; its zone is the zone the rule expands in.
     pub due: &'a DueValue,
+    /// The wall-clock time of day the series' occurrences are at, when it differs from the
+    /// current due's (a due a DST gap moved); `None` means the due's own.
+    pub wall_time: Option<NaiveTime>,
     /// What the next occurrence is computed from.
     pub anchor: Anchor,
-    /// Occurrences to skip (UTC instants; a date-only occurrence is the start of its day).
+    /// Occurrences to skip (UTC instants; for a date-only due, any instant of the day).
     pub exdates: &'a [DateTime<Utc>],
     /// Rule occurrences used so far, the current one included (1 for a series' first task);
     /// `COUNT` bounds it.
@@ -68,46 +75,104 @@ pub enum Next {
     Ended(EndReason),
 }
 
+/// Why [`next_occurrence`] has no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextError {
+    /// The stored rule is not valid (any more).
+    Invalid(Vec<RuleViolation>),
+    /// The next occurrence is too far from the current one to be found within the
+    /// expansion's budget (500,000 occurrences or 250 ms), e.g. an hourly rule from a due
+    /// decades ago.
+    TooFar,
+}
+
+impl std::fmt::Display for NextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextError::Invalid(problems) => {
+                let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                write!(f, "the rule is invalid: {}", text.join("; "))
+            }
+            NextError::TooFar => f.write_str("the next occurrence is too far to compute"),
+        }
+    }
+}
+
+/// The time of day a date-only series expands at: noon, which every zone has on every day
+/// (midnight is skipped by some DST changes, and the `rrule` crate drops an occurrence
+/// whose day has no midnight).
+const DATE_ONLY_TIME: NaiveTime = match NaiveTime::from_hms_opt(12, 0, 0) {
+    Some(noon) => noon,
+    None => NaiveTime::MIN,
+};
+
+/// The wall-clock time of day of `due` in its zone (for a date-only due, the time its
+/// series expands at).
+pub fn wall_time_of(due: &DueValue) -> NaiveTime {
+    match due.kind {
+        DueKind::Time(time) => wall_clock(time, due.time_zone).time(),
+        DueKind::Date(_) => DATE_ONLY_TIME,
+    }
+}
+
 /// The next occurrence of `series` when its current task is done at `done` (UTC): completed,
 /// or, for "skip" and "delete this one only", the time of that request.
 ///
 /// # Errors
-/// The rule's violations, should the stored rule not be valid.
+/// [`NextError`].
 pub fn next_occurrence(
     series: &SeriesPosition<'_>,
     done: DateTime<Utc>,
-) -> Result<Next, Vec<RuleViolation>> {
+) -> Result<Next, NextError> {
     let due = series.due;
     let zone = due.time_zone;
-    let mut parts = Parts::parse(series.rrule)?;
+    let mut parts = Parts::parse(series.rrule).map_err(NextError::Invalid)?;
     let count = parts.get("COUNT").and_then(|c| c.parse::<u64>().ok());
     parts.remove("COUNT");
-    let start = due.start();
-    let time_of_day = match due.kind {
-        DueKind::Time(time) => wall_clock(time, zone).time(),
-        DueKind::Date(_) => NaiveTime::MIN,
+    let wall_time = match due.kind {
+        DueKind::Time(_) => series.wall_time.unwrap_or_else(|| wall_time_of(due)),
+        DueKind::Date(_) => DATE_ONLY_TIME,
     };
-    let start = match series.anchor {
-        Anchor::Due => start,
-        Anchor::Completion => {
-            local_instant(wall_clock(done, zone).date().and_time(time_of_day), zone)
+    // Pin the time of day to the series' own, so the crate does not take it from a DTSTART
+    // that a DST gap moved. Hourly rules have no time of day to keep.
+    let pinned = ["BYHOUR", "BYMINUTE", "BYSECOND"]
+        .iter()
+        .all(|p| parts.get(p).is_none())
+        && parts.get("FREQ") != Some("HOURLY");
+    if pinned {
+        parts.set("BYHOUR", wall_time.hour().to_string());
+        parts.set("BYMINUTE", wall_time.minute().to_string());
+        parts.set("BYSECOND", wall_time.second().to_string());
+    }
+    let start = match (series.anchor, due.kind) {
+        (Anchor::Due, DueKind::Time(time)) => time,
+        (Anchor::Due, DueKind::Date(date)) => local_instant(date.and_time(wall_time), zone),
+        (Anchor::Completion, _) => {
+            local_instant(wall_clock(done, zone).date().and_time(wall_time), zone)
         }
     };
     if parts.until(zone).is_some_and(|until| until < start) {
         return Ok(Next::Ended(EndReason::UntilPassed));
     }
-    let rule = Rule::build(parts, start, zone)?;
-    let passed = |time: DateTime<Utc>| match (series.anchor, due.kind) {
-        (Anchor::Completion, _) => false,
-        (Anchor::Due, DueKind::Time(_)) => time <= done,
-        (Anchor::Due, DueKind::Date(_)) => {
-            wall_clock(time, zone).date() <= wall_clock(done, zone).date()
-        }
+    let rule = Rule::build(parts, start, zone).map_err(NextError::Invalid)?;
+    let date_only = matches!(due.kind, DueKind::Date(_));
+    let day = |time: DateTime<Utc>| wall_clock(time, zone).date();
+    let current_day: Option<NaiveDate> = match due.kind {
+        DueKind::Date(date) => Some(date),
+        DueKind::Time(_) => None,
+    };
+    let exact: HashSet<DateTime<Utc>> = series.exdates.iter().copied().collect();
+    let days: HashSet<NaiveDate> = series.exdates.iter().map(|t| day(*t)).collect();
+    let passed = |time: DateTime<Utc>| match series.anchor {
+        Anchor::Completion => false,
+        Anchor::Due if date_only => day(time) <= day(done),
+        Anchor::Due => time <= done,
     };
     let mut used = series.used;
     let mut next = Next::Ended(EndReason::UntilPassed);
-    rule.walk(|time| {
-        if time <= start {
+    let walked = rule.walk(false, |time| {
+        // A date-only series moves a day at least, whatever the rule says within a day.
+        if time <= start || current_day.is_some_and(|d| day(time) <= d) {
             return true;
         }
         used += 1;
@@ -115,12 +180,18 @@ pub fn next_occurrence(
             next = Next::Ended(EndReason::CountReached);
             return false;
         }
-        if series.exdates.contains(&time) || passed(time) {
+        let excluded = if date_only {
+            days.contains(&day(time))
+        } else {
+            exact.contains(&time)
+        };
+        if excluded || passed(time) {
             return true;
         }
-        let kind = match due.kind {
-            DueKind::Time(_) => DueKind::Time(time),
-            DueKind::Date(_) => DueKind::Date(wall_clock(time, zone).date()),
+        let kind = if date_only {
+            DueKind::Date(day(time))
+        } else {
+            DueKind::Time(time)
         };
         next = Next::Occurrence {
             due: DueValue {
@@ -131,5 +202,8 @@ pub fn next_occurrence(
         };
         false
     });
-    Ok(next)
+    match walked {
+        Walked::GaveUp => Err(NextError::TooFar),
+        Walked::Stopped | Walked::RanOut => Ok(next),
+    }
 }

@@ -150,6 +150,14 @@ impl Parts {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Sets part `name` (one of the known parts) to `value`, keeping the canonical order.
+    pub(super) fn set(&mut self, name: &'static str, value: String) {
+        self.remove(name);
+        self.0.push((name, value));
+        self.0
+            .sort_by_key(|(name, _)| ORDER.iter().position(|o| o == name));
+    }
+
     /// Removes part `name`.
     pub(super) fn remove(&mut self, name: &str) {
         self.0.retain(|(n, _)| *n != name);

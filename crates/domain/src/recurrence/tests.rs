@@ -248,12 +248,9 @@ fn count_runs_out_and_until_is_inclusive() {
     let (times, exhausted) = expand("FREQ=DAILY;COUNT=3", "2026-11-23T09:00:00Z", "UTC", 10);
     assert_eq!(times.len(), 3);
     assert!(exhausted);
-    let (times, exhausted) = expand("FREQ=DAILY;COUNT=3", "2026-11-23T09:00:00Z", "UTC", 3);
+    let (times, exhausted) = expand("FREQ=DAILY", "2026-11-23T09:00:00Z", "UTC", 3);
     assert_eq!(times.len(), 3);
-    assert!(
-        !exhausted,
-        "exactly `limit` found: not known to be exhausted"
-    );
+    assert!(!exhausted, "an endless rule is not exhausted");
 
     let (times, exhausted) = expand(
         "FREQ=DAILY;UNTIL=20261125T090000Z",
@@ -381,6 +378,7 @@ fn next_with(
     let series = SeriesPosition {
         rrule: rule,
         due,
+        wall_time: None,
         anchor,
         exdates,
         used,
@@ -578,5 +576,128 @@ fn next_occurrence_skips_exdates() {
             due: due_at("2026-11-25T09:00:00Z", "UTC"),
             used: 3
         }
+    );
+}
+
+#[test]
+fn dtstart_is_the_first_occurrence_even_off_the_rule() {
+    // 2026-11-25 is a Wednesday; the rule says Mondays. RFC 5545: DTSTART counts, COUNT too.
+    let (times, exhausted) = expand(
+        "FREQ=WEEKLY;BYDAY=MO;COUNT=3",
+        "2026-11-25T09:00:00Z",
+        "UTC",
+        10,
+    );
+    assert_eq!(
+        times,
+        [
+            "2026-11-25T09:00:00Z",
+            "2026-11-30T09:00:00Z",
+            "2026-12-07T09:00:00Z"
+        ]
+    );
+    assert!(exhausted);
+}
+
+#[test]
+fn a_time_moved_by_a_dst_gap_does_not_move_the_series() {
+    // Daily at 02:30 in New York: 2026-03-08 02:30 does not exist and moves to 03:30 EDT.
+    let zone = "America/New_York";
+    let due = due_at("2026-03-07T07:30:00Z", zone);
+    let gap = due_at("2026-03-08T07:30:00Z", zone);
+    assert_eq!(
+        next_of("FREQ=DAILY", &due, Anchor::Due, 1, "2026-03-07T08:00:00Z"),
+        Next::Occurrence {
+            due: gap.clone(),
+            used: 2
+        }
+    );
+    // From the moved occurrence, the series' own 02:30 comes back (06:30Z in EDT).
+    let series = SeriesPosition {
+        rrule: "FREQ=DAILY",
+        due: &gap,
+        wall_time: Some(chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap()),
+        anchor: Anchor::Due,
+        exdates: &[],
+        used: 2,
+    };
+    assert_eq!(
+        next_occurrence(&series, utc("2026-03-08T08:00:00Z")).unwrap(),
+        Next::Occurrence {
+            due: due_at("2026-03-09T06:30:00Z", zone),
+            used: 3
+        }
+    );
+    assert_eq!(
+        wall_time_of(&due),
+        chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap()
+    );
+}
+
+#[test]
+fn date_only_series_move_by_days_and_skip_exdates_by_day() {
+    // Chile starts DST at midnight (00:00 -> 01:00 on 2026-09-06): that day starts at 01:00.
+    let zone = "America/Santiago";
+    let mut due = due_on(2026, 9, 5, zone);
+    let mut seen = Vec::new();
+    // 09-07 is skipped, given as some instant of that day (local noon).
+    let exdate = crate::local_instant(
+        NaiveDate::from_ymd_opt(2026, 9, 7)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap(),
+        zone.parse().unwrap(),
+    );
+    for used in 1..=3 {
+        let next = next_with(
+            "FREQ=DAILY",
+            &due,
+            Anchor::Due,
+            &[exdate],
+            used,
+            "2026-09-01T12:00:00Z",
+        );
+        let Next::Occurrence { due: next, .. } = next else {
+            panic!("the series goes on");
+        };
+        seen.push(next.clone());
+        due = next;
+    }
+    assert_eq!(
+        seen,
+        [
+            due_on(2026, 9, 6, zone),
+            due_on(2026, 9, 8, zone),
+            due_on(2026, 9, 9, zone)
+        ]
+    );
+}
+
+#[test]
+fn sub_daily_rules_on_date_only_dues_move_a_day_at_least() {
+    // (TaskService refuses such rules on date-only dues; a stored one still moves by days,
+    // and the hours of the current day do not count.)
+    let due = due_on(2026, 11, 23, "UTC");
+    assert!(matches!(
+        next_of("FREQ=HOURLY", &due, Anchor::Due, 1, "2026-11-23T01:00:00Z"),
+        Next::Occurrence { due, .. } if due == due_on(2026, 11, 24, "UTC")
+    ));
+}
+
+#[test]
+fn an_expansion_that_would_run_too_long_gives_up() {
+    // Hourly from a due two centuries back: more than the walk's budget.
+    let due = due_at("1826-01-01T00:00:00Z", "UTC");
+    let series = SeriesPosition {
+        rrule: "FREQ=HOURLY",
+        due: &due,
+        wall_time: None,
+        anchor: Anchor::Due,
+        exdates: &[],
+        used: 1,
+    };
+    assert_eq!(
+        next_occurrence(&series, utc("2026-11-23T10:00:00Z")),
+        Err(NextError::TooFar)
     );
 }

@@ -184,6 +184,37 @@ async fn rules_are_validated_previewed_and_built() {
         .into_inner();
     assert!(listed.tasks.is_empty());
 
+    // A date-only due repeats by days at most.
+    let mut hourly = recurring(
+        "Hourly",
+        utc("2026-11-23T09:00:00Z"),
+        "UTC",
+        rule("FREQ=HOURLY", 1),
+    );
+    hourly.due = Some(taskmesh_proto::task::v1::Due {
+        value: Some(taskmesh_proto::task::v1::due::Value::Date(
+            taskmesh_proto::google::r#type::Date {
+                year: 2026,
+                month: 11,
+                day: 23,
+            },
+        )),
+        time_zone: "UTC".into(),
+    });
+    let status = tasks
+        .create_task(authed(
+            "alice",
+            CreateTaskRequest {
+                task: Some(hourly),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    let violations = field_violations(&status);
+    assert_eq!(violations[0].0, "task.recurrence.rrule");
+    assert!(violations[0].1.starts_with("FREQ:"), "{violations:?}");
+
     // A stored rule is canonical.
     let task = create(
         &mut tasks,

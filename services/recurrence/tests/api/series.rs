@@ -391,4 +391,13 @@ async fn overdue_and_completion_anchored_series() {
         nine(done_at.date_naive() + chrono::Days::new(3))
     );
     assert_eq!(found[1].recurrence.as_ref().unwrap().anchor, 2);
+    // Done again the same day: the next one is due on the same day as the one just done,
+    // and it is a new task (each task leads to its own next one).
+    complete(&mut tasks, "alice", &found[1].name).await;
+    let found = series_tasks_when(&tasks, "alice", &series_of(&every), |t| t.len() == 3).await;
+    assert_eq!(found[2].due, found[1].due);
+    assert_eq!(
+        found[2].recurrence.as_ref().unwrap().previous_task,
+        found[1].name
+    );
 }

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use prost::Message;
 use taskmesh_domain::timestamp;
 use taskmesh_platform::{grpc::field_violations, kafka::Topic};
 use taskmesh_proto::{
+    events::v1::CreateTaskCommand,
     recurrence::v1::{
         DeleteOccurrencesRequest, GetSeriesRequest, SkipOccurrenceRequest, StopSeriesRequest,
         delete_occurrences_request::Scope, series::EndReason,
@@ -116,6 +118,21 @@ async fn skip_stop_and_delete_occurrences() {
     assert!(series.ended);
     assert_eq!(series.end_reason, EndReason::Stopped as i32);
     task_when(&tasks, "alice", &stopped.name, |t| t.recurrence.is_none()).await;
+    // Stopping again, once the task has no rule: the ended series, unchanged.
+    let again = recurrences
+        .stop_series(authed(
+            "alice",
+            StopSeriesRequest {
+                task: stopped.name.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .series
+        .unwrap();
+    assert_eq!(again, series);
     complete(&mut tasks, "alice", &stopped.name).await;
 
     // Delete this occurrence only: it goes, and the series moves on to the next one.
@@ -155,23 +172,39 @@ async fn skip_stop_and_delete_occurrences() {
     })
     .await;
 
-    // Delete this and all following: the series ends and has no task left.
+    // Delete this and all following: the series ends and its task is gone. A retry with the
+    // same request id answers the same, although the task no longer exists.
+    let delete_all = DeleteOccurrencesRequest {
+        task: next.clone(),
+        scope: Scope::ThisAndFollowing as i32,
+        request_id: "8d5e0b1e-7f0b-4b59-9d8e-6d1f1c7a0002".into(),
+    };
     let series = recurrences
-        .delete_occurrences(authed(
-            "alice",
-            DeleteOccurrencesRequest {
-                task: next.clone(),
-                scope: Scope::ThisAndFollowing as i32,
-                request_id: String::new(),
-            },
-        ))
+        .delete_occurrences(authed("alice", delete_all.clone()))
         .await
         .unwrap()
         .into_inner()
         .series
         .unwrap();
     assert_eq!(series.end_reason, EndReason::Deleted as i32);
-    series_tasks_when(&tasks, "alice", &weekly_series, <[Task]>::is_empty).await;
+    eventually(Duration::from_secs(15), || async {
+        let status = tasks
+            .clone()
+            .get_task(authed("alice", GetTaskRequest { name: next.clone() }))
+            .await
+            .err()?;
+        (status.code() == Code::NotFound).then_some(())
+    })
+    .await
+    .expect("the task is deleted");
+    let retried = recurrences
+        .delete_occurrences(authed("alice", delete_all))
+        .await
+        .unwrap()
+        .into_inner()
+        .series
+        .unwrap();
+    assert_eq!(retried, series);
 
     // Everything is handled: the stopped task's completion created nothing.
     outbox_drained(&mesh.recurrence_pool).await;
@@ -314,6 +347,51 @@ async fn series_rpcs_check_their_input_and_their_owner() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
+    // None of it sent a command.
+    outbox_drained(&_mesh.recurrence_pool).await;
+    let commands = events_on(&_mesh, Topic::TaskCommands).await;
+    assert!(commands.is_empty(), "{commands:?}");
     let unchanged = get_task(&tasks, "alice", &alices.name).await;
     assert_eq!(unchanged.version, alices.version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skip_holds_when_the_completion_overtakes_its_command() {
+    // RecurrenceService's commands wait in its outbox: the EXDATE never reaches the task
+    // before the completion.
+    let (mesh, mut tasks, mut recurrences) = start(MeshOptions {
+        recurrence_relay: false,
+        ..MeshOptions::default()
+    })
+    .await;
+    let at = utc("2027-02-01T09:00:00Z");
+    let daily = create(
+        &mut tasks,
+        "alice",
+        recurring("Daily", at, "UTC", rule("FREQ=DAILY", 1)),
+    )
+    .await;
+    // Two skips in a row skip two occurrences.
+    for expected in ["2027-02-02T09:00:00Z", "2027-02-03T09:00:00Z"] {
+        let skipped = recurrences
+            .skip_occurrence(authed("alice", skip(&daily.name, "")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(skipped.skipped, Some(timestamp(utc(expected))));
+    }
+    complete(&mut tasks, "alice", &daily.name).await;
+    let create = eventually(Duration::from_secs(15), || async {
+        let payload: Vec<u8> = sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE event_type = 'dev.taskmesh.task.create.v1'",
+        )
+        .fetch_optional(&mesh.recurrence_pool)
+        .await
+        .ok()??;
+        CreateTaskCommand::decode(payload.as_slice()).ok()
+    })
+    .await
+    .expect("the create command waits in the outbox");
+    let next = create.task.unwrap();
+    assert_eq!(next.due, Some(due_at(utc("2027-02-04T09:00:00Z"), "UTC")));
 }
