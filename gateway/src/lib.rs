@@ -2,8 +2,8 @@
 //! HTTP/2, via tonic-web) and the web app's files, with CORS for browsers.
 //!
 //! It forwards the services' RPCs (`taskmesh.task.v1.TaskService`,
-//! `taskmesh.reminder.v1.ReminderService`, `taskmesh.recurrence.v1.RecurrenceService`) to their
-//! servers,
+//! `taskmesh.reminder.v1.ReminderService`, `taskmesh.recurrence.v1.RecurrenceService`,
+//! `taskmesh.audit.v1.AuditService`) to their servers,
 //! serves `taskmesh.gateway.v1.LiveService` itself (fed by Kafka), and answers health checks
 //! and server reflection (v1 and v1alpha) for the whole mesh, so `grpcurl` pointed at the
 //! gateway sees every service.
@@ -51,6 +51,8 @@ pub struct GatewayConfig {
     pub reminder_service: String,
     /// Where RecurrenceService listens, e.g. `http://127.0.0.1:50053`.
     pub recurrence_service: String,
+    /// Where AuditService listens, e.g. `http://127.0.0.1:50054`.
+    pub audit_service: String,
     /// Kafka, for the live stream.
     pub kafka: KafkaConfig,
     /// Token verification.
@@ -95,6 +97,7 @@ impl Gateway {
         let task_channel = upstream(&config.task_service)?;
         let reminder_channel = upstream(&config.reminder_service)?;
         let recurrence_channel = upstream(&config.recurrence_service)?;
+        let audit_channel = upstream(&config.audit_service)?;
 
         let hub = hub::Hub::default();
         // Live events flow before the first stream can open.
@@ -122,6 +125,7 @@ impl Gateway {
                 "taskmesh.recurrence.v1.RecurrenceService",
                 recurrence_channel,
             ),
+            ("taskmesh.audit.v1.AuditService", audit_channel),
         ] {
             // A forwarded service's status is its own server's, checked every few seconds.
             tokio::spawn(mirror_health(
@@ -238,6 +242,6 @@ fn is_grpc(request: &axum::extract::Request) -> bool {
 const INDEX: &str = "<!doctype html><meta charset=utf-8><title>taskmesh</title>\
 <h1>taskmesh gateway</h1><p>gRPC and grpc-web on this address: \
 <code>taskmesh.task.v1.TaskService</code>, <code>taskmesh.reminder.v1.ReminderService</code>, \
-<code>taskmesh.recurrence.v1.RecurrenceService</code>, \
+<code>taskmesh.recurrence.v1.RecurrenceService</code>, <code>taskmesh.audit.v1.AuditService</code>, \
 <code>taskmesh.gateway.v1.LiveService</code>. \
 The web app is not built; see the README.</p>";

@@ -14,6 +14,7 @@
 //!   helpers (`INVALID_ARGUMENT` with field violations).
 //! - [`kafka`]: topic names, topic creation, the idempotent producer.
 //! - [`outbox`]: the transactional outbox and its relay to Kafka.
+//! - [`pages`]: AIP-158 page tokens.
 //! - [`requests`]: AIP-155 request-id deduplication.
 //! - [`retention`]: the hourly purge of change-log entries, request ids and dedupe records.
 //! - [`shutdown`]: SIGTERM/ctrl-c handling.
@@ -31,6 +32,7 @@ pub mod db;
 pub mod grpc;
 pub mod kafka;
 pub mod outbox;
+pub mod pages;
 pub mod requests;
 pub mod retention;
 pub mod shutdown;

@@ -100,6 +100,10 @@ pub(crate) struct Common {
     /// How long change-log entries are kept for stream resumption.
     #[arg(long, env = "TASKMESH_CHANGE_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub(crate) change_retention: Duration,
+
+    /// How long audit entries are kept (AuditService's retention job).
+    #[arg(long, env = "TASKMESH_AUDIT_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub(crate) audit_retention: Duration,
 }
 
 /// `taskmesh dev`.
@@ -140,7 +144,7 @@ pub(crate) struct ServeArgs {
     pub(crate) common: Common,
 
     /// Listen address; defaults per component (task :50051, reminder :50052, recurrence
-    /// :50053, gateway 127.0.0.1:8080).
+    /// :50053, audit :50054, gateway 127.0.0.1:8080).
     #[arg(long, env = "TASKMESH_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
 
@@ -168,6 +172,14 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) recurrence_service: String,
 
+    /// AuditService address, for the gateway.
+    #[arg(
+        long,
+        env = "TASKMESH_AUDIT_SERVICE",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub(crate) audit_service: String,
+
     /// The built web app, for the gateway; unset serves a short index page.
     #[arg(long, env = "TASKMESH_WEB_DIR")]
     pub(crate) web_dir: Option<PathBuf>,
@@ -182,7 +194,7 @@ pub(crate) enum Component {
     Reminder,
     /// RecurrenceService (:50053).
     Recurrence,
-    /// AuditService (:50054; not implemented yet).
+    /// AuditService (:50054).
     Audit,
     /// The grpc-web gateway (127.0.0.1:8080).
     Gateway,

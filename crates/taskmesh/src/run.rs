@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
+use taskmesh_audit::AuditServer;
 use taskmesh_gateway::{Gateway, GatewayConfig};
 use taskmesh_platform::{
     auth::{DEV_SECRET, Signer, Verifier},
@@ -76,10 +77,11 @@ async fn pool(common: &Common, schema: &str) -> anyhow::Result<sqlx::PgPool> {
 }
 
 /// Each service's schema and migrations.
-const SCHEMAS: [(&str, &sqlx::migrate::Migrator); 3] = [
+const SCHEMAS: [(&str, &sqlx::migrate::Migrator); 4] = [
     (taskmesh_task::SCHEMA, &taskmesh_task::MIGRATOR),
     (taskmesh_reminder::SCHEMA, &taskmesh_reminder::MIGRATOR),
     (taskmesh_recurrence::SCHEMA, &taskmesh_recurrence::MIGRATOR),
+    (taskmesh_audit::SCHEMA, &taskmesh_audit::MIGRATOR),
 ];
 
 /// Applies every service's migrations to its schema.
@@ -173,6 +175,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         retention: common.change_retention,
         relay: true,
     };
+    let audit_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let audit_addr = audit_listener.local_addr()?;
+    let audit = AuditServer {
+        pool: pool(common, taskmesh_audit::SCHEMA).await?,
+        kafka: kafka.clone(),
+        verifier: verifier.clone(),
+        retention: common.audit_retention,
+        dedupe_retention: common.change_retention,
+    };
     let web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
     let gateway = Gateway::bind(
         args.listen,
@@ -180,6 +191,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             task_service: format!("http://{task_addr}"),
             reminder_service: format!("http://{reminder_addr}"),
             recurrence_service: format!("http://{recurrence_addr}"),
+            audit_service: format!("http://{audit_addr}"),
             kafka,
             verifier,
             web_dir,
@@ -191,16 +203,18 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(
         "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; mint a token with `taskmesh token --sub alice`"
     );
-    // Boxed: four servers' futures side by side would make one very large future.
-    let (task_result, reminder_result, recurrence_result, gateway_result) = tokio::join!(
+    // Boxed: five servers' futures side by side would make one very large future.
+    let (task_result, reminder_result, recurrence_result, audit_result, gateway_result) = tokio::join!(
         Box::pin(task.serve(task_listener, shutdown.clone())),
         Box::pin(reminder.serve(reminder_listener, shutdown.clone())),
         Box::pin(recurrence.serve(recurrence_listener, shutdown.clone())),
+        Box::pin(audit.serve(audit_listener, shutdown.clone())),
         Box::pin(gateway.serve(shutdown.clone()))
     );
     task_result.context("task service failed")?;
     reminder_result.context("reminder service failed")?;
     recurrence_result.context("recurrence service failed")?;
+    audit_result.context("audit service failed")?;
     gateway_result.context("gateway failed")?;
     tracing::info!("stopped");
     Ok(())
@@ -272,6 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     task_service: args.task_service.clone(),
                     reminder_service: args.reminder_service.clone(),
                     recurrence_service: args.recurrence_service.clone(),
+                    audit_service: args.audit_service.clone(),
                     kafka,
                     verifier,
                     web_dir: args.web_dir.clone(),
@@ -315,10 +330,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .serve(listener, shutdown)
             .await
         }
-        Component::Audit => anyhow::bail!(
-            "the {:?} component is not implemented yet (see the open issues)",
-            args.component
-        ),
+        Component::Audit => {
+            let addr = args
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50054)));
+            let pool = pool(common, taskmesh_audit::SCHEMA).await?;
+            let listener = TcpListener::bind(addr).await?;
+            AuditServer {
+                pool,
+                kafka,
+                verifier,
+                retention: common.audit_retention,
+                dedupe_retention: common.change_retention,
+            }
+            .serve(listener, shutdown)
+            .await
+        }
     }
 }
 

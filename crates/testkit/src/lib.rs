@@ -4,9 +4,9 @@
 //! # Layout
 //! - [`TestDb`]: a fresh, uniquely named PostgreSQL database, dropped afterwards.
 //! - [`Mesh`]: an in-memory Kafka-compatible broker (tansu), TaskService, ReminderService,
-//!   RecurrenceService and the gateway on free loopback ports.
+//!   RecurrenceService, AuditService and the gateway on free loopback ports.
 //! - [`EventReader`]: reads CloudEvents off a topic, from the beginning.
-//! - [`token`], [`authed`]: tokens signed with the test secret.
+//! - [`token`], [`authed`], [`authed_admin`]: tokens signed with the test secret.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -16,6 +16,7 @@ use rdkafka::{
 };
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
+use taskmesh_audit::AuditServer;
 use taskmesh_gateway::{Gateway, GatewayConfig};
 use taskmesh_platform::{
     auth::{Signer, Verifier},
@@ -96,8 +97,20 @@ pub fn token(user: &str) -> String {
 
 /// Wraps `message` in a request carrying `user`'s bearer token.
 pub fn authed<T>(user: &str, message: T) -> tonic::Request<T> {
+    with_token(&token(user), message)
+}
+
+/// Wraps `message` in a request carrying a token of `user` with the `admin` role.
+pub fn authed_admin<T>(user: &str, message: T) -> tonic::Request<T> {
+    let token = Signer::hs256(&SecretString::from(TEST_SECRET))
+        .mint(user, &["admin".to_owned()], Duration::from_secs(3600))
+        .unwrap_or_default();
+    with_token(&token, message)
+}
+
+fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {}", token(user)).parse() {
+    if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
     }
     request
@@ -136,6 +149,8 @@ pub struct Mesh {
     pub reminder_pool: sqlx::PgPool,
     /// Pool on the `recurrence` schema.
     pub recurrence_pool: sqlx::PgPool,
+    /// Pool on the `audit` schema.
+    pub audit_pool: sqlx::PgPool,
     /// Kafka settings pointing at the embedded broker.
     pub kafka: KafkaConfig,
     /// TaskService's address.
@@ -144,6 +159,8 @@ pub struct Mesh {
     pub reminder_addr: SocketAddr,
     /// RecurrenceService's address.
     pub recurrence_addr: SocketAddr,
+    /// AuditService's address.
+    pub audit_addr: SocketAddr,
     /// The gateway's address.
     pub gateway_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -153,7 +170,7 @@ pub struct Mesh {
 
 impl Mesh {
     /// Starts a broker (memory storage), migrates a fresh database, starts TaskService,
-    /// ReminderService, RecurrenceService and the gateway.
+    /// ReminderService, RecurrenceService, AuditService and the gateway.
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
         let db = TestDb::create().await?;
         let pool = db::connect(&db.url(), taskmesh_task::SCHEMA, 8).await?;
@@ -162,6 +179,8 @@ impl Mesh {
         db::migrate(&reminder_pool, &taskmesh_reminder::MIGRATOR).await?;
         let recurrence_pool = db::connect(&db.url(), taskmesh_recurrence::SCHEMA, 8).await?;
         db::migrate(&recurrence_pool, &taskmesh_recurrence::MIGRATOR).await?;
+        let audit_pool = db::connect(&db.url(), taskmesh_audit::SCHEMA, 8).await?;
+        db::migrate(&audit_pool, &taskmesh_audit::MIGRATOR).await?;
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
         let kafka = KafkaConfig::local(broker.bootstrap_servers());
@@ -205,12 +224,24 @@ impl Mesh {
         let recurrence_handle =
             tokio::spawn(recurrence.serve(recurrence_listener, shutdown.clone()));
 
+        let audit_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let audit_addr = audit_listener.local_addr()?;
+        let audit = AuditServer {
+            pool: audit_pool.clone(),
+            kafka: kafka.clone(),
+            verifier: verifier.clone(),
+            retention: taskmesh_audit::retention::DEFAULT_RETENTION,
+            dedupe_retention: Duration::from_secs(7 * 24 * 3600),
+        };
+        let audit_handle = tokio::spawn(audit.serve(audit_listener, shutdown.clone()));
+
         let gateway = Gateway::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             GatewayConfig {
                 task_service: format!("http://{task_addr}"),
                 reminder_service: format!("http://{reminder_addr}"),
                 recurrence_service: format!("http://{recurrence_addr}"),
+                audit_service: format!("http://{audit_addr}"),
                 kafka: kafka.clone(),
                 verifier,
                 web_dir: None,
@@ -224,16 +255,19 @@ impl Mesh {
             pool,
             reminder_pool,
             recurrence_pool,
+            audit_pool,
             kafka,
             task_addr,
             reminder_addr,
             recurrence_addr,
+            audit_addr,
             gateway_addr,
             shutdown,
             handles: vec![
                 task_handle,
                 reminder_handle,
                 recurrence_handle,
+                audit_handle,
                 gateway_handle,
             ],
             _broker: broker,

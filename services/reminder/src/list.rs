@@ -2,11 +2,14 @@
 //! (AIP-158). A page token is base64url JSON of the last row's sort key and the filter it was
 //! made for; a token used with another filter is `INVALID_ARGUMENT`.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
-use taskmesh_platform::{changelog, grpc::Violations};
+use taskmesh_platform::{
+    changelog,
+    grpc::Violations,
+    pages::{decode as decode_token, encode as encode_token},
+};
 use taskmesh_proto::reminder::v1 as pb;
 use uuid::Uuid;
 
@@ -17,14 +20,6 @@ use crate::{
         state_of_name,
     },
 };
-
-fn encode_token(token: &impl Serialize) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default())
-}
-
-fn decode_token<T: DeserializeOwned>(text: &str) -> Option<T> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).ok()?).ok()
-}
 
 /// A ListReminders filter: a conjunction (`AND`) of `state = <STATE>`, `task = "tasks/{id}"`
 /// and `fire_time <op> "<RFC 3339>"` with `<`, `<=`, `>`, `>=`.

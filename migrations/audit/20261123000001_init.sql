@@ -1,0 +1,90 @@
+-- AuditService schema `audit` (the pool's search_path): the append-only audit log of every
+-- event in the mesh, each user's hash chain, consumed-event records.
+
+-- One row per event (`ce_id` unique across the mesh). Append-only: see the trigger below.
+CREATE TABLE entries (
+    -- `auditEntries/{id}`, a UUIDv7 taken when the entry is recorded.
+    id             uuid PRIMARY KEY,
+    event_id       uuid        NOT NULL UNIQUE,
+    event_type     text        NOT NULL,
+    source         text        NOT NULL,
+    topic          text        NOT NULL,
+    actor          text        NOT NULL,
+    user_id        text        NOT NULL,
+    resource       text        NOT NULL,
+    event_time     timestamptz NOT NULL,
+    trace_id       text        NOT NULL,
+    request_id     text        NOT NULL,
+    -- For updates: [{"field", "before", "after"}] with proto3 JSON values.
+    changes        jsonb       NOT NULL,
+    -- The user's hash chain: position from 1, SHA-256 over the previous hash and the
+    -- entry's canonical form (taskmesh_audit::chain).
+    chain_position bigint      NOT NULL,
+    previous_hash  bytea       NOT NULL,
+    chain_hash     bytea       NOT NULL,
+    record_time    timestamptz NOT NULL,
+    UNIQUE (user_id, chain_position)
+);
+CREATE INDEX entries_resource ON entries (user_id, resource, chain_position);
+CREATE INDEX entries_time ON entries (event_time, id);
+CREATE INDEX entries_record_time ON entries (record_time);
+
+-- Each user's chain: its head (locked by every append, so positions are gapless) and where
+-- the verifiable part starts once retention removed older entries.
+CREATE TABLE chains (
+    user_id        text PRIMARY KEY,
+    last_position  bigint NOT NULL,
+    last_hash      bytea  NOT NULL,
+    start_position bigint NOT NULL,
+    start_hash     bytea  NOT NULL
+);
+
+-- Immutable by construction: UPDATE, DELETE and TRUNCATE of entries fail, except the
+-- DELETEs of purge_entries (retention). In production also revoke UPDATE, DELETE and
+-- TRUNCATE on entries from the service's role (the Helm chart's migration job does).
+CREATE FUNCTION entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('taskmesh.audit_retention', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit entries are append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
+    FOR EACH ROW EXECUTE FUNCTION entries_append_only();
+CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION entries_append_only();
+
+-- Retention: deletes entries recorded before `cutoff` (a prefix of each user's chain) and
+-- moves each chain's verifiable start past them; returns how many entries went.
+CREATE FUNCTION purge_entries(cutoff timestamptz) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    PERFORM set_config('taskmesh.audit_retention', 'on', true);
+    WITH doomed AS (
+        DELETE FROM entries WHERE record_time < cutoff
+        RETURNING user_id, chain_position, chain_hash
+    ), last AS (
+        SELECT DISTINCT ON (user_id) user_id, chain_position, chain_hash
+        FROM doomed ORDER BY user_id, chain_position DESC
+    ), moved AS (
+        UPDATE chains c SET start_position = last.chain_position + 1, start_hash = last.chain_hash
+        FROM last WHERE c.user_id = last.user_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO removed FROM doomed;
+    PERFORM set_config('taskmesh.audit_retention', 'off', true);
+    RETURN removed;
+END
+$$;
+
+-- Idempotent consumption (ARCHITECTURE.md invariant 2), one consumer per topic.
+CREATE TABLE processed_events (
+    consumer      text        NOT NULL,
+    event_id      uuid        NOT NULL,
+    process_time  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+CREATE INDEX processed_events_time ON processed_events (process_time);

@@ -1,0 +1,172 @@
+//! The tonic `AuditService` implementation: the owner's task history and activity, the admin
+//! query across users, and chain verification.
+
+use sqlx::PgPool;
+use taskmesh_platform::{auth::Caller, grpc::Violations};
+use taskmesh_proto::audit::v1::{self as pb, audit_service_server::AuditService};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    entries::{self, EntryRow},
+    error::AuditError,
+    list::{self, Invalid},
+};
+
+/// Entries per page when the request says 0.
+const DEFAULT_PAGE: i64 = 100;
+/// Most entries per page.
+const MAX_PAGE: i32 = 1000;
+
+/// The AuditService gRPC server state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditServiceImpl {
+    pool: PgPool,
+}
+
+impl AuditServiceImpl {
+    /// A service on `pool` (search_path = the `audit` schema).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn page_size(size: i32, v: &mut Violations) -> i64 {
+    match size {
+        0 => DEFAULT_PAGE,
+        1..=MAX_PAGE => i64::from(size),
+        _ => {
+            v.add("page_size", format!("must be between 0 and {MAX_PAGE}"));
+            DEFAULT_PAGE
+        }
+    }
+}
+
+/// A List's outcome: its page, or the field violation that stopped it.
+fn page(
+    result: Result<(Vec<EntryRow>, String), Invalid>,
+) -> Result<(Vec<pb::AuditEntry>, String), AuditError> {
+    match result {
+        Ok((rows, next)) => Ok((rows.iter().map(EntryRow::to_proto).collect(), next)),
+        Err((field, description)) => {
+            let mut v = Violations::new();
+            v.add(field, description);
+            Err(AuditError::Invalid(v))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditServiceImpl {
+    async fn list_task_history(
+        &self,
+        request: Request<pb::ListTaskHistoryRequest>,
+    ) -> Result<Response<pb::ListTaskHistoryResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(req.page_size, &mut v);
+        let valid_name = req
+            .task
+            .strip_prefix("tasks/")
+            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
+        if !valid_name {
+            v.add("task", "must be tasks/{uuid}");
+        }
+        v.check()?;
+        let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
+        let found = list::history(&mut conn, &caller.user, &req.task, size, &req.page_token)
+            .await
+            .map_err(AuditError::from)?;
+        let (entries, next_page_token) = page(found)?;
+        // Nothing about the task in the caller's log: not theirs, or no such task.
+        if entries.is_empty() && req.page_token.is_empty() {
+            return Err(AuditError::NotFound(req.task).into());
+        }
+        Ok(Response::new(pb::ListTaskHistoryResponse {
+            entries,
+            next_page_token,
+        }))
+    }
+
+    async fn list_activity(
+        &self,
+        request: Request<pb::ListActivityRequest>,
+    ) -> Result<Response<pb::ListActivityResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(req.page_size, &mut v);
+        v.check()?;
+        let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
+        let found = list::activity(&mut conn, &caller.user, size, &req.page_token)
+            .await
+            .map_err(AuditError::from)?;
+        let (entries, next_page_token) = page(found)?;
+        Ok(Response::new(pb::ListActivityResponse {
+            entries,
+            next_page_token,
+        }))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<pb::ListAuditEntriesRequest>,
+    ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        if !caller.is_admin() {
+            return Err(AuditError::PermissionDenied("ListAuditEntries").into());
+        }
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(req.page_size, &mut v);
+        let desc = match req.order_by.trim() {
+            "" | "event_time" | "event_time asc" => false,
+            "event_time desc" => true,
+            _ => {
+                v.add("order_by", "must be `event_time` or `event_time desc`");
+                false
+            }
+        };
+        let filter = list::filter(&req.filter).unwrap_or_else(|problem| {
+            v.add("filter", problem);
+            list::Filter::default()
+        });
+        v.check()?;
+        let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
+        let found = list::query(&mut conn, &req.filter, &filter, desc, size, &req.page_token)
+            .await
+            .map_err(AuditError::from)?;
+        let (entries, next_page_token) = page(found)?;
+        Ok(Response::new(pb::ListAuditEntriesResponse {
+            entries,
+            next_page_token,
+        }))
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<pb::VerifyChainRequest>,
+    ) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let user = match request.get_ref().user.as_str() {
+            "" => caller.user.clone(),
+            user if user == caller.user => caller.user.clone(),
+            _ if !caller.is_admin() => {
+                return Err(AuditError::PermissionDenied("VerifyChain of another user").into());
+            }
+            user => user.to_owned(),
+        };
+        let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
+        let verified = entries::verify(&mut conn, &user)
+            .await
+            .map_err(AuditError::from)?;
+        Ok(Response::new(pb::VerifyChainResponse {
+            valid: verified.valid(),
+            checked_count: verified.checked,
+            first_invalid_entry: verified
+                .first_invalid
+                .map(|id| format!("auditEntries/{id}"))
+                .unwrap_or_default(),
+        }))
+    }
+}
