@@ -40,8 +40,11 @@ CREATE TABLE chains (
 );
 
 -- Immutable by construction: UPDATE, DELETE and TRUNCATE of entries fail, except the
--- DELETEs of purge_entries (retention). In production also revoke UPDATE, DELETE and
--- TRUNCATE on entries from the service's role (the Helm chart's migration job does).
+-- DELETEs of purge_entries (retention). The flag purge_entries sets is a transaction-local
+-- setting that any session of the owning role could set too, and an owner can drop
+-- triggers: in production run the service as a role that owns nothing here and has only
+-- SELECT and INSERT on entries, SELECT, INSERT and UPDATE on chains, and EXECUTE on
+-- purge_entries (made SECURITY DEFINER by the owner).
 CREATE FUNCTION entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND current_setting('taskmesh.audit_retention', true) = 'on' THEN
@@ -56,16 +59,49 @@ CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
 CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
     FOR EACH STATEMENT EXECUTE FUNCTION entries_append_only();
 
--- Retention: deletes entries recorded before `cutoff` (a prefix of each user's chain) and
--- moves each chain's verifiable start past them; returns how many entries went.
+-- Chain heads move only forward, one entry at a time (an append), and are never deleted;
+-- their verifiable start moves only inside purge_entries.
+CREATE FUNCTION chains_forward_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF current_setting('taskmesh.audit_retention', true) = 'on'
+           AND NEW.last_position = OLD.last_position AND NEW.last_hash = OLD.last_hash
+           AND NEW.start_position >= OLD.start_position THEN
+            RETURN NEW;
+        END IF;
+        IF NEW.last_position = OLD.last_position + 1
+           AND NEW.start_position = OLD.start_position AND NEW.start_hash = OLD.start_hash THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'audit chain heads only move forward: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER chains_forward_only BEFORE UPDATE OR DELETE ON chains
+    FOR EACH ROW EXECUTE FUNCTION chains_forward_only();
+CREATE TRIGGER chains_no_truncate BEFORE TRUNCATE ON chains
+    FOR EACH STATEMENT EXECUTE FUNCTION chains_forward_only();
+
+-- Retention: for each user, deletes the prefix of the chain up to the last entry recorded
+-- before `cutoff` (by position, so a prefix whatever the clock did) and moves the chain's
+-- verifiable start past it; returns how many entries went. One purge at a time (an advisory
+-- lock); a replica that finds it taken purges nothing this round.
 CREATE FUNCTION purge_entries(cutoff timestamptz) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     removed bigint;
 BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('taskmesh.audit.purge_entries')) THEN
+        RETURN 0;
+    END IF;
     PERFORM set_config('taskmesh.audit_retention', 'on', true);
-    WITH doomed AS (
-        DELETE FROM entries WHERE record_time < cutoff
-        RETURNING user_id, chain_position, chain_hash
+    WITH bounds AS (
+        SELECT user_id, max(chain_position) AS bound
+        FROM entries WHERE record_time < cutoff GROUP BY user_id
+    ), doomed AS (
+        DELETE FROM entries e USING bounds b
+        WHERE e.user_id = b.user_id AND e.chain_position <= b.bound
+        RETURNING e.user_id, e.chain_position, e.chain_hash
     ), last AS (
         SELECT DISTINCT ON (user_id) user_id, chain_position, chain_hash
         FROM doomed ORDER BY user_id, chain_position DESC

@@ -1,7 +1,7 @@
 //! Audit entries: appending one to its user's chain, reading them back, verifying a chain.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use taskmesh_domain::timestamp;
 use taskmesh_proto::audit::v1 as pb;
 use uuid::Uuid;
@@ -171,24 +171,39 @@ impl Verified {
     }
 }
 
-/// Recomputes `user`'s chain from its verifiable start, 1,000 entries at a time, and stops
-/// at the first entry that does not match (a gap in positions, a stored predecessor hash
-/// that is not the previous entry's, or content that does not hash to the stored hash), and
-/// checks that the last entry is the chain's recorded head.
-pub(crate) async fn verify(conn: &mut PgConnection, user: &str) -> Result<Verified, sqlx::Error> {
-    let start: Option<(i64, Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+/// Recomputes `user`'s chain from its verifiable start, 1,000 entries at a time, in one
+/// read-only snapshot (so appends and purges meanwhile do not look like damage), and stops
+/// at the first entry that does not match: one below the verifiable start (retention removes
+/// a prefix only), a gap in positions, one beyond the recorded head, a stored predecessor
+/// hash that is not the previous entry's, or content that does not hash to the stored hash.
+/// Entries missing from the end show as an incomplete chain.
+pub(crate) async fn verify(pool: &PgPool, user: &str) -> Result<Verified, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let head: Option<(i64, Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT start_position, start_hash, last_position, last_hash FROM chains WHERE user_id = $1",
     )
     .bind(user)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
-    let Some((mut expected, mut previous, last_position, last_hash)) = start else {
-        return Ok(Verified {
-            complete: true,
-            ..Verified::default()
-        });
-    };
+    // No head: there must be no entry either.
+    let (mut expected, mut previous, last_position, last_hash) =
+        head.unwrap_or((1, GENESIS.to_vec(), 0, GENESIS.to_vec()));
     let mut verified = Verified::default();
+    let below: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM entries WHERE user_id = $1 AND chain_position < $2 \
+         ORDER BY chain_position LIMIT 1",
+    )
+    .bind(user)
+    .bind(expected)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = below {
+        verified.first_invalid = Some(id);
+        return Ok(verified);
+    }
     loop {
         let rows: Vec<EntryRow> = sqlx::query_as(&format!(
             "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 AND chain_position >= $2 \
@@ -196,7 +211,7 @@ pub(crate) async fn verify(conn: &mut PgConnection, user: &str) -> Result<Verifi
         ))
         .bind(user)
         .bind(expected)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             verified.complete = expected == last_position + 1 && previous == last_hash;
@@ -206,6 +221,7 @@ pub(crate) async fn verify(conn: &mut PgConnection, user: &str) -> Result<Verifi
             verified.checked += 1;
             let hash = row.content().hash(&previous);
             let intact = row.chain_position == expected
+                && row.chain_position <= last_position
                 && row.previous_hash == previous
                 && row.chain_hash == hash;
             if !intact {

@@ -49,30 +49,79 @@ fn chain_position(token: &str, of: &str) -> Result<Option<i64>, Invalid> {
     }
 }
 
-/// `user`'s entries about `resource`, oldest first.
+/// The token of a task's history: the last row's event time and id, and the task.
+#[derive(Deserialize, Serialize)]
+struct HistoryToken {
+    task: String,
+    time: DateTime<Utc>,
+    id: Uuid,
+}
+
+/// `user`'s entries about `task` (`tasks/{id}`) and its sub-resources (its reminders), in
+/// event-time order (ties by entry id).
 pub(crate) async fn history(
     conn: &mut PgConnection,
     user: &str,
-    resource: &str,
+    task: &str,
     size: i64,
     token: &str,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let of = format!("history:{resource}");
-    let after = match chain_position(token, &of) {
-        Ok(after) => after.unwrap_or(0),
-        Err(invalid) => return Ok(Err(invalid)),
+    let after = if token.is_empty() {
+        None
+    } else {
+        match pages::decode::<HistoryToken>(token) {
+            Some(t) if t.task == task => Some((t.time, t.id)),
+            _ => {
+                return Ok(Err((
+                    "page_token",
+                    "is not a token of this task's history".into(),
+                )));
+            }
+        }
     };
-    let rows = sqlx::query_as(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 AND resource = $2 \
-         AND chain_position > $3 ORDER BY chain_position LIMIT $4"
+    // `task` is a validated `tasks/{uuid}`: no LIKE wildcard in it.
+    let mut rows: Vec<EntryRow> = sqlx::query_as(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 \
+         AND (resource = $2 OR resource LIKE $2 || '/%') \
+         AND ($3::timestamptz IS NULL OR (event_time, id) > ($3, $4)) \
+         ORDER BY event_time, id LIMIT $5"
     ))
     .bind(user)
-    .bind(resource)
-    .bind(after)
+    .bind(task)
+    .bind(after.map(|(time, _)| time))
+    .bind(after.map_or(Uuid::nil(), |(_, id)| id))
     .bind(size + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Ok(chain_page(rows, size, &of)))
+    let more = usize::try_from(size).is_ok_and(|size| rows.len() > size);
+    if more {
+        rows.pop();
+    }
+    let next = match rows.last() {
+        Some(last) if more => pages::encode(&HistoryToken {
+            task: task.to_owned(),
+            time: last.event_time,
+            id: last.id,
+        }),
+        _ => String::new(),
+    };
+    Ok(Ok((rows, next)))
+}
+
+/// Whether `user`'s log mentions `task` at all.
+pub(crate) async fn knows_task(
+    conn: &mut PgConnection,
+    user: &str,
+    task: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM entries WHERE user_id = $1 \
+         AND (resource = $2 OR resource LIKE $2 || '/%'))",
+    )
+    .bind(user)
+    .bind(task)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// `user`'s entries, newest first.
@@ -106,29 +155,19 @@ pub(crate) struct Filter {
     time: Vec<(&'static str, DateTime<Utc>)>,
 }
 
-/// Parses a ListAuditEntries filter (AIP-160 subset).
+/// Parses a ListAuditEntries filter (AIP-160 subset): `field op "value"` terms joined by
+/// `AND`; a value is a double-quoted string in which `\"` and `\\` stand for `"` and `\`.
 pub(crate) fn filter(text: &str) -> Result<Filter, String> {
     let mut filter = Filter::default();
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(filter);
-    }
-    for term in text.split(" AND ") {
-        let term = term.trim();
-        let (field, op, value) = ["<=", ">=", "<", ">", "="]
-            .iter()
-            .find_map(|op| term.split_once(op).map(|(f, v)| (f.trim(), *op, v.trim())))
-            .ok_or_else(|| format!("{term:?} is not `field op \"value\"`"))?;
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .ok_or_else(|| format!("the value of {field} must be in double quotes"))?;
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (field, op, value, after) = term(rest)?;
         match (field, op) {
-            ("user", "=") => filter.equal.push(("user_id", value.to_owned())),
-            ("resource", "=") => filter.equal.push(("resource", value.to_owned())),
-            ("event_type", "=") => filter.equal.push(("event_type", value.to_owned())),
+            ("user", "=") => filter.equal.push(("user_id", value)),
+            ("resource", "=") => filter.equal.push(("resource", value)),
+            ("event_type", "=") => filter.equal.push(("event_type", value)),
             ("event_time", op) if op != "=" => {
-                let time = DateTime::parse_from_rfc3339(value)
+                let time = DateTime::parse_from_rfc3339(&value)
                     .map_err(|_| format!("{value:?} is not an RFC 3339 time"))?
                     .with_timezone(&Utc);
                 filter.time.push((op, time));
@@ -143,8 +182,64 @@ pub(crate) fn filter(text: &str) -> Result<Filter, String> {
                 ));
             }
         }
+        rest = after.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        rest = rest
+            .strip_prefix("AND")
+            .filter(|r| r.starts_with(char::is_whitespace))
+            .ok_or_else(|| {
+                format!(
+                    "expected AND before {:?}",
+                    rest.chars().take(20).collect::<String>()
+                )
+            })?
+            .trim_start();
+        if rest.is_empty() {
+            return Err("a term must follow AND".into());
+        }
     }
     Ok(filter)
+}
+
+/// One `field op "value"` term at the start of `text`, and what follows it.
+fn term(text: &str) -> Result<(&str, &'static str, String, &str), String> {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    let (field, rest) = text.split_at(end);
+    if field.is_empty() {
+        return Err(format!(
+            "expected a field name at {:?}",
+            text.chars().take(20).collect::<String>()
+        ));
+    }
+    let rest = rest.trim_start();
+    let op = ["<=", ">=", "<", ">", "="]
+        .into_iter()
+        .find(|op| rest.starts_with(op))
+        .ok_or_else(|| format!("expected an operator after {field}"))?;
+    let rest = rest[op.len()..].trim_start();
+    let mut chars = rest.char_indices();
+    if !matches!(chars.next(), Some((_, '"'))) {
+        return Err(format!("the value of {field} must be in double quotes"));
+    }
+    let mut value = String::new();
+    let mut escaped = false;
+    for (i, c) in chars {
+        match (escaped, c) {
+            (true, '"' | '\\') => {
+                value.push(c);
+                escaped = false;
+            }
+            (true, _) => return Err(format!("unknown escape \\{c} in the value of {field}")),
+            (false, '\\') => escaped = true,
+            (false, '"') => return Ok((field, op, value, &rest[i + 1..])),
+            (false, c) => value.push(c),
+        }
+    }
+    Err(format!("the value of {field} has no closing quote"))
 }
 
 /// The token of ListAuditEntries: the last row's sort key, and the filter and order it was
@@ -229,6 +324,15 @@ mod tests {
         assert_eq!(parsed.equal.len(), 2);
         assert_eq!(parsed.time.len(), 1);
         assert_eq!(filter("").unwrap(), Filter::default());
+        // Quotes, operators and AND inside values; escapes.
+        let odd = filter(r#"user = "a>b AND \"c\"" AND resource="tasks/x""#).unwrap();
+        assert_eq!(
+            odd.equal,
+            [
+                ("user_id", r#"a>b AND "c""#.to_owned()),
+                ("resource", "tasks/x".to_owned())
+            ]
+        );
         for bad in [
             r#"owner = "alice""#,
             r#"user = alice"#,
@@ -236,6 +340,9 @@ mod tests {
             r#"event_time = "2026-11-01T00:00:00Z""#,
             r#"event_time < "yesterday""#,
             "user",
+            r#"user = "alice" AND"#,
+            r#"user = "alice" OR user = "bob""#,
+            r#"user = "unterminated"#,
         ] {
             assert!(filter(bad).is_err(), "{bad}");
         }

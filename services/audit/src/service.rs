@@ -65,21 +65,28 @@ impl AuditService for AuditServiceImpl {
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = page_size(req.page_size, &mut v);
-        let valid_name = req
+        // The canonical (lower-case) name, as events carry it.
+        let task = req
             .task
             .strip_prefix("tasks/")
-            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
-        if !valid_name {
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .map(|id| format!("tasks/{id}"));
+        let Some(task) = task else {
             v.add("task", "must be tasks/{uuid}");
-        }
+            return Err(v.into_status());
+        };
         v.check()?;
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
-        let found = list::history(&mut conn, &caller.user, &req.task, size, &req.page_token)
+        let found = list::history(&mut conn, &caller.user, &task, size, &req.page_token)
             .await
             .map_err(AuditError::from)?;
         let (entries, next_page_token) = page(found)?;
         // Nothing about the task in the caller's log: not theirs, or no such task.
-        if entries.is_empty() && req.page_token.is_empty() {
+        if entries.is_empty()
+            && !list::knows_task(&mut conn, &caller.user, &task)
+                .await
+                .map_err(AuditError::from)?
+        {
             return Err(AuditError::NotFound(req.task).into());
         }
         Ok(Response::new(pb::ListTaskHistoryResponse {
@@ -156,8 +163,7 @@ impl AuditService for AuditServiceImpl {
             }
             user => user.to_owned(),
         };
-        let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
-        let verified = entries::verify(&mut conn, &user)
+        let verified = entries::verify(&self.pool, &user)
             .await
             .map_err(AuditError::from)?;
         Ok(Response::new(pb::VerifyChainResponse {

@@ -112,10 +112,11 @@ async fn every_event_is_recorded_once_in_order_with_its_changes() {
 
     // Delivered again: nothing new. A sentinel re-sent with a new id follows the copies on
     // the same partition; once it is recorded, the copies have been consumed.
-    for event in &events {
-        publish(&mesh.kafka, Topic::TaskEvents, event)
-            .await
-            .unwrap();
+    // The copies go to every topic: once per ce_id, whichever consumer sees it.
+    for topic in Topic::ALL {
+        for event in &events {
+            publish(&mesh.kafka, topic, event).await.unwrap();
+        }
     }
     // (A copy of the tag's creation, so the task's history below stays as it was.)
     let mut sentinel = events
@@ -127,6 +128,19 @@ async fn every_event_is_recorded_once_in_order_with_its_changes() {
     publish(&mesh.kafka, Topic::TaskEvents, &sentinel)
         .await
         .unwrap();
+    // The other topics' consumers have seen the copies once each saw the last one.
+    let last = events.last().unwrap().id;
+    eventually(Duration::from_secs(15), || async {
+        let done: bool =
+            sqlx::query_scalar("SELECT count(*) = 3 FROM processed_events WHERE event_id = $1")
+                .bind(last)
+                .fetch_one(&mesh.audit_pool)
+                .await
+                .ok()?;
+        done.then_some(())
+    })
+    .await
+    .expect("every topic's consumer saw the copies");
     let consumer = taskmesh_audit::consumer_name(Topic::TaskEvents);
     eventually(Duration::from_secs(15), || async {
         let done: bool = sqlx::query_scalar(

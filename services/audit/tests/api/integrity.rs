@@ -37,6 +37,21 @@ async fn entries_cannot_change_and_tampering_is_detected() {
             "{statement}: {error}"
         );
     }
+    // Nor move a chain's head or start, or forget it.
+    for statement in [
+        "DELETE FROM chains",
+        "UPDATE chains SET start_position = last_position + 1, start_hash = last_hash",
+        "UPDATE chains SET last_position = last_position - 1",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&mesh.audit_pool)
+            .await
+            .expect_err(statement);
+        assert!(
+            error.to_string().contains("only move forward"),
+            "{statement}: {error}"
+        );
+    }
     assert_eq!(activity(&mut audit, "alice").await.len(), 4);
     assert!(verify(&mut audit, "alice").await.valid);
 
@@ -60,6 +75,27 @@ async fn entries_cannot_change_and_tampering_is_detected() {
     assert!(!verified.valid);
     assert_eq!(verified.first_invalid_entry, second.name);
     assert_eq!(verified.checked_count, 2);
+
+    // Removing the newest entry behind the trigger's back leaves the chain short of its head.
+    create(&mut tasks, "bob", titled("bob's")).await;
+    activity_of(&audit, "bob", 1).await;
+    let mut conn = mesh.audit_pool.acquire().await.unwrap();
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM entries WHERE user_id = 'bob'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SET session_replication_role = origin")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let verified = verify(&mut audit, "bob").await;
+    assert!(!verified.valid);
+    assert_eq!(verified.checked_count, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
