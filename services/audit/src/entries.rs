@@ -1,6 +1,5 @@
 //! Audit entries: appending one to its user's chain, reading them back, verifying a chain.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use taskmesh_domain::timestamp;
 use taskmesh_proto::audit::v1 as pb;
@@ -11,53 +10,24 @@ use crate::{
     changes::to_proto_value,
 };
 
-/// The columns of an entry, in [`EntryRow`]'s order.
+/// The columns of an entry, as [`EntryRow`] reads them.
 pub(crate) const ENTRY_COLUMNS: &str = "id, event_id, event_type, source, topic, actor, user_id, \
      resource, event_time, trace_id, request_id, changes, chain_position, previous_hash, chain_hash";
 
-/// An `entries` row.
+/// An `entries` row: its hashed content and its place in the chain.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub(crate) struct EntryRow {
-    pub(crate) id: Uuid,
-    pub(crate) event_id: Uuid,
-    pub(crate) event_type: String,
-    pub(crate) source: String,
-    pub(crate) topic: String,
-    pub(crate) actor: String,
-    pub(crate) user_id: String,
-    pub(crate) resource: String,
-    pub(crate) event_time: DateTime<Utc>,
-    pub(crate) trace_id: String,
-    pub(crate) request_id: String,
-    pub(crate) changes: serde_json::Value,
-    pub(crate) chain_position: i64,
+    #[sqlx(flatten)]
+    pub(crate) content: Content,
     pub(crate) previous_hash: Vec<u8>,
     pub(crate) chain_hash: Vec<u8>,
 }
 
 impl EntryRow {
-    /// What the hash covers.
-    pub(crate) fn content(&self) -> Content {
-        Content {
-            id: self.id,
-            event_id: self.event_id,
-            event_type: self.event_type.clone(),
-            source: self.source.clone(),
-            topic: self.topic.clone(),
-            actor: self.actor.clone(),
-            user: self.user_id.clone(),
-            resource: self.resource.clone(),
-            event_time: self.event_time,
-            trace_id: self.trace_id.clone(),
-            request_id: self.request_id.clone(),
-            changes: self.changes.clone(),
-            chain_position: self.chain_position,
-        }
-    }
-
     /// The `AuditEntry` resource.
     pub(crate) fn to_proto(&self) -> pb::AuditEntry {
-        let changes = self
+        let entry = &self.content;
+        let changes = entry
             .changes
             .as_array()
             .map(|items| {
@@ -72,17 +42,17 @@ impl EntryRow {
             })
             .unwrap_or_default();
         pb::AuditEntry {
-            name: format!("auditEntries/{}", self.id),
-            event_id: self.event_id.to_string(),
-            event_type: self.event_type.clone(),
-            actor: self.actor.clone(),
-            user: self.user_id.clone(),
-            resource: self.resource.clone(),
-            event_time: Some(timestamp(self.event_time)),
-            trace_id: self.trace_id.clone(),
-            request_id: self.request_id.clone(),
+            name: format!("auditEntries/{}", entry.id),
+            event_id: entry.event_id.to_string(),
+            event_type: entry.event_type.clone(),
+            actor: entry.actor.clone(),
+            user: entry.user.clone(),
+            resource: entry.resource.clone(),
+            event_time: Some(timestamp(entry.event_time)),
+            trace_id: entry.trace_id.clone(),
+            request_id: entry.request_id.clone(),
             changes,
-            chain_position: self.chain_position,
+            chain_position: entry.chain_position,
             chain_hash: self.chain_hash.clone(),
         }
     }
@@ -219,13 +189,14 @@ pub(crate) async fn verify(pool: &PgPool, user: &str) -> Result<Verified, sqlx::
         }
         for row in rows {
             verified.checked += 1;
-            let hash = row.content().hash(&previous);
-            let intact = row.chain_position == expected
-                && row.chain_position <= last_position
+            let hash = row.content.hash(&previous);
+            let position = row.content.chain_position;
+            let intact = position == expected
+                && position <= last_position
                 && row.previous_hash == previous
                 && row.chain_hash == hash;
             if !intact {
-                verified.first_invalid = Some(row.id);
+                verified.first_invalid = Some(row.content.id);
                 return Ok(verified);
             }
             previous = row.chain_hash;

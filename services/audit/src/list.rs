@@ -24,19 +24,29 @@ struct ChainToken {
     position: i64,
 }
 
-fn chain_page(mut rows: Vec<EntryRow>, size: i64, of: &str) -> Page {
+/// A page from `rows` fetched with one row more than `size`: that row's presence means a
+/// next page, whose token `token_of` makes from the page's last row.
+fn paged<T: Serialize>(
+    mut rows: Vec<EntryRow>,
+    size: i64,
+    token_of: impl Fn(&EntryRow) -> T,
+) -> Page {
     let more = usize::try_from(size).is_ok_and(|size| rows.len() > size);
     if more {
         rows.pop();
     }
     let token = match rows.last() {
-        Some(last) if more => pages::encode(&ChainToken {
-            of: of.to_owned(),
-            position: last.chain_position,
-        }),
+        Some(last) if more => pages::encode(&token_of(last)),
         _ => String::new(),
     };
     (rows, token)
+}
+
+fn chain_page(rows: Vec<EntryRow>, size: i64, of: &str) -> Page {
+    paged(rows, size, |last| ChainToken {
+        of: of.to_owned(),
+        position: last.content.chain_position,
+    })
 }
 
 fn chain_position(token: &str, of: &str) -> Result<Option<i64>, Invalid> {
@@ -80,7 +90,7 @@ pub(crate) async fn history(
         }
     };
     // `task` is a validated `tasks/{uuid}`: no LIKE wildcard in it.
-    let mut rows: Vec<EntryRow> = sqlx::query_as(&format!(
+    let rows: Vec<EntryRow> = sqlx::query_as(&format!(
         "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 \
          AND (resource = $2 OR resource LIKE $2 || '/%') \
          AND ($3::timestamptz IS NULL OR (event_time, id) > ($3, $4)) \
@@ -93,19 +103,11 @@ pub(crate) async fn history(
     .bind(size + 1)
     .fetch_all(&mut *conn)
     .await?;
-    let more = usize::try_from(size).is_ok_and(|size| rows.len() > size);
-    if more {
-        rows.pop();
-    }
-    let next = match rows.last() {
-        Some(last) if more => pages::encode(&HistoryToken {
-            task: task.to_owned(),
-            time: last.event_time,
-            id: last.id,
-        }),
-        _ => String::new(),
-    };
-    Ok(Ok((rows, next)))
+    Ok(Ok(paged(rows, size, |last| HistoryToken {
+        task: task.to_owned(),
+        time: last.content.event_time,
+        id: last.content.id,
+    })))
 }
 
 /// Whether `user`'s log mentions `task` at all.
@@ -294,21 +296,13 @@ pub(crate) async fn query(
     }
     sql.push(format!(" ORDER BY event_time {order}, id {order} LIMIT "))
         .push_bind(size + 1);
-    let mut rows: Vec<EntryRow> = sql.build_query_as().fetch_all(&mut *conn).await?;
-    let more = usize::try_from(size).is_ok_and(|size| rows.len() > size);
-    if more {
-        rows.pop();
-    }
-    let next = match rows.last() {
-        Some(last) if more => pages::encode(&QueryToken {
-            filter: text.to_owned(),
-            desc,
-            time: last.event_time,
-            id: last.id,
-        }),
-        _ => String::new(),
-    };
-    Ok(Ok((rows, next)))
+    let rows: Vec<EntryRow> = sql.build_query_as().fetch_all(&mut *conn).await?;
+    Ok(Ok(paged(rows, size, |last| QueryToken {
+        filter: text.to_owned(),
+        desc,
+        time: last.content.event_time,
+        id: last.content.id,
+    })))
 }
 
 #[cfg(test)]

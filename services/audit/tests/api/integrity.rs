@@ -14,6 +14,18 @@ async fn verify(audit: &mut Audit, user: &str) -> taskmesh_proto::audit::v1::Ver
         .into_inner()
 }
 
+/// Runs `statement` as a superuser going around the triggers (`session_replication_role`).
+async fn behind_the_trigger(pool: &sqlx::PgPool, statement: &str) {
+    let mut conn = pool.acquire().await.unwrap();
+    for sql in [
+        "SET session_replication_role = replica",
+        statement,
+        "SET session_replication_role = origin",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_cannot_change_and_tampering_is_detected() {
     let (mesh, mut tasks, mut audit) = start().await;
@@ -57,20 +69,7 @@ async fn entries_cannot_change_and_tampering_is_detected() {
 
     // A superuser goes around the trigger and forges the second entry's resource.
     let second = entries.iter().find(|e| e.chain_position == 2).unwrap();
-    let mut conn = mesh.audit_pool.acquire().await.unwrap();
-    sqlx::query("SET session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE entries SET resource = 'tasks/forged' WHERE chain_position = 2 AND user_id = 'alice'")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("SET session_replication_role = origin")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    drop(conn);
+    behind_the_trigger(&mesh.audit_pool, "UPDATE entries SET resource = 'tasks/forged' WHERE chain_position = 2 AND user_id = 'alice'").await;
     let verified = verify(&mut audit, "alice").await;
     assert!(!verified.valid);
     assert_eq!(verified.first_invalid_entry, second.name);
@@ -79,20 +78,11 @@ async fn entries_cannot_change_and_tampering_is_detected() {
     // Removing the newest entry behind the trigger's back leaves the chain short of its head.
     create(&mut tasks, "bob", titled("bob's")).await;
     activity_of(&audit, "bob", 1).await;
-    let mut conn = mesh.audit_pool.acquire().await.unwrap();
-    sqlx::query("SET session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM entries WHERE user_id = 'bob'")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("SET session_replication_role = origin")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    drop(conn);
+    behind_the_trigger(
+        &mesh.audit_pool,
+        "DELETE FROM entries WHERE user_id = 'bob'",
+    )
+    .await;
     let verified = verify(&mut audit, "bob").await;
     assert!(!verified.valid);
     assert_eq!(verified.checked_count, 0);
