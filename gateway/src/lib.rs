@@ -13,7 +13,9 @@
 //! - `hub`: the Kafka consumer and per-user fan-out.
 //! - `live`: the live stream (replay + live, no gap, no duplicate).
 //! - `proxy`: forwarding of service calls.
+//! - `grpc_web`: grpc-web translation for grpc-web requests only.
 
+mod grpc_web;
 mod hub;
 mod live;
 mod proxy;
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     pub kafka: KafkaConfig,
     /// Token verification.
     pub verifier: Verifier,
+    /// Whether to serve Prometheus `/metrics` on this port too (`taskmesh dev`; a `serve`
+    /// process has its own metrics listener).
+    pub metrics: bool,
     /// The built web app (`web/dist`); `None` serves a short page naming the APIs.
     pub web_dir: Option<PathBuf>,
 }
@@ -118,6 +123,9 @@ impl Gateway {
             .await;
         let routes = reflection(Routes::new(live).add_service(health_service))?;
         let mut router: Router = routes.into_axum_router();
+        if config.metrics {
+            router = router.merge(taskmesh_platform::metrics::router());
+        }
         for (service, channel) in [
             ("taskmesh.task.v1.TaskService", task_channel),
             ("taskmesh.reminder.v1.ReminderService", reminder_channel),
@@ -177,7 +185,9 @@ impl Gateway {
         let served = tonic::transport::Server::builder()
             .accept_http1(true)
             .layer(cors)
-            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(grpc_web::GrpcWebOnlyLayer)
+            // Inside grpc-web translation: grpc-web calls are counted as the gRPC calls they are.
+            .layer(taskmesh_platform::metrics::RpcMetricsLayer::new("gateway"))
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
             .await;

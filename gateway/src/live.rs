@@ -266,7 +266,10 @@ impl LiveService for LiveServiceImpl {
             }
         }
         tracing::debug!(user = %caller.user, ?cursor, "live stream opened");
+        let open = OpenStream::new();
         let stream = async_stream::try_stream! {
+            // Counted as open for as long as the stream lives.
+            let _open = open;
             // Replay, then keep going live; a gap or lag sends us back here.
             let mut caught_up_sent = false;
             let mut heartbeat_due = false;
@@ -333,5 +336,21 @@ impl LiveService for LiveServiceImpl {
             }
         };
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// One open live stream in `taskmesh_live_streams_open`, for as long as it lives.
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> Self {
+        metrics::gauge!("taskmesh_live_streams_open").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("taskmesh_live_streams_open").decrement(1.0);
     }
 }

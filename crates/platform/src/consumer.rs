@@ -162,21 +162,36 @@ async fn consume<H: Handler>(
                 continue;
             }
         };
-        let outcome = match CloudEvent::from_message(&message) {
+        let started = std::time::Instant::now();
+        let event = CloudEvent::from_message(&message);
+        let event_time = event.as_ref().ok().map(|e| e.time);
+        let outcome = match event {
             Ok(event) => process(pool, settings, handler, &event, shutdown).await,
             Err(error) => Err(Failure::DeadLetter(format!(
                 "not a taskmesh CloudEvent: {error}"
             ))),
         };
-        match outcome {
-            Ok(Outcome::Applied) => {}
+        let name = settings.name.clone();
+        let label = match outcome {
+            Ok(Outcome::Applied) => "applied",
             Ok(Outcome::Duplicate) => {
                 tracing::debug!(consumer = %settings.name, offset = message.offset(), "duplicate event skipped");
+                "duplicate"
             }
             Err(Failure::DeadLetter(reason)) => {
                 dead_letter(producer, dead_letters, &message, &settings.name, &reason).await?;
+                "dead_lettered"
             }
             Err(Failure::Interrupted) => return Ok(()),
+        };
+        metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!("taskmesh_consumer_processing_seconds", "consumer" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        if let Some(time) = event_time {
+            let age = (chrono::Utc::now() - time).as_seconds_f64().max(0.0);
+            metrics::histogram!("taskmesh_consumer_event_age_seconds", "consumer" => name)
+                .record(age);
         }
         consumer.store_offset_from_message(&message)?;
     }

@@ -23,18 +23,20 @@ pub fn reflection(routes: Routes) -> Result<Routes, tonic_reflection::server::Er
     Ok(routes.add_service(v1).add_service(v1alpha))
 }
 
-/// Serves `routes` (HTTP/2 gRPC) on `listener` until `shutdown` is cancelled, then finishes
-/// in-flight calls.
+/// Serves `routes` (HTTP/2 gRPC) of `component` (its label on the RPC metrics) on `listener`
+/// until `shutdown` is cancelled, then finishes in-flight calls.
 ///
 /// # Errors
 /// A transport error of the server.
 pub async fn serve(
+    component: &'static str,
     listener: TcpListener,
     routes: Routes,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .layer(crate::metrics::RpcMetricsLayer::new(component))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

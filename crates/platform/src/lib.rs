@@ -13,6 +13,7 @@
 //! - [`grpc`]: server plumbing (health, reflection, serving with shutdown) and error mapping
 //!   helpers (`INVALID_ARGUMENT` with field violations).
 //! - [`kafka`]: topic names, topic creation, the idempotent producer.
+//! - [`metrics`]: Prometheus metrics, `/metrics`, and the gRPC metrics layer.
 //! - [`outbox`]: the transactional outbox and its relay to Kafka.
 //! - [`pages`]: AIP-158 page tokens.
 //! - [`requests`]: AIP-155 request-id deduplication.
@@ -31,6 +32,7 @@ pub mod cursor;
 pub mod db;
 pub mod grpc;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod pages;
 pub mod requests;

@@ -215,6 +215,21 @@ impl Relay {
     /// [`RelayError`]; rows not acknowledged stay for the next round (they may then be
     /// published twice, which consumers dedupe by `ce_id`).
     pub async fn publish_pending(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let result = self.publish_rounds(conn).await;
+        // The backlog a stuck relay leaves (0 once drained), for the outbox backlog alert.
+        let backlog: i64 = match result {
+            Ok(_) => 0,
+            Err(_) => sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap_or(-1),
+        };
+        metrics::gauge!("taskmesh_outbox_backlog", "channel" => self.channel.clone())
+            .set(backlog as f64);
+        result
+    }
+
+    async fn publish_rounds(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
             let rows = sqlx::query(
@@ -257,6 +272,13 @@ impl Relay {
                     .await?;
             }
             total += acknowledged;
+            let now = chrono::Utc::now();
+            let delay = metrics::histogram!("taskmesh_outbox_publish_delay_seconds", "channel" => self.channel.clone());
+            for item in &pending[..acknowledged] {
+                delay.record((now - item.event.time).as_seconds_f64().max(0.0));
+            }
+            metrics::counter!("taskmesh_outbox_published_total", "channel" => self.channel.clone())
+                .increment(acknowledged as u64);
             if acknowledged < pending.len() {
                 return Err(RelayError::Kafka(
                     rdkafka::error::KafkaError::MessageProduction(

@@ -148,6 +148,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "TASKMESH_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
 
+    /// Where Prometheus scrapes `/metrics` (HTTP).
+    #[arg(long, env = "TASKMESH_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+    pub(crate) metrics_listen: SocketAddr,
+
     /// TaskService address, for the gateway and RecurrenceService.
     #[arg(
         long,

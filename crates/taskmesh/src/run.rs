@@ -194,6 +194,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             audit_service: format!("http://{audit_addr}"),
             kafka,
             verifier,
+            metrics: true,
             web_dir,
         },
     )
@@ -259,6 +260,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .context("KAFKA_BROKERS is required")?;
     let kafka = kafka_config(common, brokers)?;
+    let metrics_listener = TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for /metrics", args.metrics_listen))?;
+    let metrics = tokio::spawn(taskmesh_platform::metrics::serve(
+        metrics_listener,
+        shutdown.clone(),
+    ));
+    let served = serve_component(&args, common, verifier, kafka, shutdown).await;
+    if let Ok(Err(error)) = metrics.await {
+        tracing::warn!(%error, "metrics listener failed");
+    }
+    served
+}
+
+/// Runs the component `args` names until `shutdown`.
+async fn serve_component(
+    args: &ServeArgs,
+    common: &Common,
+    verifier: Verifier,
+    kafka: KafkaConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     match args.component {
         Component::Task => {
             let addr = args
@@ -289,6 +312,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     audit_service: args.audit_service.clone(),
                     kafka,
                     verifier,
+                    metrics: false,
                     web_dir: args.web_dir.clone(),
                 },
             )

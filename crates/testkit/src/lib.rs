@@ -244,6 +244,7 @@ impl Mesh {
                 audit_service: format!("http://{audit_addr}"),
                 kafka: kafka.clone(),
                 verifier,
+                metrics: true,
                 web_dir: None,
             },
         )

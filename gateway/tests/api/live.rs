@@ -27,7 +27,11 @@ async fn next(
     }
 }
 
-async fn open(mesh: &Mesh, user: &str, cursor: &str) -> Streaming<StreamChangesResponse> {
+pub(crate) async fn open(
+    mesh: &Mesh,
+    user: &str,
+    cursor: &str,
+) -> Streaming<StreamChangesResponse> {
     live_web(mesh)
         .stream_changes(authed(
             user,
@@ -42,7 +46,9 @@ async fn open(mesh: &Mesh, user: &str, cursor: &str) -> Streaming<StreamChangesR
 }
 
 /// Reads messages until `caught_up`, returning the event types before it.
-async fn until_caught_up(stream: &mut Streaming<StreamChangesResponse>) -> (Vec<String>, String) {
+pub(crate) async fn until_caught_up(
+    stream: &mut Streaming<StreamChangesResponse>,
+) -> (Vec<String>, String) {
     let mut types = Vec::new();
     loop {
         let message = next(stream, Duration::from_secs(10))
@@ -55,7 +61,7 @@ async fn until_caught_up(stream: &mut Streaming<StreamChangesResponse>) -> (Vec<
     }
 }
 
-async fn new_task(mesh: &Mesh, user: &str, title: &str) -> Task {
+pub(crate) async fn new_task(mesh: &Mesh, user: &str, title: &str) -> Task {
     tasks_grpc(mesh)
         .await
         .create_task(authed(

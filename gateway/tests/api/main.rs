@@ -2,6 +2,7 @@
 //! and clients speaking native gRPC (HTTP/2) and grpc-web (HTTP/1.1, tonic-web's client).
 
 mod live;
+mod metrics;
 mod proxy;
 
 use hyper_util::{

@@ -112,7 +112,8 @@ impl AuditServer {
         let routes = routes(self.pool, self.verifier).add_service(health_service);
         let routes = taskmesh_platform::grpc::reflection(routes)?;
         tracing::info!(addr = %listener.local_addr()?, "audit service listening");
-        let served = taskmesh_platform::grpc::serve(listener, routes, shutdown.clone()).await;
+        let served =
+            taskmesh_platform::grpc::serve("audit", listener, routes, shutdown.clone()).await;
         shutdown.cancel();
         while background.join_next().await.is_some() {}
         served?;

@@ -147,7 +147,8 @@ impl RecurrenceServer {
             routes(self.pool, &self.kafka, self.verifier, tasks).add_service(health_service);
         let routes = taskmesh_platform::grpc::reflection(routes)?;
         tracing::info!(addr = %listener.local_addr()?, "recurrence service listening");
-        let served = taskmesh_platform::grpc::serve(listener, routes, shutdown.clone()).await;
+        let served =
+            taskmesh_platform::grpc::serve("recurrence", listener, routes, shutdown.clone()).await;
         shutdown.cancel();
         while background.join_next().await.is_some() {}
         served?;

@@ -129,7 +129,8 @@ impl ReminderServer {
         let routes = routes(self.pool, &self.kafka, self.verifier).add_service(health_service);
         let routes = taskmesh_platform::grpc::reflection(routes)?;
         tracing::info!(addr = %listener.local_addr()?, "reminder service listening");
-        let served = taskmesh_platform::grpc::serve(listener, routes, shutdown.clone()).await;
+        let served =
+            taskmesh_platform::grpc::serve("reminder", listener, routes, shutdown.clone()).await;
         shutdown.cancel();
         while background.join_next().await.is_some() {}
         served?;

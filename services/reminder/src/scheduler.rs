@@ -180,6 +180,10 @@ impl Scheduler {
             return Ok(());
         }
         let lateness: Vec<i64> = rows.iter().map(|r| lateness_us(now, r.fire_at)).collect();
+        let late = metrics::histogram!("taskmesh_reminder_lateness_seconds", "kind" => "reminder");
+        for us in &lateness {
+            late.record(*us as f64 / 1e6);
+        }
         sqlx::query(
             "UPDATE reminders r SET state = $4, fired_time = $5, lateness_us = u.lateness \
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(task_id, reminder_id, lateness) \
@@ -255,8 +259,10 @@ impl Scheduler {
         .bind(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
+        let late = metrics::histogram!("taskmesh_reminder_lateness_seconds", "kind" => "overdue");
         for task in tasks {
             let lateness_us = lateness_us(now, task.due_at);
+            late.record(lateness_us as f64 / 1e6);
             let notification = notification(
                 KIND_OVERDUE,
                 task.id,

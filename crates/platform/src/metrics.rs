@@ -1,0 +1,221 @@
+//! Prometheus metrics (the `metrics` facade with `metrics-exporter-prometheus`): one
+//! process-wide recorder, rendered in the text exposition format at `/metrics`, and a tower
+//! layer that counts and times every gRPC call.
+//!
+//! Names follow Prometheus conventions (`taskmesh_` prefix, base units, `_total` counters,
+//! `_seconds` histograms):
+//! - `taskmesh_rpc_requests_total{component, service, method, code}`,
+//!   `taskmesh_rpc_duration_seconds{component, service, method}` (until the response headers:
+//!   for a stream, until it opens; the gateway counts the calls it forwards too);
+//! - `taskmesh_outbox_published_total{channel}`, `taskmesh_outbox_publish_delay_seconds{channel}`
+//!   (commit to broker acknowledgement), `taskmesh_outbox_backlog{channel}` (rows left after a
+//!   relay round; 0 once drained);
+//! - `taskmesh_consumer_events_total{consumer, outcome}` (`applied`, `duplicate`,
+//!   `dead_lettered`), `taskmesh_consumer_processing_seconds{consumer}`,
+//!   `taskmesh_consumer_event_age_seconds{consumer}` (event time to handled: the consumer's lag
+//!   in time);
+//! - `taskmesh_reminder_lateness_seconds{kind}` (ReminderService), `taskmesh_live_streams_open`
+//!   (the gateway).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Histogram buckets (seconds) of every `_seconds` metric: 100 µs to 60 s.
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    15.0, 60.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder on first use, with every metric's help text; `None`
+/// when another recorder was installed first (then nothing is exported).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The help text of every metric (the module docs list them).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "taskmesh_rpc_requests_total",
+        "gRPC calls by component, service, method and status code."
+    );
+    describe_histogram!(
+        "taskmesh_rpc_duration_seconds",
+        metrics::Unit::Seconds,
+        "gRPC call latency until the response headers."
+    );
+    describe_counter!(
+        "taskmesh_outbox_published_total",
+        "Outbox events the relay published and the broker acknowledged."
+    );
+    describe_histogram!(
+        "taskmesh_outbox_publish_delay_seconds",
+        metrics::Unit::Seconds,
+        "Time from an event's commit to its acknowledgement by the broker."
+    );
+    describe_gauge!(
+        "taskmesh_outbox_backlog",
+        "Outbox rows left unpublished after the relay's last round."
+    );
+    describe_counter!(
+        "taskmesh_consumer_events_total",
+        "Events a consumer handled, by outcome (applied, duplicate, dead_lettered)."
+    );
+    describe_histogram!(
+        "taskmesh_consumer_processing_seconds",
+        metrics::Unit::Seconds,
+        "Time a consumer took to handle an event, retries included."
+    );
+    describe_histogram!(
+        "taskmesh_consumer_event_age_seconds",
+        metrics::Unit::Seconds,
+        "Time from an event's commit to its handling by a consumer."
+    );
+    describe_histogram!(
+        "taskmesh_reminder_lateness_seconds",
+        metrics::Unit::Seconds,
+        "How late reminders and overdue notices fired after their time."
+    );
+    describe_gauge!(
+        "taskmesh_live_streams_open",
+        "Live streams open on this gateway."
+    );
+}
+
+/// Everything recorded so far, in the Prometheus text exposition format.
+pub fn render() -> String {
+    match handle() {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    }
+}
+
+/// The `/metrics` route.
+pub fn router() -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                render(),
+            )
+        }),
+    )
+}
+
+/// Serves `/metrics` on `listener` until `shutdown`.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    handle();
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    axum::serve(listener, router())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Counts and times the gRPC calls of the services it wraps (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct RpcMetricsLayer {
+    component: &'static str,
+}
+
+impl RpcMetricsLayer {
+    /// A layer labelling its calls with `component` (`task`, `gateway`, ...).
+    pub fn new(component: &'static str) -> Self {
+        Self { component }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        handle();
+        RpcMetrics {
+            inner,
+            component: self.component,
+        }
+    }
+}
+
+/// The service of [`RpcMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct RpcMetrics<S> {
+    inner: S,
+    component: &'static str,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // `/package.Service/Method`; anything else (the web app's files) is not a call.
+        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/') {
+            Some((service, method)) if service.contains('.') => {
+                (service.to_owned(), method.to_owned())
+            }
+            _ => return Box::pin(self.inner.call(request)),
+        };
+        let start = Instant::now();
+        let component = self.component;
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            // An error status comes in the headers (trailers-only); a success in the
+            // trailers, after the headers this measures.
+            let code = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unknown,
+            };
+            metrics::histogram!("taskmesh_rpc_duration_seconds", "component" => component, "service" => service.clone(), "method" => method.clone())
+                .record(start.elapsed().as_secs_f64());
+            metrics::counter!("taskmesh_rpc_requests_total", "component" => component, "service" => service, "method" => method, "code" => format!("{code:?}"))
+                .increment(1);
+            response
+        })
+    }
+}
