@@ -5,7 +5,12 @@ minikube and production values, validates every rendered object with kubernetes-
 rejects bad values. Exits non-zero on the first failure, printing what failed."""
 
 import copy
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import helm_python as helm
@@ -46,6 +51,9 @@ def check(chart, values_file):
     objects, manifests = render(chart, values)
     label = values_file or "default values"
     for path, obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            check_rules(label, obj)
+            continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES, strict=True)
         except Exception as error:  # kubernetes_validate raises several error types
@@ -90,6 +98,40 @@ def check(chart, values_file):
     return objects
 
 
+def check_rules(label, rule):
+    """A PrometheusRule (a CRD kubernetes-validate has no schema for): its shape, and that
+    every alert names only metrics taskmesh exports."""
+    exported = {
+        "taskmesh_outbox_backlog", "taskmesh_consumer_event_age_seconds_bucket",
+        "taskmesh_consumer_events_total", "taskmesh_reminder_lateness_seconds_bucket",
+        "taskmesh_rpc_requests_total",
+    }
+    groups = rule["spec"]["groups"]
+    alerts = [r for g in groups for r in g["rules"]]
+    if not alerts:
+        fail(f"{label}: no alert rules")
+    for alert in alerts:
+        for key in ("alert", "expr", "labels", "annotations"):
+            if key not in alert:
+                fail(f"{label}: alert {alert.get('alert')} has no {key}")
+        names = set(re.findall(r"taskmesh_[a-z_]+", alert["expr"]))
+        if not names or not names <= exported:
+            fail(f"{label}: alert {alert['alert']} uses {names - exported or 'no taskmesh metric'}")
+    # promtool parses the PromQL and the templates (.ci/run installs it and requires it).
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("TASKMESH_REQUIRE_PROMTOOL"):
+            fail("promtool is required")
+        print(f"{label}: promtool not installed; rule syntax not checked")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rules:
+        yaml.safe_dump({"groups": groups}, rules)
+        rules.flush()
+        checked = subprocess.run([promtool, "check", "rules", rules.name], capture_output=True, text=True)
+    if checked.returncode != 0:
+        fail(f"{label}: promtool check rules: {checked.stdout}{checked.stderr}")
+
+
 def rejected(chart, change, why):
     values = copy.deepcopy(chart.values)
     change(values)
@@ -110,6 +152,8 @@ def main():
     production = check(chart, "values-production.yaml")
     if not any(obj["kind"] == "Ingress" for _, obj in production):
         fail("production values render no Ingress")
+    if not any(obj["kind"] == "PrometheusRule" for _, obj in production):
+        fail("production values render no PrometheusRule")
     bad = [
         (lambda v: v["components"]["task"].__setitem__("port", 80), "a privileged port"),
         (lambda v: v["components"]["gateway"]["resources"]["limits"].__setitem__("memory", "lots"), "a bad quantity"),
