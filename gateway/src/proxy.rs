@@ -43,7 +43,9 @@ impl Service<http::Request<Body>> for GrpcProxy {
             if let Err(status) = verifier.verify_metadata(&metadata) {
                 return Ok(status.into_http::<Body>());
             }
-            let request = request.map(tonic::body::Body::new);
+            let mut request = request.map(tonic::body::Body::new);
+            // The service's span continues the gateway's (this call's) trace.
+            taskmesh_platform::trace::inject(request.headers_mut());
             match channel.oneshot(request).await {
                 Ok(response) => Ok(response.map(Body::new)),
                 Err(error) => {

@@ -199,7 +199,9 @@ fn event(
         data_schema: cloudevents::data_schema(change.message),
         key: writer.user.to_owned(),
         data: (change.payload)(context),
-        traceparent: None,
+        // The trace of the request or event that caused this change continues in its
+        // consumers.
+        traceparent: crate::trace::current_traceparent(),
     }
 }
 

@@ -166,7 +166,17 @@ async fn consume<H: Handler>(
         let event = CloudEvent::from_message(&message);
         let event_time = event.as_ref().ok().map(|e| e.time);
         let outcome = match event {
-            Ok(event) => process(pool, settings, handler, &event, shutdown).await,
+            Ok(event) => {
+                // The event's trace goes on here: a span per handling, child of the
+                // request or event that produced it.
+                let span = tracing::info_span!("consume", otel.name = %format!("{} {}", settings.name, event.event_type), consumer = %settings.name, event_id = %event.id);
+                crate::trace::continue_trace(&span, event.traceparent.as_deref());
+                tracing::Instrument::instrument(
+                    process(pool, settings, handler, &event, shutdown),
+                    span,
+                )
+                .await
+            }
             Err(error) => Err(Failure::DeadLetter(format!(
                 "not a taskmesh CloudEvent: {error}"
             ))),

@@ -19,7 +19,8 @@
 //! - [`requests`]: AIP-155 request-id deduplication.
 //! - [`retention`]: the hourly purge of change-log entries, request ids and dedupe records.
 //! - [`shutdown`]: SIGTERM/ctrl-c handling.
-//! - [`telemetry`]: `tracing` subscriber set-up.
+//! - [`telemetry`]: `tracing` subscriber set-up, OTLP export of spans.
+//! - [`trace`]: W3C trace context through gRPC, the outbox and Kafka.
 //! - `broker` (feature `embedded-broker`): an in-process Kafka-compatible broker (tansu).
 
 pub mod auth;
@@ -39,3 +40,4 @@ pub mod requests;
 pub mod retention;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;

@@ -296,6 +296,10 @@ impl Relay {
     async fn send(&self, pending: &[Pending]) -> usize {
         let mut deliveries = Vec::with_capacity(pending.len());
         for item in pending {
+            // A span per published event, in the trace of the change that wrote it.
+            let span = tracing::info_span!("outbox.publish", otel.name = %format!("publish {}", item.event.event_type), topic = %item.topic, event_id = %item.event.id);
+            crate::trace::continue_trace(&span, item.event.traceparent.as_deref());
+            let _entered = span.enter();
             let timestamp = item.event.time.timestamp_millis();
             let record = FutureRecord::to(&item.topic)
                 .key(&item.event.key)

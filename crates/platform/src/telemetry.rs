@@ -1,7 +1,11 @@
 //! `tracing` set-up: human-readable or JSON logs to stderr, filtered by `RUST_LOG`
-//! (default `info`, with chatty dependencies such as the embedded broker at `warn`).
+//! (default `info`, with chatty dependencies such as the embedded broker at `warn`), and, when
+//! an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`), every span exported to it
+//! over OTLP/gRPC as OpenTelemetry spans (service name `taskmesh`, or `OTEL_SERVICE_NAME`).
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -13,20 +17,69 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Calling it twice keeps the first one (tests may call it
-/// from several places).
-pub fn init(format: LogFormat) {
+/// Flushes and shuts down span export when dropped (keep it alive in `main`).
+#[derive(Debug, Default)]
+#[must_use = "dropping the guard stops span export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("span export did not shut down cleanly: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber and the W3C trace-context propagator. With `otlp_endpoint`
+/// (e.g. `http://otel-collector:4317`), spans are batched and exported over OTLP/gRPC. Calling
+/// it twice keeps the first subscriber (tests may call it from several places). Call inside
+/// the Tokio runtime.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
+    crate::trace::install_propagator();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tansu=warn,sqlx=warn,libsql=warn,h2=warn"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init(),
+    let logs = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
+    let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(endpoint) {
+        Ok(provider) => Some(provider),
+        Err(error) => {
+            eprintln!("cannot export spans to {endpoint}: {error}");
+            None
+        }
+    });
+    let spans = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("taskmesh")));
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .try_init();
     // Already initialised: keep the first subscriber.
     drop(result);
+    TelemetryGuard { provider }
+}
+
+/// A tracer provider batching spans to the OTLP/gRPC `endpoint`.
+fn otlp_provider(
+    endpoint: &str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("taskmesh")
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }

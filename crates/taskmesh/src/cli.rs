@@ -19,6 +19,11 @@ pub(crate) struct Cli {
     )]
     pub(crate) log_format: LogFormat,
 
+    /// OTLP/gRPC endpoint to export spans to (e.g. `http://otel-collector:4317`); unset: no
+    /// span export.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -18,7 +18,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    taskmesh_platform::telemetry::init(cli.log_format.into());
+    let _telemetry =
+        taskmesh_platform::telemetry::init(cli.log_format.into(), cli.otlp_endpoint.as_deref());
     match run::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

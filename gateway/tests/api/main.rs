@@ -4,6 +4,7 @@
 mod live;
 mod metrics;
 mod proxy;
+mod tracing_e2e;
 
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},

@@ -1,0 +1,98 @@
+//! One trace from a gRPC call through the gateway, TaskService, the outbox relay and Kafka to
+//! a consumer, and into the audit log's `trace_id` (spans collected by an in-memory exporter).
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use taskmesh_proto::audit::v1::{ListTaskHistoryRequest, audit_service_client::AuditServiceClient};
+use taskmesh_testkit::{Mesh, MeshOptions, authed, eventually};
+use tracing_subscriber::{Layer, filter::LevelFilter, prelude::*};
+
+use crate::live::new_task;
+
+fn trace_of(spans: &[SpanData], name: &str) -> Option<String> {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.span_context.trace_id().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_the_call_the_relay_and_the_consumers() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("test"))
+        .with_filter(LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    taskmesh_platform::trace::install_propagator();
+
+    let mesh = Mesh::start(MeshOptions::default()).await.unwrap();
+    let task = new_task(&mesh, "alice", "Trace me").await;
+    let audit = AuditServiceClient::new(mesh.gateway_channel().await.unwrap());
+    let recorded = eventually(Duration::from_secs(15), || {
+        let mut audit = audit.clone();
+        let name = task.name.clone();
+        async move {
+            let history = audit
+                .list_task_history(authed(
+                    "alice",
+                    ListTaskHistoryRequest {
+                        task: name,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .ok()?
+                .into_inner();
+            history.entries.into_iter().next()
+        }
+    })
+    .await
+    .expect("the creation is audited");
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+
+    let call =
+        trace_of(&spans, "taskmesh.task.v1.TaskService/CreateTask").expect("a span for the call");
+    assert_eq!(
+        recorded.trace_id, call,
+        "the audit entry names the call's trace"
+    );
+    let same_trace = |name: &str| {
+        spans
+            .iter()
+            .any(|s| s.name == name && s.span_context.trace_id().to_string() == call)
+    };
+    assert!(
+        same_trace("publish dev.taskmesh.task.created.v1"),
+        "the relay's publish is in the trace"
+    );
+    assert!(
+        same_trace("taskmesh-audit-task-events dev.taskmesh.task.created.v1"),
+        "the audit consumer's handling is in the trace"
+    );
+    assert!(
+        same_trace("taskmesh-reminder dev.taskmesh.task.created.v1"),
+        "ReminderService's handling is in the trace"
+    );
+    // The gateway's and TaskService's spans of the call are one trace: the gateway forwarded
+    // its context.
+    let call_spans = spans
+        .iter()
+        .filter(|s| s.name == "taskmesh.task.v1.TaskService/CreateTask")
+        .count();
+    assert_eq!(call_spans, 2, "one span in the gateway, one in TaskService");
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name == "taskmesh.task.v1.TaskService/CreateTask")
+            .all(|s| s.span_context.trace_id().to_string() == call)
+    );
+}
