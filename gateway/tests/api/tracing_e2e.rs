@@ -4,19 +4,12 @@
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use taskmesh_proto::audit::v1::{ListTaskHistoryRequest, audit_service_client::AuditServiceClient};
 use taskmesh_testkit::{Mesh, MeshOptions, authed, eventually};
 use tracing_subscriber::{Layer, filter::LevelFilter, prelude::*};
 
 use crate::live::new_task;
-
-fn trace_of(spans: &[SpanData], name: &str) -> Option<String> {
-    spans
-        .iter()
-        .find(|s| s.name == name)
-        .map(|s| s.span_context.trace_id().to_string())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_the_call_the_relay_and_the_consumers() {
@@ -59,40 +52,25 @@ async fn one_trace_spans_the_call_the_relay_and_the_consumers() {
     provider.force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();
 
-    let call =
-        trace_of(&spans, "taskmesh.task.v1.TaskService/CreateTask").expect("a span for the call");
-    assert_eq!(
-        recorded.trace_id, call,
-        "the audit entry names the call's trace"
-    );
-    let same_trace = |name: &str| {
-        spans
-            .iter()
-            .any(|s| s.name == name && s.span_context.trace_id().to_string() == call)
-    };
-    assert!(
-        same_trace("publish dev.taskmesh.task.created.v1"),
-        "the relay's publish is in the trace"
-    );
-    assert!(
-        same_trace("taskmesh-audit-task-events dev.taskmesh.task.created.v1"),
-        "the audit consumer's handling is in the trace"
-    );
-    assert!(
-        same_trace("taskmesh-reminder dev.taskmesh.task.created.v1"),
-        "ReminderService's handling is in the trace"
-    );
-    // The gateway's and TaskService's spans of the call are one trace: the gateway forwarded
-    // its context.
-    let call_spans = spans
+    // Other tests of this binary run meanwhile: look at the trace the audit entry names.
+    let call = recorded.trace_id.clone();
+    assert_eq!(call.len(), 32, "the audit entry names a trace");
+    let names: Vec<&str> = spans
         .iter()
-        .filter(|s| s.name == "taskmesh.task.v1.TaskService/CreateTask")
+        .filter(|s| s.span_context.trace_id().to_string() == call)
+        .map(|s| s.name.as_ref())
+        .collect();
+    // The gateway's and TaskService's spans of the call: the gateway forwarded its context.
+    let calls = names
+        .iter()
+        .filter(|n| **n == "taskmesh.task.v1.TaskService/CreateTask")
         .count();
-    assert_eq!(call_spans, 2, "one span in the gateway, one in TaskService");
-    assert!(
-        spans
-            .iter()
-            .filter(|s| s.name == "taskmesh.task.v1.TaskService/CreateTask")
-            .all(|s| s.span_context.trace_id().to_string() == call)
-    );
+    assert_eq!(calls, 2, "{names:?}");
+    for expected in [
+        "publish dev.taskmesh.task.created.v1",
+        "taskmesh-audit-task-events dev.taskmesh.task.created.v1",
+        "taskmesh-reminder dev.taskmesh.task.created.v1",
+    ] {
+        assert!(names.contains(&expected), "{expected} not in {names:?}");
+    }
 }
