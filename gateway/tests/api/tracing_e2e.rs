@@ -53,7 +53,7 @@ async fn one_trace_spans_the_call_the_relay_and_the_consumers() {
     let spans = exporter.get_finished_spans().unwrap();
 
     // Other tests of this binary run meanwhile: look at the trace the audit entry names.
-    let call = recorded.trace_id.clone();
+    let call = recorded.trace_id;
     assert_eq!(call.len(), 32, "the audit entry names a trace");
     let names: Vec<&str> = spans
         .iter()
