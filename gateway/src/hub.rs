@@ -198,16 +198,21 @@ impl Hub {
             } else {
                 Log::Notifications
             };
-            self.publish(
-                &context.user,
-                LiveEvent {
-                    log,
-                    sequence: context.sequence,
-                    event_id: event.id.to_string(),
-                    event_type: event.event_type,
-                    data: event.data,
-                },
-            );
+            // The event's trace reaches the live stream here: handed to its owner's streams.
+            let span = tracing::info_span!("live.fanout", otel.name = %format!("live {}", event.event_type), event_id = %event.id);
+            taskmesh_platform::trace::continue_trace(&span, event.traceparent.as_deref());
+            span.in_scope(|| {
+                self.publish(
+                    &context.user,
+                    LiveEvent {
+                        log,
+                        sequence: context.sequence,
+                        event_id: event.id.to_string(),
+                        event_type: event.event_type,
+                        data: event.data,
+                    },
+                );
+            });
         }
     }
 }

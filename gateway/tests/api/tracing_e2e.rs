@@ -1,5 +1,6 @@
 //! One trace from a gRPC call through the gateway, TaskService, the outbox relay and Kafka to
-//! a consumer, and into the audit log's `trace_id` (spans collected by an in-memory exporter).
+//! the consumers and the live stream's fan-out, and into the audit log's `trace_id` (spans
+//! collected by an in-memory exporter).
 
 use std::time::Duration;
 
@@ -70,6 +71,7 @@ async fn one_trace_spans_the_call_the_relay_and_the_consumers() {
         "publish dev.taskmesh.task.created.v1",
         "taskmesh-audit-task-events dev.taskmesh.task.created.v1",
         "taskmesh-reminder dev.taskmesh.task.created.v1",
+        "live dev.taskmesh.task.created.v1",
     ] {
         assert!(names.contains(&expected), "{expected} not in {names:?}");
     }

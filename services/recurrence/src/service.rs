@@ -57,6 +57,12 @@ impl RecurrenceServiceImpl {
         if let Some(auth) = request.metadata().get("authorization") {
             read.metadata_mut().insert("authorization", auth.clone());
         }
+        // TaskService's span of the read continues this call's trace.
+        if let Some(traceparent) =
+            taskmesh_platform::trace::current_traceparent().and_then(|t| t.parse().ok())
+        {
+            read.metadata_mut().insert("traceparent", traceparent);
+        }
         let task = self
             .tasks
             .clone()
