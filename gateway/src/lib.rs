@@ -187,8 +187,7 @@ impl Gateway {
             .layer(cors)
             .layer(grpc_web::GrpcWebOnlyLayer)
             // Inside grpc-web translation: grpc-web calls are counted as the gRPC calls they are.
-            .layer(taskmesh_platform::trace::TraceLayer::new("gateway"))
-            .layer(taskmesh_platform::metrics::RpcMetricsLayer::new("gateway"))
+            .layer(taskmesh_platform::metrics::RpcLayer::new("gateway"))
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
             .await;

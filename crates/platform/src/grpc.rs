@@ -36,8 +36,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .layer(crate::trace::TraceLayer::new(component))
-        .layer(crate::metrics::RpcMetricsLayer::new(component))
+        .layer(crate::metrics::RpcLayer::new(component))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

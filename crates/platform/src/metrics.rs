@@ -1,6 +1,7 @@
 //! Prometheus metrics (the `metrics` facade with `metrics-exporter-prometheus`): one
-//! process-wide recorder, rendered in the text exposition format at `/metrics`, and a tower
-//! layer that counts and times every gRPC call.
+//! process-wide recorder, rendered in the text exposition format at `/metrics`, and
+//! [`RpcLayer`], which counts and times every gRPC call and runs it in a span continuing the
+//! caller's trace ([`crate::trace`]).
 //!
 //! Names follow Prometheus conventions (`taskmesh_` prefix, base units, `_total` counters,
 //! `_seconds` histograms):
@@ -142,39 +143,40 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::i
         .await
 }
 
-/// Counts and times the gRPC calls of the services it wraps (see the module docs).
+/// Counts and times the gRPC calls of the services it wraps (see the module docs), each in a
+/// span named `service/method` that continues the call's `traceparent`.
 #[derive(Clone, Copy, Debug)]
-pub struct RpcMetricsLayer {
+pub struct RpcLayer {
     component: &'static str,
 }
 
-impl RpcMetricsLayer {
+impl RpcLayer {
     /// A layer labelling its calls with `component` (`task`, `gateway`, ...).
     pub fn new(component: &'static str) -> Self {
         Self { component }
     }
 }
 
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         handle();
-        RpcMetrics {
+        Rpc {
             inner,
             component: self.component,
         }
     }
 }
 
-/// The service of [`RpcMetricsLayer`].
+/// The service of [`RpcLayer`].
 #[derive(Clone, Debug)]
-pub struct RpcMetrics<S> {
+pub struct Rpc<S> {
     inner: S,
     component: &'static str,
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for RpcMetrics<S>
+impl<S, B, R> tower::Service<http::Request<B>> for Rpc<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
@@ -197,8 +199,16 @@ where
         };
         let start = Instant::now();
         let component = self.component;
-        let response = self.inner.call(request);
-        Box::pin(async move {
+        let span =
+            tracing::info_span!("grpc", otel.name = %format!("{service}/{method}"), component);
+        let parent = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        crate::trace::continue_trace(&span, parent);
+        // The handler runs inside the span (the service's future is polled in it).
+        let response = span.in_scope(|| self.inner.call(request));
+        let measured = async move {
             let response = response.await;
             // An error status comes in the headers (trailers-only); a success in the
             // trailers, after the headers this measures.
@@ -216,6 +226,7 @@ where
             metrics::counter!("taskmesh_rpc_requests_total", "component" => component, "service" => service, "method" => method, "code" => format!("{code:?}"))
                 .increment(1);
             response
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(measured, span))
     }
 }

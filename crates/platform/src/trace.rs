@@ -1,7 +1,8 @@
 //! W3C trace context across the mesh (ARCHITECTURE.md: `traceparent` on every event): one
 //! trace runs from a gRPC call through the outbox, Kafka and every consumer of its event.
 //!
-//! - [`TraceLayer`]: a span per gRPC call, continuing the caller's `traceparent` header.
+//! - [`crate::metrics::RpcLayer`]: a span per gRPC call, continuing the caller's
+//!   `traceparent` header.
 //! - [`current_traceparent`]: the current span's `traceparent`, which the change log writes
 //!   on each outbox event (and so on the Kafka record's headers).
 //! - [`continue_trace`]: makes a span (a relay publish, a consumer's handling) a child of an
@@ -11,16 +12,10 @@
 //! Spans become OpenTelemetry spans only when [`crate::telemetry`] installs the OpenTelemetry
 //! layer (`OTEL_EXPORTER_OTLP_ENDPOINT`); otherwise there is no trace and nothing is written.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::collections::HashMap;
 
 use opentelemetry::{global, propagation::TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `traceparent` of the current span; `None` outside a trace.
@@ -51,65 +46,4 @@ pub fn inject(headers: &mut http::HeaderMap) {
 /// Installs the W3C trace-context propagator process-wide.
 pub fn install_propagator() {
     global::set_text_map_propagator(TraceContextPropagator::new());
-}
-
-/// A span per gRPC call, `component` `service/method`, child of the call's `traceparent`.
-#[derive(Clone, Copy, Debug)]
-pub struct TraceLayer {
-    component: &'static str,
-}
-
-impl TraceLayer {
-    /// A layer naming its spans' component (`task`, `gateway`, ...).
-    pub fn new(component: &'static str) -> Self {
-        Self { component }
-    }
-}
-
-impl<S> tower::Layer<S> for TraceLayer {
-    type Service = Traced<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Traced {
-            inner,
-            component: self.component,
-        }
-    }
-}
-
-/// The service of [`TraceLayer`].
-#[derive(Clone, Debug)]
-pub struct Traced<S> {
-    inner: S,
-    component: &'static str,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for Traced<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().trim_start_matches('/').to_owned();
-        if !path.contains('.') {
-            return Box::pin(self.inner.call(request));
-        }
-        let span = tracing::info_span!("grpc", otel.name = %path, component = self.component);
-        let parent = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok());
-        continue_trace(&span, parent);
-        // The handler runs inside the span (the service's future is polled in it).
-        let future = span.in_scope(|| self.inner.call(request));
-        Box::pin(future.instrument(span))
-    }
 }
