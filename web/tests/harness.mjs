@@ -52,6 +52,7 @@ export async function startDev() {
       "--kafka-listen", `127.0.0.1:${kafka}`,
       "--broker-storage", "memory://tansu/",
       "--web-dir", path.join(root, "web", "dist"),
+      "--skip-web-build",
     ],
     {
       env: { ...process.env, DATABASE_URL: `${databaseBase}/${database}` },

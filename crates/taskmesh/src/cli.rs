@@ -117,6 +117,11 @@ pub(crate) struct DevArgs {
     #[command(flatten)]
     pub(crate) common: Common,
 
+    /// Do not build the web app (by default `dev` runs `npm run build` in `web/` when
+    /// `--web-dir` is a checkout's `web/dist` that is missing or older than its sources).
+    #[arg(long, env = "TASKMESH_SKIP_WEB_BUILD")]
+    pub(crate) skip_web_build: bool,
+
     /// Gateway address: gRPC, grpc-web and the web app.
     #[arg(long, env = "TASKMESH_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: SocketAddr,

@@ -12,6 +12,7 @@
 
 mod cli;
 mod run;
+mod web;
 
 use clap::Parser;
 

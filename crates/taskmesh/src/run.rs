@@ -184,6 +184,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         retention: common.audit_retention,
         dedupe_retention: common.change_retention,
     };
+    if !args.skip_web_build {
+        crate::web::ensure_built(args.web_dir.clone()).await;
+    }
     let web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
     let gateway = Gateway::bind(
         args.listen,
@@ -202,7 +205,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot listen on {}", args.listen))?;
     let gateway_addr = gateway.local_addr()?;
     tracing::info!(
-        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; mint a token with `taskmesh token --sub alice`"
+        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; the web app at http://{gateway_addr}/ (sign in with the last line of `taskmesh token --sub alice`)"
     );
     // Boxed: five servers' futures side by side would make one very large future.
     let (task_result, reminder_result, recurrence_result, audit_result, gateway_result) = tokio::join!(
