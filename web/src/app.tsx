@@ -234,10 +234,11 @@ function Workspace({ token, onSignOut }: { token: string; onSignOut: (message?: 
           {tasks.length} of {state.tasks.size} tasks
         </span>
       </footer>
-      {editing && (editing === "new" || editingTask) && (
+      {editing && (
         <TaskEditor
           api={api}
-          task={editing === "new" ? undefined : editingTask}
+          task={editing === "new" ? undefined : (editingTask ?? editing)}
+          deleted={editing !== "new" && !editingTask}
           onSaved={(task) => {
             sync.applyTask(task);
             setEditing(undefined);
@@ -262,11 +263,19 @@ function ConnectionIndicator({ connection, onRetry }: { connection: Connection; 
     case "reconnecting":
       text = `Offline — retrying in ${Math.max(0, Math.ceil((connection.retryAt - now) / 1000))} s`;
       break;
+    case "failed":
+      text = "Sync stopped — reload the page";
+      break;
   }
   return (
     <span class={`connection ${connection.state}`} data-testid="connection" data-state={connection.state} role="status">
       <span class="dot" aria-hidden="true" />
       {text}
+      {connection.state === "failed" && (
+        <span class="reason" title={connection.error}>
+          {connection.error}
+        </span>
+      )}
       {connection.state === "reconnecting" && (
         <>
           <span class="reason" title={connection.error}>
@@ -449,7 +458,7 @@ function Bell({ api, sync, state, onError }: { api: Api; sync: Sync; state: Sync
   async function markAll() {
     try {
       await api.reminders.markAllNotificationsRead({});
-      sync.applyRead(state.notifications.map((n) => n.name));
+      sync.applyAllRead();
     } catch (err) {
       onError(err);
     }

@@ -4,6 +4,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { useState } from "preact/hooks";
 import { describe, requestId, violations, type Api, type Violation } from "./api";
 import { DateSchema } from "./gen/google/type/date_pb";
@@ -32,8 +33,8 @@ interface ReminderDraft {
   /** The reminder's id, kept on edit so the server keeps its state; "" for new ones. */
   id: string;
   kind: "before" | "at";
-  /** Minutes before the due (kind "before"). */
-  minutes: number;
+  /** Milliseconds before the due (kind "before"); negative is after the due. */
+  beforeMs: number;
   /** `datetime-local` value (kind "at"). */
   at: string;
 }
@@ -76,7 +77,7 @@ function draftOf(task: Task | undefined): Draft {
     reminders: (task?.reminders ?? []).map((r) => ({
       id: r.id,
       kind: r.trigger.case === "absoluteTime" ? "at" : "before",
-      minutes: r.trigger.case === "relativeToDue" ? Math.round(-durationMs(r.trigger.value) / 60000) : 15,
+      beforeMs: r.trigger.case === "relativeToDue" ? -durationMs(r.trigger.value) : 15 * 60000,
       at: r.trigger.case === "absoluteTime" ? toLocalInput(r.trigger.value) : "",
     })),
     repeat: !rrule ? "none" : (preset ?? "custom"),
@@ -85,8 +86,12 @@ function draftOf(task: Task | undefined): Draft {
   };
 }
 
-/** The task a draft describes, or the client-side errors that keep it from being sent. */
-function taskOf(draft: Draft, original: Task | undefined): { task: Task; errors: Errors } {
+/**
+ * The task a draft describes, or the client-side errors that keep it from being sent.
+ * `dueEdited`: the due inputs (in the viewer's zone) were changed, so the due takes the
+ * viewer's zone; otherwise it keeps its own.
+ */
+function taskOf(draft: Draft, original: Task | undefined, dueEdited: boolean): { task: Task; errors: Errors } {
   const errors: Errors = {};
   const task = create(TaskSchema, {
     title: draft.title,
@@ -96,7 +101,7 @@ function taskOf(draft: Draft, original: Task | undefined): { task: Task; errors:
   });
   // On the wire the due's zone is where the person is when they set it; an existing task's
   // zone is kept unless the due itself changes.
-  const zone = draft.dueZone || viewerZone;
+  const zone = dueEdited || !draft.dueZone ? viewerZone : draft.dueZone;
   if (draft.dueKind === "time") {
     const time = fromLocalInput(draft.dueTime);
     if (time) task.due = create(DueSchema, { value: { case: "time", value: time }, timeZone: zone });
@@ -113,7 +118,7 @@ function taskOf(draft: Draft, original: Task | undefined): { task: Task; errors:
       task.reminders.push(
         create(ReminderSchema, {
           id: r.id,
-          trigger: { case: "relativeToDue", value: durationFromMs(-r.minutes * 60000) },
+          trigger: { case: "relativeToDue", value: durationFromMs(-r.beforeMs) },
         }),
       );
     } else {
@@ -150,6 +155,17 @@ function changedPaths(draft: Draft, original: Draft): string[] {
   return paths;
 }
 
+/** Three-way merge of a draft: `current` wherever `edited` still equals `read`. */
+function rebase(edited: Draft, read: Draft, current: Draft): Draft {
+  const merged = { ...edited };
+  for (const key of Object.keys(edited) as (keyof Draft)[]) {
+    if (JSON.stringify(edited[key]) === JSON.stringify(read[key])) {
+      (merged as Record<keyof Draft, unknown>)[key] = current[key];
+    }
+  }
+  return merged;
+}
+
 /** Puts each server violation (`task.title`, `task.reminders[0].absolute_time`...) on its field. */
 function place(list: Violation[]): Errors {
   const errors: Errors = {};
@@ -161,6 +177,24 @@ function place(list: Violation[]): Errors {
     (errors[field] ??= []).push(field === "general" ? `${v.field}: ${v.description}` : detail);
   }
   return errors;
+}
+
+const REMINDER_OFFSETS = [0, 5, 10, 15, 30, 60, 120, 1440].map((m) => m * 60000);
+
+/** "15 min before", "1 day before", "30 s after"... */
+function offsetLabel(beforeMs: number): string {
+  if (beforeMs === 0) return "at the due";
+  const ms = Math.abs(beforeMs);
+  const units: [number, string][] = [
+    [86400000, "day"],
+    [3600000, "h"],
+    [60000, "min"],
+    [1000, "s"],
+  ];
+  const [size, unit] = units.find(([size]) => ms % size === 0) ?? [1000, "s"];
+  const n = Math.round(ms / size);
+  const amount = unit === "day" ? `${n} day${n > 1 ? "s" : ""}` : `${n} ${unit}`;
+  return `${amount} ${beforeMs > 0 ? "before" : "after"}`;
 }
 
 function FieldErrors({ errors, field }: { errors: Errors; field: Field }) {
@@ -179,15 +213,22 @@ function FieldErrors({ errors, field }: { errors: Errors; field: Field }) {
 export function TaskEditor({
   api,
   task,
+  deleted,
   onSaved,
   onClose,
 }: {
   api: Api;
+  /** The task as it is now (kept live while the editor is open); undefined creates. */
   task: Task | undefined;
+  /** The task was deleted elsewhere while the editor was open. */
+  deleted: boolean;
   onSaved: (task: Task) => void;
   onClose: () => void;
 }) {
-  const [original] = useState(() => draftOf(task));
+  // What the draft was read from: the diff base for `update_mask` and the `etag` that makes a
+  // concurrent change elsewhere fail with ABORTED instead of being overwritten (AIP-154).
+  const [base, setBase] = useState(() => ({ draft: draftOf(task), etag: task?.etag ?? "" }));
+  const original = base.draft;
   const [draft, setDraft] = useState(original);
   const [errors, setErrors] = useState<Errors>({});
   const [busy, setBusy] = useState(false);
@@ -199,7 +240,8 @@ export function TaskEditor({
 
   async function save(event: Event) {
     event.preventDefault();
-    const { task: next, errors: local } = taskOf(draft, task);
+    const paths = task ? changedPaths(draft, original) : [];
+    const { task: next, errors: local } = taskOf(draft, task, !task || paths.includes("due"));
     if (Object.keys(local).length) {
       setErrors(local);
       return;
@@ -211,16 +253,25 @@ export function TaskEditor({
         const { task: created } = await api.tasks.createTask({ task: next, requestId: createId });
         if (created) onSaved(created);
       } else {
-        const paths = changedPaths(draft, original);
         if (paths.length === 0) return onClose();
         next.name = task.name;
-        next.etag = task.etag;
+        next.etag = base.etag;
         const { task: updated } = await api.tasks.updateTask({ task: next, updateMask: { paths } });
         if (updated) onSaved(updated);
       }
     } catch (err) {
       const list = violations(err);
-      setErrors(list.length ? place(list) : { general: [describe(err)] });
+      if (list.length) setErrors(place(list));
+      else if (task && ConnectError.from(err).code === Code.Aborted) {
+        // Rebase on the current version: fields the person left alone take the new values,
+        // their edits stay in the form, and saving again applies them over the new version.
+        const current = draftOf(task);
+        setBase({ draft: current, etag: task.etag });
+        setDraft((edited) => rebase(edited, original, current));
+        setErrors({
+          general: ["This task was changed on another device meanwhile. Your changes are still here; save again to apply them to the new version."],
+        });
+      } else setErrors({ general: [describe(err)] });
     } finally {
       setBusy(false);
     }
@@ -230,6 +281,11 @@ export function TaskEditor({
     <div class="backdrop" onClick={(e) => e.target === e.currentTarget && onClose()}>
       <form class="editor" data-testid="editor" onSubmit={save} aria-label={task ? "Edit task" : "New task"}>
         <h2>{task ? "Edit task" : "New task"}</h2>
+        {deleted && (
+          <p class="field-errors" role="alert" data-testid="error-deleted">
+            This task was deleted on another device.
+          </p>
+        )}
         <FieldErrors errors={errors} field="general" />
         <label>
           Title
@@ -292,10 +348,10 @@ export function TaskEditor({
                 <option value="at">At a time</option>
               </select>
               {r.kind === "before" ? (
-                <select value={r.minutes} onChange={(e) => setReminder(i, { minutes: Number(e.currentTarget.value) })}>
-                  {[0, 5, 10, 15, 30, 60, 120, 1440].map((m) => (
-                    <option key={m} value={m}>
-                      {m === 0 ? "at the due" : m < 60 ? `${m} min` : m < 1440 ? `${m / 60} h` : "1 day"}
+                <select value={r.beforeMs} onChange={(e) => setReminder(i, { beforeMs: Number(e.currentTarget.value) })}>
+                  {(REMINDER_OFFSETS.includes(r.beforeMs) ? REMINDER_OFFSETS : [...REMINDER_OFFSETS, r.beforeMs]).map((ms) => (
+                    <option key={ms} value={ms}>
+                      {offsetLabel(ms)}
                     </option>
                   ))}
                 </select>
@@ -310,7 +366,7 @@ export function TaskEditor({
           <button
             type="button"
             class="link"
-            onClick={() => set({ reminders: [...draft.reminders, { id: "", kind: draft.dueKind === "none" ? "at" : "before", minutes: 15, at: "" }] })}
+            onClick={() => set({ reminders: [...draft.reminders, { id: "", kind: draft.dueKind === "none" ? "at" : "before", beforeMs: 15 * 60000, at: "" }] })}
           >
             Add reminder
           </button>
@@ -350,7 +406,7 @@ export function TaskEditor({
           <button type="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" class="primary" disabled={busy}>
+          <button type="submit" class="primary" disabled={busy || deleted}>
             {task ? "Save" : "Create"}
           </button>
         </div>

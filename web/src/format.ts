@@ -29,10 +29,38 @@ export function isoDate(date: CivilDate): string {
   return `${pad(date.year, 4)}-${pad(date.month)}-${pad(date.day)}`;
 }
 
-/** Today's `YYYY-MM-DD` in `zone`. */
-function today(zone: string): string {
+/** The `YYYY-MM-DD` of `now` (milliseconds) in `zone`. */
+function dayIn(zone: string, now: number): string {
   // en-CA formats as YYYY-MM-DD.
-  return new Intl.DateTimeFormat("en-CA", { timeZone: zone }).format(new Date());
+  return new Intl.DateTimeFormat("en-CA", { timeZone: zone }).format(new Date(now));
+}
+
+/** Milliseconds `zone` is ahead of UTC at the instant `utc`. */
+function zoneOffset(utc: number, zone: string): number {
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat("en-US", {
+      timeZone: zone,
+      hourCycle: "h23",
+      year: "numeric",
+      month: "numeric",
+      day: "numeric",
+      hour: "numeric",
+      minute: "numeric",
+      second: "numeric",
+    })
+      .formatToParts(new Date(utc))
+      .map((p) => [p.type, Number(p.value)]),
+  );
+  const wall = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second);
+  return wall - Math.floor(utc / 1000) * 1000;
+}
+
+/** The instant of local midnight starting `year-month-day` in `zone`. */
+function midnight(year: number, month: number, day: number, zone: string): number {
+  const wall = Date.UTC(year, month - 1, day);
+  // Two rounds settle the offset except inside a DST gap, where either side will do here.
+  const first = wall - zoneOffset(wall, zone);
+  return wall - zoneOffset(first, zone);
 }
 
 /** The due as the viewer reads it: an instant in the viewer's zone, or the whole day. */
@@ -52,7 +80,7 @@ export function isOverdue(task: Task, now: number = Date.now()): boolean {
   if (task.state !== Task_State.OPEN || !task.due) return false;
   const due = task.due;
   if (due.value.case === "time") return timestampDate(due.value.value).getTime() < now;
-  if (due.value.case === "date") return isoDate(due.value.value) < today(due.timeZone || viewerZone);
+  if (due.value.case === "date") return isoDate(due.value.value) < dayIn(due.timeZone || viewerZone, now);
   return false;
 }
 
@@ -62,9 +90,10 @@ export function dueInstant(task: Task): number | undefined {
   if (!due) return undefined;
   if (due.value.case === "time") return timestampDate(due.value.value).getTime();
   if (due.value.case === "date") {
+    // As ListTasks orders it: the end of that day in its zone (the next day's first instant).
     const d = due.value.value;
-    // End of the day, approximately in its zone; only used for ordering and day filters.
-    return Date.UTC(d.year, d.month - 1, d.day + 1);
+    const next = new Date(Date.UTC(d.year, d.month - 1, d.day + 1));
+    return midnight(next.getUTCFullYear(), next.getUTCMonth() + 1, next.getUTCDate(), due.timeZone || viewerZone);
   }
   return undefined;
 }

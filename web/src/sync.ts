@@ -21,7 +21,9 @@ import { describe, isUnauthenticated, type Api } from "./api";
 export type Connection =
   | { state: "connecting" }
   | { state: "live" }
-  | { state: "reconnecting"; retryAt: number; error: string };
+  | { state: "reconnecting"; retryAt: number; error: string }
+  /** A bug stopped syncing; only a page reload helps. */
+  | { state: "failed"; error: string };
 
 /** What the app shows: immutable snapshots, replaced on every change. */
 export interface SyncState {
@@ -78,6 +80,12 @@ export class Sync {
   private stopped = false;
   private wakeRetry: (() => void) | undefined;
   private unreadTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Only the newest unread-count request may set the count. */
+  private unreadRequest = 0;
+  /** Failed attempts since the stream was last caught up; sets the backoff. */
+  private attempt = 0;
+  /** `resync` answers since the stream was last caught up. */
+  private resyncs = 0;
 
   constructor(
     private readonly api: Api,
@@ -97,7 +105,11 @@ export class Sync {
 
   /** Loads and starts streaming; runs until {@link stop}. */
   start(): void {
-    void this.run();
+    this.run().catch((err: unknown) => {
+      console.error("taskmesh: syncing stopped", err);
+      this.state = { ...this.state, connection: { state: "failed", error: String(err) } };
+      this.emit();
+    });
   }
 
   /** Stops streaming and retrying. */
@@ -132,8 +144,13 @@ export class Sync {
     this.emit();
   }
 
+  /** Applies "mark all read" (the count is zero, even for notifications not on the page). */
+  applyAllRead(): void {
+    this.markRead(this.state.notifications.map((n) => n.name));
+    this.set({ unread: 0 });
+  }
+
   private async run(): Promise<void> {
-    let attempt = 0;
     let load = true;
     while (!this.stopped) {
       let error = "";
@@ -143,12 +160,16 @@ export class Sync {
           load = false;
         }
         const outcome = await this.stream();
-        if (outcome.caughtUp) attempt = 0;
         if (outcome.resync) {
           load = true;
-          continue;
+          // The first resync reloads at once; a gateway that keeps answering resync (a
+          // cursor it cannot place) is retried with backoff instead of in a tight loop.
+          this.resyncs += 1;
+          if (this.resyncs === 1) continue;
+          error = "The server asked for a reload again.";
+        } else {
+          error = "The server closed the live stream.";
         }
-        error = "The server closed the live stream.";
       } catch (err) {
         if (this.stopped) return;
         if (isUnauthenticated(err)) {
@@ -158,10 +179,10 @@ export class Sync {
         }
         error = this.abort.signal.aborted ? "The live stream went silent." : describe(err);
       }
-      attempt += 1;
+      this.attempt += 1;
       const backoff = Math.min(
         this.options.maxBackoffMs,
-        this.options.initialBackoffMs * 2 ** (attempt - 1),
+        this.options.initialBackoffMs * 2 ** (this.attempt - 1),
       );
       const delay = Math.round(backoff * (0.5 + Math.random() / 2));
       this.set({ connection: { state: "reconnecting", retryAt: Date.now() + delay, error } });
@@ -178,6 +199,7 @@ export class Sync {
 
   /** Reads the whole state with List; the stream then starts from the List cursors. */
   private async load(): Promise<void> {
+    this.set({ connection: { state: "connecting" } });
     this.abort = new AbortController();
     const signal = this.abort.signal;
     const tasks = new Map<string, Task>();
@@ -226,6 +248,7 @@ export class Sync {
       ? { cursor: this.cursor }
       : { cursor: this.taskCursor, alsoCursor: this.notificationCursor };
     let caughtUp = false;
+    if (this.state.connection.state !== "connecting") this.set({ connection: { state: "connecting" } });
     try {
       watch();
       for await (const message of this.api.live.streamChanges(request, { signal: abort.signal })) {
@@ -233,6 +256,8 @@ export class Sync {
         if (message.event.case === "resync") return { caughtUp, resync: true };
         if (message.event.case === "caughtUp") {
           caughtUp = true;
+          this.attempt = 0;
+          this.resyncs = 0;
           this.set({ connection: { state: "live" } });
           this.refreshUnread();
         } else if (message.event.case !== "heartbeat") {
@@ -326,9 +351,12 @@ export class Sync {
   private refreshUnread(): void {
     clearTimeout(this.unreadTimer);
     this.unreadTimer = setTimeout(() => {
+      const request = ++this.unreadRequest;
       this.api.reminders
         .getUnreadCount({})
-        .then(({ unreadCount }) => this.set({ unread: Number(unreadCount) }))
+        .then(({ unreadCount }) => {
+          if (request === this.unreadRequest) this.set({ unread: Number(unreadCount) });
+        })
         .catch(() => {
           // The stream's own error handling reports a lost connection.
         });
@@ -341,6 +369,12 @@ export class Sync {
   }
 
   private emit(): void {
-    for (const listener of this.listeners) listener();
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch (err) {
+        console.error("taskmesh: a sync listener failed", err);
+      }
+    }
   }
 }
