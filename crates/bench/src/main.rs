@@ -1,12 +1,22 @@
-//! `taskmesh-bench`: measures taskmesh on this machine against a real PostgreSQL (a fresh,
-//! uniquely named database, dropped afterwards) and prints one table per scenario. Figures,
-//! not assertions: targets live in the issues and the notes, never in timed tests.
+//! `taskmesh-bench`: measures taskmesh on this machine against its physical limits, side by
+//! side in the same run (a bare tonic server, pgbench), and prints one table. It starts what
+//! it measures itself (a fresh, uniquely named PostgreSQL database, dropped afterwards, and
+//! the in-memory Kafka-compatible broker). Figures, not assertions: targets live in the
+//! issues and the notes, never in timed tests.
 //!
 //! ```text
+//! cargo run --release -p taskmesh-bench                 # every scenario, full scale
+//! cargo run -p taskmesh-bench -- --quick                # every scenario, small (CI)
+//! cargo run --release -p taskmesh-bench -- create-task  # one scenario
 //! cargo run --release -p taskmesh-bench -- reminders [--total 100000] [--burst 1000]
 //! ```
 
+mod load;
 mod reminders;
+mod rpc;
+mod table;
+
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -14,19 +24,94 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    /// Every scenario at small scale, seconds in all (CI runs this so the suite cannot rot).
+    #[arg(long, global = true)]
+    quick: bool,
+
+    /// One scenario; none runs all of them.
     #[command(subcommand)]
-    scenario: Scenario,
+    scenario: Option<Scenario>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// CreateTask latency at fixed rates and its highest rate with p99 <= 10 ms, beside a
+    /// bare tonic server and pgbench.
+    CreateTask,
     /// Reminder firing lateness: many reminders scheduled, a burst due within one second.
     Reminders(reminders::Args),
 }
 
+/// How big and long the runs are.
+#[derive(Debug)]
+pub(crate) struct Scale {
+    /// Fixed arrival rates (requests per second) latency is reported at.
+    pub(crate) rates: Vec<f64>,
+    /// Length of each fixed-rate run.
+    pub(crate) fixed: Duration,
+    /// First and largest rate of the max-throughput ladder.
+    pub(crate) ladder_start: f64,
+    pub(crate) ladder_max: f64,
+    /// Length of each ladder step.
+    pub(crate) step: Duration,
+}
+
+impl Scale {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                rates: vec![20.0, 50.0],
+                fixed: Duration::from_secs(1),
+                ladder_start: 50.0,
+                ladder_max: 120.0,
+                step: Duration::from_millis(500),
+            }
+        } else {
+            Self {
+                rates: vec![200.0, 1_000.0],
+                fixed: Duration::from_secs(10),
+                ladder_start: 1_000.0,
+                ladder_max: 200_000.0,
+                step: Duration::from_secs(5),
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().scenario {
-        Scenario::Reminders(args) => reminders::run(args).await,
+    let cli = Cli::parse();
+    let scale = Scale::new(cli.quick);
+    let quick_reminders = reminders::Args {
+        total: 2_000,
+        burst: 100,
+        users: 100,
+    };
+    match cli.scenario {
+        Some(Scenario::Reminders(args)) => {
+            reminders::run(if cli.quick { quick_reminders } else { args }).await
+        }
+        Some(Scenario::CreateTask) => {
+            let mut table = table::Table::default();
+            rpc::run(&scale, &mut table).await?;
+            table.print();
+            Ok(())
+        }
+        None => {
+            let mut table = table::Table::default();
+            rpc::run(&scale, &mut table).await?;
+            table.print();
+            println!();
+            let args = if cli.quick {
+                quick_reminders
+            } else {
+                reminders::Args {
+                    total: 100_000,
+                    burst: 1_000,
+                    users: 1_000,
+                }
+            };
+            reminders::run(args).await
+        }
     }
 }

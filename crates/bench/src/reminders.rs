@@ -15,6 +15,8 @@ use sqlx::PgPool;
 use taskmesh_platform::db;
 use taskmesh_reminder::Scheduler;
 use taskmesh_testkit::TestDb;
+
+use crate::load::CpuClock;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,13 +25,13 @@ use uuid::Uuid;
 pub(crate) struct Args {
     /// Reminders scheduled in all.
     #[arg(long, default_value_t = 100_000)]
-    total: usize,
+    pub(crate) total: usize,
     /// Reminders due within the measured second (per burst).
     #[arg(long, default_value_t = 1_000)]
-    burst: usize,
+    pub(crate) burst: usize,
     /// Users the reminders belong to.
     #[arg(long, default_value_t = 1_000)]
-    users: usize,
+    pub(crate) users: usize,
 }
 
 /// Inserts `count` reminders (one task each) for rotating users, due at `time(i)`.
@@ -165,21 +167,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let scheduler = Scheduler::new(pool.clone(), "reminders".to_owned());
-    let cpu_before = cpu_seconds();
+    let cpu = CpuClock::start();
     let wall_before = Instant::now();
     let handle = tokio::spawn(scheduler.run(shutdown.clone()));
     let spread_end = spread_start
         + chrono::Duration::microseconds((i64::try_from(args.burst)? - 1).max(0) * step_us);
     let spread_visible = wait_fired(&pool, "spread", args.burst).await? - spread_end;
     let instant_visible = wait_fired(&pool, "instant", args.burst).await? - instant;
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = cpu.stop();
     let wall = wall_before.elapsed().as_secs_f64();
     shutdown.cancel();
     handle.await?;
 
     println!(
         "reminders: {} scheduled ({} background an hour ahead) for {} users in {:.1} s; \
-         scheduler process CPU {:.2} s over {:.1} s wall; peak RSS {:.1} MiB",
+         CPU (cores: this process + PostgreSQL) {} over {:.1} s wall; peak RSS {:.1} MiB",
         args.total,
         background,
         args.users,
@@ -224,19 +226,4 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     pool.close().await;
     Ok(())
-}
-
-/// CPU time (user + system) this process used so far, in seconds.
-fn cpu_seconds() -> f64 {
-    // /proc/self/stat fields 14 and 15: utime and stime in clock ticks (100 per second).
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let after = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
 }

@@ -1,0 +1,253 @@
+//! CreateTask under open-loop load, side by side with the limits of what it stands on:
+//!
+//! - **CreateTask** through the gateway (native gRPC over HTTP/2, a few connections, 1,000
+//!   users' tokens in rotation) into the whole mesh (TaskService, its outbox relay to the
+//!   broker, and every consumer running meanwhile): latency p50/p99/p99.9 at fixed rates, and
+//!   the highest rate of a ladder whose p99 stays within 10 ms with no error.
+//! - **gRPC limit**: a bare tonic unary server (`grpc.health.v1.Health/Check`, tonic-health)
+//!   driven by the same load generator, same rates and ladder.
+//! - **PostgreSQL limit**: `pgbench` running a one-row INSERT transaction with as many clients
+//!   as TaskService's pool has connections (closed loop, its maximum).
+
+use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
+
+use anyhow::Context as _;
+use taskmesh_proto::task::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient};
+use taskmesh_testkit::{Mesh, MeshOptions, TestDb};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{
+    Scale,
+    load::{CpuUse, Outcome, open_loop},
+    table::Table,
+};
+
+/// HTTP/2 connections the load is spread over (one per core of the server side is plenty).
+const CONNECTIONS: usize = 4;
+/// Users whose tokens rotate.
+const USERS: usize = 1_000;
+/// The ladder's bar: p99 at or under this many milliseconds, with no error.
+const P99_BAR_MS: f64 = 10.0;
+/// TaskService's connection pool in the mesh (testkit), and pgbench's client count.
+const POOL: usize = 8;
+
+/// Runs the scenario and its two baselines; adds their rows to `table`.
+pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
+    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let mesh_channels = connect(mesh.gateway_addr).await?;
+    let tokens: Vec<MetadataValue<_>> = (0..USERS)
+        .map(|i| format!("Bearer {}", taskmesh_testkit::token(&format!("bench-{i}"))).parse())
+        .collect::<Result<_, _>>()?;
+    let create = |i: u64| {
+        let mut client = TaskServiceClient::new(mesh_channels[i as usize % CONNECTIONS].clone());
+        let mut request = tonic::Request::new(CreateTaskRequest {
+            task: Some(Task {
+                title: format!("bench task {i}"),
+                description: "created by taskmesh-bench".into(),
+                tags: vec!["bench".into()],
+                ..Default::default()
+            }),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", tokens[i as usize % USERS].clone());
+        async move { client.create_task(request).await.is_ok() }
+    };
+
+    let (echo_addr, echo_stop) = echo_server().await?;
+    let echo_channels = connect(echo_addr).await?;
+    let check = |i: u64| {
+        let mut client = HealthClient::new(echo_channels[i as usize % CONNECTIONS].clone());
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+        }
+    };
+
+    // Warm both up (connections, prepared statements, JIT-free but cache-warm).
+    open_loop(scale.rates[0], scale.fixed / 2, &create).await;
+    open_loop(scale.rates[0], scale.fixed / 2, &check).await;
+
+    for &rate in &scale.rates {
+        let ours = open_loop(rate, scale.fixed, &create).await;
+        let limit = open_loop(rate, scale.fixed, &check).await;
+        for (label, quantile) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            table.ratio_row(
+                "CreateTask",
+                &format!("latency {label} @ {rate} rps, ms"),
+                ours.ms(quantile),
+                "tonic echo",
+                limit.ms(quantile),
+                ours.cpu,
+            );
+        }
+        table.note_errors("CreateTask", &ours);
+        table.note_errors("tonic echo", &limit);
+    }
+
+    let ours = ladder(scale, &create).await;
+    let limit = ladder(scale, &check).await;
+    table.ratio_row(
+        "CreateTask",
+        &format!("max rps with p99 <= {P99_BAR_MS} ms"),
+        ours.as_ref().map_or(0.0, |o| o.rate),
+        "tonic echo",
+        limit.as_ref().map_or(0.0, |o| o.rate),
+        ours.as_ref()
+            .or(limit.as_ref())
+            .map_or(CpuUse::default(), |o| o.cpu),
+    );
+    // PostgreSQL's limit with the mesh stopped, so nothing else competes for it.
+    echo_stop.cancel();
+    drop(mesh);
+    let pgbench = pgbench(scale.fixed).await?;
+    table.ratio_row(
+        "CreateTask",
+        "max rps vs PostgreSQL",
+        ours.as_ref().map_or(0.0, |o| o.rate),
+        &format!("pgbench 1-row INSERT, {POOL} clients"),
+        pgbench.tps,
+        pgbench.cpu,
+    );
+
+    Ok(())
+}
+
+/// `CONNECTIONS` HTTP/2 channels to `addr`.
+async fn connect(addr: SocketAddr) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    Ok(channels)
+}
+
+/// A bare tonic server with only `grpc.health.v1.Health`; cancel the token to stop it.
+async fn echo_server() -> anyhow::Result<(SocketAddr, CancellationToken)> {
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        let _reporter = _reporter;
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+            .await
+    });
+    Ok((addr, stop))
+}
+
+/// Raises the rate by half each step until p99 exceeds the bar, a call fails, or the
+/// achieved rate falls 5 % short; the last step that held.
+async fn ladder<F, Fut>(scale: &Scale, call: &F) -> Option<Outcome>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mut best = None;
+    let mut rate = scale.ladder_start;
+    while rate <= scale.ladder_max {
+        let outcome = open_loop(rate, scale.step, call).await;
+        let held = outcome.errors == 0
+            && outcome.ms(0.99) <= P99_BAR_MS
+            && outcome.achieved() >= 0.95 * rate;
+        if !held {
+            break;
+        }
+        best = Some(outcome);
+        rate = (rate * 1.5).round();
+    }
+    best
+}
+
+/// What pgbench measured.
+struct Pgbench {
+    tps: f64,
+    cpu: crate::load::CpuUse,
+}
+
+/// `pgbench` with a one-row INSERT (the shape of a task row) on a fresh database, `POOL`
+/// clients, for `duration`.
+async fn pgbench(duration: Duration) -> anyhow::Result<Pgbench> {
+    let db = TestDb::create().await?;
+    let pool = taskmesh_platform::db::connect(&db.url(), "public", 1).await?;
+    sqlx::query(
+        "CREATE TABLE bench_tasks (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
+         user_id text NOT NULL, title text NOT NULL, description text NOT NULL, \
+         tags text[] NOT NULL, create_time timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    let script = std::env::temp_dir().join(format!("taskmesh-pgbench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        "\\set user random(1, 1000)\n\
+         INSERT INTO bench_tasks (user_id, title, description, tags) \
+         VALUES ('bench-' || :user, 'bench task', 'created by pgbench', '{bench}');\n",
+    )?;
+    let url = db.url();
+    let seconds = duration.as_secs().max(1).to_string();
+    let clients = POOL.to_string();
+    let cpu = crate::load::CpuClock::start();
+    let output = tokio::task::spawn_blocking({
+        let script = script.clone();
+        move || {
+            Command::new(pgbench_path())
+                .args([
+                    "-n", "-M", "prepared", "-c", &clients, "-j", "2", "-T", &seconds, "-f",
+                ])
+                .arg(&script)
+                .arg(&url)
+                .output()
+        }
+    })
+    .await?
+    .context("run pgbench (Debian's postgresql-client package)")?;
+    let cpu = cpu.stop();
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tps = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
+    Ok(Pgbench { tps, cpu })
+}
+
+/// `pgbench` on PATH, else the newest under `/usr/lib/postgresql/*/bin` (Debian).
+fn pgbench_path() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("bin/pgbench"))
+        .filter(|path| path.exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| PathBuf::from("pgbench"))
+}
