@@ -11,6 +11,7 @@
 //! cargo run --release -p taskmesh-bench -- reminders [--total 100000] [--burst 1000]
 //! ```
 
+mod live;
 mod load;
 mod reminders;
 mod rpc;
@@ -38,6 +39,9 @@ enum Scenario {
     /// CreateTask latency at fixed rates and its highest rate with p99 <= 10 ms, beside a
     /// bare tonic server and pgbench.
     CreateTask,
+    /// Commit-to-stream latency of changes on owners' grpc-web streams, beside the broker's
+    /// own produce-to-consume latency.
+    LiveUpdate,
     /// Reminder firing lateness: many reminders scheduled, a burst due within one second.
     Reminders(reminders::Args),
 }
@@ -54,6 +58,11 @@ pub(crate) struct Scale {
     pub(crate) ladder_max: f64,
     /// Length of each ladder step.
     pub(crate) step: Duration,
+    /// Users with an open live stream, and the rate of changes spread over them (per second).
+    pub(crate) live_users: usize,
+    pub(crate) live_rate: f64,
+    /// Size of a broker baseline record: about a TaskCreated event's.
+    pub(crate) message_bytes: usize,
 }
 
 impl Scale {
@@ -65,6 +74,9 @@ impl Scale {
                 ladder_start: 50.0,
                 ladder_max: 120.0,
                 step: Duration::from_millis(500),
+                live_users: 5,
+                live_rate: 50.0,
+                message_bytes: 300,
             }
         } else {
             Self {
@@ -73,6 +85,9 @@ impl Scale {
                 ladder_start: 1_000.0,
                 ladder_max: 200_000.0,
                 step: Duration::from_secs(5),
+                live_users: 100,
+                live_rate: 1_000.0,
+                message_bytes: 300,
             }
         }
     }
@@ -97,9 +112,16 @@ async fn main() -> anyhow::Result<()> {
             table.print();
             Ok(())
         }
+        Some(Scenario::LiveUpdate) => {
+            let mut table = table::Table::default();
+            live::run(&scale, &mut table).await?;
+            table.print();
+            Ok(())
+        }
         None => {
             let mut table = table::Table::default();
             rpc::run(&scale, &mut table).await?;
+            live::run(&scale, &mut table).await?;
             table.print();
             println!();
             let args = if cli.quick {

@@ -40,6 +40,11 @@ impl Table {
         });
     }
 
+    /// A note printed under the table.
+    pub(crate) fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
     /// Notes a run's failed calls, if any, under the table.
     pub(crate) fn note_errors(&mut self, what: &str, outcome: &Outcome) {
         if outcome.errors > 0 {

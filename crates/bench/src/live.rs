@@ -1,0 +1,233 @@
+//! Live-update latency: from a change's commit to its arrival on its owner's grpc-web stream
+//! (HTTP/1.1, tonic-web's client, as a browser reads it), with changes arriving open-loop at
+//! a fixed rate across many users, beside the broker's own produce-to-consume latency for a
+//! message of the same size at the same rate (the Kafka leg's limit).
+//!
+//! The change's time is its task's `update_time`, set in the committing transaction (so at
+//! or just before the commit); arrival is this process's clock when the stream message is
+//! decoded. Same machine, same clock.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use hdrhistogram::Histogram;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use rdkafka::{
+    Message as _,
+    consumer::{Consumer as _, StreamConsumer},
+    producer::FutureRecord,
+};
+use taskmesh_platform::kafka::{KafkaConfig, Topic};
+use taskmesh_proto::{
+    gateway::v1::{
+        StreamChangesRequest, live_service_client::LiveServiceClient,
+        stream_changes_response::Event,
+    },
+    task::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient},
+};
+use taskmesh_testkit::{Mesh, MeshOptions};
+use tonic::metadata::MetadataValue;
+use tonic_web::GrpcWebClientLayer;
+
+use crate::{Scale, load::open_loop, table::Table};
+
+/// Microseconds since the Unix epoch, now.
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn histogram() -> Arc<Mutex<Histogram<u64>>> {
+    Arc::new(Mutex::new(
+        Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
+    ))
+}
+
+fn record(histogram: &Mutex<Histogram<u64>>, micros: i64) {
+    let micros = u64::try_from(micros.max(1)).unwrap_or(1);
+    histogram
+        .lock()
+        .expect("histogram")
+        .saturating_record(micros);
+}
+
+fn ms(histogram: &Mutex<Histogram<u64>>, quantile: f64) -> f64 {
+    histogram
+        .lock()
+        .expect("histogram")
+        .value_at_quantile(quantile) as f64
+        / 1000.0
+}
+
+/// Waits until `counter` reaches `target` or `limit` passes; the count reached.
+async fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    while counter.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    counter.load(Ordering::Relaxed)
+}
+
+/// Runs the scenario and its broker baseline; adds their rows to `table`.
+pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
+    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let users = scale.live_users;
+    let tokens: Vec<MetadataValue<_>> = (0..users)
+        .map(|i| format!("Bearer {}", taskmesh_testkit::token(&format!("live-{i}"))).parse())
+        .collect::<Result<_, _>>()?;
+
+    // One grpc-web stream per user, each caught up before the changes start.
+    let latency = histogram();
+    let received = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let origin: tonic::codegen::http::Uri = mesh.gateway_url().parse()?;
+    for token in &tokens {
+        let web = tower::ServiceBuilder::new()
+            .layer(GrpcWebClientLayer::new())
+            .service(Client::builder(TokioExecutor::new()).build_http());
+        let mut client = LiveServiceClient::with_origin(web, origin.clone());
+        let mut request = tonic::Request::new(StreamChangesRequest::default());
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+        let (latency, received, ready) = (latency.clone(), received.clone(), ready.clone());
+        tokio::spawn(async move {
+            let Ok(response) = client.stream_changes(request).await else {
+                return;
+            };
+            let mut stream = response.into_inner();
+            while let Ok(Some(message)) = stream.message().await {
+                match message.event {
+                    Some(Event::CaughtUp(_)) => {
+                        ready.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Event::TaskCreated(created)) => {
+                        let arrived = now_micros();
+                        if let Some(time) = created.task.and_then(|task| task.update_time) {
+                            record(
+                                &latency,
+                                arrived
+                                    - (time.seconds * 1_000_000 + i64::from(time.nanos) / 1_000),
+                            );
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let caught_up = wait_for(&ready, users as u64, Duration::from_secs(60)).await;
+    anyhow::ensure!(
+        caught_up == users as u64,
+        "only {caught_up} of {users} streams caught up"
+    );
+
+    let channel = mesh.gateway_channel().await?;
+    let create = |i: u64| {
+        let mut client = TaskServiceClient::new(channel.clone());
+        let mut request = tonic::Request::new(CreateTaskRequest {
+            task: Some(Task {
+                title: format!("live {i}"),
+                ..Default::default()
+            }),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", tokens[i as usize % users].clone());
+        async move { client.create_task(request).await.is_ok() }
+    };
+    let rate = scale.live_rate;
+    let outcome = open_loop(rate, scale.fixed, create).await;
+    let expected = outcome.sent - outcome.errors;
+    let arrived = wait_for(&received, expected, Duration::from_secs(60)).await;
+    table.note_errors("live update (CreateTask)", &outcome);
+    if arrived < expected {
+        table.note(format!(
+            "live update: only {arrived} of {expected} changes arrived within 60 s"
+        ));
+    }
+
+    let broker = broker_latency(&mesh.kafka, rate, scale.fixed, scale.message_bytes).await?;
+    for (label, quantile) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        table.ratio_row(
+            "live update",
+            &format!("commit->stream {label} @ {rate}/s, ms"),
+            ms(&latency, quantile),
+            "broker produce->consume",
+            ms(&broker, quantile),
+            outcome.cpu,
+        );
+    }
+    Ok(())
+}
+
+/// The broker's produce-to-consume latency: `bytes`-byte records (the send time in the first
+/// 8) produced open-loop at `rate` with the relay's producer settings (idempotent,
+/// `acks=all`, `linger.ms=1`) and read by a consumer with the services' settings.
+async fn broker_latency(
+    kafka: &KafkaConfig,
+    rate: f64,
+    duration: Duration,
+    bytes: usize,
+) -> anyhow::Result<Arc<Mutex<Histogram<u64>>>> {
+    let kafka = KafkaConfig {
+        topic_prefix: "baseline-".into(),
+        ..kafka.clone()
+    };
+    kafka.create_topics().await?;
+    let topic = kafka.topic(Topic::TaskEvents);
+    let consumer: StreamConsumer = kafka.consumer_config("bench-baseline").create()?;
+    consumer.subscribe(&[&topic])?;
+    let latency = histogram();
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = tokio::spawn({
+        let (latency, received) = (latency.clone(), received.clone());
+        async move {
+            while let Ok(message) = consumer.recv().await {
+                let arrived = now_micros();
+                if let Some(sent) = message
+                    .payload()
+                    .and_then(|p| p.get(..8))
+                    .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                {
+                    record(&latency, arrived - i64::from_be_bytes(sent));
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    // Let the consumer join its group before the clock starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let producer = kafka.producer()?;
+    let topic = &topic;
+    let producer = &producer;
+    let outcome = open_loop(rate, duration, |i| {
+        let mut payload = vec![0_u8; bytes.max(8)];
+        payload[..8].copy_from_slice(&now_micros().to_be_bytes());
+        let key = format!("live-{}", i % 100);
+        // `send_result` copies the record into librdkafka's queue and returns a future that
+        // owns nothing borrowed.
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+            .map_err(|_| ());
+        async move {
+            match delivery {
+                Ok(delivery) => matches!(delivery.await, Ok(Ok(_))),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let expected = outcome.sent - outcome.errors;
+    wait_for(&received, expected, Duration::from_secs(30)).await;
+    reader.abort();
+    Ok(latency)
+}
