@@ -15,6 +15,7 @@ mod live;
 mod load;
 mod reminders;
 mod rpc;
+mod search;
 mod table;
 
 use std::time::Duration;
@@ -42,6 +43,8 @@ enum Scenario {
     /// Commit-to-stream latency of changes on owners' grpc-web streams, beside the broker's
     /// own produce-to-consume latency.
     LiveUpdate,
+    /// ListTasks with a full-text query and a filter over 1,000,000 tasks of 1,000 users.
+    Search,
     /// Reminder firing lateness: many reminders scheduled, a burst due within one second.
     Reminders(reminders::Args),
 }
@@ -63,6 +66,10 @@ pub(crate) struct Scale {
     pub(crate) live_rate: f64,
     /// Size of a broker baseline record: about a TaskCreated event's.
     pub(crate) message_bytes: usize,
+    /// Tasks and users of the search scenario, and its request rate (per second).
+    pub(crate) search_tasks: usize,
+    pub(crate) search_users: usize,
+    pub(crate) search_rate: f64,
 }
 
 impl Scale {
@@ -77,6 +84,9 @@ impl Scale {
                 live_users: 5,
                 live_rate: 50.0,
                 message_bytes: 300,
+                search_tasks: 10_000,
+                search_users: 100,
+                search_rate: 20.0,
             }
         } else {
             Self {
@@ -88,6 +98,9 @@ impl Scale {
                 live_users: 100,
                 live_rate: 1_000.0,
                 message_bytes: 300,
+                search_tasks: 1_000_000,
+                search_users: 1_000,
+                search_rate: 200.0,
             }
         }
     }
@@ -118,10 +131,17 @@ async fn main() -> anyhow::Result<()> {
             table.print();
             Ok(())
         }
+        Some(Scenario::Search) => {
+            let mut table = table::Table::default();
+            search::run(&scale, &mut table).await?;
+            table.print();
+            Ok(())
+        }
         None => {
             let mut table = table::Table::default();
             rpc::run(&scale, &mut table).await?;
             live::run(&scale, &mut table).await?;
+            search::run(&scale, &mut table).await?;
             table.print();
             println!();
             let args = if cli.quick {

@@ -123,7 +123,7 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
 }
 
 /// `CONNECTIONS` HTTP/2 channels to `addr`.
-async fn connect(addr: SocketAddr) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
         channels.push(
@@ -137,7 +137,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<Vec<Channel>> {
 }
 
 /// A bare tonic server with only `grpc.health.v1.Health`; cancel the token to stop it.
-async fn echo_server() -> anyhow::Result<(SocketAddr, CancellationToken)> {
+pub(crate) async fn echo_server() -> anyhow::Result<(SocketAddr, CancellationToken)> {
     let (_reporter, service) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;

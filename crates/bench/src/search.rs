@@ -1,0 +1,155 @@
+//! Search: ListTasks with a full-text `query` and a `filter` over a large table (by default
+//! 1,000,000 tasks of 1,000 users, written straight into TaskService's schema), open-loop at
+//! a fixed rate, p50/p95/p99, beside the bare tonic server at the same rate.
+//!
+//! Titles and descriptions draw four words (hashed from the task's number, independent of
+//! its user) from a 64-word vocabulary, so a one-word query matches about one task in sixteen
+//! of every user's: the full-text index finds matches across all users and
+//! the user and filter narrow them, which is the shape that decides the latency.
+
+use std::time::Duration;
+
+use taskmesh_proto::task::v1::{ListTasksRequest, task_service_client::TaskServiceClient};
+use taskmesh_testkit::{Mesh, MeshOptions};
+use tonic::metadata::MetadataValue;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{Scale, load::open_loop, rpc, table::Table};
+
+const WORDS: [&str; 64] = [
+    "buy",
+    "call",
+    "email",
+    "write",
+    "review",
+    "plan",
+    "book",
+    "pay",
+    "fix",
+    "clean",
+    "order",
+    "send",
+    "read",
+    "check",
+    "update",
+    "prepare",
+    "milk",
+    "bread",
+    "report",
+    "invoice",
+    "dentist",
+    "car",
+    "garden",
+    "kitchen",
+    "budget",
+    "slides",
+    "meeting",
+    "flight",
+    "hotel",
+    "gift",
+    "rent",
+    "taxes",
+    "insurance",
+    "passport",
+    "bike",
+    "laundry",
+    "groceries",
+    "doctor",
+    "school",
+    "lunch",
+    "dinner",
+    "coffee",
+    "printer",
+    "laptop",
+    "phone",
+    "charger",
+    "paint",
+    "fence",
+    "roof",
+    "window",
+    "contract",
+    "offer",
+    "team",
+    "project",
+    "release",
+    "backup",
+    "server",
+    "design",
+    "draft",
+    "letter",
+    "parcel",
+    "ticket",
+    "concert",
+    "birthday",
+];
+
+/// Runs the scenario; adds its rows to `table`.
+pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
+    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let (tasks, users) = (scale.search_tasks, scale.search_users);
+    let started = std::time::Instant::now();
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, priority, due_at, due_time, \
+         due_time_zone, state, create_time, update_time) \
+         SELECT gen_random_uuid(), 'search-' || (i % $2), \
+                $3[1 + (hashtext(i || 'a') & 63)] || ' ' || $3[1 + (hashtext(i || 'b') & 63)] \
+                || ' no. ' || i, \
+                'remember to ' || $3[1 + (hashtext(i || 'c') & 63)] || ' the ' \
+                || $3[1 + (hashtext(i || 'd') & 63)], \
+                1 + i % 5, now() + (i % 90) * interval '1 day', now() + (i % 90) * interval '1 day', \
+                'UTC', 1 + (i % 4 = 0)::int, now(), now() \
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(i64::try_from(tasks)?)
+    .bind(i64::try_from(users)?)
+    .bind(WORDS.to_vec())
+    .execute(&mesh.pool)
+    .await?;
+    sqlx::query("ANALYZE tasks").execute(&mesh.pool).await?;
+    table.note(format!(
+        "search: {tasks} tasks of {users} users written and analysed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let channel = mesh.gateway_channel().await?;
+    let tokens: Vec<MetadataValue<_>> = (0..users)
+        .map(|i| format!("Bearer {}", taskmesh_testkit::token(&format!("search-{i}"))).parse())
+        .collect::<Result<_, _>>()?;
+    let search = |i: u64| {
+        let mut client = TaskServiceClient::new(channel.clone());
+        let mut request = tonic::Request::new(ListTasksRequest {
+            page_size: 50,
+            query: WORDS[(i as usize * 11) % WORDS.len()].to_owned(),
+            filter: "state = OPEN AND priority >= MEDIUM".to_owned(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", tokens[(i as usize * 7919) % users].clone());
+        async move { client.list_tasks(request).await.is_ok() }
+    };
+    let (echo_addr, echo_stop) = rpc::echo_server().await?;
+    let echo = rpc::connect(echo_addr).await?;
+    let check = |i: u64| {
+        let mut client = HealthClient::new(echo[i as usize % echo.len()].clone());
+        async move { client.check(HealthCheckRequest::default()).await.is_ok() }
+    };
+
+    let rate = scale.search_rate;
+    open_loop(rate, Duration::from_secs(1), &search).await;
+    let ours = open_loop(rate, scale.fixed, &search).await;
+    let limit = open_loop(rate, scale.fixed, &check).await;
+    for (label, quantile) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+        table.ratio_row(
+            "search",
+            &format!("ListTasks query+filter {label} @ {rate} rps, ms"),
+            ours.ms(quantile),
+            "tonic echo",
+            limit.ms(quantile),
+            ours.cpu,
+        );
+    }
+    table.note_errors("search", &ours);
+    echo_stop.cancel();
+    Ok(())
+}
