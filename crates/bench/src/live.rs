@@ -28,13 +28,12 @@ use taskmesh_proto::{
         StreamChangesRequest, live_service_client::LiveServiceClient,
         stream_changes_response::Event,
     },
-    task::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient},
+    task::v1::Task,
 };
 use taskmesh_testkit::{Mesh, MeshOptions};
-use tonic::metadata::MetadataValue;
 use tonic_web::GrpcWebClientLayer;
 
-use crate::{Scale, load::open_loop, table::Table};
+use crate::{Scale, load::open_loop, rpc, table::Table};
 
 /// Microseconds since the Unix epoch, now.
 fn now_micros() -> i64 {
@@ -78,9 +77,7 @@ async fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> u64 {
 pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
     let mesh = Mesh::start(MeshOptions::default()).await?;
     let users = scale.live_users;
-    let tokens: Vec<MetadataValue<_>> = (0..users)
-        .map(|i| format!("Bearer {}", taskmesh_testkit::token(&format!("live-{i}"))).parse())
-        .collect::<Result<_, _>>()?;
+    let tokens = rpc::bearer_tokens("live-", users)?;
 
     // One grpc-web stream per user, each caught up before the changes start.
     let latency = histogram();
@@ -131,18 +128,11 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
 
     let channel = mesh.gateway_channel().await?;
     let create = |i: u64| {
-        let mut client = TaskServiceClient::new(channel.clone());
-        let mut request = tonic::Request::new(CreateTaskRequest {
-            task: Some(Task {
-                title: format!("live {i}"),
-                ..Default::default()
-            }),
-            request_id: uuid::Uuid::now_v7().to_string(),
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", tokens[i as usize % users].clone());
-        async move { client.create_task(request).await.is_ok() }
+        let task = Task {
+            title: format!("live {i}"),
+            ..Default::default()
+        };
+        rpc::create_task(channel.clone(), &tokens[i as usize % users], task)
     };
     let rate = scale.live_rate;
     let outcome = open_loop(rate, scale.fixed, create).await;

@@ -9,7 +9,7 @@
 //! - **PostgreSQL limit**: `pgbench` running a one-row INSERT transaction with as many clients
 //!   as TaskService's pool has connections (closed loop, its maximum).
 
-use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::Context as _;
 use taskmesh_proto::task::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient};
@@ -17,7 +17,10 @@ use taskmesh_testkit::{Mesh, MeshOptions, TestDb};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::Channel,
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
@@ -39,39 +42,24 @@ const POOL: usize = 8;
 pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
     let mesh = Mesh::start(MeshOptions::default()).await?;
     let mesh_channels = connect(mesh.gateway_addr).await?;
-    let tokens: Vec<MetadataValue<_>> = (0..USERS)
-        .map(|i| format!("Bearer {}", taskmesh_testkit::token(&format!("bench-{i}"))).parse())
-        .collect::<Result<_, _>>()?;
+    let tokens = bearer_tokens("bench-", USERS)?;
     let create = |i: u64| {
-        let mut client = TaskServiceClient::new(mesh_channels[i as usize % CONNECTIONS].clone());
-        let mut request = tonic::Request::new(CreateTaskRequest {
-            task: Some(Task {
-                title: format!("bench task {i}"),
-                description: "created by taskmesh-bench".into(),
-                tags: vec!["bench".into()],
-                ..Default::default()
-            }),
-            request_id: uuid::Uuid::now_v7().to_string(),
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", tokens[i as usize % USERS].clone());
-        async move { client.create_task(request).await.is_ok() }
+        let task = Task {
+            title: format!("bench task {i}"),
+            description: "created by taskmesh-bench".into(),
+            tags: vec!["bench".into()],
+            ..Default::default()
+        };
+        create_task(
+            mesh_channels[i as usize % CONNECTIONS].clone(),
+            &tokens[i as usize % USERS],
+            task,
+        )
     };
 
     let (echo_addr, echo_stop) = echo_server().await?;
     let echo_channels = connect(echo_addr).await?;
-    let check = |i: u64| {
-        let mut client = HealthClient::new(echo_channels[i as usize % CONNECTIONS].clone());
-        async move {
-            client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok()
-        }
-    };
+    let check = |i: u64| check(echo_channels[i as usize % CONNECTIONS].clone());
 
     // Warm both up (connections, prepared statements, JIT-free but cache-warm).
     open_loop(scale.rates[0], scale.fixed / 2, &create).await;
@@ -120,6 +108,56 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     );
 
     Ok(())
+}
+
+/// A `Bearer` authorization value.
+pub(crate) type Bearer = MetadataValue<Ascii>;
+
+/// `Bearer` values of test tokens for users `{prefix}0` to `{prefix}{count - 1}`.
+pub(crate) fn bearer_tokens(prefix: &str, count: usize) -> anyhow::Result<Vec<Bearer>> {
+    (0..count)
+        .map(|i| {
+            Ok(format!(
+                "Bearer {}",
+                taskmesh_testkit::token(&format!("{prefix}{i}"))
+            )
+            .parse()?)
+        })
+        .collect()
+}
+
+/// A request for `message` carrying `bearer`.
+pub(crate) fn authorized<T>(message: T, bearer: &Bearer) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request
+}
+
+/// One CreateTask (a fresh `request_id`) on `channel`; resolves to whether it succeeded.
+pub(crate) fn create_task(
+    channel: Channel,
+    bearer: &Bearer,
+    task: Task,
+) -> impl Future<Output = bool> + Send + 'static {
+    let mut client = TaskServiceClient::new(channel);
+    let request = authorized(
+        CreateTaskRequest {
+            task: Some(task),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        },
+        bearer,
+    );
+    async move { client.create_task(request).await.is_ok() }
+}
+
+/// One `grpc.health.v1.Health/Check` of the bare server; whether it succeeded.
+pub(crate) async fn check(channel: Channel) -> bool {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok()
 }
 
 /// `CONNECTIONS` HTTP/2 channels to `addr`.

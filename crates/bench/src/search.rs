@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use taskmesh_proto::task::v1::{ListTasksRequest, task_service_client::TaskServiceClient};
 use taskmesh_testkit::{Mesh, MeshOptions};
-use tonic::metadata::MetadataValue;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{Scale, load::open_loop, rpc, table::Table};
 
@@ -112,28 +110,23 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     ));
 
     let channel = mesh.gateway_channel().await?;
-    let tokens: Vec<MetadataValue<_>> = (0..users)
-        .map(|i| format!("Bearer {}", taskmesh_testkit::token(&format!("search-{i}"))).parse())
-        .collect::<Result<_, _>>()?;
+    let tokens = rpc::bearer_tokens("search-", users)?;
     let search = |i: u64| {
         let mut client = TaskServiceClient::new(channel.clone());
-        let mut request = tonic::Request::new(ListTasksRequest {
-            page_size: 50,
-            query: WORDS[(i as usize * 11) % WORDS.len()].to_owned(),
-            filter: "state = OPEN AND priority >= MEDIUM".to_owned(),
-            ..Default::default()
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", tokens[(i as usize * 7919) % users].clone());
+        let request = rpc::authorized(
+            ListTasksRequest {
+                page_size: 50,
+                query: WORDS[(i as usize * 11) % WORDS.len()].to_owned(),
+                filter: "state = OPEN AND priority >= MEDIUM".to_owned(),
+                ..Default::default()
+            },
+            &tokens[(i as usize * 7919) % users],
+        );
         async move { client.list_tasks(request).await.is_ok() }
     };
     let (echo_addr, echo_stop) = rpc::echo_server().await?;
     let echo = rpc::connect(echo_addr).await?;
-    let check = |i: u64| {
-        let mut client = HealthClient::new(echo[i as usize % echo.len()].clone());
-        async move { client.check(HealthCheckRequest::default()).await.is_ok() }
-    };
+    let check = |i: u64| rpc::check(echo[i as usize % echo.len()].clone());
 
     let rate = scale.search_rate;
     open_loop(rate, Duration::from_secs(1), &search).await;
