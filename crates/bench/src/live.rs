@@ -20,7 +20,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use rdkafka::{
     Message as _,
     consumer::{Consumer as _, StreamConsumer},
-    producer::FutureRecord,
+    producer::{DeliveryFuture, FutureProducer, FutureRecord},
 };
 use taskmesh_platform::kafka::{KafkaConfig, Topic};
 use taskmesh_proto::{
@@ -159,65 +159,134 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The broker's produce-to-consume latency: `bytes`-byte records (the send time in the first
-/// 8) produced open-loop at `rate` with the relay's producer settings (idempotent,
-/// `acks=all`, `linger.ms=1`) and read by a consumer with the services' settings.
+/// A consumer of a fresh `prefix`-named copy of `task-events` that records each record's
+/// latency (its first 8 bytes: the send time in microseconds) and counts them.
+struct BaselineReader {
+    kafka: KafkaConfig,
+    topic: String,
+    latency: Arc<Mutex<Histogram<u64>>>,
+    received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BaselineReader {
+    async fn start(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Self> {
+        let kafka = KafkaConfig {
+            topic_prefix: prefix.to_owned(),
+            ..kafka.clone()
+        };
+        kafka.create_topics().await?;
+        let topic = kafka.topic(Topic::TaskEvents);
+        let consumer: StreamConsumer = kafka.consumer_config(&format!("{prefix}bench")).create()?;
+        consumer.subscribe(&[&topic])?;
+        let latency = histogram();
+        let received = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (latency, received) = (latency.clone(), received.clone());
+            async move {
+                while let Ok(message) = consumer.recv().await {
+                    let arrived = now_micros();
+                    if let Some(sent) = message
+                        .payload()
+                        .and_then(|p| p.get(..8))
+                        .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                    {
+                        record(&latency, arrived - i64::from_be_bytes(sent));
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        // Let the consumer join its group before anything is sent.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(Self {
+            kafka,
+            topic,
+            latency,
+            received,
+            task,
+        })
+    }
+
+    /// Sends record `i` (`bytes` long, stamped with the time) with the relay's producer
+    /// settings (idempotent, `acks=all`, `linger.ms=1`); resolves to whether it was acked.
+    fn send(&self, producer: &FutureProducer, i: u64, bytes: usize) -> Result<DeliveryFuture, ()> {
+        let mut payload = vec![0_u8; bytes.max(8)];
+        payload[..8].copy_from_slice(&now_micros().to_be_bytes());
+        let key = format!("user-{}", i % 100);
+        producer
+            .send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload))
+            .map_err(|_| ())
+    }
+}
+
+impl Drop for BaselineReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The broker's produce-to-consume latency for `bytes`-byte records produced open-loop at
+/// `rate` for `duration`.
 async fn broker_latency(
     kafka: &KafkaConfig,
     rate: f64,
     duration: Duration,
     bytes: usize,
 ) -> anyhow::Result<Arc<Mutex<Histogram<u64>>>> {
-    let kafka = KafkaConfig {
-        topic_prefix: "baseline-".into(),
-        ..kafka.clone()
-    };
-    kafka.create_topics().await?;
-    let topic = kafka.topic(Topic::TaskEvents);
-    let consumer: StreamConsumer = kafka.consumer_config("bench-baseline").create()?;
-    consumer.subscribe(&[&topic])?;
-    let latency = histogram();
-    let received = Arc::new(AtomicU64::new(0));
-    let reader = tokio::spawn({
-        let (latency, received) = (latency.clone(), received.clone());
-        async move {
-            while let Ok(message) = consumer.recv().await {
-                let arrived = now_micros();
-                if let Some(sent) = message
-                    .payload()
-                    .and_then(|p| p.get(..8))
-                    .and_then(|p| <[u8; 8]>::try_from(p).ok())
-                {
-                    record(&latency, arrived - i64::from_be_bytes(sent));
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
-    // Let the consumer join its group before the clock starts.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let producer = kafka.producer()?;
-    let topic = &topic;
-    let producer = &producer;
+    let reader = BaselineReader::start(kafka, "baseline-latency-").await?;
+    let producer = reader.kafka.producer()?;
     let outcome = open_loop(rate, duration, |i| {
-        let mut payload = vec![0_u8; bytes.max(8)];
-        payload[..8].copy_from_slice(&now_micros().to_be_bytes());
-        let key = format!("live-{}", i % 100);
-        // `send_result` copies the record into librdkafka's queue and returns a future that
-        // owns nothing borrowed.
-        let delivery = producer
-            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-            .map_err(|_| ());
+        // `send_result` copies the record into librdkafka's queue; the future owns nothing
+        // borrowed.
+        let delivery = reader.send(&producer, i, bytes);
         async move {
             match delivery {
                 Ok(delivery) => matches!(delivery.await, Ok(Ok(_))),
-                Err(_) => false,
+                Err(()) => false,
             }
         }
     })
     .await;
     let expected = outcome.sent - outcome.errors;
-    wait_for(&received, expected, Duration::from_secs(30)).await;
-    reader.abort();
-    Ok(latency)
+    wait_for(&reader.received, expected, Duration::from_secs(30)).await;
+    Ok(reader.latency.clone())
+}
+
+/// The broker's produce-and-consume rate: `count` records of `bytes` bytes produced as fast
+/// as the producer's queue takes them and read by one consumer; records per second from the
+/// first send to the last receipt.
+pub(crate) async fn broker_throughput(
+    kafka: &KafkaConfig,
+    count: u64,
+    bytes: usize,
+) -> anyhow::Result<f64> {
+    let reader = BaselineReader::start(kafka, "baseline-throughput-").await?;
+    let producer = reader.kafka.producer()?;
+    let started = Instant::now();
+    let mut deliveries = Vec::with_capacity(usize::try_from(count)?);
+    for i in 0..count {
+        loop {
+            match reader.send(&producer, i, bytes) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                // The local queue is full: let deliveries drain.
+                Err(()) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+    let mut acked = 0_u64;
+    for delivery in deliveries {
+        if matches!(delivery.await, Ok(Ok(_))) {
+            acked += 1;
+        }
+    }
+    let received = wait_for(&reader.received, acked, Duration::from_secs(300)).await;
+    anyhow::ensure!(
+        received >= acked,
+        "the baseline consumer read {received} of {acked} records"
+    );
+    Ok(acked as f64 / started.elapsed().as_secs_f64())
 }

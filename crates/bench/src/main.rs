@@ -13,6 +13,7 @@
 
 mod live;
 mod load;
+mod pipeline;
 mod reminders;
 mod rpc;
 mod search;
@@ -43,6 +44,9 @@ enum Scenario {
     /// Commit-to-stream latency of changes on owners' grpc-web streams, beside the broker's
     /// own produce-to-consume latency.
     LiveUpdate,
+    /// A backlog of outbox events drained through the relay, the broker and the consumers,
+    /// beside the broker's own produce-and-consume rate.
+    Pipeline,
     /// ListTasks with a full-text query and a filter over 1,000,000 tasks of 1,000 users.
     Search,
     /// Reminder firing lateness: many reminders scheduled, a burst due within one second.
@@ -70,6 +74,8 @@ pub(crate) struct Scale {
     pub(crate) search_tasks: usize,
     pub(crate) search_users: usize,
     pub(crate) search_rate: f64,
+    /// Outbox events of the pipeline scenario's backlog.
+    pub(crate) pipeline_events: usize,
 }
 
 impl Scale {
@@ -87,6 +93,7 @@ impl Scale {
                 search_tasks: 10_000,
                 search_users: 100,
                 search_rate: 20.0,
+                pipeline_events: 500,
             }
         } else {
             Self {
@@ -101,6 +108,7 @@ impl Scale {
                 search_tasks: 1_000_000,
                 search_users: 1_000,
                 search_rate: 200.0,
+                pipeline_events: 200_000,
             }
         }
     }
@@ -131,6 +139,12 @@ async fn main() -> anyhow::Result<()> {
             table.print();
             Ok(())
         }
+        Some(Scenario::Pipeline) => {
+            let mut table = table::Table::default();
+            pipeline::run(&scale, &mut table).await?;
+            table.print();
+            Ok(())
+        }
         Some(Scenario::Search) => {
             let mut table = table::Table::default();
             search::run(&scale, &mut table).await?;
@@ -141,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
             let mut table = table::Table::default();
             rpc::run(&scale, &mut table).await?;
             live::run(&scale, &mut table).await?;
+            pipeline::run(&scale, &mut table).await?;
             search::run(&scale, &mut table).await?;
             table.print();
             println!();

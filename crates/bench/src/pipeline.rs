@@ -1,0 +1,120 @@
+//! Pipeline throughput: a backlog of outbox events (CreateTask with TaskService's relay held,
+//! so each call leaves one `task.created` in the outbox) drained through the relay, the
+//! broker and the consumers of `task-events` (ReminderService, RecurrenceService,
+//! AuditService), in events per second end to end, beside the broker's own produce-and-
+//! consume rate for records of the same size.
+//!
+//! "End to end" is from starting the relay to the moment every consumer has recorded every
+//! event (`processed_events` in its schema, committed with its effect).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+use taskmesh_proto::task::v1::Task;
+use taskmesh_testkit::{Mesh, MeshOptions};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Scale, live, load::CpuClock, rpc, table::Table};
+
+/// CreateTask calls in flight while the backlog is written.
+const WRITERS: usize = 64;
+
+async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<u64> {
+    let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+    Ok(u64::try_from(count)?)
+}
+
+/// Runs the scenario and its broker baseline; adds their rows to `table`.
+pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
+    let events = scale.pipeline_events as u64;
+    let mesh = Mesh::start(MeshOptions {
+        relay: false,
+        ..MeshOptions::default()
+    })
+    .await?;
+
+    // The backlog: every event waits in the outbox.
+    let written = Instant::now();
+    let channel = mesh.gateway_channel().await?;
+    let tokens = Arc::new(rpc::bearer_tokens("pipeline-", 1_000)?);
+    let permits = Arc::new(Semaphore::new(WRITERS));
+    let mut writers = JoinSet::new();
+    for i in 0..events {
+        let permit = permits.clone().acquire_owned().await?;
+        let task = Task {
+            title: format!("pipeline {i}"),
+            ..Default::default()
+        };
+        let call = rpc::create_task(channel.clone(), &tokens[i as usize % tokens.len()], task);
+        writers.spawn(async move {
+            let ok = call.await;
+            drop(permit);
+            ok
+        });
+        while writers.try_join_next().is_some() {}
+    }
+    while writers.join_next().await.is_some() {}
+    let backlog = count(&mesh.pool, "SELECT count(*) FROM outbox").await?;
+    table.note(format!(
+        "pipeline: backlog of {backlog} outbox events written in {:.1} s ({WRITERS} CreateTask calls in flight)",
+        written.elapsed().as_secs_f64()
+    ));
+
+    // Drain it.
+    let cpu = CpuClock::start();
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        taskmesh_task::relay(mesh.pool.clone(), mesh.kafka.producer()?).run(stop.clone()),
+    );
+    let consumers = [
+        ("reminder", &mesh.reminder_pool),
+        ("recurrence", &mesh.recurrence_pool),
+        ("audit", &mesh.audit_pool),
+    ];
+    let mut finished: Vec<(&str, Duration)> = Vec::new();
+    let deadline = started + Duration::from_secs(600);
+    while finished.len() < consumers.len() {
+        for (name, pool) in consumers {
+            if finished.iter().any(|(done, _)| *done == name) {
+                continue;
+            }
+            let done = count(pool, "SELECT count(*) FROM processed_events").await?;
+            if done >= backlog {
+                finished.push((name, started.elapsed()));
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the consumers did not process {backlog} events in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = cpu.stop();
+    let all = started.elapsed();
+    stop.cancel();
+    let _ = relay.await;
+
+    let limit = live::broker_throughput(&mesh.kafka, backlog, scale.message_bytes).await?;
+    table.ratio_row(
+        "pipeline",
+        &format!("{backlog} events, all 3 consumers, events/s"),
+        backlog as f64 / all.as_secs_f64(),
+        "broker produce+consume, records/s",
+        limit,
+        cpu,
+    );
+    table.note(format!(
+        "pipeline: each consumer done after {}",
+        finished
+            .iter()
+            .map(|(name, at)| format!("{name} {:.1} s", at.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
+}
