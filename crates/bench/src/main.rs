@@ -99,7 +99,7 @@ impl Scale {
             Self {
                 rates: vec![200.0, 1_000.0],
                 fixed: Duration::from_secs(10),
-                ladder_start: 1_000.0,
+                ladder_start: 100.0,
                 ladder_max: 200_000.0,
                 step: Duration::from_secs(5),
                 live_users: 100,
