@@ -66,6 +66,7 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     open_loop(scale.rates[0], scale.fixed / 2, &check).await;
 
     for &rate in &scale.rates {
+        quiesce(&mesh).await?;
         let ours = open_loop(rate, scale.fixed, &create).await;
         let limit = open_loop(rate, scale.fixed, &check).await;
         for (label, quantile) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
@@ -82,6 +83,7 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
         table.note_errors("tonic echo", &limit);
     }
 
+    quiesce(&mesh).await?;
     let ours = ladder(scale, &create).await;
     let limit = ladder(scale, &check).await;
     table.ratio_row(
@@ -107,6 +109,27 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
         pgbench.cpu,
     );
 
+    Ok(())
+}
+
+/// Waits until TaskService's outbox is empty (the relay published everything) and then a
+/// second more for the consumers, so one phase's backlog does not weigh on the next.
+async fn quiesce(mesh: &Mesh) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&mesh.pool)
+            .await?;
+        if waiting == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the outbox still holds {waiting} events after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(())
 }
 
