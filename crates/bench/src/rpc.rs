@@ -92,9 +92,7 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
         ours.as_ref().map_or(0.0, |o| o.rate),
         "tonic echo",
         limit.as_ref().map_or(0.0, |o| o.rate),
-        ours.as_ref()
-            .or(limit.as_ref())
-            .map_or(CpuUse::default(), |o| o.cpu),
+        ours.as_ref().map_or(CpuUse::default(), |o| o.cpu),
     );
     // PostgreSQL's limit with the mesh stopped, so nothing else competes for it.
     echo_stop.cancel();
