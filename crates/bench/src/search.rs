@@ -2,8 +2,8 @@
 //! 1,000,000 tasks of 1,000 users, written straight into TaskService's schema), open-loop at
 //! a fixed rate, p50/p95/p99, beside the bare tonic server at the same rate.
 //!
-//! Titles and descriptions draw four words (hashed from the task's number, independent of
-//! its user) from a 64-word vocabulary, so a one-word query matches about one task in sixteen
+//! Titles and descriptions draw four words, and priority, state and due are chosen, by
+//! hashes of the task's number (independent of its user: every user gets the same mix) from a 64-word vocabulary, so a one-word query matches about one task in sixteen
 //! of every user's: the full-text index finds matches across all users and
 //! the user and filter narrow them, which is the shape that decides the latency.
 
@@ -94,8 +94,10 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
                 || ' no. ' || i, \
                 'remember to ' || $3[1 + (hashtext(i || 'c') & 63)] || ' the ' \
                 || $3[1 + (hashtext(i || 'd') & 63)], \
-                1 + i % 5, now() + (i % 90) * interval '1 day', now() + (i % 90) * interval '1 day', \
-                'UTC', 1 + (i % 4 = 0)::int, now(), now() \
+                1 + (hashtext(i || 'p') & 2147483647) % 5, \
+                now() + (hashtext(i || 'u') & 63) * interval '1 day', \
+                now() + (hashtext(i || 'u') & 63) * interval '1 day', \
+                'UTC', 1 + ((hashtext(i || 's') & 3) = 0)::int, now(), now() \
          FROM generate_series(1, $1) AS i",
     )
     .bind(i64::try_from(tasks)?)
