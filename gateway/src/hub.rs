@@ -1,6 +1,11 @@
 //! The fan-out hub: one Kafka consumer per gateway reads every partition of `task-events` and
 //! `reminders` (manual assignment, so each gateway instance sees all users) and hands each
 //! change-log event to the live streams of its owner.
+//!
+//! It also tells the streams how the consumer is doing ([`Hub::health`]): while receives fail
+//! an event may be missed, so idle streams fall back to re-reading the change logs at each
+//! heartbeat, and every stream re-reads them once when receiving works again. While healthy,
+//! an idle stream costs no upstream call at all.
 
 use std::{
     collections::HashMap,
@@ -17,11 +22,13 @@ use taskmesh_platform::{
     kafka::{KafkaConfig, Topic},
 };
 use taskmesh_proto::events::v1::ChangeContext;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-/// How many events a slow stream may fall behind before it re-reads the change log.
-const CHANNEL_CAPACITY: usize = 1024;
+/// How many events a slow stream may fall behind before it re-reads the change log. Each
+/// streaming user's channel holds this many slots (tens of bytes each) from the start, so it
+/// is kept small: falling behind costs one change-log page, not a lost event.
+const CHANNEL_CAPACITY: usize = 64;
 
 /// The change logs a live stream follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,13 +96,57 @@ async fn current_ends(
     .await?
 }
 
-/// Per-user broadcast channels. Cheap to clone.
-#[derive(Clone, Debug, Default)]
+/// How the hub's Kafka consumer is doing, as streams see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConsumerHealth {
+    /// A receive failed and none has succeeded since: events may be missing.
+    pub(crate) degraded: bool,
+    /// How many times receiving recovered after failing; a stream that sees it change
+    /// re-reads the change logs once.
+    pub(crate) recoveries: u64,
+}
+
+/// Per-user broadcast channels and the consumer's health. Cheap to clone.
+#[derive(Clone, Debug)]
 pub(crate) struct Hub {
     users: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<LiveEvent>>>>>,
+    health: Arc<watch::Sender<ConsumerHealth>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            users: Arc::default(),
+            health: Arc::new(watch::channel(ConsumerHealth::default()).0),
+        }
+    }
 }
 
 impl Hub {
+    /// Watches the consumer's health (see the module docs).
+    pub(crate) fn health(&self) -> watch::Receiver<ConsumerHealth> {
+        self.health.subscribe()
+    }
+
+    fn receive_failed(&self) {
+        self.health.send_if_modified(|health| {
+            let changed = !health.degraded;
+            health.degraded = true;
+            changed
+        });
+    }
+
+    fn receive_worked(&self) {
+        self.health.send_if_modified(|health| {
+            let changed = health.degraded;
+            if changed {
+                health.degraded = false;
+                health.recoveries += 1;
+            }
+            changed
+        });
+    }
+
     /// Subscribes to `user`'s events from now on.
     pub(crate) fn subscribe(&self, user: &str) -> broadcast::Receiver<Arc<LiveEvent>> {
         let mut users = self
@@ -169,9 +220,13 @@ impl Hub {
                 message = consumer.recv() => message,
             };
             let message = match message {
-                Ok(message) => message,
+                Ok(message) => {
+                    self.receive_worked();
+                    message
+                }
                 Err(error) => {
                     tracing::warn!(%error, "kafka receive failed");
+                    self.receive_failed();
                     continue;
                 }
             };
@@ -214,5 +269,46 @@ impl Hub {
                 );
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConsumerHealth, Hub};
+
+    #[test]
+    fn streams_see_the_consumer_degrade_and_recover_once() {
+        let hub = Hub::default();
+        let mut health = hub.health();
+        assert_eq!(*health.borrow_and_update(), ConsumerHealth::default());
+
+        hub.receive_worked();
+        assert!(!health.has_changed().unwrap(), "records flowing is no news");
+
+        hub.receive_failed();
+        hub.receive_failed();
+        assert!(health.has_changed().unwrap());
+        assert_eq!(
+            *health.borrow_and_update(),
+            ConsumerHealth {
+                degraded: true,
+                recoveries: 0
+            }
+        );
+        assert!(
+            !health.has_changed().unwrap(),
+            "a second failure is the same state"
+        );
+
+        hub.receive_worked();
+        hub.receive_worked();
+        assert_eq!(
+            *health.borrow_and_update(),
+            ConsumerHealth {
+                degraded: false,
+                recoveries: 1
+            },
+            "one recovery, however many records follow"
+        );
     }
 }

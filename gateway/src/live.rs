@@ -10,8 +10,10 @@
 //! 3. then takes live events: `seq <= pos` is a duplicate and dropped, `seq == pos + 1` is
 //!    sent, `seq > pos + 1` (a gap: the relay published out of the stream's view, or this
 //!    stream lagged) re-reads the change logs;
-//! 4. after 15 s of silence, re-reads the change log too (a safety net for anything Kafka did
-//!    not bring), then sends a heartbeat.
+//! 4. after 15 s of silence sends a heartbeat. While the hub's Kafka consumer is failing it
+//!    re-reads the change logs first (a safety net for anything Kafka did not bring), and
+//!    once the consumer recovers every stream re-reads them once. An idle stream on a healthy
+//!    hub makes no upstream call, so one gateway can hold tens of thousands of them.
 
 use std::{pin::Pin, time::Duration};
 
@@ -41,7 +43,7 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::hub::{Hub, Log};
+use crate::hub::{Hub, LiveEvent, Log};
 
 /// How often an idle stream gets a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -131,6 +133,18 @@ fn advance(cursor: &mut Cursor, log: Log, sequence: i64) {
         Log::Tasks => cursor.task = Some(sequence),
         Log::Notifications => cursor.notification = Some(sequence),
     }
+}
+
+/// What woke a live stream up.
+enum Wake {
+    /// The hub's next event for this user (or why there is none).
+    Event(Result<std::sync::Arc<LiveEvent>, RecvError>),
+    /// 15 s without a message.
+    Silence,
+    /// The hub's consumer health changed.
+    Health,
+    /// The gateway is shutting down.
+    Shutdown,
 }
 
 /// One change-log entry, from either log.
@@ -247,6 +261,8 @@ impl LiveService for LiveServiceImpl {
         };
         // Subscribe before reading the change logs, so nothing committed meanwhile is missed.
         let mut live = self.hub.subscribe(&caller.user);
+        let mut hub_health = self.hub.health();
+        let mut recoveries_seen = hub_health.borrow_and_update().recoveries;
         let mut logs = Logs {
             tasks: self.tasks.clone(),
             reminders: self.reminders.clone(),
@@ -307,27 +323,44 @@ impl LiveService for LiveServiceImpl {
                 }
                 // Live.
                 let resync_needed = loop {
-                    let received = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        received = live.recv() => received,
-                        // A quiet stream re-checks the change logs before its heartbeat: a
-                        // safety net for anything Kafka did not bring (e.g. a consumer error).
-                        () = tokio::time::sleep(HEARTBEAT) => {
-                            heartbeat_due = true;
-                            break true;
-                        }
+                    let wake = tokio::select! {
+                        () = shutdown.cancelled() => Wake::Shutdown,
+                        received = live.recv() => Wake::Event(received),
+                        changed = hub_health.changed() => match changed {
+                            Ok(()) => Wake::Health,
+                            // The hub is gone: the gateway is shutting down.
+                            Err(_) => Wake::Shutdown,
+                        },
+                        () = tokio::time::sleep(HEARTBEAT) => Wake::Silence,
                     };
-                    match received {
-                        Ok(event) if event.sequence <= position(&cursor, event.log) => {}
-                        Ok(event) if event.sequence == position(&cursor, event.log) + 1 => {
+                    match wake {
+                        Wake::Shutdown => return,
+                        Wake::Silence => {
+                            if hub_health.borrow().degraded {
+                                // Kafka may be losing events: look in the change logs first.
+                                heartbeat_due = true;
+                                break true;
+                            }
+                            yield control(&cursor, Event::Heartbeat(Heartbeat {}));
+                        }
+                        Wake::Health => {
+                            let recoveries = hub_health.borrow_and_update().recoveries;
+                            if recoveries != recoveries_seen {
+                                // Receiving works again: read what may have been missed.
+                                recoveries_seen = recoveries;
+                                break true;
+                            }
+                        }
+                        Wake::Event(Ok(event)) if event.sequence <= position(&cursor, event.log) => {}
+                        Wake::Event(Ok(event)) if event.sequence == position(&cursor, event.log) + 1 => {
                             advance(&mut cursor, event.log, event.sequence);
                             if let Some(payload) = event_of(&event.event_type, &event.data) {
                                 yield message(&cursor, payload, event.event_id.clone(), event.event_type.clone());
                             }
                         }
                         // A gap, or this stream fell behind: read the change logs again.
-                        Ok(_) | Err(RecvError::Lagged(_)) => break true,
-                        Err(RecvError::Closed) => break false,
+                        Wake::Event(Ok(_) | Err(RecvError::Lagged(_))) => break true,
+                        Wake::Event(Err(RecvError::Closed)) => break false,
                     }
                 };
                 if !resync_needed {

@@ -36,19 +36,21 @@ use tonic_web::GrpcWebClientLayer;
 use crate::{Scale, load::open_loop, rpc, table::Table};
 
 /// Microseconds since the Unix epoch, now.
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-fn histogram() -> Arc<Mutex<Histogram<u64>>> {
+/// An empty latency histogram (microseconds, up to 10 minutes, 3 significant digits).
+pub(crate) fn histogram() -> Arc<Mutex<Histogram<u64>>> {
     Arc::new(Mutex::new(
         Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
     ))
 }
 
-fn record(histogram: &Mutex<Histogram<u64>>, micros: i64) {
+/// Records `micros` (at least 1).
+pub(crate) fn record(histogram: &Mutex<Histogram<u64>>, micros: i64) {
     let micros = u64::try_from(micros.max(1)).unwrap_or(1);
     histogram
         .lock()
@@ -56,7 +58,8 @@ fn record(histogram: &Mutex<Histogram<u64>>, micros: i64) {
         .saturating_record(micros);
 }
 
-fn ms(histogram: &Mutex<Histogram<u64>>, quantile: f64) -> f64 {
+/// A quantile (0..=1) of `histogram`, in milliseconds.
+pub(crate) fn ms(histogram: &Mutex<Histogram<u64>>, quantile: f64) -> f64 {
     histogram
         .lock()
         .expect("histogram")
@@ -65,7 +68,7 @@ fn ms(histogram: &Mutex<Histogram<u64>>, quantile: f64) -> f64 {
 }
 
 /// Waits until `counter` reaches `target` or `limit` passes; the count reached.
-async fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> u64 {
+pub(crate) async fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> u64 {
     let deadline = Instant::now() + limit;
     while counter.load(Ordering::Relaxed) < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

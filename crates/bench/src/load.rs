@@ -99,11 +99,20 @@ pub(crate) struct CpuUse {
     pub(crate) bench: f64,
     /// Every `postgres` process.
     pub(crate) postgres: f64,
+    /// Server processes this one started (the streams scenario's).
+    pub(crate) children: f64,
 }
 
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2} + pg {:.2}", self.bench, self.postgres)
+        if self.bench == 0.0 && self.postgres == 0.0 && self.children == 0.0 {
+            return write!(f, "-");
+        }
+        write!(f, "{:.2} + pg {:.2}", self.bench, self.postgres)?;
+        if self.children > 0.0 {
+            write!(f, " + srv {:.2}", self.children)?;
+        }
+        Ok(())
     }
 }
 
@@ -114,9 +123,26 @@ pub(crate) struct CpuClock {
     bench: f64,
     postgres: Arc<Mutex<HashMap<u32, (f64, f64)>>>,
     sampler: tokio::task::JoinHandle<()>,
+    /// Child processes' pids and their CPU seconds at the start.
+    children: Vec<(u32, f64)>,
 }
 
 impl CpuClock {
+    /// Like [`CpuClock::start`], also counting the processes `pids` (which outlive the run).
+    pub(crate) fn start_with(pids: Vec<u32>) -> Self {
+        let mut clock = Self::start();
+        clock.children = pids
+            .into_iter()
+            .map(|pid| {
+                (
+                    pid,
+                    cpu_seconds(&format!("/proc/{pid}/stat")).unwrap_or(0.0),
+                )
+            })
+            .collect();
+        clock
+    }
+
     /// Reads the counters now and starts sampling PostgreSQL's (inside a Tokio runtime).
     pub(crate) fn start() -> Self {
         let postgres = Arc::new(Mutex::new(HashMap::new()));
@@ -135,6 +161,7 @@ impl CpuClock {
             bench: cpu_seconds("/proc/self/stat").unwrap_or(0.0),
             postgres,
             sampler,
+            children: Vec::new(),
         }
     }
 
@@ -150,9 +177,17 @@ impl CpuClock {
             .values()
             .map(|(first, last)| last - first)
             .sum();
+        let children: f64 = self
+            .children
+            .iter()
+            .map(|(pid, first)| {
+                cpu_seconds(&format!("/proc/{pid}/stat")).map_or(0.0, |last| last - first)
+            })
+            .sum();
         CpuUse {
             bench: (cpu_seconds("/proc/self/stat").unwrap_or(0.0) - self.bench) / wall,
             postgres: postgres / wall,
+            children: children / wall,
         }
     }
 }
@@ -181,6 +216,18 @@ fn sample_postgres(samples: &Mutex<HashMap<u32, (f64, f64)>>, initial: bool) {
             samples.entry(pid).or_insert((first, cpu)).1 = cpu;
         }
     }
+}
+
+/// A `kB` field of a `/proc/<pid>/status` file (e.g. `VmRSS`, `VmHWM`), in KiB.
+pub(crate) fn status_kib(status: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `utime + stime` of a `/proc/<pid>/stat` file, in seconds (USER_HZ is 100 on Linux).

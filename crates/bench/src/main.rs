@@ -9,6 +9,7 @@
 //! cargo run -p taskmesh-bench -- --quick                # every scenario, small (CI)
 //! cargo run --release -p taskmesh-bench -- create-task  # one scenario
 //! cargo run --release -p taskmesh-bench -- reminders [--total 100000] [--burst 1000]
+//! cargo run --release -p taskmesh-bench -- streams      # 10,000 then 50,000 idle streams
 //! ```
 
 mod live;
@@ -17,6 +18,7 @@ mod pipeline;
 mod reminders;
 mod rpc;
 mod search;
+mod streams;
 mod table;
 
 use std::time::Duration;
@@ -49,8 +51,18 @@ enum Scenario {
     Pipeline,
     /// ListTasks with a full-text query and a filter over 1,000,000 tasks of 1,000 users.
     Search,
-    /// Reminder firing lateness: many reminders scheduled, a burst due within one second.
+    /// Reminder firing lateness: many reminders scheduled, a burst due within one second,
+    /// beside bare Tokio timers.
     Reminders(reminders::Args),
+    /// Idle live streams on one gateway (its own process): memory per stream and fan-out,
+    /// beside a bare tonic server holding as many Health/Watch streams.
+    Streams,
+    /// The gateway alone in a process (started by `streams`; not for people).
+    #[command(hide = true)]
+    GatewayProcess(streams::GatewayProcess),
+    /// A bare tonic Health server alone in a process (started by `streams`; not for people).
+    #[command(hide = true)]
+    HealthProcess,
 }
 
 /// How big and long the runs are.
@@ -76,6 +88,10 @@ pub(crate) struct Scale {
     pub(crate) search_rate: f64,
     /// Outbox events of the pipeline scenario's backlog.
     pub(crate) pipeline_events: usize,
+    /// Idle streams held at each level of the streams scenario (cumulative).
+    pub(crate) stream_levels: Vec<usize>,
+    /// How long the streams sit idle while the gateway's CPU is read.
+    pub(crate) idle: Duration,
 }
 
 impl Scale {
@@ -94,6 +110,8 @@ impl Scale {
                 search_users: 100,
                 search_rate: 20.0,
                 pipeline_events: 500,
+                stream_levels: vec![100, 500],
+                idle: Duration::from_secs(1),
             }
         } else {
             Self {
@@ -109,6 +127,9 @@ impl Scale {
                 search_users: 1_000,
                 search_rate: 200.0,
                 pipeline_events: 200_000,
+                stream_levels: vec![10_000, 50_000],
+                // One heartbeat period (15 s) and a little.
+                idle: Duration::from_secs(16),
             }
         }
     }
@@ -118,57 +139,41 @@ impl Scale {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let scale = Scale::new(cli.quick);
-    let quick_reminders = reminders::Args {
-        total: 2_000,
-        burst: 100,
-        users: 100,
+    let reminder_args = |args: reminders::Args| {
+        if cli.quick {
+            reminders::Args {
+                total: 2_000,
+                burst: 100,
+                users: 100,
+            }
+        } else {
+            args
+        }
     };
+    let mut table = table::Table::default();
     match cli.scenario {
-        Some(Scenario::Reminders(args)) => {
-            reminders::run(if cli.quick { quick_reminders } else { args }).await
-        }
-        Some(Scenario::CreateTask) => {
-            let mut table = table::Table::default();
-            rpc::run(&scale, &mut table).await?;
-            table.print();
-            Ok(())
-        }
-        Some(Scenario::LiveUpdate) => {
-            let mut table = table::Table::default();
-            live::run(&scale, &mut table).await?;
-            table.print();
-            Ok(())
-        }
-        Some(Scenario::Pipeline) => {
-            let mut table = table::Table::default();
-            pipeline::run(&scale, &mut table).await?;
-            table.print();
-            Ok(())
-        }
-        Some(Scenario::Search) => {
-            let mut table = table::Table::default();
-            search::run(&scale, &mut table).await?;
-            table.print();
-            Ok(())
-        }
+        Some(Scenario::GatewayProcess(args)) => return streams::gateway_process(args).await,
+        Some(Scenario::HealthProcess) => return streams::health_process().await,
+        Some(Scenario::Reminders(args)) => reminders::run(reminder_args(args), &mut table).await?,
+        Some(Scenario::CreateTask) => rpc::run(&scale, &mut table).await?,
+        Some(Scenario::LiveUpdate) => live::run(&scale, &mut table).await?,
+        Some(Scenario::Pipeline) => pipeline::run(&scale, &mut table).await?,
+        Some(Scenario::Search) => search::run(&scale, &mut table).await?,
+        Some(Scenario::Streams) => streams::run(&scale, &mut table).await?,
         None => {
-            let mut table = table::Table::default();
             rpc::run(&scale, &mut table).await?;
             live::run(&scale, &mut table).await?;
             pipeline::run(&scale, &mut table).await?;
+            streams::run(&scale, &mut table).await?;
             search::run(&scale, &mut table).await?;
-            table.print();
-            println!();
-            let args = if cli.quick {
-                quick_reminders
-            } else {
-                reminders::Args {
-                    total: 100_000,
-                    burst: 1_000,
-                    users: 1_000,
-                }
+            let defaults = reminders::Args {
+                total: 100_000,
+                burst: 1_000,
+                users: 1_000,
             };
-            reminders::run(args).await
+            reminders::run(reminder_args(defaults), &mut table).await?;
         }
     }
+    table.print();
+    Ok(())
 }

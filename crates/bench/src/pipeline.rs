@@ -7,21 +7,14 @@
 //! "End to end" is from starting the relay to the moment every consumer has recorded every
 //! event (`processed_events` in its schema, committed with its effect).
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use taskmesh_proto::task::v1::Task;
 use taskmesh_testkit::{Mesh, MeshOptions};
-use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Scale, live, load::CpuClock, rpc, table::Table};
-
-/// CreateTask calls in flight while the backlog is written.
-const WRITERS: usize = 64;
 
 async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<u64> {
     let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
@@ -40,28 +33,17 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     // The backlog: every event waits in the outbox.
     let written = Instant::now();
     let channel = mesh.gateway_channel().await?;
-    let tokens = Arc::new(rpc::bearer_tokens("pipeline-", 1_000)?);
-    let permits = Arc::new(Semaphore::new(WRITERS));
-    let mut writers = JoinSet::new();
-    for i in 0..events {
-        let permit = permits.clone().acquire_owned().await?;
-        let task = Task {
-            title: format!("pipeline {i}"),
-            ..Default::default()
-        };
-        let call = rpc::create_task(channel.clone(), &tokens[i as usize % tokens.len()], task);
-        writers.spawn(async move {
-            let ok = call.await;
-            drop(permit);
-            ok
-        });
-        while writers.try_join_next().is_some() {}
-    }
-    while writers.join_next().await.is_some() {}
+    let tokens = rpc::bearer_tokens("pipeline-", 1_000)?;
+    rpc::write_tasks(&channel, &tokens, usize::try_from(events)?, |i| Task {
+        title: format!("pipeline {i}"),
+        ..Default::default()
+    })
+    .await?;
     let backlog = count(&mesh.pool, "SELECT count(*) FROM outbox").await?;
     table.note(format!(
-        "pipeline: backlog of {backlog} outbox events written in {:.1} s ({WRITERS} CreateTask calls in flight)",
-        written.elapsed().as_secs_f64()
+        "pipeline: backlog of {backlog} outbox events written in {:.1} s ({} CreateTask calls in flight)",
+        written.elapsed().as_secs_f64(),
+        rpc::WRITERS
     ));
 
     // Drain it.

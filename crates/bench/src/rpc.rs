@@ -173,6 +173,39 @@ pub(crate) fn create_task(
     async move { client.create_task(request).await.is_ok() }
 }
 
+/// CreateTask calls in flight while [`write_tasks`] writes.
+pub(crate) const WRITERS: usize = 64;
+
+/// Creates `count` tasks (`task(i)`, the i-th for user `i % tokens.len()`) as fast as
+/// [`WRITERS`] calls in flight allow; fails if any call failed.
+pub(crate) async fn write_tasks(
+    channel: &Channel,
+    tokens: &[Bearer],
+    count: usize,
+    task: impl Fn(usize) -> Task,
+) -> anyhow::Result<()> {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
+    let mut writers = tokio::task::JoinSet::new();
+    let mut failed = 0_usize;
+    for i in 0..count {
+        let permit = permits.clone().acquire_owned().await?;
+        let call = create_task(channel.clone(), &tokens[i % tokens.len()], task(i));
+        writers.spawn(async move {
+            let ok = call.await;
+            drop(permit);
+            ok
+        });
+        while let Some(done) = writers.try_join_next() {
+            failed += usize::from(!matches!(done, Ok(true)));
+        }
+    }
+    while let Some(done) = writers.join_next().await {
+        failed += usize::from(!matches!(done, Ok(true)));
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {count} CreateTask calls failed");
+    Ok(())
+}
+
 /// One `grpc.health.v1.Health/Check` of the bare server; whether it succeeded.
 pub(crate) async fn check(channel: Channel) -> bool {
     HealthClient::new(channel)
