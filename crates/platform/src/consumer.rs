@@ -5,6 +5,12 @@
 //! backoff a bounded number of times, then moved to the topic's dead-letter topic
 //! (`<topic>.dlq`, with the reason in headers) and the consumer goes on.
 //!
+//! Events that have already arrived are applied together, up to [`BATCH`] in one transaction
+//! (one commit, one WAL flush, instead of one per event); a lone event is never held back
+//! waiting for company. If any event of a batch fails, the whole transaction is rolled back
+//! and each event is applied on its own as above, so one bad event costs its batch a retry,
+//! never a lost or doubled effect.
+//!
 //! Each service owns a table in its schema:
 //! ```sql
 //! CREATE TABLE processed_events (
@@ -16,6 +22,8 @@
 //! ```
 
 use std::{future::Future, time::Duration};
+
+use futures::FutureExt as _;
 
 use rdkafka::{
     Message,
@@ -71,6 +79,16 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
 }
 
+/// Most events applied in one transaction.
+pub const BATCH: usize = 128;
+
+/// Longest an idle fetch of these consumers waits at the broker, in milliseconds (at least;
+/// [`KafkaConfig::fetch_wait_max_ms`] when larger).
+const FETCH_WAIT_MAX_MS: u32 = 100;
+
+/// How long a batch's transaction waits for a lock before it is applied event by event.
+const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '100ms'";
+
 /// Settings of one consumer.
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
@@ -84,6 +102,7 @@ pub struct ConsumerSettings {
     pub backoff: Duration,
 }
 
+#[derive(Clone, Copy)]
 enum Outcome {
     /// Applied now.
     Applied,
@@ -114,6 +133,13 @@ pub async fn run<H: Handler>(
     let mut config = kafka.consumer_config(&settings.name);
     // Stored offsets (never auto-stored) are committed in the background.
     config.set("enable.auto.commit", "true");
+    // Nothing here is waited on by a person the way a live stream is: an idle fetch may wait
+    // longer. (Kafka answers a waiting fetch as soon as data arrives; the embedded dev broker
+    // polls, so a short wait there costs CPU on every idle consumer.)
+    config.set(
+        "fetch.wait.max.ms",
+        kafka.fetch_wait_max_ms.max(FETCH_WAIT_MAX_MS).to_string(),
+    );
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[&topic])?;
     let producer = kafka.producer()?;
@@ -150,61 +176,141 @@ async fn consume<H: Handler>(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+        let Some(batch) = next_batch(consumer, settings, shutdown).await else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
+        // All together first; `None` sends each event its own way.
+        let together = if batch.len() > 1 {
+            apply_batch(pool, &settings.name, handler, &events).await
+        } else {
+            None
+        };
+        for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
+            let outcome = match (together.as_ref().and_then(|o| o[i]), event) {
+                (Some(outcome), _) => Ok(outcome),
+                (None, Ok(event)) => {
+                    tracing::Instrument::instrument(
+                        process(pool, settings, handler, event, shutdown),
+                        event_span(&settings.name, event),
+                    )
+                    .await
+                }
+                (None, Err(error)) => Err(Failure::DeadLetter(format!(
+                    "not a taskmesh CloudEvent: {error}"
+                ))),
+            };
+            let name = settings.name.clone();
+            let label = match outcome {
+                Ok(Outcome::Applied) => "applied",
+                Ok(Outcome::Duplicate) => {
+                    tracing::debug!(consumer = %settings.name, offset = message.offset(), "duplicate event skipped");
+                    "duplicate"
+                }
+                Err(Failure::DeadLetter(reason)) => {
+                    dead_letter(producer, dead_letters, message, &settings.name, &reason).await?;
+                    "dead_lettered"
+                }
+                Err(Failure::Interrupted) => return Ok(()),
+            };
+            metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
+                .increment(1);
+            // Batched events count their batch's time.
+            metrics::histogram!("taskmesh_consumer_processing_seconds", "consumer" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+            if let Ok(event) = event {
+                let age = (chrono::Utc::now() - event.time).as_seconds_f64().max(0.0);
+                metrics::histogram!("taskmesh_consumer_event_age_seconds", "consumer" => name)
+                    .record(age);
+            }
+            consumer.store_offset_from_message(message)?;
+        }
+    }
+}
+
+/// The next message, waiting for it, and up to [`BATCH`] - 1 more that have already arrived;
+/// `None` on shutdown.
+async fn next_batch<'c>(
+    consumer: &'c StreamConsumer,
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+) -> Option<Vec<BorrowedMessage<'c>>> {
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return None,
             message = consumer.recv() => message,
         };
-        let message = match message {
-            Ok(message) => message,
+        match first {
+            Ok(message) => {
+                let mut batch = vec![message];
+                while batch.len() < BATCH {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(message)) => batch.push(message),
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, consumer = %settings.name, "kafka receive failed");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                return Some(batch);
+            }
             Err(error) => {
                 tracing::warn!(%error, consumer = %settings.name, "kafka receive failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
             }
-        };
-        let started = std::time::Instant::now();
-        let event = CloudEvent::from_message(&message);
-        let event_time = event.as_ref().ok().map(|e| e.time);
-        let outcome = match event {
-            Ok(event) => {
-                // The event's trace goes on here: a span per handling, child of the
-                // request or event that produced it.
-                let span = tracing::info_span!("consume", otel.name = %format!("{} {}", settings.name, event.event_type), consumer = %settings.name, event_id = %event.id);
-                crate::trace::continue_trace(&span, event.traceparent.as_deref());
-                tracing::Instrument::instrument(
-                    process(pool, settings, handler, &event, shutdown),
-                    span,
-                )
-                .await
-            }
-            Err(error) => Err(Failure::DeadLetter(format!(
-                "not a taskmesh CloudEvent: {error}"
-            ))),
-        };
-        let name = settings.name.clone();
-        let label = match outcome {
-            Ok(Outcome::Applied) => "applied",
-            Ok(Outcome::Duplicate) => {
-                tracing::debug!(consumer = %settings.name, offset = message.offset(), "duplicate event skipped");
-                "duplicate"
-            }
-            Err(Failure::DeadLetter(reason)) => {
-                dead_letter(producer, dead_letters, &message, &settings.name, &reason).await?;
-                "dead_lettered"
-            }
-            Err(Failure::Interrupted) => return Ok(()),
-        };
-        metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
-            .increment(1);
-        metrics::histogram!("taskmesh_consumer_processing_seconds", "consumer" => name.clone())
-            .record(started.elapsed().as_secs_f64());
-        if let Some(time) = event_time {
-            let age = (chrono::Utc::now() - time).as_seconds_f64().max(0.0);
-            metrics::histogram!("taskmesh_consumer_event_age_seconds", "consumer" => name)
-                .record(age);
         }
-        consumer.store_offset_from_message(&message)?;
     }
+}
+
+/// The span of handling `event`: a child of the request or event that produced it, so the
+/// event's trace goes on here.
+fn event_span(consumer: &str, event: &CloudEvent) -> tracing::Span {
+    let span = tracing::info_span!("consume", otel.name = %format!("{consumer} {}", event.event_type), consumer = %consumer, event_id = %event.id);
+    crate::trace::continue_trace(&span, event.traceparent.as_deref());
+    span
+}
+
+/// Applies every well-formed event of a batch in one transaction: per event its outcome, or
+/// `None` for one that is not a CloudEvent. `None` in all when any event fails or the
+/// commit does: nothing is applied then.
+async fn apply_batch<H: Handler, E>(
+    pool: &PgPool,
+    consumer: &str,
+    handler: &H,
+    events: &[Result<CloudEvent, E>],
+) -> Option<Vec<Option<Outcome>>> {
+    let mut tx = pool.begin().await.ok()?;
+    // A batch holds its locks longer than one event would, and two batches may take them in
+    // opposite orders (say, two consumers of one service appending to the same users'
+    // chains): rather than wait, or stall a second on a deadlock, it gives up and goes one by
+    // one.
+    sqlx::query(BATCH_LOCK_TIMEOUT)
+        .execute(&mut *tx)
+        .await
+        .ok()?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        let Ok(event) = event else {
+            outcomes.push(None);
+            continue;
+        };
+        let outcome = tracing::Instrument::instrument(
+            record_and_handle(&mut *tx, consumer, handler, event),
+            event_span(consumer, event),
+        )
+        .await;
+        match outcome {
+            Ok(outcome) => outcomes.push(Some(outcome)),
+            Err(error) => {
+                tracing::debug!(%consumer, event_id = %event.id, %error, "batch failed; applying its events one by one");
+                return None;
+            }
+        }
+    }
+    tx.commit().await.ok()?;
+    Some(outcomes)
 }
 
 /// Applies one event with retries.
@@ -245,8 +351,20 @@ async fn apply<H: Handler>(
     handler: &H,
     event: &CloudEvent,
 ) -> Result<Outcome, HandleError> {
-    let retry = |e: sqlx::Error| HandleError::Retry(e.to_string());
     let mut tx = pool.begin().await.map_err(retry)?;
+    let outcome = record_and_handle(&mut *tx, consumer, handler, event).await?;
+    tx.commit().await.map_err(retry)?;
+    Ok(outcome)
+}
+
+/// Records `event` as processed by `consumer` and applies it, in `tx`; a duplicate (already
+/// recorded) changes nothing.
+async fn record_and_handle<H: Handler>(
+    tx: &mut PgConnection,
+    consumer: &str,
+    handler: &H,
+    event: &CloudEvent,
+) -> Result<Outcome, HandleError> {
     let inserted = sqlx::query(
         "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
@@ -257,11 +375,9 @@ async fn apply<H: Handler>(
     .map_err(retry)?
     .rows_affected();
     if inserted == 0 {
-        tx.rollback().await.map_err(retry)?;
         return Ok(Outcome::Duplicate);
     }
-    handler.handle(&mut tx, event).await?;
-    tx.commit().await.map_err(retry)?;
+    handler.handle(tx, event).await?;
     Ok(Outcome::Applied)
 }
 

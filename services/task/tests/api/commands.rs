@@ -200,3 +200,69 @@ async fn commands_apply_once_and_bad_ones_are_dead_lettered() {
         "exactly one task from three deliveries: {all:?}"
     );
 }
+
+/// Commands arriving together are applied in one transaction; a bad one among them is
+/// dead-lettered alone, and the others (a redelivery included) take effect exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_command_among_good_ones_is_dead_lettered_alone() {
+    let (mesh, mut client) = start(MeshOptions::default()).await;
+    let create = |title: &str, request_id: &str| {
+        let command = CreateTaskCommand {
+            context: context(request_id),
+            task: Some(Task {
+                title: title.into(),
+                ..Default::default()
+            }),
+        };
+        self::command(
+            "dev.taskmesh.task.create.v1",
+            "taskmesh.events.v1.CreateTaskCommand",
+            "",
+            command.encode_to_vec(),
+        )
+    };
+    let first = create("first", "together/1");
+    let bad = create("never", "");
+    let second = create("second", "together/2");
+    let third = create("third", "together/3");
+    // All at once, so they reach the consumer in one fetch.
+    let kafka = &mesh.kafka;
+    let sent = tokio::join!(
+        publish(kafka, Topic::TaskCommands, &first),
+        publish(kafka, Topic::TaskCommands, &first),
+        publish(kafka, Topic::TaskCommands, &bad),
+        publish(kafka, Topic::TaskCommands, &second),
+        publish(kafka, Topic::TaskCommands, &third),
+    );
+    for result in [sent.0, sent.1, sent.2, sent.3, sent.4] {
+        result.unwrap();
+    }
+
+    let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
+        .await
+        .unwrap();
+    let letters = reader.collect(1, Duration::from_secs(15)).await.unwrap();
+    assert_eq!(
+        letters.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![bad.id],
+        "only the bad command is dead-lettered"
+    );
+    let titles = eventually(Duration::from_secs(15), || {
+        let mut client = client.clone();
+        async move {
+            let mut titles: Vec<String> = tasks_of_alice(&mut client)
+                .await
+                .into_iter()
+                .map(|t| t.title)
+                .collect();
+            titles.sort();
+            (titles.len() >= 3).then_some(titles)
+        }
+    })
+    .await
+    .expect("the good commands create their tasks");
+    assert_eq!(titles, ["first", "second", "third"]);
+    // Nothing more arrives later (the redelivered `first` included).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(tasks_of_alice(&mut client).await.len(), 3);
+}
