@@ -638,25 +638,38 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     for (flag, url) in &services {
         args.extend([*flag, url.as_str()]);
     }
+    // One side at a time: the grpc-web share needs a descriptor per connection at both ends,
+    // and the limit may not stretch to both sides' at once.
     let mut ours = Side::new(Server::Gateway, ChildServer::spawn(&args).await?).await?;
+    let (ours_baseline, ours_levels) = measure(&mut ours, scale, &tokens, async |side, users| {
+        fan_out_gateway(&mesh, side, users, &tokens).await
+    })
+    .await?;
+    drop(ours);
     let mut theirs =
         Side::new(Server::Bare, ChildServer::spawn(&["health-process"]).await?).await?;
-    settle().await;
-    let baselines = (ours.process.rss_kib()?, theirs.process.rss_kib()?);
+    let (theirs_baseline, theirs_levels) = measure(&mut theirs, scale, &tokens, async |side, _| {
+        fan_out_bare(side).await
+    })
+    .await?;
+    drop(theirs);
     table.note(format!(
         "streams: open-file limit {fds}; gateway process RSS {} MiB and bare server {} MiB \
          before any stream; {STREAMS_PER_USER} streams per user, every {WEB_EVERY}th grpc-web \
-         (HTTP/1.1, own connection), the rest over {NATIVE_CONNECTIONS} HTTP/2 connections",
-        baselines.0 / 1024,
-        baselines.1 / 1024
+         (HTTP/1.1, own connection), the rest over {NATIVE_CONNECTIONS} HTTP/2 connections; \
+         the gateway measured first, then the bare server",
+        ours_baseline / 1024,
+        theirs_baseline / 1024
     ));
 
-    let mut from = 0;
-    for &level in &scale.stream_levels {
-        let ours_level =
-            open_level(&mut ours, from, level, &tokens, baselines.0, scale.idle).await?;
-        let theirs_level =
-            open_level(&mut theirs, from, level, &tokens, baselines.1, scale.idle).await?;
+    for (((level, ours_level, ours_fan), (_, theirs_level, theirs_fan)), users) in
+        ours_levels.into_iter().zip(theirs_levels).zip(
+            scale
+                .stream_levels
+                .iter()
+                .map(|l| l.div_ceil(STREAMS_PER_USER)),
+        )
+    {
         for (figure, a, b, cpu) in [
             (
                 "native gRPC, KiB/stream",
@@ -686,9 +699,6 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
                 cpu,
             );
         }
-        let users = level.div_ceil(STREAMS_PER_USER);
-        let ours_fan = fan_out_gateway(&mesh, &ours, users, &tokens).await?;
-        let theirs_fan = fan_out_bare(&mut theirs).await?;
         for (figure, a, b) in [
             ("fan-out, deliveries/s", ours_fan.rate, theirs_fan.rate),
             ("fan-out p50, ms", ours_fan.p50, theirs_fan.p50),
@@ -714,7 +724,28 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
             ours_level.idle_cpu.bench,
             theirs_fan.cpu.children
         ));
-        from = level;
     }
     Ok(())
+}
+
+/// Opens `side`'s streams level by level, reading memory and idle CPU, and runs `fan_out`
+/// (given the users with streams) at each level: the RSS before any stream, and per level
+/// its figures.
+async fn measure(
+    side: &mut Side,
+    scale: &Scale,
+    tokens: &[Bearer],
+    fan_out: impl AsyncFn(&mut Side, usize) -> anyhow::Result<FanOut>,
+) -> anyhow::Result<(u64, Vec<(usize, Level, FanOut)>)> {
+    settle().await;
+    let baseline = side.process.rss_kib()?;
+    let mut levels = Vec::new();
+    let mut from = 0;
+    for &level in &scale.stream_levels {
+        let opened = open_level(side, from, level, tokens, baseline, scale.idle).await?;
+        let fanned = fan_out(side, level.div_ceil(STREAMS_PER_USER)).await?;
+        levels.push((level, opened, fanned));
+        from = level;
+    }
+    Ok((baseline, levels))
 }
