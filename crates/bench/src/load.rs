@@ -25,8 +25,6 @@ pub(crate) struct Outcome {
     pub(crate) sent: u64,
     /// Requests that failed (any error).
     pub(crate) errors: u64,
-    /// From the first intended start to the last completion.
-    pub(crate) wall: Duration,
     /// Latency from the intended start to completion, in microseconds (successes only).
     pub(crate) latency: Histogram<u64>,
     /// CPU used meanwhile.
@@ -34,11 +32,6 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    /// Completed requests per second.
-    pub(crate) fn achieved(&self) -> f64 {
-        (self.sent - self.errors) as f64 / self.wall.as_secs_f64()
-    }
-
     /// A latency quantile (0..=1) in milliseconds.
     pub(crate) fn ms(&self, quantile: f64) -> f64 {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
@@ -80,13 +73,11 @@ where
         while running.try_join_next().is_some() {}
     }
     while running.join_next().await.is_some() {}
-    let wall = start.elapsed();
     let latency = latency.lock().expect("latency lock").clone();
     Outcome {
         rate,
         sent: total,
         errors: errors.load(Ordering::Relaxed),
-        wall,
         latency,
         cpu: cpu.stop(),
     }

@@ -246,8 +246,13 @@ pub(crate) async fn echo_server() -> anyhow::Result<(SocketAddr, CancellationTok
     Ok((addr, stop))
 }
 
-/// Raises the rate by half each step until p99 exceeds the bar, a call fails, or the
-/// achieved rate falls 5 % short; the last step that held.
+/// How much each ladder step raises the rate.
+const LADDER_STEP: f64 = 1.25;
+
+/// Raises the rate by a quarter each step until a step fails the bar (p99 above
+/// [`P99_BAR_MS`] or any failed call) twice in a row (one retry absorbs a noisy neighbour on
+/// a small machine); the last step that held. Open-loop load keeps its schedule whatever the
+/// server does, so a server that cannot keep up fails on latency.
 async fn ladder<F, Fut>(scale: &Scale, call: &F) -> Option<Outcome>
 where
     F: Fn(u64) -> Fut,
@@ -255,16 +260,18 @@ where
 {
     let mut best = None;
     let mut rate = scale.ladder_start;
+    let mut retried = false;
     while rate <= scale.ladder_max {
         let outcome = open_loop(rate, scale.step, call).await;
-        let held = outcome.errors == 0
-            && outcome.ms(0.99) <= P99_BAR_MS
-            && outcome.achieved() >= 0.95 * rate;
-        if !held {
+        if outcome.errors == 0 && outcome.ms(0.99) <= P99_BAR_MS {
+            best = Some(outcome);
+            rate = (rate * LADDER_STEP).round();
+            retried = false;
+        } else if retried {
             break;
+        } else {
+            retried = true;
         }
-        best = Some(outcome);
-        rate = (rate * 1.5).round();
     }
     best
 }

@@ -297,7 +297,7 @@ async fn apply_batch<H: Handler, E>(
             continue;
         };
         let outcome = tracing::Instrument::instrument(
-            record_and_handle(&mut *tx, consumer, handler, event),
+            record_and_handle(&mut tx, consumer, handler, event),
             event_span(consumer, event),
         )
         .await;
@@ -352,7 +352,7 @@ async fn apply<H: Handler>(
     event: &CloudEvent,
 ) -> Result<Outcome, HandleError> {
     let mut tx = pool.begin().await.map_err(retry)?;
-    let outcome = record_and_handle(&mut *tx, consumer, handler, event).await?;
+    let outcome = record_and_handle(&mut tx, consumer, handler, event).await?;
     tx.commit().await.map_err(retry)?;
     Ok(outcome)
 }
