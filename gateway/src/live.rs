@@ -12,7 +12,8 @@
 //!    stream lagged) re-reads the change logs;
 //! 4. after 15 s of silence sends a heartbeat. While the hub's Kafka consumer is failing it
 //!    re-reads the change logs first (a safety net for anything Kafka did not bring), and
-//!    once the consumer recovers every stream re-reads them once. An idle stream on a healthy
+//!    once the consumer recovers every stream re-reads them once, at a random moment within
+//!    a heartbeat period (so tens of thousands of streams do not all ask at once). An idle stream on a healthy
 //!    hub makes no upstream call, so one gateway can hold tens of thousands of them.
 
 use std::{pin::Pin, time::Duration};
@@ -143,8 +144,27 @@ enum Wake {
     Silence,
     /// The hub's consumer health changed.
     Health,
+    /// The time to re-read the change logs after a recovery came.
+    Recheck,
     /// The gateway is shutting down.
     Shutdown,
+}
+
+/// Resolves at `at`, or never.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A random duration below `limit`.
+fn jitter(limit: Duration) -> Duration {
+    let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+    // A v4 UUID is 122 random bits: plenty for a delay.
+    Duration::from_millis(
+        u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(millis)).unwrap_or(0),
+    )
 }
 
 /// One change-log entry, from either log.
@@ -290,6 +310,9 @@ impl LiveService for LiveServiceImpl {
             let mut caught_up_sent = false;
             let mut heartbeat_due = false;
             loop {
+                // When to re-read the change logs after the hub's consumer recovered; this
+                // reading covers any recovery before it.
+                let mut recheck_at = None;
                 for log in Log::ALL {
                     loop {
                         let (page, _) = logs.page(log, position(&cursor, log)).await?;
@@ -332,6 +355,7 @@ impl LiveService for LiveServiceImpl {
                             Err(_) => Wake::Shutdown,
                         },
                         () = tokio::time::sleep(HEARTBEAT) => Wake::Silence,
+                        () = until(recheck_at) => Wake::Recheck,
                     };
                     match wake {
                         Wake::Shutdown => return,
@@ -346,11 +370,14 @@ impl LiveService for LiveServiceImpl {
                         Wake::Health => {
                             let recoveries = hub_health.borrow_and_update().recoveries;
                             if recoveries != recoveries_seen {
-                                // Receiving works again: read what may have been missed.
+                                // Receiving works again: read what may have been missed, at
+                                // a moment of this stream's own within a heartbeat period,
+                                // so the gateway's streams do not all ask at once.
                                 recoveries_seen = recoveries;
-                                break true;
+                                recheck_at.get_or_insert_with(|| tokio::time::Instant::now() + jitter(HEARTBEAT));
                             }
                         }
+                        Wake::Recheck => break true,
                         Wake::Event(Ok(event)) if event.sequence <= position(&cursor, event.log) => {}
                         Wake::Event(Ok(event)) if event.sequence == position(&cursor, event.log) + 1 => {
                             advance(&mut cursor, event.log, event.sequence);

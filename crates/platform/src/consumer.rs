@@ -7,9 +7,11 @@
 //!
 //! Events that have already arrived are applied together, up to [`BATCH`] in one transaction
 //! (one commit, one WAL flush, instead of one per event); a lone event is never held back
-//! waiting for company. If any event of a batch fails, the whole transaction is rolled back
-//! and each event is applied on its own as above, so one bad event costs its batch a retry,
-//! never a lost or doubled effect.
+//! waiting for company. If any event of a batch fails, the whole transaction is rolled back;
+//! the events up to the failing one are applied on their own as above, and the partitions are
+//! rewound to the events after it, which the next batches fetch again. So one bad event costs
+//! its batch a retry, never a lost or doubled effect, and the consumer polls Kafka between
+//! slow events as before.
 //!
 //! Each service owns a table in its schema:
 //! ```sql
@@ -179,17 +181,27 @@ async fn consume<H: Handler>(
         let Some(batch) = next_batch(consumer, settings, shutdown).await else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
         let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
-        // All together first; `None` sends each event its own way.
-        let together = if batch.len() > 1 {
-            apply_batch(pool, &settings.name, handler, &events).await
+        // All together first. If that fails, the events up to the one that failed it go one
+        // by one (with retries), and the rest are fetched again: the consumer keeps polling
+        // Kafka between slow events, as it did before batching (`max.poll.interval.ms`).
+        let (together, upto) = if batch.len() > 1 {
+            match apply_batch(pool, &settings.name, handler, &events).await {
+                Ok(outcomes) => (Some(outcomes), batch.len()),
+                Err(failed_at) => (None, failed_at + 1),
+            }
         } else {
-            None
+            (None, 1)
         };
-        for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
+        if upto < batch.len() {
+            fetch_again(consumer, &batch[upto..], &settings.name);
+        }
+        for (i, (message, event)) in batch.iter().zip(&events).take(upto).enumerate() {
+            let started = std::time::Instant::now();
             let outcome = match (together.as_ref().and_then(|o| o[i]), event) {
                 (Some(outcome), _) => Ok(outcome),
+                // Shutting down: leave the rest unstored; they are delivered again.
+                (None, _) if shutdown.is_cancelled() => return Ok(()),
                 (None, Ok(event)) => {
                     tracing::Instrument::instrument(
                         process(pool, settings, handler, event, shutdown),
@@ -216,7 +228,6 @@ async fn consume<H: Handler>(
             };
             metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
                 .increment(1);
-            // Batched events count their batch's time.
             metrics::histogram!("taskmesh_consumer_processing_seconds", "consumer" => name.clone())
                 .record(started.elapsed().as_secs_f64());
             if let Ok(event) = event {
@@ -224,7 +235,32 @@ async fn consume<H: Handler>(
                 metrics::histogram!("taskmesh_consumer_event_age_seconds", "consumer" => name)
                     .record(age);
             }
-            consumer.store_offset_from_message(message)?;
+            if let Err(error) = consumer.store_offset_from_message(message) {
+                // The partition was revoked meanwhile (a rebalance served while the batch was
+                // drained): its new owner gets the event again and skips it as a duplicate.
+                tracing::info!(%error, consumer = %settings.name, partition = message.partition(), offset = message.offset(), "offset not stored");
+            }
+        }
+    }
+}
+
+/// Rewinds each partition of `messages` to its first one, so they are fetched (and applied)
+/// again by the next batches. A partition no longer assigned is left to its new owner.
+fn fetch_again(consumer: &StreamConsumer, messages: &[BorrowedMessage<'_>], name: &str) {
+    let mut rewound: Vec<(&str, i32)> = Vec::new();
+    for message in messages {
+        let partition = (message.topic(), message.partition());
+        if rewound.contains(&partition) {
+            continue;
+        }
+        rewound.push(partition);
+        if let Err(error) = consumer.seek(
+            message.topic(),
+            message.partition(),
+            rdkafka::Offset::Offset(message.offset()),
+            Duration::from_secs(10),
+        ) {
+            tracing::info!(%error, consumer = %name, partition = message.partition(), "cannot rewind; the partition's new owner reads on");
         }
     }
 }
@@ -273,15 +309,18 @@ fn event_span(consumer: &str, event: &CloudEvent) -> tracing::Span {
 }
 
 /// Applies every well-formed event of a batch in one transaction: per event its outcome, or
-/// `None` for one that is not a CloudEvent. `None` in all when any event fails or the
-/// commit does: nothing is applied then.
+/// `None` for one that is not a CloudEvent.
+///
+/// # Errors
+/// The index of the event that failed (0 when the transaction itself could not begin or
+/// commit); nothing is applied then.
 async fn apply_batch<H: Handler, E>(
     pool: &PgPool,
     consumer: &str,
     handler: &H,
     events: &[Result<CloudEvent, E>],
-) -> Option<Vec<Option<Outcome>>> {
-    let mut tx = pool.begin().await.ok()?;
+) -> Result<Vec<Option<Outcome>>, usize> {
+    let mut tx = pool.begin().await.map_err(|_| 0_usize)?;
     // A batch holds its locks longer than one event would, and two batches may take them in
     // opposite orders (say, two consumers of one service appending to the same users'
     // chains): rather than wait, or stall a second on a deadlock, it gives up and goes one by
@@ -289,9 +328,9 @@ async fn apply_batch<H: Handler, E>(
     sqlx::query(BATCH_LOCK_TIMEOUT)
         .execute(&mut *tx)
         .await
-        .ok()?;
+        .map_err(|_| 0_usize)?;
     let mut outcomes = Vec::with_capacity(events.len());
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
         let Ok(event) = event else {
             outcomes.push(None);
             continue;
@@ -305,12 +344,12 @@ async fn apply_batch<H: Handler, E>(
             Ok(outcome) => outcomes.push(Some(outcome)),
             Err(error) => {
                 tracing::debug!(%consumer, event_id = %event.id, %error, "batch failed; applying its events one by one");
-                return None;
+                return Err(i);
             }
         }
     }
-    tx.commit().await.ok()?;
-    Some(outcomes)
+    tx.commit().await.map_err(|_| 0_usize)?;
+    Ok(outcomes)
 }
 
 /// Applies one event with retries.
