@@ -204,6 +204,8 @@ impl Hub {
     }
 
     async fn run(self, consumer: StreamConsumer, tasks_topic: String, shutdown: CancellationToken) {
+        // If forwarding ever stops (a panic), streams must not trust an idle hub any more.
+        let _watchdog = Watchdog(self.clone());
         self.forward(&consumer, &tasks_topic, &shutdown).await;
         taskmesh_platform::consumer::close(consumer).await;
     }
@@ -272,12 +274,22 @@ impl Hub {
     }
 }
 
+/// Marks the hub degraded when dropped: when its consumer task ends, by shutdown or panic,
+/// live streams fall back to re-reading the change logs at each heartbeat.
+struct Watchdog(Hub);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.receive_failed();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ConsumerHealth, Hub};
 
     #[test]
-    fn streams_see_the_consumer_degrade_and_recover_once() {
+    fn streams_see_the_consumer_degrade_recover_and_stop() {
         let hub = Hub::default();
         let mut health = hub.health();
         assert_eq!(*health.borrow_and_update(), ConsumerHealth::default());
@@ -310,5 +322,9 @@ mod tests {
             },
             "one recovery, however many records follow"
         );
+
+        // The consumer task ends (here: its watchdog is dropped as in a panic).
+        drop(super::Watchdog(hub));
+        assert!(health.borrow_and_update().degraded);
     }
 }

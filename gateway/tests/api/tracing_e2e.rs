@@ -50,29 +50,49 @@ async fn one_trace_spans_the_call_the_relay_and_the_consumers() {
     })
     .await
     .expect("the creation is audited");
-    provider.force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
-
     // Other tests of this binary run meanwhile: look at the trace the audit entry names.
     let call = recorded.trace_id;
     assert_eq!(call.len(), 32, "the audit entry names a trace");
-    let names: Vec<&str> = spans
-        .iter()
-        .filter(|s| s.span_context.trace_id().to_string() == call)
-        .map(|s| s.name.as_ref())
-        .collect();
-    // The gateway's and TaskService's spans of the call: the gateway forwarded its context.
-    let calls = names
-        .iter()
-        .filter(|n| **n == "taskmesh.task.v1.TaskService/CreateTask")
-        .count();
-    assert_eq!(calls, 2, "{names:?}");
-    for expected in [
+    let expected = [
         "publish dev.taskmesh.task.created.v1",
         "taskmesh-audit-task-events dev.taskmesh.task.created.v1",
         "taskmesh-reminder dev.taskmesh.task.created.v1",
         "live dev.taskmesh.task.created.v1",
-    ] {
-        assert!(names.contains(&expected), "{expected} not in {names:?}");
+    ];
+    // The consumers work independently of each other: wait until every span has ended.
+    let names = eventually(Duration::from_secs(15), || {
+        provider.force_flush().unwrap();
+        let names: Vec<String> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .iter()
+            .filter(|s| s.span_context.trace_id().to_string() == call)
+            .map(|s| s.name.to_string())
+            .collect();
+        let complete = expected.iter().all(|e| names.iter().any(|n| n == e));
+        async move { complete.then_some(names) }
+    })
+    .await;
+    let names = names.unwrap_or_else(|| {
+        provider.force_flush().unwrap();
+        exporter
+            .get_finished_spans()
+            .unwrap()
+            .iter()
+            .filter(|s| s.span_context.trace_id().to_string() == call)
+            .map(|s| s.name.to_string())
+            .collect()
+    });
+    // The gateway's and TaskService's spans of the call: the gateway forwarded its context.
+    let calls = names
+        .iter()
+        .filter(|n| *n == "taskmesh.task.v1.TaskService/CreateTask")
+        .count();
+    assert_eq!(calls, 2, "{names:?}");
+    for expected in expected {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
 }
