@@ -198,7 +198,7 @@ pub(crate) async fn run(args: Args, table: &mut crate::table::Table) -> anyhow::
     table.note(format!(
         "reminders: {} scheduled ({} background an hour ahead) for {} users in {:.1} s; \
          the scheduler's CPU (cores: this process + PostgreSQL) {} over {:.1} s; \
-         peak RSS of this process {:.1} MiB",
+         peak RSS of this process so far (with other scenarios before it, theirs too) {:.1} MiB",
         args.total,
         background,
         args.users,
