@@ -17,13 +17,14 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
 };
+use futures::{FutureExt as _, future::BoxFuture};
 use taskmesh_platform::{
     cloudevents::CloudEvent,
     kafka::{KafkaConfig, Topic},
+    runtime::{Backoff, TaskContext},
 };
 use taskmesh_proto::events::v1::ChangeContext;
 use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
 
 /// How many events a slow stream may fall behind before it re-reads the change log. Each
 /// streaming user's channel holds this many slots (tens of bytes each) from the start, so it
@@ -95,6 +96,9 @@ async fn current_ends(
     })
     .await?
 }
+
+/// How often a hub whose receives failed asks Kafka whether it is back.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the hub's Kafka consumer is doing, as streams see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,18 +185,20 @@ impl Hub {
     }
 
     /// Starts consuming `task-events` and `reminders` from the current end of every partition;
-    /// returns once
-    /// the positions are fixed (so no event committed after this returns is missed), with the
-    /// task that publishes each event until `shutdown`. Offsets are never committed: a gateway
-    /// needs no position of its own, the change log covers anything before it started.
+    /// returns once the positions are fixed (so no event committed after this returns is
+    /// missed), with the future that publishes each event until shutdown (run it under the
+    /// gateway's supervisor). Offsets are never committed: a gateway needs no position of its
+    /// own, the change log covers anything before it started.
+    ///
+    /// # Errors
+    /// The consumer cannot be created, or the topics' partitions cannot be read.
     pub(crate) async fn start(
         self,
         kafka: &KafkaConfig,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    ) -> anyhow::Result<impl FnOnce(TaskContext) -> BoxFuture<'static, anyhow::Result<()>>> {
         let tasks = kafka.topic(Topic::TaskEvents);
         let reminders = kafka.topic(Topic::Reminders);
-        let group = format!("taskmesh-gateway-{}", uuid::Uuid::now_v7());
+        let group = kafka.group_id(&format!("taskmesh-gateway-{}", uuid::Uuid::now_v7()));
         let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
         let assignment = current_ends(kafka, vec![tasks.clone(), reminders]).await?;
         consumer.assign(&assignment)?;
@@ -200,35 +206,65 @@ impl Hub {
             partitions = assignment.count(),
             "gateway consuming live events"
         );
-        Ok(tokio::spawn(self.run(consumer, tasks, shutdown)))
+        let kafka = kafka.clone();
+        Ok(move |ctx: TaskContext| self.run(consumer, tasks, kafka, ctx).boxed())
     }
 
-    async fn run(self, consumer: StreamConsumer, tasks_topic: String, shutdown: CancellationToken) {
+    async fn run(
+        self,
+        consumer: StreamConsumer,
+        tasks_topic: String,
+        kafka: KafkaConfig,
+        ctx: TaskContext,
+    ) -> anyhow::Result<()> {
         // If forwarding ever stops (a panic), streams must not trust an idle hub any more.
         let _watchdog = Watchdog(self.clone());
-        self.forward(&consumer, &tasks_topic, &shutdown).await;
+        self.forward(&consumer, &tasks_topic, &kafka, &ctx).await;
         taskmesh_platform::consumer::close(consumer).await;
+        Ok(())
     }
 
     async fn forward(
         &self,
         consumer: &StreamConsumer,
         tasks_topic: &str,
-        shutdown: &CancellationToken,
+        kafka: &KafkaConfig,
+        ctx: &TaskContext,
     ) {
+        let mut backoff = Backoff::new(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(2),
+        );
+        let mut degraded = false;
         loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = ctx.shutdown.cancelled() => return,
                 message = consumer.recv() => message,
+                // Kafka says nothing when it is back: ask it, while receives are failing.
+                () = tokio::time::sleep(PROBE_EVERY), if degraded => {
+                    if kafka.ping(tasks_topic).await.is_ok() {
+                        degraded = false;
+                        self.receive_worked();
+                        ctx.health.recovered();
+                    }
+                    continue;
+                }
             };
             let message = match message {
                 Ok(message) => {
                     self.receive_worked();
+                    ctx.health.recovered();
+                    backoff.reset();
                     message
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "kafka receive failed");
                     self.receive_failed();
+                    degraded = true;
+                    let reason = format!("kafka receive failed: {error}");
+                    if !ctx.retry_after(&mut backoff, &reason).await
+                    {
+                        return;
+                    }
                     continue;
                 }
             };

@@ -28,6 +28,7 @@ use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
     grpc::reflection,
     kafka::KafkaConfig,
+    runtime::Supervisor,
 };
 use taskmesh_proto::gateway::v1::live_service_server::LiveServiceServer;
 use tokio::net::TcpListener;
@@ -43,6 +44,10 @@ use tower_http::{
 };
 
 pub use live::LiveServiceImpl;
+
+/// The full name of the gateway's own LiveService, a health service name.
+pub const LIVE_SERVICE: &str =
+    <LiveServiceServer<LiveServiceImpl> as tonic::server::NamedService>::NAME;
 
 /// What the gateway needs.
 #[derive(Clone, Debug)]
@@ -99,6 +104,7 @@ impl Gateway {
     /// A bad upstream address, Kafka set-up failure, or a transport error.
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { listener, config } = self;
+        let mut supervisor = Supervisor::new("gateway", shutdown.clone());
         let task_channel = upstream(&config.task_service)?;
         let reminder_channel = upstream(&config.reminder_service)?;
         let recurrence_channel = upstream(&config.recurrence_service)?;
@@ -106,7 +112,8 @@ impl Gateway {
 
         let hub = hub::Hub::default();
         // Live events flow before the first stream can open.
-        let hub_task = hub.clone().start(&config.kafka, shutdown.clone()).await?;
+        let forward = hub.clone().start(&config.kafka).await?;
+        supervisor.spawn("live event consumer", forward);
 
         let live = LiveServiceServer::with_interceptor(
             LiveServiceImpl::new(
@@ -117,10 +124,8 @@ impl Gateway {
             ),
             AuthInterceptor::new(config.verifier.clone()),
         );
+        supervisor.health().add_service(LIVE_SERVICE);
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<LiveServiceServer<LiveServiceImpl>>()
-            .await;
         let routes = reflection(Routes::new(live).add_service(health_service))?;
         let mut router: Router = routes.into_axum_router();
         if config.metrics {
@@ -136,12 +141,10 @@ impl Gateway {
             ("taskmesh.audit.v1.AuditService", audit_channel),
         ] {
             // A forwarded service's status is its own server's, checked every few seconds.
-            tokio::spawn(mirror_health(
-                health.clone(),
-                channel.clone(),
-                service,
-                shutdown.clone(),
-            ));
+            let (reporter, mirrored) = (health.clone(), channel.clone());
+            supervisor.spawn(&format!("health of {service}"), move |ctx| {
+                mirror_health(reporter, mirrored, service, ctx.shutdown)
+            });
             let proxy = proxy::GrpcProxy::new(channel, config.verifier.clone());
             router = router.route_service(&format!("/{service}/{{*method}}"), proxy);
         }
@@ -182,20 +185,15 @@ impl Gateway {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         // CORS outermost so preflight requests are answered before anything else; grpc-web
         // translation inside it, so every gRPC service (local or forwarded) speaks grpc-web.
-        let served = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .layer(cors)
             .layer(grpc_web::GrpcWebOnlyLayer)
             // Inside grpc-web translation: grpc-web calls are counted as the gRPC calls they are.
             .layer(taskmesh_platform::metrics::RpcLayer::new("gateway"))
             .add_routes(Routes::from(router))
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
-            .await;
-        shutdown.cancel();
-        if let Err(error) = hub_task.await {
-            tracing::error!(%error, "live event consumer panicked");
-        }
-        served?;
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
+        supervisor.run(health, server).await?;
         Ok(())
     }
 }
@@ -210,12 +208,16 @@ fn upstream(url: &str) -> anyhow::Result<Channel> {
 
 /// Reports `service` as SERVING while its upstream server says so (`grpc.health.v1`, checked
 /// every 5 s), NOT_SERVING otherwise, until `shutdown`.
+///
+/// # Errors
+/// None: an upstream that does not answer is NOT_SERVING. (The signature is the
+/// supervisor's.)
 async fn mirror_health(
     reporter: tonic_health::server::HealthReporter,
     upstream: Channel,
     service: &'static str,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Wire};
     let mut client = tonic_health::pb::health_client::HealthClient::new(upstream);
     loop {
@@ -234,7 +236,7 @@ async fn mirror_health(
         };
         reporter.set_service_status(service, status).await;
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use taskmesh_platform::runtime::TaskContext;
 use taskmesh_proto::task::v1::Task;
 use taskmesh_testkit::{Mesh, MeshOptions};
 use tokio_util::sync::CancellationToken;
@@ -51,7 +52,8 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     let started = Instant::now();
     let stop = CancellationToken::new();
     let relay = tokio::spawn(
-        taskmesh_task::relay(mesh.pool.clone(), mesh.kafka.producer()?).run(stop.clone()),
+        taskmesh_task::relay(mesh.pool.clone(), &mesh.kafka)?
+            .run(TaskContext::detached("outbox relay", stop.clone())),
     );
     let consumers = [
         ("reminder", &mesh.reminder_pool),

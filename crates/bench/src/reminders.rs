@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
 use sqlx::PgPool;
-use taskmesh_platform::db;
+use taskmesh_platform::{db, runtime::TaskContext};
 use taskmesh_reminder::Scheduler;
 use taskmesh_testkit::TestDb;
 
@@ -185,7 +185,7 @@ pub(crate) async fn run(args: Args, table: &mut crate::table::Table) -> anyhow::
     let scheduler = Scheduler::new(pool.clone(), "reminders".to_owned());
     let cpu = CpuClock::start();
     let wall_before = Instant::now();
-    let handle = tokio::spawn(scheduler.run(shutdown.clone()));
+    let handle = tokio::spawn(scheduler.run(TaskContext::detached("scheduler", shutdown.clone())));
     let spread_end = spread_start
         + chrono::Duration::microseconds((i64::try_from(args.burst)? - 1).max(0) * step_us);
     let spread_visible = wait_fired(&pool, "spread", args.burst).await? - spread_end;
@@ -193,7 +193,7 @@ pub(crate) async fn run(args: Args, table: &mut crate::table::Table) -> anyhow::
     let cpu = cpu.stop();
     let wall = wall_before.elapsed().as_secs_f64();
     shutdown.cancel();
-    handle.await?;
+    handle.await??;
 
     table.note(format!(
         "reminders: {} scheduled ({} background an hour ahead) for {} users in {:.1} s; \

@@ -44,6 +44,7 @@ use taskmesh_gateway::{Gateway, GatewayConfig};
 use taskmesh_platform::{
     auth::Verifier,
     kafka::{KafkaConfig, Topic},
+    runtime::TaskContext,
 };
 use taskmesh_proto::{
     gateway::v1::{
@@ -583,8 +584,8 @@ async fn fan_out_gateway(
     .await?;
     // The clock should not count the relay's start-up: its producer is connected (and has
     // its idempotent producer id) first. (A stopped relay has released its advisory lock.)
-    let producer = mesh.kafka.producer()?;
-    let client = producer.clone();
+    let relay = taskmesh_task::relay(mesh.pool.clone(), &mesh.kafka)?;
+    let client = relay.producer().clone();
     let topic = mesh.kafka.topic(Topic::TaskEvents);
     tokio::task::spawn_blocking(move || {
         rdkafka::producer::Producer::client(&client)
@@ -595,7 +596,7 @@ async fn fan_out_gateway(
     let cpu = CpuClock::start_with(vec![side.process.pid]);
     side.tally.trigger();
     let stop = CancellationToken::new();
-    let relay = tokio::spawn(taskmesh_task::relay(mesh.pool.clone(), producer).run(stop.clone()));
+    let relay = tokio::spawn(relay.run(TaskContext::detached("outbox relay", stop.clone())));
     wait_for(&side.tally.received, side.opened, Duration::from_secs(300)).await;
     let cpu = cpu.stop();
     stop.cancel();

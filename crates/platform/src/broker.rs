@@ -24,13 +24,16 @@ pub enum BrokerError {
     /// No free port could be found.
     #[error("cannot find a free port")]
     Io(#[from] std::io::Error),
+    /// The broker stopped serving.
+    #[error("the embedded broker stopped: {0}")]
+    Stopped(String),
 }
 
 /// A running embedded broker; aborted when dropped.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), String>>,
 }
 
 impl EmbeddedBroker {
@@ -60,9 +63,10 @@ impl EmbeddedBroker {
             .await
             .map_err(|e| BrokerError::Tansu(e.to_string()))?;
         let task = tokio::spawn(async move {
-            if let Err(error) = broker.serve(tokio::time::Instant::now()).await {
-                tracing::error!(%error, "embedded broker stopped");
-            }
+            broker
+                .serve(tokio::time::Instant::now())
+                .await
+                .map_err(|error| error.to_string())
         });
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -72,6 +76,21 @@ impl EmbeddedBroker {
         }
         task.abort();
         Err(BrokerError::NotListening(addr))
+    }
+
+    /// Completes when the broker stops serving (it should not, before it is dropped), with
+    /// why: an error, a panic, or an unexpected end.
+    pub async fn stopped(&mut self) -> BrokerError {
+        let reason = match (&mut self.task).await {
+            Ok(Ok(())) => "it ended unexpectedly".to_owned(),
+            Ok(Err(error)) => error,
+            Err(error) if error.is_panic() => format!(
+                "it panicked: {}",
+                crate::runtime::panic_message(error.into_panic().as_ref())
+            ),
+            Err(error) => error.to_string(),
+        };
+        BrokerError::Stopped(reason)
     }
 
     /// The `host:port` clients connect to.

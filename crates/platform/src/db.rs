@@ -103,3 +103,50 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> 
     migrator.run(pool).await?;
     Ok(())
 }
+
+/// How a database error should be treated by whoever retries or reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The database is unreachable, restarting or overloaded, or the transaction lost a
+    /// serialization or lock race: the same work succeeds later (gRPC `UNAVAILABLE`).
+    Unavailable,
+    /// A statement or lock wait hit its time limit (gRPC `DEADLINE_EXCEEDED`).
+    Timeout,
+    /// Anything else: a defect or data the code did not expect (gRPC `INTERNAL`).
+    Other,
+}
+
+/// Classifies `error` (SQLSTATE classes per the PostgreSQL manual, appendix A "PostgreSQL
+/// Error Codes").
+pub fn classify(error: &sqlx::Error) -> Failure {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Failure::Unavailable,
+        sqlx::Error::Database(e) => match e.code().as_deref() {
+            // query_canceled (statement_timeout), lock_not_available (lock_timeout).
+            Some("57014" | "55P03") => Failure::Timeout,
+            Some(code)
+                if code.starts_with("08") // connection exception
+                    || code.starts_with("53") // insufficient resources
+                    || code.starts_with("57P") // operator intervention: shutdown, restart
+                    || code == "40001" // serialization_failure
+                    || code == "40P01" // deadlock_detected
+                    || code == "25006" // read_only_sql_transaction: a failover in progress
+                    || code == "58000" => // system_error (I/O)
+            {
+                Failure::Unavailable
+            }
+            _ => Failure::Other,
+        },
+        _ => Failure::Other,
+    }
+}
+
+/// Whether retrying the work that failed with `error` can succeed (see [`classify`]).
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    classify(error) != Failure::Other
+}

@@ -39,6 +39,24 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// Whether the cluster answers a metadata request for `topic` (the full name) that names
+    /// at least one partition, within 10 s.
+    ///
+    /// # Errors
+    /// The client cannot be created, the cluster does not answer, or the topic has no
+    /// partitions.
+    pub async fn ping(&self, topic: &str) -> Result<(), KafkaError> {
+        let found = self.existing_topics(vec![topic.to_owned()]).await?;
+        if found.is_empty() {
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The mesh's topics. Each has a dead-letter topic `<topic>.dlq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -71,6 +89,9 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Prefix for every topic name, e.g. `staging.`; empty for none.
     pub topic_prefix: String,
+    /// Prefix for every consumer group id (and partition-lease name), e.g. `staging.`, so two
+    /// installations on one cluster never share a group; the topic prefix unless configured.
+    pub group_prefix: String,
     /// Partitions of topics this process creates.
     pub partitions: i32,
     /// Replication factor of topics this process creates (1 for a single broker).
@@ -89,6 +110,7 @@ impl KafkaConfig {
         Self {
             brokers: brokers.into(),
             topic_prefix: String::new(),
+            group_prefix: String::new(),
             partitions: 3,
             replication_factor: 1,
             fetch_wait_max_ms: 5,
@@ -99,6 +121,12 @@ impl KafkaConfig {
     /// The full name of `topic`.
     pub fn topic(&self, topic: Topic) -> String {
         format!("{}{}", self.topic_prefix, topic.base_name())
+    }
+
+    /// The consumer group id of the consumer named `name` (e.g. `taskmesh-task`):
+    /// [`KafkaConfig::group_prefix`] then the name.
+    pub fn group_id(&self, name: &str) -> String {
+        format!("{}{name}", self.group_prefix)
     }
 
     /// The full name of `topic`'s dead-letter topic.
@@ -139,8 +167,7 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
-            .set("session.timeout.ms", "10000");
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         config
     }
 

@@ -18,6 +18,7 @@
 //! - [`pages`]: AIP-158 page tokens.
 //! - [`requests`]: AIP-155 request-id deduplication.
 //! - [`retention`]: the hourly purge of change-log entries, request ids and dedupe records.
+//! - [`runtime`]: the component runtime: supervised background tasks, health, backoff.
 //! - [`shutdown`]: SIGTERM/ctrl-c handling.
 //! - [`telemetry`]: `tracing` subscriber set-up, OTLP export of spans.
 //! - [`trace`]: W3C trace context through gRPC, the outbox and Kafka.
@@ -38,6 +39,7 @@ pub mod outbox;
 pub mod pages;
 pub mod requests;
 pub mod retention;
+pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -25,12 +25,30 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord},
+};
 use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::cloudevents::CloudEvent;
+use crate::{
+    cloudevents::CloudEvent,
+    kafka::KafkaConfig,
+    runtime::{Backoff, TaskContext},
+};
+
+/// `error` and its sources, `: `-separated.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// Writes `event` for `topic` into the outbox of the connection's schema, and notifies
 /// `channel` (delivered when the transaction commits). Call inside the transaction of the
@@ -113,6 +131,7 @@ pub enum RelayError {
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
+    kafka: KafkaConfig,
     producer: FutureProducer,
     channel: String,
     lock_key: i64,
@@ -136,40 +155,58 @@ struct Pending {
 }
 
 impl Relay {
-    /// A relay for the outbox of `pool`'s schema, woken by NOTIFY on `channel`, polling every
-    /// second as a fallback. The advisory-lock key derives from `channel`.
-    pub fn new(pool: PgPool, producer: FutureProducer, channel: &str) -> Self {
-        Self {
+    /// A relay for the outbox of `pool`'s schema to `kafka`, woken by NOTIFY on `channel`,
+    /// polling every second as a fallback. The advisory-lock key derives from `channel`.
+    ///
+    /// # Errors
+    /// The producer cannot be created (a configuration error).
+    pub fn new(pool: PgPool, kafka: &KafkaConfig, channel: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
             pool,
-            producer,
+            producer: kafka.producer()?,
+            kafka: kafka.clone(),
             channel: channel.to_owned(),
             lock_key: lock_key(channel),
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
-        }
+        })
     }
 
-    /// Runs until `shutdown`: waits to become the active relay, then publishes whatever is
-    /// pending whenever notified (and at least every poll interval). Errors are logged and
-    /// retried; a lost database connection gives up the lock and starts over.
-    pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => {}
-                Err(error) => {
-                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), channel = %self.channel, "outbox relay failed; retrying");
+    /// The relay's producer (e.g. to connect it before the relay runs).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Runs until shutdown: waits to become the active relay, then publishes whatever is
+    /// pending whenever notified (and at least every poll interval). A failure (database or
+    /// broker away) gives up the lock, reports the task degraded and starts over after a
+    /// backoff; it never ends the task.
+    ///
+    /// # Errors
+    /// None today: every failure here is transient. (The signature is the supervisor's.)
+    pub async fn run(mut self, ctx: TaskContext) -> anyhow::Result<()> {
+        let mut backoff = Backoff::default();
+        while !ctx.shutdown.is_cancelled() {
+            if let Err(error) = self.lead(&ctx, &mut backoff).await {
+                let reason = format!("outbox relay of {}: {}", self.channel, error_chain(&error));
+                if matches!(error, RelayError::Kafka(_)) {
+                    // A fresh producer gets a fresh producer id: an idempotent producer can
+                    // wedge on a sequence or epoch the broker no longer agrees with. (Creating
+                    // it worked before, so this fails only on a defect.)
+                    self.producer = self.kafka.producer()?;
+                }
+                if !ctx.retry_after(&mut backoff, &reason).await {
+                    break;
                 }
             }
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
         }
+        Ok(())
     }
 
     /// One leadership term: take the lock (or wait for it), then publish until shutdown or
     /// an error.
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+    async fn lead(&self, ctx: &TaskContext, backoff: &mut Backoff) -> Result<(), RelayError> {
+        let shutdown = &ctx.shutdown;
         // A connection of its own, outside the pool: the advisory lock lives as long as it.
         let mut conn = self.pool.acquire().await?.detach();
         loop {
@@ -177,6 +214,8 @@ impl Relay {
                 .bind(self.lock_key)
                 .fetch_one(&mut conn)
                 .await?;
+            // Reaching the database is all a standby relay does.
+            ctx.health.recovered();
             if locked {
                 break;
             }
@@ -192,6 +231,8 @@ impl Relay {
             // On error, leave: dropping `conn` releases the lock so another replica (or this
             // one, after a pause) takes over.
             self.publish_pending(&mut conn).await?;
+            ctx.health.recovered();
+            backoff.reset();
             tokio::select! {
                 () = shutdown.cancelled() => {
                     sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.lock_key).execute(&mut conn).await?;

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Backoff, TaskContext};
 
 /// The bookkeeping tables and their time columns of a service with a change log.
 pub const WITH_CHANGE_LOG: &[(&str, &str)] = &[
@@ -43,22 +44,40 @@ pub async fn purge(
     Ok(rows)
 }
 
-/// Runs [`purge`] of `tables` every hour until `shutdown`.
+/// Runs [`purge`] of `tables` every hour until shutdown; a failed purge reports the task
+/// degraded and is tried again after a backoff.
+///
+/// # Errors
+/// None today: a failed purge is transient. (The signature is the supervisor's.)
 pub async fn run(
     pool: PgPool,
     retention: Duration,
     tables: &'static [(&'static str, &'static str)],
-    shutdown: CancellationToken,
-) {
+    ctx: TaskContext,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
     loop {
-        match purge(&pool, retention, tables).await {
-            Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, "purged expired change-log entries and request ids"),
-            Err(error) => tracing::warn!(%error, "retention purge failed"),
-        }
+        let wait = match purge(&pool, retention, tables).await {
+            Ok(rows) => {
+                if rows > 0 {
+                    tracing::info!(rows, "purged expired change-log entries and request ids");
+                }
+                ctx.health.recovered();
+                backoff.reset();
+                HOURLY
+            }
+            Err(error) => {
+                ctx.health
+                    .degraded(&format_args!("retention purge failed: {error}"));
+                backoff.next_delay()
+            }
+        };
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
+
+/// How often retention runs.
+pub const HOURLY: Duration = Duration::from_secs(3600);

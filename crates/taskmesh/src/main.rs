@@ -15,18 +15,38 @@ mod run;
 mod web;
 
 use clap::Parser;
+use taskmesh_platform::runtime::Failure;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let _telemetry =
-        taskmesh_platform::telemetry::init(cli.log_format.into(), cli.otlp_endpoint.as_deref());
-    match run::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let telemetry = runtime.block_on(async {
+        taskmesh_platform::telemetry::init(cli.log_format.into(), cli.otlp_endpoint.as_deref())
+    });
+    let result = runtime.block_on(run::run(cli));
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A component's failure was logged, with its cause, when it happened.
+        Err(error) if error.downcast_ref::<Failure>().is_some() => std::process::ExitCode::FAILURE,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // Spans are flushed inside the runtime (the exporter is async).
+    runtime.block_on(async move { drop(telemetry) });
+    // Whatever is still running (a Kafka client closing against a broker that is gone, say)
+    // must not keep a failed process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }

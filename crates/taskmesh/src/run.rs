@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
+use taskmesh::mesh::{self, Mesh, MeshConfig};
 use taskmesh_audit::AuditServer;
 use taskmesh_gateway::{Gateway, GatewayConfig};
 use taskmesh_platform::{
@@ -76,21 +77,10 @@ async fn pool(common: &Common, schema: &str) -> anyhow::Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// Each service's schema and migrations.
-const SCHEMAS: [(&str, &sqlx::migrate::Migrator); 4] = [
-    (taskmesh_task::SCHEMA, &taskmesh_task::MIGRATOR),
-    (taskmesh_reminder::SCHEMA, &taskmesh_reminder::MIGRATOR),
-    (taskmesh_recurrence::SCHEMA, &taskmesh_recurrence::MIGRATOR),
-    (taskmesh_audit::SCHEMA, &taskmesh_audit::MIGRATOR),
-];
-
 /// Applies every service's migrations to its schema.
 async fn migrate_all(common: &Common) -> anyhow::Result<()> {
-    for (schema, migrator) in SCHEMAS {
-        let pool = pool(common, schema).await?;
-        db::migrate(&pool, migrator)
-            .await
-            .with_context(|| format!("migrating schema {schema}"))?;
+    let pools = mesh::migrate(&common.database_url, 1).await?;
+    for pool in [pools.task, pools.reminder, pools.recurrence, pools.audit] {
         pool.close().await;
     }
     Ok(())
@@ -122,18 +112,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     db::ensure_database(&common.database_url)
         .await
         .context("cannot reach PostgreSQL or create the database (DATABASE_URL)")?;
-    migrate_all(common).await?;
 
     #[cfg(feature = "embedded-broker")]
-    let mut _broker = None;
+    let mut broker = None;
     let brokers = match &common.kafka_brokers {
         Some(brokers) => brokers.clone(),
         None => {
             #[cfg(feature = "embedded-broker")]
             {
-                let broker = start_broker(&args).await?;
-                let servers = broker.bootstrap_servers();
-                _broker = Some(broker);
+                let started = start_broker(&args).await?;
+                let servers = started.bootstrap_servers();
+                broker = Some(started);
                 servers
             }
             #[cfg(not(feature = "embedded-broker"))]
@@ -146,82 +135,50 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .await
         .context("cannot create Kafka topics")?;
 
-    let task_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let task_addr = task_listener.local_addr()?;
-    let task = TaskServer {
-        pool: pool(common, taskmesh_task::SCHEMA).await?,
-        kafka: kafka.clone(),
-        verifier: verifier.clone(),
-        retention: common.change_retention,
-        relay: true,
-    };
-    let reminder_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let reminder_addr = reminder_listener.local_addr()?;
-    let reminder = ReminderServer {
-        pool: pool(common, taskmesh_reminder::SCHEMA).await?,
-        kafka: kafka.clone(),
-        verifier: verifier.clone(),
-        retention: common.change_retention,
-        relay: true,
-        scheduler: true,
-    };
-    let recurrence_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let recurrence_addr = recurrence_listener.local_addr()?;
-    let recurrence = RecurrenceServer {
-        pool: pool(common, taskmesh_recurrence::SCHEMA).await?,
-        kafka: kafka.clone(),
-        verifier: verifier.clone(),
-        task_service: format!("http://{task_addr}"),
-        retention: common.change_retention,
-        relay: true,
-    };
-    let audit_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let audit_addr = audit_listener.local_addr()?;
-    let audit = AuditServer {
-        pool: pool(common, taskmesh_audit::SCHEMA).await?,
-        kafka: kafka.clone(),
-        verifier: verifier.clone(),
-        retention: common.audit_retention,
-        dedupe_retention: common.change_retention,
-    };
     if !args.skip_web_build {
         crate::web::ensure_built(args.web_dir.clone()).await;
     }
-    let web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
-    let gateway = Gateway::bind(
-        args.listen,
-        GatewayConfig {
-            task_service: format!("http://{task_addr}"),
-            reminder_service: format!("http://{reminder_addr}"),
-            recurrence_service: format!("http://{recurrence_addr}"),
-            audit_service: format!("http://{audit_addr}"),
-            kafka,
-            verifier,
-            metrics: true,
-            web_dir,
-        },
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let gateway_addr = gateway.local_addr()?;
+    let mut config = MeshConfig::new(common.database_url.clone(), kafka, verifier);
+    config.change_retention = common.change_retention;
+    config.audit_retention = common.audit_retention;
+    config.gateway_listen = args.listen;
+    config.web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
+    let mesh = Mesh::bind(config).await?;
+    let gateway_addr = mesh.addrs.gateway;
     tracing::info!(
         "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; the web app at http://{gateway_addr}/ (sign in with the last line of `taskmesh token --sub alice`)"
     );
-    // Boxed: five servers' futures side by side would make one very large future.
-    let (task_result, reminder_result, recurrence_result, audit_result, gateway_result) = tokio::join!(
-        Box::pin(task.serve(task_listener, shutdown.clone())),
-        Box::pin(reminder.serve(reminder_listener, shutdown.clone())),
-        Box::pin(recurrence.serve(recurrence_listener, shutdown.clone())),
-        Box::pin(audit.serve(audit_listener, shutdown.clone())),
-        Box::pin(gateway.serve(shutdown.clone()))
-    );
-    task_result.context("task service failed")?;
-    reminder_result.context("reminder service failed")?;
-    recurrence_result.context("recurrence service failed")?;
-    audit_result.context("audit service failed")?;
-    gateway_result.context("gateway failed")?;
+    let run = mesh.run(shutdown.clone());
+    #[cfg(feature = "embedded-broker")]
+    let run = supervise_broker(run, broker, shutdown);
+    run.await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the mesh with the embedded broker (if any) supervised like a component: when the
+/// broker stops, the mesh stops, with the broker's reason.
+#[cfg(feature = "embedded-broker")]
+async fn supervise_broker(
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+    broker: Option<taskmesh_platform::broker::EmbeddedBroker>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(mut broker) = broker else {
+        return run.await;
+    };
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result,
+        failure = broker.stopped() => {
+            tracing::error!(error = %failure, "component failed; stopping");
+            shutdown.cancel();
+            if let Err(error) = run.await {
+                tracing::warn!(error = %format!("{error:#}"), "the mesh stopped with an error after the broker");
+            }
+            Err(failure.into())
+        }
+    }
 }
 
 #[cfg(feature = "embedded-broker")]

@@ -16,19 +16,14 @@ use rdkafka::{
 };
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
-use taskmesh_audit::AuditServer;
-use taskmesh_gateway::{Gateway, GatewayConfig};
+use taskmesh::mesh::MeshConfig;
 use taskmesh_platform::{
     auth::{Signer, Verifier},
     broker::EmbeddedBroker,
     cloudevents::CloudEvent,
-    db,
     kafka::{KafkaConfig, Topic},
 };
-use taskmesh_recurrence::RecurrenceServer;
-use taskmesh_reminder::{ReminderServer, Scheduler};
-use taskmesh_task::TaskServer;
-use tokio::net::TcpListener;
+use taskmesh_reminder::Scheduler;
 use tokio_util::sync::CancellationToken;
 
 /// The HS256 secret tests sign with.
@@ -138,7 +133,8 @@ impl Default for MeshOptions {
     }
 }
 
-/// The mesh on free loopback ports, stopped when dropped.
+/// The mesh on free loopback ports, stopped when dropped: what `taskmesh dev` runs
+/// ([`taskmesh::mesh`]), with a fresh database and an in-memory broker.
 #[derive(Debug)]
 pub struct Mesh {
     /// The database (dropped last).
@@ -173,104 +169,35 @@ impl Mesh {
     /// ReminderService, RecurrenceService, AuditService and the gateway.
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
         let db = TestDb::create().await?;
-        let pool = db::connect(&db.url(), taskmesh_task::SCHEMA, 8).await?;
-        db::migrate(&pool, &taskmesh_task::MIGRATOR).await?;
-        let reminder_pool = db::connect(&db.url(), taskmesh_reminder::SCHEMA, 8).await?;
-        db::migrate(&reminder_pool, &taskmesh_reminder::MIGRATOR).await?;
-        let recurrence_pool = db::connect(&db.url(), taskmesh_recurrence::SCHEMA, 8).await?;
-        db::migrate(&recurrence_pool, &taskmesh_recurrence::MIGRATOR).await?;
-        let audit_pool = db::connect(&db.url(), taskmesh_audit::SCHEMA, 8).await?;
-        db::migrate(&audit_pool, &taskmesh_audit::MIGRATOR).await?;
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
         let kafka = KafkaConfig::local(broker.bootstrap_servers());
         kafka.create_topics().await?;
         let verifier = Verifier::hs256(&SecretString::from(TEST_SECRET));
+        let mut config = MeshConfig::new(db.url(), kafka.clone(), verifier);
+        config.gateway_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.pool_size = 8;
+        config.relay = options.relay;
+        config.scheduler = options.scheduler;
+        config.recurrence_relay = options.recurrence_relay;
+        let mesh = taskmesh::mesh::Mesh::bind(config).await?;
+        let (pools, addrs) = (mesh.pools.clone(), mesh.addrs);
         let shutdown = CancellationToken::new();
-
-        let task_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let task_addr = task_listener.local_addr()?;
-        let server = TaskServer {
-            pool: pool.clone(),
-            kafka: kafka.clone(),
-            verifier: verifier.clone(),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            relay: options.relay,
-        };
-        let task_handle = tokio::spawn(server.serve(task_listener, shutdown.clone()));
-
-        let reminder_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let reminder_addr = reminder_listener.local_addr()?;
-        let reminder = ReminderServer {
-            pool: reminder_pool.clone(),
-            kafka: kafka.clone(),
-            verifier: verifier.clone(),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            relay: true,
-            scheduler: options.scheduler,
-        };
-        let reminder_handle = tokio::spawn(reminder.serve(reminder_listener, shutdown.clone()));
-
-        let recurrence_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let recurrence_addr = recurrence_listener.local_addr()?;
-        let recurrence = RecurrenceServer {
-            pool: recurrence_pool.clone(),
-            kafka: kafka.clone(),
-            verifier: verifier.clone(),
-            task_service: format!("http://{task_addr}"),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            relay: options.recurrence_relay,
-        };
-        let recurrence_handle =
-            tokio::spawn(recurrence.serve(recurrence_listener, shutdown.clone()));
-
-        let audit_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let audit_addr = audit_listener.local_addr()?;
-        let audit = AuditServer {
-            pool: audit_pool.clone(),
-            kafka: kafka.clone(),
-            verifier: verifier.clone(),
-            retention: taskmesh_audit::retention::DEFAULT_RETENTION,
-            dedupe_retention: Duration::from_secs(7 * 24 * 3600),
-        };
-        let audit_handle = tokio::spawn(audit.serve(audit_listener, shutdown.clone()));
-
-        let gateway = Gateway::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            GatewayConfig {
-                task_service: format!("http://{task_addr}"),
-                reminder_service: format!("http://{reminder_addr}"),
-                recurrence_service: format!("http://{recurrence_addr}"),
-                audit_service: format!("http://{audit_addr}"),
-                kafka: kafka.clone(),
-                verifier,
-                metrics: true,
-                web_dir: None,
-            },
-        )
-        .await?;
-        let gateway_addr = gateway.local_addr()?;
-        let gateway_handle = tokio::spawn(gateway.serve(shutdown.clone()));
+        let handle = tokio::spawn(mesh.run(shutdown.clone()));
         Ok(Self {
             db,
-            pool,
-            reminder_pool,
-            recurrence_pool,
-            audit_pool,
+            pool: pools.task,
+            reminder_pool: pools.reminder,
+            recurrence_pool: pools.recurrence,
+            audit_pool: pools.audit,
             kafka,
-            task_addr,
-            reminder_addr,
-            recurrence_addr,
-            audit_addr,
-            gateway_addr,
+            task_addr: addrs.task,
+            reminder_addr: addrs.reminder,
+            recurrence_addr: addrs.recurrence,
+            audit_addr: addrs.audit,
+            gateway_addr: addrs.gateway,
             shutdown,
-            handles: vec![
-                task_handle,
-                reminder_handle,
-                recurrence_handle,
-                audit_handle,
-                gateway_handle,
-            ],
+            handles: vec![handle],
             _broker: broker,
         })
     }

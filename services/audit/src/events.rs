@@ -7,7 +7,7 @@ use prost::Message;
 use sqlx::PgConnection;
 use taskmesh_platform::{
     cloudevents::CloudEvent,
-    consumer::{HandleError, Handler, retry},
+    consumer::{HandleError, Handler, database},
 };
 use taskmesh_proto::events::v1::ChangeContext;
 use uuid::Uuid;
@@ -81,7 +81,7 @@ impl Handler for AuditHandler {
             changes: changes::of(&event.data_schema, &event.data),
             chain_position: 0,
         };
-        entries::append(tx, content).await.map_err(retry)?;
+        entries::append(tx, content).await.map_err(database)?;
         Ok(())
     }
 }

@@ -32,11 +32,15 @@ use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
     consumer::{self, ConsumerSettings},
     kafka::{KafkaConfig, Topic},
+    runtime::{self, Supervisor},
 };
 use taskmesh_proto::audit::v1::audit_service_server::AuditServiceServer;
-use tonic::service::Routes;
+use tonic::{server::NamedService, service::Routes};
 
 pub use service::AuditServiceImpl;
+
+/// The full name of AuditService, its health service name.
+pub const AUDIT_SERVICE: &str = <AuditServiceServer<AuditServiceImpl> as NamedService>::NAME;
 
 /// The database schema AuditService owns.
 pub const SCHEMA: &str = "audit";
@@ -77,46 +81,30 @@ impl AuditServer {
     /// per topic and the retention job, until `shutdown`.
     ///
     /// # Errors
-    /// A Kafka client or transport error.
+    /// The [`runtime::Failure`] of a background task or the server.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut background = tokio::task::JoinSet::new();
-        background.spawn(retention::run(
+        let mut supervisor = Supervisor::new("audit", shutdown);
+        let (pool, retention, dedupe) = (
             self.pool.clone(),
             self.retention,
             self.dedupe_retention,
-            shutdown.clone(),
-        ));
+        );
+        supervisor.spawn("retention", |ctx| {
+            retention::run(pool, retention, dedupe, ctx)
+        });
         for topic in Topic::ALL {
-            let settings = ConsumerSettings {
-                name: consumer_name(topic),
-                topic,
-                max_attempts: 5,
-                backoff: Duration::from_millis(200),
-            };
+            let settings = ConsumerSettings::new(&consumer_name(topic), topic);
             let handler = events::AuditHandler::new(self.kafka.topic(topic));
-            let (pool, kafka, stop) = (self.pool.clone(), self.kafka.clone(), shutdown.clone());
-            background.spawn(async move {
-                if let Err(error) = consumer::run(pool, kafka, settings, handler, stop).await {
-                    tracing::error!(error = %error, ?topic, "audit consumer stopped");
-                }
+            let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
+            supervisor.spawn(&format!("{} consumer", topic.base_name()), |ctx| {
+                consumer::run(pool, kafka, settings, handler, ctx)
             });
         }
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AuditServiceServer<AuditServiceImpl>>()
-            .await;
-        let routes = routes(self.pool, self.verifier).add_service(health_service);
-        let routes = taskmesh_platform::grpc::reflection(routes)?;
-        tracing::info!(addr = %listener.local_addr()?, "audit service listening");
-        let served =
-            taskmesh_platform::grpc::serve("audit", listener, routes, shutdown.clone()).await;
-        shutdown.cancel();
-        while background.join_next().await.is_some() {}
-        served?;
-        Ok(())
+        let routes = routes(self.pool, self.verifier);
+        runtime::serve_grpc(supervisor, listener, routes, &[AUDIT_SERVICE]).await
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use taskmesh_platform::runtime::{Backoff, TaskContext};
 
 /// The default retention period of audit entries (90 days).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -23,34 +23,55 @@ pub async fn purge_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<i64, s
         .await
 }
 
-/// Every hour until `shutdown`: purges entries older than `retention`, and consumed-event
-/// records older than `dedupe_retention`.
+/// Every hour until shutdown: purges entries older than `retention`, and consumed-event
+/// records older than `dedupe_retention`. A failed purge reports the task degraded and is
+/// tried again after a backoff.
+///
+/// # Errors
+/// None today: a failed purge is transient. (The signature is the supervisor's.)
 pub async fn run(
     pool: PgPool,
     retention: Duration,
     dedupe_retention: Duration,
-    shutdown: CancellationToken,
-) {
+    ctx: TaskContext,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
     loop {
-        let cutoff = chrono::Duration::from_std(retention)
-            .ok()
-            .and_then(|r| Utc::now().checked_sub_signed(r));
-        if let Some(cutoff) = cutoff {
-            match purge_before(&pool, cutoff).await {
-                Ok(0) => {}
-                Ok(entries) => tracing::info!(entries, %cutoff, "purged expired audit entries"),
-                Err(error) => tracing::warn!(%error, "audit retention failed"),
+        let wait = match purge(&pool, retention, dedupe_retention).await {
+            Ok(()) => {
+                ctx.health.recovered();
+                backoff.reset();
+                taskmesh_platform::retention::HOURLY
             }
-        }
-        let tables = &[("processed_events", "process_time")];
-        if let Err(error) =
-            taskmesh_platform::retention::purge(&pool, dedupe_retention, tables).await
-        {
-            tracing::warn!(%error, "consumed-event retention failed");
-        }
+            Err(error) => {
+                ctx.health
+                    .degraded(&format_args!("audit retention failed: {error}"));
+                backoff.next_delay()
+            }
+        };
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// One retention round.
+async fn purge(
+    pool: &PgPool,
+    retention: Duration,
+    dedupe_retention: Duration,
+) -> Result<(), sqlx::Error> {
+    let cutoff = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|r| Utc::now().checked_sub_signed(r));
+    if let Some(cutoff) = cutoff {
+        let entries = purge_before(pool, cutoff).await?;
+        if entries > 0 {
+            tracing::info!(entries, %cutoff, "purged expired audit entries");
+        }
+    }
+    let tables = &[("processed_events", "process_time")];
+    taskmesh_platform::retention::purge(pool, dedupe_retention, tables).await?;
+    Ok(())
 }

@@ -19,6 +19,12 @@ pub(crate) enum RecurrenceError {
     /// unauthenticated, unavailable).
     #[error("task service: {}", .0.message())]
     Upstream(Status),
+    /// The database is briefly unavailable; the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An unexpected failure, described.
+    #[error("{0}")]
+    Internal(String),
     /// A database failure.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -51,7 +57,13 @@ impl From<RecurrenceError> for Status {
                     Status::internal("internal error")
                 }
             },
-            RecurrenceError::Database(_) | RecurrenceError::Decode(_) => {
+            RecurrenceError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                Status::unavailable("the database is unavailable; retry")
+            }
+            RecurrenceError::Internal(_)
+            | RecurrenceError::Database(_)
+            | RecurrenceError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
                 Status::internal("internal error")

@@ -26,7 +26,7 @@ use taskmesh_domain::{
 };
 use taskmesh_platform::{
     cloudevents::CloudEvent,
-    consumer::{HandleError, Handler, decode, reject, retry},
+    consumer::{HandleError, Handler, database, decode, reject},
 };
 use taskmesh_proto::{
     events::v1 as ev,
@@ -115,7 +115,7 @@ impl Handler for TaskEventHandler {
                     .as_ref()
                     .and_then(|r| series::id_in(&r.series, "series/"));
                 if let Some(series) = series {
-                    rule_removed(tx, &outbox, series, id).await.map_err(retry)?;
+                    rule_removed(tx, &outbox, series, id).await.map_err(database)?;
                 }
                 Ok(())
             }
@@ -141,23 +141,23 @@ async fn tracked(
     let previous = series::id_in(&recurrence.previous_task, "tasks/");
     let tracked = series::track(tx, outbox.user, series_id, id, previous, time)
         .await
-        .map_err(retry)?;
+        .map_err(database)?;
     let Some((mut series, occurrence)) = tracked else {
         tracing::warn!(series = %series_id, "series of another user; event ignored");
         return Ok(());
     };
     match kind {
-        Kind::Created => late_successor(tx, outbox, &series, id).await.map_err(retry),
+        Kind::Created => late_successor(tx, outbox, &series, id).await.map_err(database),
         Kind::Updated(before, due_moved) => {
             if due_moved {
-                series::due_moved(tx, id).await.map_err(retry)?;
+                series::due_moved(tx, id).await.map_err(database)?;
             }
             if let Some(before) = before
                 && before.is_none_or(|b| b.rrule != recurrence.rrule)
             {
                 series::restart(tx, &mut series, id, is_open(task), time)
                     .await
-                    .map_err(retry)?;
+                    .map_err(database)?;
             }
             Ok(())
         }
@@ -174,12 +174,12 @@ async fn tracked(
             move_on(tx, outbox, &mut series, task, &occurrence, done).await
         }
         Kind::Deleted => {
-            series::mark_deleted(tx, id).await.map_err(retry)?;
+            series::mark_deleted(tx, id).await.map_err(database)?;
             if series.current_task == id && occurrence.successor_request.is_none() {
                 outbox
                     .end(tx, &mut series, Ending::Deleted)
                     .await
-                    .map_err(retry)?;
+                    .map_err(database)?;
             }
             Ok(())
         }
@@ -306,7 +306,7 @@ pub(crate) async fn move_on(
             let request = outbox
                 .create_next(tx, series.id, &current, &due, &next)
                 .await
-                .map_err(retry)?;
+                .map_err(database)?;
             let successor = Successor {
                 due: &next,
                 used,
@@ -314,14 +314,14 @@ pub(crate) async fn move_on(
             };
             series::settle(tx, id, Some(successor), &request)
                 .await
-                .map_err(retry)?;
+                .map_err(database)?;
         }
         Next::Ended(reason) => {
             outbox
                 .end(tx, series, Ending::Rule(reason))
                 .await
-                .map_err(retry)?;
-            series::settle(tx, id, None, "ended").await.map_err(retry)?;
+                .map_err(database)?;
+            series::settle(tx, id, None, "ended").await.map_err(database)?;
         }
     }
     Ok(())

@@ -23,7 +23,6 @@ pub mod service;
 
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
@@ -31,17 +30,23 @@ use taskmesh_platform::{
     consumer::{self, ConsumerSettings},
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
+    retention::WITHOUT_CHANGE_LOG,
+    runtime::{self, Supervisor},
 };
 use taskmesh_proto::{
     recurrence::v1::recurrence_service_server::RecurrenceServiceServer,
     task::v1::task_service_client::TaskServiceClient,
 };
-use tonic::{service::Routes, transport::Channel};
+use tonic::{server::NamedService, service::Routes, transport::Channel};
 
 pub use service::RecurrenceServiceImpl;
 
 /// The consumer (and consumer group) name of RecurrenceService's `task-events` consumer.
 pub const CONSUMER: &str = "taskmesh-recurrence";
+
+/// The full name of RecurrenceService, its health service name.
+pub const RECURRENCE_SERVICE: &str =
+    <RecurrenceServiceServer<RecurrenceServiceImpl> as NamedService>::NAME;
 
 /// The database schema RecurrenceService owns.
 pub const SCHEMA: &str = "recurrence";
@@ -60,9 +65,12 @@ pub(crate) const LOG: Log = Log {
 /// on), as `ChangeContext.actor`.
 pub const ACTOR: &str = "service:recurrence";
 
-/// The outbox relay of the `recurrence` schema, publishing with `producer`.
-pub fn relay(pool: PgPool, producer: FutureProducer) -> Relay {
-    Relay::new(pool, producer, LOG.channel)
+/// The outbox relay of the `recurrence` schema, publishing to `kafka`.
+///
+/// # Errors
+/// The producer cannot be created (a configuration error).
+pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error::KafkaError> {
+    Relay::new(pool, kafka, LOG.channel)
 }
 
 /// gRPC routes of RecurrenceService, behind JWT verification. `tasks` reaches TaskService,
@@ -103,7 +111,8 @@ impl RecurrenceServer {
     /// `task-events` consumer, the outbox relay and the retention job, until `shutdown`.
     ///
     /// # Errors
-    /// A bad TaskService address, a Kafka client or a transport error.
+    /// A bad TaskService address, a Kafka client that cannot be created; the
+    /// [`runtime::Failure`] of a background task or the server.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -115,43 +124,22 @@ impl RecurrenceServer {
                 .tcp_nodelay(true)
                 .connect_lazy(),
         );
-        let mut background = tokio::task::JoinSet::new();
+        let mut supervisor = Supervisor::new("recurrence", shutdown);
         if self.relay {
-            let producer = self.kafka.producer()?;
-            background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
+            let relay = relay(self.pool.clone(), &self.kafka)?;
+            supervisor.spawn("outbox relay", |ctx| relay.run(ctx));
         }
-        background.spawn(taskmesh_platform::retention::run(
-            self.pool.clone(),
-            self.retention,
-            taskmesh_platform::retention::WITHOUT_CHANGE_LOG,
-            shutdown.clone(),
-        ));
-        let settings = ConsumerSettings {
-            name: CONSUMER.to_owned(),
-            topic: Topic::TaskEvents,
-            max_attempts: 5,
-            backoff: Duration::from_millis(200),
-        };
-        let handler = events::TaskEventHandler::new(self.kafka.topic(Topic::TaskCommands));
-        let (pool, kafka, stop) = (self.pool.clone(), self.kafka.clone(), shutdown.clone());
-        background.spawn(async move {
-            if let Err(error) = consumer::run(pool, kafka, settings, handler, stop).await {
-                tracing::error!(error = %error, "task-events consumer stopped");
-            }
+        let (pool, retention) = (self.pool.clone(), self.retention);
+        supervisor.spawn("retention", |ctx| {
+            taskmesh_platform::retention::run(pool, retention, WITHOUT_CHANGE_LOG, ctx)
         });
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<RecurrenceServiceServer<RecurrenceServiceImpl>>()
-            .await;
-        let routes =
-            routes(self.pool, &self.kafka, self.verifier, tasks).add_service(health_service);
-        let routes = taskmesh_platform::grpc::reflection(routes)?;
-        tracing::info!(addr = %listener.local_addr()?, "recurrence service listening");
-        let served =
-            taskmesh_platform::grpc::serve("recurrence", listener, routes, shutdown.clone()).await;
-        shutdown.cancel();
-        while background.join_next().await.is_some() {}
-        served?;
-        Ok(())
+        let settings = ConsumerSettings::new(CONSUMER, Topic::TaskEvents);
+        let handler = events::TaskEventHandler::new(self.kafka.topic(Topic::TaskCommands));
+        let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
+        supervisor.spawn("task-events consumer", |ctx| {
+            consumer::run(pool, kafka, settings, handler, ctx)
+        });
+        let routes = routes(self.pool, &self.kafka, self.verifier, tasks);
+        runtime::serve_grpc(supervisor, listener, routes, &[RECURRENCE_SERVICE]).await
     }
 }

@@ -185,9 +185,9 @@ async fn series_of(
 /// A consumer-style failure of a series step, as a service error.
 fn from_handle(error: HandleError) -> RecurrenceError {
     match error {
-        HandleError::Retry(reason) | HandleError::Reject(reason) => {
-            RecurrenceError::FailedPrecondition(reason)
-        }
+        HandleError::Reject(reason) => RecurrenceError::FailedPrecondition(reason),
+        HandleError::Transient(reason) => RecurrenceError::Unavailable(reason),
+        HandleError::Failed(reason) => RecurrenceError::Internal(reason),
     }
 }
 

@@ -27,7 +27,7 @@ use sqlx::{PgConnection, Row};
 use taskmesh_domain::{DueKind, DueValue, fire_time};
 use taskmesh_platform::{
     cloudevents::CloudEvent,
-    consumer::{HandleError, Handler, decode, reject, retry},
+    consumer::{HandleError, Handler, database, decode, reject},
 };
 use taskmesh_proto::{
     events::v1 as ev,
@@ -100,7 +100,7 @@ impl Handler for TaskEventHandler {
             .ok_or_else(|| reject(format!("{:?} is not tasks/{{uuid}}", task.name)))?;
         apply(tx, &user, id, &task, deleted, event.time)
             .await
-            .map_err(retry)
+            .map_err(database)
     }
 }
 

@@ -20,7 +20,6 @@ pub mod service;
 
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
@@ -28,15 +27,21 @@ use taskmesh_platform::{
     consumer::{self, ConsumerSettings},
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
+    retention::WITH_CHANGE_LOG,
+    runtime::{self, Supervisor},
 };
 use taskmesh_proto::reminder::v1::reminder_service_server::ReminderServiceServer;
-use tonic::service::Routes;
+use tonic::{server::NamedService, service::Routes};
 
 pub use scheduler::{Fired, Scheduler};
 pub use service::ReminderServiceImpl;
 
 /// The consumer (and consumer group) name of ReminderService's `task-events` consumer.
 pub const CONSUMER: &str = "taskmesh-reminder";
+
+/// The full name of ReminderService, its health service name.
+pub const REMINDER_SERVICE: &str =
+    <ReminderServiceServer<ReminderServiceImpl> as NamedService>::NAME;
 
 /// The database schema ReminderService owns.
 pub const SCHEMA: &str = "reminder";
@@ -50,9 +55,12 @@ pub(crate) const LOG: Log = Log {
     channel: "taskmesh_reminder_outbox",
 };
 
-/// The outbox relay of the `reminder` schema, publishing with `producer`.
-pub fn relay(pool: PgPool, producer: FutureProducer) -> Relay {
-    Relay::new(pool, producer, LOG.channel)
+/// The outbox relay of the `reminder` schema, publishing to `kafka`.
+///
+/// # Errors
+/// The producer cannot be created (a configuration error).
+pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error::KafkaError> {
+    Relay::new(pool, kafka, LOG.channel)
 }
 
 /// gRPC routes of ReminderService, behind JWT verification.
@@ -88,52 +96,32 @@ impl ReminderServer {
     /// `shutdown`.
     ///
     /// # Errors
-    /// A Kafka client or transport error.
+    /// A Kafka client that cannot be created; the [`runtime::Failure`] of a background task
+    /// or the server.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut background = tokio::task::JoinSet::new();
+        let mut supervisor = Supervisor::new("reminder", shutdown);
         if self.relay {
-            let producer = self.kafka.producer()?;
-            background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
+            let relay = relay(self.pool.clone(), &self.kafka)?;
+            supervisor.spawn("outbox relay", |ctx| relay.run(ctx));
         }
         if self.scheduler {
             let scheduler = Scheduler::new(self.pool.clone(), self.kafka.topic(Topic::Reminders));
-            background.spawn(scheduler.run(shutdown.clone()));
+            supervisor.spawn("scheduler", |ctx| scheduler.run(ctx));
         }
-        background.spawn(taskmesh_platform::retention::run(
-            self.pool.clone(),
-            self.retention,
-            taskmesh_platform::retention::WITH_CHANGE_LOG,
-            shutdown.clone(),
-        ));
-        let settings = ConsumerSettings {
-            name: CONSUMER.to_owned(),
-            topic: Topic::TaskEvents,
-            max_attempts: 5,
-            backoff: Duration::from_millis(200),
-        };
-        let (pool, kafka, stop) = (self.pool.clone(), self.kafka.clone(), shutdown.clone());
-        background.spawn(async move {
-            let handler = events::TaskEventHandler;
-            if let Err(error) = consumer::run(pool, kafka, settings, handler, stop).await {
-                tracing::error!(error = %error, "task-events consumer stopped");
-            }
+        let (pool, retention) = (self.pool.clone(), self.retention);
+        supervisor.spawn("retention", |ctx| {
+            taskmesh_platform::retention::run(pool, retention, WITH_CHANGE_LOG, ctx)
         });
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ReminderServiceServer<ReminderServiceImpl>>()
-            .await;
-        let routes = routes(self.pool, &self.kafka, self.verifier).add_service(health_service);
-        let routes = taskmesh_platform::grpc::reflection(routes)?;
-        tracing::info!(addr = %listener.local_addr()?, "reminder service listening");
-        let served =
-            taskmesh_platform::grpc::serve("reminder", listener, routes, shutdown.clone()).await;
-        shutdown.cancel();
-        while background.join_next().await.is_some() {}
-        served?;
-        Ok(())
+        let settings = ConsumerSettings::new(CONSUMER, Topic::TaskEvents);
+        let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
+        supervisor.spawn("task-events consumer", |ctx| {
+            consumer::run(pool, kafka, settings, events::TaskEventHandler, ctx)
+        });
+        let routes = routes(self.pool, &self.kafka, self.verifier);
+        runtime::serve_grpc(supervisor, listener, routes, &[REMINDER_SERVICE]).await
     }
 }

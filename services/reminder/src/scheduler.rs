@@ -23,7 +23,7 @@ use sqlx::{FromRow, PgConnection, PgPool, postgres::PgListener};
 use taskmesh_domain::timestamp;
 use taskmesh_platform::changelog::{self, Change, Writer};
 use taskmesh_proto::events::v1 as ev;
-use tokio_util::sync::CancellationToken;
+use taskmesh_platform::runtime::{Backoff, TaskContext};
 use uuid::Uuid;
 
 use crate::{
@@ -308,10 +308,15 @@ impl Scheduler {
         }
     }
 
-    /// Runs until `shutdown`: fires what is due, then sleeps until the soonest time, a wake-up
-    /// notification, or [`MAX_IDLE`], whichever comes first. Errors are logged and retried.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until shutdown: fires what is due, then sleeps until the soonest time, a wake-up
+    /// notification, or [`MAX_IDLE`], whichever comes first. A failed round (database away)
+    /// reports the task degraded and is tried again after a backoff.
+    ///
+    /// # Errors
+    /// None today: a failed round is transient. (The signature is the supervisor's.)
+    pub async fn run(self, ctx: TaskContext) -> anyhow::Result<()> {
         let mut listener: Option<PgListener> = None;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             if listener.is_none() {
                 listener = match PgListener::connect_with(&self.pool).await {
@@ -329,14 +334,19 @@ impl Scheduler {
                 };
             }
             let wait = match self.round().await {
-                Ok(wait) => wait,
+                Ok(wait) => {
+                    ctx.health.recovered();
+                    backoff.reset();
+                    wait
+                }
                 Err(error) => {
-                    tracing::error!(%error, "scheduler round failed; retrying");
-                    MAX_IDLE
+                    ctx.health
+                        .degraded(&format_args!("scheduler round failed: {error}"));
+                    backoff.next_delay()
                 }
             };
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = ctx.shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(wait) => {}
                 notified = async {
                     match listener.as_mut() {

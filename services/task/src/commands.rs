@@ -37,7 +37,7 @@ pub struct CommandHandler {
 
 fn from_task_error(error: TaskError) -> HandleError {
     match error {
-        TaskError::Database(e) => HandleError::Retry(e.to_string()),
+        TaskError::Database(e) => taskmesh_platform::consumer::database(e),
         other => reject(other.to_string()),
     }
 }

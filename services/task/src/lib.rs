@@ -31,14 +31,19 @@ use taskmesh_platform::{
     consumer::{self, ConsumerSettings},
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
+    retention::WITH_CHANGE_LOG,
+    runtime::{self, Supervisor},
 };
 use taskmesh_proto::task::v1::task_service_server::TaskServiceServer;
-use tonic::service::Routes;
+use tonic::{server::NamedService, service::Routes};
 
 pub use service::TaskServiceImpl;
 
 /// The consumer (and consumer group) name of TaskService's `task-commands` consumer.
 pub const COMMANDS_CONSUMER: &str = "taskmesh-task";
+
+/// The full name of TaskService, its health service name.
+pub const TASK_SERVICE: &str = <TaskServiceServer<TaskServiceImpl> as NamedService>::NAME;
 
 /// The database schema TaskService owns.
 pub const SCHEMA: &str = "task";
@@ -46,9 +51,12 @@ pub const SCHEMA: &str = "task";
 /// Migrations of the `task` schema (`migrations/task`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/task");
 
-/// The outbox relay of the `task` schema, publishing with `producer`.
-pub fn relay(pool: PgPool, producer: rdkafka::producer::FutureProducer) -> Relay {
-    Relay::new(pool, producer, changes::CHANNEL)
+/// The outbox relay of the `task` schema, publishing to `kafka`.
+///
+/// # Errors
+/// The producer cannot be created (a configuration error).
+pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error::KafkaError> {
+    Relay::new(pool, kafka, changes::CHANNEL)
 }
 
 /// gRPC routes of TaskService (behind JWT verification) and its health status.
@@ -83,53 +91,35 @@ pub struct TaskServer {
 
 impl TaskServer {
     /// Serves TaskService (with health and reflection) on `listener` and runs the outbox
-    /// relay and the retention job, until `shutdown`.
+    /// relay, the `task-commands` consumer and the retention job under a supervisor, until
+    /// `shutdown` (see [`taskmesh_platform::runtime`]).
     ///
     /// # Errors
-    /// A Kafka client or transport error.
+    /// A Kafka client that cannot be created; the [`runtime::Failure`] of a background task
+    /// or the server.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut background = tokio::task::JoinSet::new();
+        let mut supervisor = Supervisor::new("task", shutdown);
         if self.relay {
-            let producer = self.kafka.producer()?;
-            background.spawn(relay(self.pool.clone(), producer).run(shutdown.clone()));
+            let relay = relay(self.pool.clone(), &self.kafka)?;
+            supervisor.spawn("outbox relay", |ctx| relay.run(ctx));
         }
-        background.spawn(taskmesh_platform::retention::run(
-            self.pool.clone(),
-            self.retention,
-            taskmesh_platform::retention::WITH_CHANGE_LOG,
-            shutdown.clone(),
-        ));
+        let (pool, retention) = (self.pool.clone(), self.retention);
+        supervisor.spawn("retention", |ctx| {
+            taskmesh_platform::retention::run(pool, retention, WITH_CHANGE_LOG, ctx)
+        });
         let handler = commands::CommandHandler {
             events_topic: self.kafka.topic(Topic::TaskEvents),
         };
-        let settings = ConsumerSettings {
-            name: COMMANDS_CONSUMER.to_owned(),
-            topic: Topic::TaskCommands,
-            max_attempts: 5,
-            backoff: Duration::from_millis(200),
-        };
-        let (pool, kafka, stop) = (self.pool.clone(), self.kafka.clone(), shutdown.clone());
-        background.spawn(async move {
-            if let Err(error) = consumer::run(pool, kafka, settings, handler, stop).await {
-                tracing::error!(error = %error, "task-commands consumer stopped");
-            }
+        let settings = ConsumerSettings::new(COMMANDS_CONSUMER, Topic::TaskCommands);
+        let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
+        supervisor.spawn("task-commands consumer", |ctx| {
+            consumer::run(pool, kafka, settings, handler, ctx)
         });
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<TaskServiceServer<TaskServiceImpl>>()
-            .await;
-        let routes = routes(self.pool, &self.kafka, self.verifier).add_service(health_service);
-        let routes = taskmesh_platform::grpc::reflection(routes)?;
-        tracing::info!(addr = %listener.local_addr()?, "task service listening");
-        let served =
-            taskmesh_platform::grpc::serve("task", listener, routes, shutdown.clone()).await;
-        shutdown.cancel();
-        while background.join_next().await.is_some() {}
-        served?;
-        Ok(())
+        let routes = routes(self.pool, &self.kafka, self.verifier);
+        runtime::serve_grpc(supervisor, listener, routes, &[TASK_SERVICE]).await
     }
 }

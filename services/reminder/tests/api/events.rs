@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::Duration as Span;
-use taskmesh_platform::kafka::Topic;
+use taskmesh_platform::{kafka::Topic, runtime::TaskContext};
 use taskmesh_proto::task::v1::{DeleteTaskRequest, Task, UpdateTaskRequest};
 use taskmesh_reminder::Scheduler;
 use taskmesh_testkit::{EventReader, authed, eventually, publish};
@@ -117,7 +117,7 @@ async fn after_downtime_each_overdue_reminder_fires_once_on_recovery_marked_late
     let replicas: Vec<_> = (0..2)
         .map(|_| {
             let scheduler = Scheduler::new(mesh.reminder_pool.clone(), topic.clone());
-            tokio::spawn(scheduler.run(stop.clone()))
+            tokio::spawn(scheduler.run(TaskContext::detached("scheduler", stop.clone())))
         })
         .collect();
     eventually(Duration::from_secs(10), || {
@@ -130,7 +130,7 @@ async fn after_downtime_each_overdue_reminder_fires_once_on_recovery_marked_late
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.cancel();
     for replica in replicas {
-        replica.await.unwrap();
+        replica.await.unwrap().unwrap();
     }
     let inbox = notifications(&mut client, "alice").await;
     assert_eq!(inbox.len(), 5);

@@ -167,7 +167,7 @@ async fn relay_down_between_commit_and_publish_loses_no_event() {
 
     // The service goes away; a relay started later (as after a crash) publishes everything.
     mesh.stop_services().await;
-    let relay = taskmesh_task::relay(mesh.pool.clone(), mesh.kafka.producer().unwrap());
+    let relay = taskmesh_task::relay(mesh.pool.clone(), &mesh.kafka).unwrap();
     let mut conn = mesh.pool.acquire().await.unwrap();
     assert_eq!(relay.publish_pending(&mut conn).await.unwrap(), 5);
     let events = reader.collect(10, Duration::from_secs(3)).await.unwrap();

@@ -1,0 +1,201 @@
+//! Idempotent Kafka consumers (ARCHITECTURE.md invariant 2): each event's effect and the
+//! record `(consumer, ce_id)` commit in one PostgreSQL transaction, and the Kafka offset is
+//! stored only after that commit (auto-commit then commits stored offsets to the consumer
+//! group). A redelivered event finds its record and changes nothing.
+//!
+//! Failures are told apart ([`HandleError`]):
+//! - **transient** (the database is away, a pool or statement timeout, a serialization failure
+//!   or deadlock): the consumer rewinds to the failing event, pauses its partitions and tries
+//!   again after a capped backoff, for as long as it takes, reporting itself degraded. It never
+//!   dead-letters such an event.
+//! - **rejected** (the record is not a taskmesh CloudEvent, the payload does not decode, the
+//!   command is invalid): moved to the topic's dead-letter topic (`<topic>.dlq`, the reason in
+//!   headers) at once, and the consumer goes on.
+//! - **failed** (anything unexpected): retried a few times with backoff, then dead-lettered.
+//!
+//! Events that have already arrived are applied together, up to [`BATCH`] in one transaction
+//! (one commit, one WAL flush); a lone event is never held back waiting for company. If any
+//! event of a batch fails, the transaction is rolled back, the events up to the failing one
+//! are applied on their own, and the partitions are rewound to the events after it.
+//!
+//! Which process consumes which partition is decided by leases in PostgreSQL ([`leases`]),
+//! not by Kafka's group coordinator: every replica of a consumer takes a fair share of the
+//! topic's partitions, a replica that dies (even by `kill -9`) loses its leases with its
+//! database session, and the survivors take its partitions within seconds. Offsets are still
+//! committed to the Kafka consumer group, so Kafka's own tools show each consumer's position
+//! and lag.
+//!
+//! Each service owns a table in its schema:
+//! ```sql
+//! CREATE TABLE processed_events (
+//!     consumer     text        NOT NULL,
+//!     event_id     uuid        NOT NULL,
+//!     process_time timestamptz NOT NULL DEFAULT now(),
+//!     PRIMARY KEY (consumer, event_id)
+//! );
+//! ```
+//!
+//! # Layout
+//! - this module: [`Handler`], [`HandleError`], [`ConsumerSettings`], [`run`].
+//! - `worker`: the consuming loop (batches, retries, pauses, leases applied to the client).
+//! - `apply`: applying events in transactions.
+//! - [`leases`]: partition leases (PostgreSQL advisory locks) and fair shares.
+//! - `lag`: the lag probe (committed offsets against high watermarks).
+//! - [`dead_letter`]: moving records to `<topic>.dlq`, and the headers that say why.
+
+mod apply;
+pub mod dead_letter;
+mod lag;
+pub mod leases;
+mod worker;
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context as _;
+use rdkafka::consumer::StreamConsumer;
+use sqlx::{PgConnection, PgPool};
+
+use crate::{
+    cloudevents::CloudEvent,
+    kafka::{KafkaConfig, Topic},
+    runtime::TaskContext,
+};
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event cannot be applied now but can later (database unavailable, pool or statement
+    /// timeout, serialization failure, deadlock): retried with backoff for as long as it
+    /// takes, never dead-lettered.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The event can never be applied (malformed, invalid): dead-lettered at once.
+    #[error("rejected: {0}")]
+    Reject(String),
+    /// An unexpected failure: retried [`ConsumerSettings::max_attempts`] times, then
+    /// dead-lettered.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// A [`HandleError::Reject`] for `reason`.
+pub fn reject(reason: impl Into<String>) -> HandleError {
+    HandleError::Reject(reason.into())
+}
+
+/// A database error as a handler failure: [`HandleError::Transient`] when retrying can
+/// succeed ([`crate::db::is_transient`]), else [`HandleError::Failed`].
+pub fn database(error: sqlx::Error) -> HandleError {
+    if crate::db::is_transient(&error) {
+        HandleError::Transient(error.to_string())
+    } else {
+        HandleError::Failed(error.to_string())
+    }
+}
+
+/// Decodes an event's protobuf payload; a payload that does not decode is rejected.
+///
+/// # Errors
+/// [`HandleError::Reject`] with the decode error.
+pub fn decode<M: prost::Message + Default>(data: &[u8]) -> Result<M, HandleError> {
+    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
+}
+
+/// Applies events. Implementations run inside the transaction that records the event as
+/// processed, and must do all their writes through `tx`.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `event`.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a CloudEvent,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
+}
+
+/// Most events applied in one transaction.
+pub const BATCH: usize = 128;
+
+/// Longest an idle fetch of these consumers waits at the broker, in milliseconds (at least;
+/// [`KafkaConfig::fetch_wait_max_ms`] when larger).
+const FETCH_WAIT_MAX_MS: u32 = 100;
+
+/// Settings of one consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// The consumer's name: its dedupe key, its lease name and (after
+    /// [`KafkaConfig::group_prefix`]) its consumer group id, e.g. `taskmesh-task`.
+    pub name: String,
+    /// The topic it reads.
+    pub topic: Topic,
+    /// Attempts at an event that fails unexpectedly ([`HandleError::Failed`]) before it is
+    /// dead-lettered (at least 1). Transient failures are retried without limit.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further retry, up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest delay between retries of a transient failure.
+    pub max_backoff: Duration,
+}
+
+impl ConsumerSettings {
+    /// The defaults for consumer `name` of `topic`: 5 attempts, backoff from 200 ms up to
+    /// 30 s.
+    pub fn new(name: &str, topic: Topic) -> Self {
+        Self {
+            name: name.to_owned(),
+            topic,
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Consumes `settings.topic` with `handler` until shutdown, finishing the batch in hand.
+/// Transient failures (Kafka or PostgreSQL away) are retried inside, reported through
+/// `ctx.health`.
+///
+/// # Errors
+/// When the Kafka clients cannot be created (a configuration error that no retry heals):
+/// the supervisor then fails the component.
+pub async fn run<H: Handler>(
+    pool: PgPool,
+    kafka: KafkaConfig,
+    settings: ConsumerSettings,
+    handler: H,
+    ctx: TaskContext,
+) -> anyhow::Result<()> {
+    let topic = kafka.topic(settings.topic);
+    let group = kafka.group_id(&settings.name);
+    let mut config = kafka.consumer_config(&group);
+    // Stored offsets (never auto-stored) are committed in the background.
+    config.set("enable.auto.commit", "true");
+    // Nothing here is waited on by a person the way a live stream is: an idle fetch may wait
+    // longer. (Kafka answers a waiting fetch as soon as data arrives; the embedded dev broker
+    // polls, so a short wait there costs CPU on every idle consumer.)
+    config.set(
+        "fetch.wait.max.ms",
+        kafka.fetch_wait_max_ms.max(FETCH_WAIT_MAX_MS).to_string(),
+    );
+    let consumer: StreamConsumer = config
+        .create()
+        .with_context(|| format!("cannot create the Kafka consumer {group}"))?;
+    let dead_letters = dead_letter::DeadLetters::new(&kafka, settings.topic)
+        .with_context(|| format!("cannot create the dead-letter producer of {group}"))?;
+    let probe = lag::Probe::new(&kafka, &group, &topic)
+        .with_context(|| format!("cannot create the lag probe of {group}"))?;
+    tracing::info!(consumer = %settings.name, %group, %topic, "consuming");
+    let leases = leases::Leases::new(pool.clone(), &group);
+    let result = worker::Worker::new(pool, settings, handler, ctx, leases, dead_letters, topic)
+        .run(&consumer, probe)
+        .await;
+    close(consumer).await;
+    result
+}
+
+/// Closes a consumer off the async runtime: leaving blocks until the broker answers, and the
+/// broker may be served by this very runtime (the embedded one).
+pub async fn close<C: Send + 'static>(consumer: C) {
+    if let Err(error) = tokio::task::spawn_blocking(move || drop(consumer)).await {
+        tracing::warn!(%error, "closing a Kafka consumer failed");
+    }
+}

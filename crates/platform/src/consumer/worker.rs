@@ -1,0 +1,473 @@
+//! The consuming loop of one consumer: receives batches from the partitions it holds leases
+//! on, applies them, stores offsets after the commit, dead-letters what can never be applied,
+//! and pauses on transient failures. Between batches it applies lease changes to the Kafka
+//! client (assigning partitions it took, unassigning those it gives up before releasing
+//! them) and follows the lag probe's readings.
+
+use std::collections::BTreeMap;
+
+use futures::FutureExt as _;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    error::KafkaResult,
+    message::BorrowedMessage,
+};
+use sqlx::PgPool;
+use tokio::{sync::watch, time::Instant};
+
+use super::{
+    BATCH, ConsumerSettings, Handler,
+    apply::{self, Failure, Outcome},
+    dead_letter::DeadLetters,
+    lag,
+    leases::{self, Leases},
+};
+use crate::{
+    cloudevents::CloudEvent,
+    runtime::{Backoff, TaskContext},
+};
+
+/// One consumer's state; see the module docs.
+pub(super) struct Worker<H> {
+    pool: PgPool,
+    settings: ConsumerSettings,
+    handler: H,
+    ctx: TaskContext,
+    leases: Leases,
+    dead_letters: DeadLetters,
+    topic: String,
+    /// Delays between tries of an event that failed transiently.
+    backoff: Backoff,
+    /// While paused after a transient failure: when to try again.
+    paused_until: Option<Instant>,
+    /// The next offset to consume of each assigned partition, as stored after a commit (what
+    /// is committed when a partition is given up).
+    stored: BTreeMap<i32, i64>,
+    /// What is failing now; the task is healthy again when nothing is.
+    failing: Failing,
+}
+
+/// The transient failures a consumer can be in, each cleared by its own sign of recovery.
+#[derive(Clone, Copy, Debug, Default)]
+struct Failing {
+    /// Kafka does not answer (cleared by a lag reading or a received record).
+    kafka: bool,
+    /// The lease session broke (cleared by a lease round that worked).
+    leases: bool,
+    /// An event failed transiently (cleared by a batch applied).
+    events: bool,
+}
+
+impl Failing {
+    fn any(self) -> bool {
+        self.kafka || self.leases || self.events
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    pub(super) fn new(
+        pool: PgPool,
+        settings: ConsumerSettings,
+        handler: H,
+        ctx: TaskContext,
+        leases: Leases,
+        dead_letters: DeadLetters,
+        topic: String,
+    ) -> Self {
+        let backoff = Backoff::new(settings.backoff, settings.max_backoff);
+        Self {
+            pool,
+            settings,
+            handler,
+            ctx,
+            leases,
+            dead_letters,
+            topic,
+            backoff,
+            paused_until: None,
+            stored: BTreeMap::new(),
+            failing: Failing::default(),
+        }
+    }
+
+    /// Consumes until shutdown, with the lag probe running beside; then commits what was
+    /// applied and gives up every lease.
+    ///
+    /// # Errors
+    /// None today: everything inside is retried. (The signature is the supervisor's.)
+    pub(super) async fn run(
+        mut self,
+        consumer: &StreamConsumer,
+        probe: lag::Probe,
+    ) -> anyhow::Result<()> {
+        let (readings_tx, readings) = watch::channel(None);
+        let monitor = lag::monitor(
+            probe,
+            self.settings.name.clone(),
+            readings_tx,
+            self.ctx.shutdown.clone(),
+        );
+        let ((), ()) = tokio::join!(monitor, self.consume(consumer, readings));
+        self.stop(consumer).await;
+        Ok(())
+    }
+
+    async fn consume(
+        &mut self,
+        consumer: &StreamConsumer,
+        mut readings: watch::Receiver<Option<lag::Reading>>,
+    ) {
+        let mut tick = tokio::time::interval(leases::INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            let paused_until = self.paused_until;
+            let assigned = !self.leases.held().is_empty();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let reading = readings.borrow_and_update().clone();
+                    self.follow(consumer, reading).await;
+                }
+                // The first readings, without waiting for the next round.
+                Ok(()) = readings.changed(), if !assigned => {
+                    let reading = readings.borrow_and_update().clone();
+                    self.follow(consumer, reading).await;
+                }
+                () = sleep_until(paused_until), if paused_until.is_some() => self.resume(consumer),
+                first = consumer.recv(), if paused_until.is_none() && assigned => {
+                    match first {
+                        Ok(first) => {
+                            self.healed(|f| f.kafka = false);
+                            let batch = more(consumer, first);
+                            self.handle(consumer, &batch).await;
+                        }
+                        Err(error) => {
+                            // The broker is away or refused a fetch: librdkafka retries by
+                            // itself; the lag probe's next reading tells when it is back.
+                            self.failing.kafka = true;
+                            self.ctx.health.degraded(&format_args!("kafka receive failed: {error}"));
+                            let delay = self.backoff.next_delay();
+                            self.paused_until = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A lease round with the probe's latest reading: take and give up partitions, and report
+    /// the task recovered once Kafka answers again (unless the database is still failing).
+    async fn follow(&mut self, consumer: &StreamConsumer, reading: Option<lag::Reading>) {
+        let Some(reading) = reading else {
+            return;
+        };
+        match &reading.result {
+            Ok(measure) => {
+                self.healed(|f| f.kafka = false);
+                self.rebalance(consumer, measure.partitions).await;
+            }
+            Err(reason) => {
+                self.failing.kafka = true;
+                self.ctx
+                    .health
+                    .degraded(&format_args!("kafka unreachable: {reason}"));
+                // Keep the leases: they are PostgreSQL's, and the partitions are still ours
+                // when Kafka returns.
+                self.renew(consumer).await;
+            }
+        }
+    }
+
+    /// One lease round for a topic of `partitions` partitions.
+    async fn rebalance(&mut self, consumer: &StreamConsumer, partitions: i32) {
+        match self.leases.rebalance(partitions).await {
+            Ok(plan) => {
+                self.healed(|f| f.leases = false);
+                if !plan.surplus.is_empty() {
+                    self.give_up(consumer, &plan.surplus).await;
+                }
+                if !plan.acquired.is_empty() {
+                    self.take(consumer, &plan.acquired);
+                }
+            }
+            Err(error) => self.lost(consumer, &error),
+        }
+    }
+
+    /// Checks the lease session is alive while Kafka is away.
+    async fn renew(&mut self, consumer: &StreamConsumer) {
+        match self.leases.renew().await {
+            Ok(()) => self.healed(|f| f.leases = false),
+            Err(error) => self.lost(consumer, &error),
+        }
+    }
+
+    /// The lease session broke (the database is away): the leases are gone with it, so stop
+    /// consuming every partition at once; the next rounds take them again.
+    fn lost(&mut self, consumer: &StreamConsumer, error: &sqlx::Error) {
+        let held = self.leases.forget();
+        if !held.is_empty() {
+            self.unassign(consumer, &held);
+            tracing::warn!(consumer = %self.settings.name, partitions = ?held, %error, "partition leases lost");
+        }
+        self.failing.leases = true;
+        self.ctx
+            .health
+            .degraded(&format_args!("partition leases unavailable: {error}"));
+    }
+
+    fn take(&mut self, consumer: &StreamConsumer, partitions: &[i32]) {
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            // The group's committed offset, or the beginning when there is none.
+            if let Err(error) = list.add_partition_offset(&self.topic, partition, Offset::Stored) {
+                tracing::warn!(%error, partition, "cannot assign partition");
+            }
+        }
+        let assigned = consumer.incremental_assign(&list).and_then(|()| {
+            if self.paused_until.is_some() {
+                consumer.pause(&list)
+            } else {
+                Ok(())
+            }
+        });
+        match assigned {
+            Ok(()) => tracing::info!(consumer = %self.settings.name, ?partitions, "consuming partitions"),
+            Err(error) => {
+                tracing::warn!(consumer = %self.settings.name, %error, "cannot assign partitions")
+            }
+        }
+        self.publish_owned();
+    }
+
+    /// Stops consuming `partitions`, commits what was applied of them, and releases their
+    /// leases for another replica.
+    async fn give_up(&mut self, consumer: &StreamConsumer, partitions: &[i32]) {
+        self.unassign(consumer, partitions);
+        if let Err(error) = self.leases.release(partitions).await {
+            self.lost(consumer, &error);
+        }
+        tracing::info!(consumer = %self.settings.name, ?partitions, "gave partitions to another replica");
+        self.publish_owned();
+    }
+
+    fn unassign(&mut self, consumer: &StreamConsumer, partitions: &[i32]) {
+        self.commit(consumer, partitions);
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            list.add_partition(&self.topic, partition);
+            self.stored.remove(&partition);
+        }
+        if let Err(error) = consumer.incremental_unassign(&list) {
+            tracing::warn!(consumer = %self.settings.name, %error, "cannot unassign partitions");
+        }
+        self.publish_owned();
+    }
+
+    /// Commits the stored offsets of `partitions` now, without waiting for the answer
+    /// (auto-commit would do it within seconds; this narrows what a successor applies again,
+    /// and applies again only as duplicates).
+    fn commit(&self, consumer: &StreamConsumer, partitions: &[i32]) {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            if let Some(&offset) = self.stored.get(partition) {
+                let _ = list.add_partition_offset(&self.topic, *partition, Offset::Offset(offset));
+            }
+        }
+        if list.count() > 0 {
+            if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(%error, "offsets not committed");
+            }
+        }
+    }
+
+    fn publish_owned(&self) {
+        metrics::gauge!("taskmesh_consumer_partitions_owned", "consumer" => self.settings.name.clone())
+            .set(self.leases.held().len() as f64);
+    }
+
+    fn resume(&mut self, consumer: &StreamConsumer) {
+        self.paused_until = None;
+        let resumed = consumer
+            .assignment()
+            .and_then(|assignment| consumer.resume(&assignment));
+        if let Err(error) = resumed {
+            tracing::warn!(consumer = %self.settings.name, %error, "cannot resume partitions");
+        }
+    }
+
+    /// After a transient failure: rewind to `unapplied`, pause every partition and try again
+    /// after the next backoff delay.
+    fn pause(&mut self, consumer: &StreamConsumer, unapplied: &[BorrowedMessage<'_>], why: &str) {
+        rewind(consumer, unapplied, &self.settings.name);
+        let paused = consumer
+            .assignment()
+            .and_then(|assignment| consumer.pause(&assignment));
+        if let Err(error) = paused {
+            tracing::warn!(consumer = %self.settings.name, %error, "cannot pause partitions");
+        }
+        self.failing.events = true;
+        self.ctx.health.degraded(&why);
+        self.paused_until = Some(Instant::now() + self.backoff.next_delay());
+    }
+
+    /// Applies a batch: all together first; if that fails, the events up to the one that
+    /// failed it one by one (with retries), and the rest are fetched again, so the consumer
+    /// keeps polling Kafka between slow events.
+    async fn handle(&mut self, consumer: &StreamConsumer, batch: &[BorrowedMessage<'_>]) {
+        let name = self.settings.name.clone();
+        let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
+        let (together, upto) = if batch.len() > 1 {
+            match apply::batch(&self.pool, &name, &self.handler, &events).await {
+                Ok(outcomes) => (Some(outcomes), batch.len()),
+                Err(failed_at) => (None, failed_at + 1),
+            }
+        } else {
+            (None, 1)
+        };
+        if upto < batch.len() {
+            rewind(consumer, &batch[upto..], &name);
+        }
+        for (i, (message, event)) in batch.iter().zip(&events).take(upto).enumerate() {
+            let started = std::time::Instant::now();
+            let outcome = match (together.as_ref().and_then(|o| o[i]), event) {
+                (Some(outcome), _) => Ok(outcome),
+                // Shutting down: leave the rest unstored; they are delivered again.
+                (None, _) if self.ctx.shutdown.is_cancelled() => return,
+                (None, Ok(event)) => {
+                    tracing::Instrument::instrument(
+                        apply::one(
+                            &self.pool,
+                            &self.settings,
+                            &self.handler,
+                            event,
+                            &self.ctx.shutdown,
+                        ),
+                        apply::event_span(&name, event),
+                    )
+                    .await
+                }
+                (None, Err(error)) => Err(Failure::DeadLetter(format!(
+                    "not a taskmesh CloudEvent: {error}"
+                ))),
+            };
+            let label = match outcome {
+                Ok(Outcome::Applied) => "applied",
+                Ok(Outcome::Duplicate) => {
+                    tracing::debug!(consumer = %name, offset = message.offset(), "duplicate event skipped");
+                    "duplicate"
+                }
+                Err(Failure::DeadLetter(reason)) => {
+                    if !self
+                        .dead_letters
+                        .send(message, &name, &reason, &self.ctx)
+                        .await
+                    {
+                        return;
+                    }
+                    "dead_lettered"
+                }
+                Err(Failure::Transient(reason)) => {
+                    metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => "retried")
+                        .increment(1);
+                    self.pause(consumer, &batch[i..], &reason);
+                    return;
+                }
+                Err(Failure::Interrupted) => return,
+            };
+            metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
+                .increment(1);
+            metrics::histogram!("taskmesh_consumer_processing_seconds", "consumer" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+            if let Ok(event) = event {
+                let age = (chrono::Utc::now() - event.time).as_seconds_f64().max(0.0);
+                metrics::histogram!("taskmesh_consumer_event_age_seconds", "consumer" => name.clone())
+                    .record(age);
+            }
+            self.store(consumer, message);
+        }
+        // The events that failed went through.
+        if self.failing.events {
+            self.backoff.reset();
+        }
+        self.healed(|f| f.events = false);
+    }
+
+    /// Clears a failure; reports the task recovered when none is left.
+    fn healed(&mut self, clear: impl FnOnce(&mut Failing)) {
+        clear(&mut self.failing);
+        if !self.failing.any() {
+            self.ctx.health.recovered();
+        }
+    }
+
+    fn store(&mut self, consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
+        match consumer.store_offset_from_message(message) {
+            Ok(()) => {
+                self.stored.insert(message.partition(), message.offset() + 1);
+            }
+            // The partition was given up meanwhile: its new owner gets the event again and
+            // skips it as a duplicate.
+            Err(error) => {
+                tracing::info!(%error, consumer = %self.settings.name, partition = message.partition(), offset = message.offset(), "offset not stored");
+            }
+        }
+    }
+
+    /// On shutdown: commit what was applied and give up every lease, so another replica
+    /// takes over at once.
+    async fn stop(&mut self, consumer: &StreamConsumer) {
+        let held: Vec<i32> = self.leases.held().iter().copied().collect();
+        self.commit(consumer, &held);
+        self.leases.close().await;
+    }
+}
+
+/// Waits until `deadline` (never, for `None`).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `first` and up to [`BATCH`] - 1 more messages that have already arrived.
+fn more<'c>(consumer: &'c StreamConsumer, first: BorrowedMessage<'c>) -> Vec<BorrowedMessage<'c>> {
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => batch.push(message),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "kafka receive failed");
+                break;
+            }
+            None => break,
+        }
+    }
+    batch
+}
+
+/// Rewinds each partition of `messages` to its first one, so they are fetched (and applied)
+/// again. A partition no longer assigned is left to its new owner.
+fn rewind(consumer: &StreamConsumer, messages: &[BorrowedMessage<'_>], name: &str) {
+    let mut rewound: Vec<(&str, i32)> = Vec::new();
+    for message in messages {
+        let partition = (message.topic(), message.partition());
+        if rewound.contains(&partition) {
+            continue;
+        }
+        rewound.push(partition);
+        let sought: KafkaResult<()> = consumer.seek(
+            message.topic(),
+            message.partition(),
+            Offset::Offset(message.offset()),
+            std::time::Duration::from_secs(10),
+        );
+        if let Err(error) = sought {
+            tracing::info!(%error, consumer = %name, partition = message.partition(), "cannot rewind; the partition's new owner reads on");
+        }
+    }
+}
