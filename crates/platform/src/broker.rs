@@ -29,6 +29,99 @@ pub enum BrokerError {
     Stopped(String),
 }
 
+/// How an embedded broker differs from the plain development one.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    /// The `host:port` the broker tells clients to connect to, when not its own listener
+    /// (e.g. a TLS terminator in front of it).
+    pub advertised: Option<String>,
+    /// Require SASL authentication (SCRAM-SHA-256/512; users from
+    /// [`add_scram_user`], which needs durable `sqlite://` storage).
+    pub sasl: bool,
+}
+
+/// A SCRAM mechanism (RFC 5802, RFC 7677).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scram {
+    /// SCRAM-SHA-256.
+    Sha256,
+    /// SCRAM-SHA-512.
+    Sha512,
+}
+
+/// Stores `user`'s SCRAM credential for `password` in `storage` (a `sqlite://` URL; the
+/// memory storage keeps no credentials) before a broker starts on it: salted password by
+/// PBKDF2 with 4,096 iterations, stored key and server key per RFC 5802 §3.
+///
+/// # Errors
+/// [`BrokerError::Tansu`] when the storage cannot be opened or written.
+pub async fn add_scram_user(
+    storage: &str,
+    user: &str,
+    password: &str,
+    mechanism: Scram,
+) -> Result<(), BrokerError> {
+    use hmac::{Hmac, Mac as _};
+    use sha2::{Sha256, Sha512};
+    use tansu_storage::Storage as _;
+
+    const ITERATIONS: u32 = 4096;
+    let salt: [u8; 16] = rand::random();
+    // RFC 5802 §3: SaltedPassword := Hi(password, salt, i); ClientKey := HMAC(SaltedPassword,
+    // "Client Key"); StoredKey := H(ClientKey); ServerKey := HMAC(SaltedPassword, "Server Key").
+    macro_rules! keys {
+        ($digest:ty) => {{
+            let mut salted = vec![0_u8; <$digest as sha2::Digest>::output_size()];
+            pbkdf2::pbkdf2::<Hmac<$digest>>(password.as_bytes(), &salt, ITERATIONS, &mut salted)
+                .map_err(|e| BrokerError::Tansu(e.to_string()))?;
+            let mac = |text: &[u8]| -> Result<Vec<u8>, BrokerError> {
+                let mut mac = <Hmac<$digest> as hmac::digest::KeyInit>::new_from_slice(&salted)
+                    .map_err(|e| BrokerError::Tansu(e.to_string()))?;
+                mac.update(text);
+                Ok(mac.finalize().into_bytes().to_vec())
+            };
+            let client_key = mac(b"Client Key")?;
+            (<$digest as sha2::Digest>::digest(&client_key).to_vec(), mac(b"Server Key")?)
+        }};
+    }
+    let (stored_key, server_key, tansu_mechanism) = match mechanism {
+        Scram::Sha256 => {
+            let (stored, server) = keys!(Sha256);
+            (stored, server, tansu_sans_io::ScramMechanism::Scram256)
+        }
+        Scram::Sha512 => {
+            let (stored, server) = keys!(Sha512);
+            (stored, server, tansu_sans_io::ScramMechanism::Scram512)
+        }
+    };
+    let tansu = |e: &dyn std::fmt::Display| BrokerError::Tansu(e.to_string());
+    // Whatever the storage engine runs in the background stops with this token.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let container = StorageContainer::builder()
+        .cluster_id("taskmesh".to_owned())
+        .node_id(tansu_broker::NODE_ID)
+        .advertised_listener(Url::parse("tcp://127.0.0.1:9092")?)
+        .storage(Url::parse(storage)?)
+        .cancellation(stop)
+        .build()
+        .await
+        .map_err(|e| tansu(&e))?;
+    container
+        .upsert_user_scram_credential(
+            user,
+            tansu_mechanism,
+            tansu_storage::ScramCredential {
+                salt: bytes::Bytes::copy_from_slice(&salt),
+                iterations: i32::try_from(ITERATIONS).unwrap_or(4096),
+                stored_key: stored_key.into(),
+                server_key: server_key.into(),
+            },
+        )
+        .await
+        .map_err(|e| tansu(&e))
+}
+
 /// A running embedded broker; aborted when dropped.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
@@ -43,6 +136,18 @@ impl EmbeddedBroker {
     /// # Errors
     /// [`BrokerError`].
     pub async fn start(addr: SocketAddr, storage: &str) -> Result<Self, BrokerError> {
+        Self::start_with(addr, storage, &BrokerOptions::default()).await
+    }
+
+    /// [`EmbeddedBroker::start`] with `options` (tests of TLS and SASL).
+    ///
+    /// # Errors
+    /// [`BrokerError`].
+    pub async fn start_with(
+        addr: SocketAddr,
+        storage: &str,
+        options: &BrokerOptions,
+    ) -> Result<Self, BrokerError> {
         let addr = if addr.port() == 0 {
             // tansu binds by URL; find a free port first (a tiny race, fine for dev/tests).
             let probe = std::net::TcpListener::bind(addr)?;
@@ -51,12 +156,17 @@ impl EmbeddedBroker {
             addr
         };
         let url = Url::parse(&format!("tcp://{addr}"))?;
+        let advertised = match &options.advertised {
+            Some(advertised) => Url::parse(&format!("tcp://{advertised}"))?,
+            None => url.clone(),
+        };
         let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(tansu_broker::NODE_ID)
             .cluster_id("taskmesh")
             .incarnation_id(uuid::Uuid::now_v7())
-            .advertised_listener(url.clone())
+            .advertised_listener(advertised)
             .storage(Url::parse(storage)?)
+            .authentication(options.sasl)
             .listener(url)
             .silent(true)
             .build()

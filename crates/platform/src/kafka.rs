@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret as _, SecretString};
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -83,7 +84,7 @@ impl Topic {
 }
 
 /// How to reach Kafka and how topics are laid out.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
     pub brokers: String,
@@ -102,6 +103,24 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.mechanism`), applied to
     /// every client.
     pub extra: Vec<(String, String)>,
+    /// Secret librdkafka properties (`sasl.password`, `ssl.key.password`), applied to every
+    /// client and never shown.
+    pub secrets: Vec<(String, SecretString)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("group_prefix", &self.group_prefix)
+            .field("extra", &self.extra)
+            .field(
+                "secrets",
+                &self.secrets.iter().map(|(key, _)| key).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl KafkaConfig {
@@ -115,6 +134,7 @@ impl KafkaConfig {
             replication_factor: 1,
             fetch_wait_max_ms: 5,
             extra: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -140,6 +160,9 @@ impl KafkaConfig {
         config.set("bootstrap.servers", &self.brokers);
         for (key, value) in &self.extra {
             config.set(key, value);
+        }
+        for (key, value) in &self.secrets {
+            config.set(key, value.expose_secret());
         }
         config
     }
@@ -210,5 +233,130 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// What [`KafkaConfig::check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterReport {
+    /// Brokers the cluster named.
+    pub brokers: usize,
+    /// Each topic asked for, with its partitions (`None`: the topic does not exist).
+    pub topics: Vec<(String, Option<usize>)>,
+}
+
+/// Why [`KafkaConfig::check`] failed, with what the client reported and what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{problem}. Fix: {fix}")]
+pub struct ClusterError {
+    /// What went wrong, with the client's own words.
+    pub problem: String,
+    /// What to change.
+    pub fix: &'static str,
+}
+
+/// A client context that keeps the last error the client reported (an authentication or TLS
+/// failure arrives there, while the request itself only times out).
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<(RDKafkaErrorCode, String)>>);
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The first cause tells more than the "all brokers down" that follows it.
+        if last.is_none() || code != RDKafkaErrorCode::AllBrokersDown {
+            *last = Some((code, reason.to_owned()));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}
+
+impl KafkaConfig {
+    /// Connects with this configuration (TLS and SASL included), as every client of the
+    /// mesh would: creates a producer and a consumer (which validates the properties for
+    /// both), asks the cluster for its brokers and for each of `topics` (full names).
+    ///
+    /// # Errors
+    /// [`ClusterError`] saying what failed and what to fix: a bad property, a TLS or
+    /// authentication failure, unreachable brokers.
+    pub async fn check(&self, topics: Vec<String>) -> Result<ClusterReport, ClusterError> {
+        let bad_property = |error: KafkaError| ClusterError {
+            problem: format!("the Kafka client refuses the configuration: {error}"),
+            fix: "correct TASKMESH_KAFKA_PROPERTIES (librdkafka property names and values)",
+        };
+        let _producer: FutureProducer = self.client_config().create().map_err(bad_property)?;
+        let mut config = self.consumer_config(&self.group_id("taskmesh-check-config"));
+        config.set("enable.auto.commit", "false");
+        let consumer: rdkafka::consumer::BaseConsumer<LastError> = config
+            .create_with_context(LastError::default())
+            .map_err(bad_property)?;
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(15);
+            let cluster = consumer.fetch_metadata(None, timeout);
+            let cluster = match cluster {
+                Ok(cluster) => cluster,
+                Err(error) => return Err(explain(&consumer, &brokers, &error)),
+            };
+            let mut report = ClusterReport {
+                brokers: cluster.brokers().len(),
+                topics: Vec::new(),
+            };
+            for topic in topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), timeout)
+                    .map_err(|error| explain(&consumer, &brokers, &error))?;
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len())
+                    .filter(|&n| n > 0);
+                report.topics.push((topic, partitions));
+            }
+            Ok(report)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClusterError {
+                problem: "the check was interrupted".to_owned(),
+                fix: "run it again",
+            })
+        })
+    }
+}
+
+/// A failed request explained by what the client reported before it.
+fn explain(
+    consumer: &rdkafka::consumer::BaseConsumer<LastError>,
+    brokers: &str,
+    error: &KafkaError,
+) -> ClusterError {
+    let last = consumer
+        .context()
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let (code, reason) = last.unwrap_or((
+        error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+        error.to_string(),
+    ));
+    let fix = match code {
+        RDKafkaErrorCode::Authentication => {
+            "check sasl.mechanisms and sasl.username in TASKMESH_KAFKA_PROPERTIES and the password in TASKMESH_KAFKA_SASL_PASSWORD(_FILE)"
+        }
+        RDKafkaErrorCode::SSL => {
+            "check ssl.ca.location (the CA that signed the brokers' certificates), the broker host names against their certificates, and for mutual TLS ssl.certificate.location and ssl.key.location"
+        }
+        _ => {
+            "check KAFKA_BROKERS (host:port of the bootstrap servers), that they are reachable from here, and that security.protocol matches their listener (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+        }
+    };
+    ClusterError {
+        problem: format!("cannot talk to Kafka at {brokers}: {reason}"),
+        fix,
     }
 }

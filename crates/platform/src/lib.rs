@@ -43,3 +43,16 @@ pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+
+/// `error` and its sources, `: `-separated (for a log field or a message that must carry the
+/// whole cause).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

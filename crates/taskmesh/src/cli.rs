@@ -54,6 +54,10 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and create Kafka topics.
     Migrate(Common),
+    /// Check the configuration a component would run with: connect to PostgreSQL and Kafka
+    /// (TLS and SASL included), load the token keys, look for the topics. One line per check;
+    /// exits non-zero at the first failure, saying what to fix.
+    CheckConfig(CheckArgs),
     /// Print a JWT (as the last line) that the services accept.
     Token(TokenArgs),
 }
@@ -86,9 +90,33 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_TOPIC_REPLICATION", default_value_t = 1)]
     pub(crate) topic_replication: i32,
 
-    /// Extra librdkafka properties, `key=value,key=value` (e.g. `security.protocol=SASL_SSL`).
+    /// Prefix of every consumer group id (and partition-lease name); unset: the topic prefix.
+    #[arg(long, env = "TASKMESH_GROUP_PREFIX")]
+    pub(crate) group_prefix: Option<String>,
+
+    /// Extra librdkafka properties, `key=value,key=value` (e.g.
+    /// `security.protocol=SASL_SSL,sasl.mechanisms=SCRAM-SHA-512,sasl.username=taskmesh,ssl.ca.location=/etc/kafka/ca.crt`).
+    /// No secrets here: passwords come from the variables below.
     #[arg(long, env = "TASKMESH_KAFKA_PROPERTIES", default_value = "")]
     pub(crate) kafka_properties: String,
+
+    /// The SASL password (librdkafka `sasl.password`).
+    #[arg(long, env = "TASKMESH_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub(crate) kafka_sasl_password: Option<SecretString>,
+
+    /// A file holding the SASL password (e.g. a mounted Secret), when
+    /// `TASKMESH_KAFKA_SASL_PASSWORD` is unset.
+    #[arg(long, env = "TASKMESH_KAFKA_SASL_PASSWORD_FILE")]
+    pub(crate) kafka_sasl_password_file: Option<PathBuf>,
+
+    /// The password of the client key `ssl.key.location` (librdkafka `ssl.key.password`).
+    #[arg(long, env = "TASKMESH_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub(crate) kafka_ssl_key_password: Option<SecretString>,
+
+    /// A file holding the client key's password, when `TASKMESH_KAFKA_SSL_KEY_PASSWORD` is
+    /// unset.
+    #[arg(long, env = "TASKMESH_KAFKA_SSL_KEY_PASSWORD_FILE")]
+    pub(crate) kafka_ssl_key_password_file: Option<PathBuf>,
 
     /// HS256 secret for tokens (development).
     #[arg(long, env = "TASKMESH_JWT_SECRET", hide_env_values = true)]
@@ -142,6 +170,17 @@ pub(crate) struct DevArgs {
     /// The built web app to serve.
     #[arg(long, env = "TASKMESH_WEB_DIR", default_value = "web/dist")]
     pub(crate) web_dir: PathBuf,
+}
+
+/// `taskmesh check-config`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+
+    /// Do not look for the topics (before `taskmesh migrate` has created them).
+    #[arg(long)]
+    pub(crate) skip_topics: bool,
 }
 
 /// `taskmesh serve`.

@@ -8,9 +8,13 @@
 //!
 //! # Layout
 //! - `cli`: arguments and environment (clap).
+//! - `config`: validated configuration (Kafka secrets, token keys) and its redacted summary.
+//! - `check`: `taskmesh check-config`.
 //! - `run`: starting components.
 
+mod check;
 mod cli;
+mod config;
 mod run;
 mod web;
 

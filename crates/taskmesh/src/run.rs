@@ -18,7 +18,10 @@ use taskmesh_reminder::ReminderServer;
 use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, Common, Component, DevArgs, ServeArgs, TokenArgs};
+use crate::{
+    cli::{Cli, Command, Common, Component, DevArgs, ServeArgs, TokenArgs},
+    config,
+};
 
 /// Runs the chosen subcommand to completion.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -26,47 +29,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Migrate(common) => migrate(&common).await,
+        Command::CheckConfig(args) => crate::check::run(&args).await,
         Command::Token(args) => token(&args),
     }
-}
-
-fn kafka_config(common: &Common, brokers: String) -> anyhow::Result<KafkaConfig> {
-    let mut config = KafkaConfig::local(brokers);
-    config.topic_prefix.clone_from(&common.topic_prefix);
-    config.partitions = common.topic_partitions;
-    config.replication_factor = common.topic_replication;
-    for pair in common
-        .kafka_properties
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-    {
-        let (key, value) = pair.split_once('=').with_context(|| {
-            format!("TASKMESH_KAFKA_PROPERTIES entry {pair:?} is not key=value")
-        })?;
-        config
-            .extra
-            .push((key.trim().to_owned(), value.trim().to_owned()));
-    }
-    Ok(config)
-}
-
-/// The verifier: public keys when configured, else the secret, else (dev only) the
-/// development secret.
-fn verifier(common: &Common, dev: bool) -> anyhow::Result<Verifier> {
-    let verifier = if let Some(path) = &common.jwt_public_keys {
-        Verifier::from_public_keys_file(path)?
-    } else if let Some(secret) = &common.jwt_secret {
-        Verifier::hs256(secret)
-    } else if dev {
-        tracing::warn!(
-            "TASKMESH_JWT_SECRET is unset: using the fixed, public DEVELOPMENT secret. \
-             Anyone can mint tokens for this server. Never expose it beyond this machine."
-        );
-        Verifier::hs256(&SecretString::from(DEV_SECRET))
-    } else {
-        anyhow::bail!("set TASKMESH_JWT_SECRET or TASKMESH_JWT_PUBLIC_KEYS");
-    };
-    Ok(verifier.with_issuer(common.jwt_issuer.clone()))
 }
 
 /// A pool on `schema` of `DATABASE_URL`.
@@ -96,7 +61,9 @@ async fn migrate(common: &Common) -> anyhow::Result<()> {
         .kafka_brokers
         .clone()
         .context("KAFKA_BROKERS is required to create topics")?;
-    kafka_config(common, brokers)?
+    let kafka = config::kafka(common, brokers)?;
+    tracing::info!(config = %config::summary(common, Some(&kafka), None), "migrating");
+    kafka
         .create_topics()
         .await
         .context("cannot create Kafka topics")?;
@@ -107,7 +74,7 @@ async fn migrate(common: &Common) -> anyhow::Result<()> {
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let common = &args.common;
-    let verifier = verifier(common, true)?;
+    let (verifier, keys) = config::verifier(common, true)?;
 
     db::ensure_database(&common.database_url)
         .await
@@ -129,7 +96,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             anyhow::bail!("KAFKA_BROKERS is unset and this build has no embedded broker")
         }
     };
-    let kafka = kafka_config(common, brokers)?;
+    let kafka = config::kafka(common, brokers)?;
+    tracing::info!(config = %config::summary(common, Some(&kafka), Some(&keys)), "starting taskmesh dev");
     kafka
         .create_topics()
         .await
@@ -214,12 +182,13 @@ fn sqlite_url(dir: &std::path::Path) -> anyhow::Result<String> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let common = &args.common;
-    let verifier = verifier(common, false)?;
+    let (verifier, keys) = config::verifier(common, false)?;
     let brokers = common
         .kafka_brokers
         .clone()
         .context("KAFKA_BROKERS is required")?;
-    let kafka = kafka_config(common, brokers)?;
+    let kafka = config::kafka(common, brokers)?;
+    tracing::info!(component = ?args.component, config = %config::summary(common, Some(&kafka), Some(&keys)), "starting");
     let metrics_listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {} for /metrics", args.metrics_listen))?;

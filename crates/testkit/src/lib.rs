@@ -7,6 +7,9 @@
 //!   RecurrenceService, AuditService and the gateway on free loopback ports.
 //! - [`EventReader`]: reads CloudEvents off a topic, from the beginning.
 //! - [`token`], [`authed`], [`authed_admin`]: tokens signed with the test secret.
+//! - [`tls`]: certificates made in the test and a TLS terminator in front of the broker.
+
+pub mod tls;
 
 use std::{net::SocketAddr, time::Duration};
 
