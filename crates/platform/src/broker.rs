@@ -50,8 +50,9 @@ pub enum Scram {
 }
 
 /// Stores `user`'s SCRAM credential for `password` in `storage` (a `sqlite://` URL; the
-/// memory storage keeps no credentials) before a broker starts on it: salted password by
-/// PBKDF2 with 4,096 iterations, stored key and server key per RFC 5802 §3.
+/// memory storage keeps no credentials) of a running broker (its cluster must be registered
+/// there first): salted password by PBKDF2 with 4,096 iterations, stored key and server key
+/// per RFC 5802 §3.
 ///
 /// # Errors
 /// [`BrokerError::Tansu`] when the storage cannot be opened or written.

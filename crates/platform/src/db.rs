@@ -33,7 +33,7 @@ pub enum DbError {
 /// # Errors
 /// [`DbError`] when the server cannot be reached or the role may not create databases.
 pub async fn ensure_database(url: &str) -> Result<(), DbError> {
-    let options = PgConnectOptions::from_str(url).map_err(DbError::Url)?;
+    let options = connect_options(url)?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
     let mut admin = options.clone().database("postgres").connect().await?;
     let exists: bool =
@@ -57,6 +57,19 @@ pub async fn ensure_database(url: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The connection options of `url` (a libpq-style URL: `sslmode` `disable`, `prefer`,
+/// `require`, `verify-ca` or `verify-full`, `sslrootcert`, `sslcert`, `sslkey`, ...).
+///
+/// # Errors
+/// [`DbError::Url`] for a malformed URL.
+///
+/// TLS is OpenSSL's (through `native-tls`), the same library librdkafka uses. (sqlx 0.8's
+/// rustls backend checks the host name even for `verify-ca`, with rustls 0.23.24 and later:
+/// sqlx issue 3793.)
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
+    PgConnectOptions::from_str(url).map_err(DbError::Url)
+}
+
 /// Opens a pool whose connections use `schema` as their `search_path`, creating the schema
 /// if needed.
 ///
@@ -70,8 +83,7 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
     {
         return Err(DbError::Schema(schema.to_owned()));
     }
-    let options = PgConnectOptions::from_str(url)
-        .map_err(DbError::Url)?
+    let options = connect_options(url)?
         .application_name(&format!("taskmesh-{schema}"))
         .log_statements(tracing::log::LevelFilter::Trace);
     {

@@ -334,12 +334,22 @@ fn explain(
     brokers: &str,
     error: &KafkaError,
 ) -> ClusterError {
-    let last = consumer
-        .context()
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    // Errors reach the context when the client's events are served: serve them for a while.
+    let last = || {
+        consumer
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
+    for _ in 0..20 {
+        if last().is_some() {
+            break;
+        }
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    let last = last();
     let (code, reason) = last.unwrap_or((
         error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
         error.to_string(),

@@ -3,10 +3,8 @@
 //! with a sentence that says what to fix. The Helm chart's migration Job runs it first, so a
 //! bad value shows in one place before any pod crash-loops.
 
-use std::str::FromStr as _;
-
 use anyhow::Context as _;
-use sqlx::{ConnectOptions as _, Connection as _, postgres::PgConnectOptions};
+use sqlx::{ConnectOptions as _, Connection as _};
 use taskmesh_platform::kafka::Topic;
 
 use crate::{
@@ -124,7 +122,7 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
 
 /// Connects to PostgreSQL as the services would; describes the server and the TLS in use.
 async fn postgres(url: &str) -> anyhow::Result<String> {
-    let options = PgConnectOptions::from_str(url).map_err(|error| {
+    let options = taskmesh_platform::db::connect_options(url).map_err(|error| {
         failed(
             "PostgreSQL",
             format!("DATABASE_URL does not parse: {error}"),

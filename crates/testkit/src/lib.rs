@@ -8,7 +8,11 @@
 //! - [`EventReader`]: reads CloudEvents off a topic, from the beginning.
 //! - [`token`], [`authed`], [`authed_admin`]: tokens signed with the test secret.
 //! - [`tls`]: certificates made in the test and a TLS terminator in front of the broker.
+//! - [`proxy`]: a TCP proxy that can take the broker away and bring it back.
+//! - [`pgcluster`]: a PostgreSQL cluster of the test's own, to stop, start or give a certificate.
 
+pub mod pgcluster;
+pub mod proxy;
 pub mod tls;
 
 use std::{net::SocketAddr, time::Duration};
@@ -164,17 +168,29 @@ pub struct Mesh {
     pub gateway_addr: SocketAddr,
     shutdown: CancellationToken,
     handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _broker: EmbeddedBroker,
+    _broker: Option<EmbeddedBroker>,
 }
 
 impl Mesh {
     /// Starts a broker (memory storage), migrates a fresh database, starts TaskService,
     /// ReminderService, RecurrenceService, AuditService and the gateway.
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
-        let db = TestDb::create().await?;
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
         let kafka = KafkaConfig::local(broker.bootstrap_servers());
+        Self::start_with(options, kafka, Some(broker), |_| {}).await
+    }
+
+    /// Like [`Mesh::start`], on Kafka of the caller's (e.g. behind a TLS terminator; `broker`
+    /// is kept running as long as the mesh), with a last say on the configuration
+    /// (`customize`, e.g. a database URL asking for TLS).
+    pub async fn start_with(
+        options: MeshOptions,
+        kafka: KafkaConfig,
+        broker: Option<EmbeddedBroker>,
+        customize: impl FnOnce(&mut MeshConfig),
+    ) -> anyhow::Result<Self> {
+        let db = TestDb::create().await?;
         kafka.create_topics().await?;
         let verifier = Verifier::hs256(&SecretString::from(TEST_SECRET));
         let mut config = MeshConfig::new(db.url(), kafka.clone(), verifier);
@@ -183,6 +199,7 @@ impl Mesh {
         config.relay = options.relay;
         config.scheduler = options.scheduler;
         config.recurrence_relay = options.recurrence_relay;
+        customize(&mut config);
         let mesh = taskmesh::mesh::Mesh::bind(config).await?;
         let (pools, addrs) = (mesh.pools.clone(), mesh.addrs);
         let shutdown = CancellationToken::new();

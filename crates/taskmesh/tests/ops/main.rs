@@ -1,0 +1,11 @@
+//! The production path and failure handling, against real endpoints: Kafka over TLS, mutual
+//! TLS and SASL/SCRAM (through a TLS terminator in front of the embedded broker), PostgreSQL
+//! over TLS (the local server's own certificate), `taskmesh check-config`, supervision of
+//! background tasks (the real binary exits), and a broker that goes away and comes back.
+
+mod check_config;
+mod helpers;
+mod kafka_tls;
+mod outage;
+mod postgres_tls;
+mod supervision;

@@ -1,0 +1,157 @@
+//! A background task that stops stops its component: health turns NOT_SERVING, the cause is
+//! logged, and the process exits non-zero (the real binary, `serve` and `dev`).
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use taskmesh_platform::{
+    broker::EmbeddedBroker,
+    kafka::KafkaConfig,
+    runtime::{self, Supervisor},
+    shutdown::CancellationToken,
+};
+use taskmesh_testkit::TestDb;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::helpers::{SERVING, run, taskmesh};
+
+/// A librdkafka property every consumer refuses at creation (producers ignore it): a
+/// consumer whose client cannot be created.
+const BROKEN_CONSUMERS: &str = "partition.assignment.strategy=no-such-strategy";
+
+const SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_task_turns_the_component_not_serving_and_stops_it() {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let mut supervisor = Supervisor::new("test", shutdown.clone());
+    let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<()>();
+    supervisor.spawn("steady", |ctx| async move {
+        ctx.shutdown.cancelled().await;
+        anyhow::Ok(())
+    });
+    supervisor.spawn("fragile", |_| async move {
+        let _ = fail_rx.await;
+        anyhow::bail!("the disk is full")
+    });
+    let component = tokio::spawn(runtime::serve_grpc(
+        supervisor,
+        listener,
+        tonic::service::Routes::default(),
+        &[],
+    ));
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .expect("watches")
+        .into_inner();
+    let first = watch.next().await.expect("a status").expect("ok");
+    assert_eq!(first.status, SERVING, "alive while every task runs");
+
+    let failed_at = Instant::now();
+    fail_tx.send(()).expect("fails the task");
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("a status change within 5 s")
+        .expect("a status")
+        .expect("ok");
+    assert_eq!(next.status, 2, "NOT_SERVING after the task failed");
+    drop(watch);
+
+    let result = tokio::time::timeout(Duration::from_secs(10), component)
+        .await
+        .expect("the component stops")
+        .expect("joins");
+    let error = result.expect_err("the component failed");
+    let failure = error
+        .downcast_ref::<runtime::Failure>()
+        .expect("a supervised failure");
+    assert_eq!(failure.task, "fragile");
+    assert!(format!("{error:#}").contains("the disk is full"));
+    assert!(shutdown.is_cancelled(), "everything else was told to stop");
+    eprintln!(
+        "task failure to stopped component: {:?}",
+        failed_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exits_non_zero_when_a_consumer_cannot_start() {
+    let db = TestDb::create().await.expect("db");
+    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
+        .await
+        .expect("broker");
+    KafkaConfig::local(broker.bootstrap_servers())
+        .create_topics()
+        .await
+        .expect("topics");
+    let mut command = taskmesh();
+    command
+        .args(["serve", "audit"])
+        .env("DATABASE_URL", db.url())
+        .env("KAFKA_BROKERS", broker.bootstrap_servers())
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("TASKMESH_KAFKA_PROPERTIES", BROKEN_CONSUMERS)
+        .env("TASKMESH_LISTEN", "127.0.0.1:0")
+        .env("TASKMESH_METRICS_LISTEN", "127.0.0.1:0");
+    let started = Instant::now();
+    let ran = run(command, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(!ran.success, "serve must fail:\n{}", ran.text);
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.text.contains("component failed") && ran.text.contains("consumer"),
+        "the log names the failed task:\n{}",
+        ran.text
+    );
+    assert!(
+        ran.text.contains("partition.assignment.strategy"),
+        "and its cause:\n{}",
+        ran.text
+    );
+    eprintln!("serve audit: start to exit with a broken consumer: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_stops_with_the_reason_when_a_component_fails() {
+    let db = TestDb::create().await.expect("db");
+    let mut command = taskmesh();
+    command
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--broker-storage",
+            "memory://tansu/",
+            "--skip-web-build",
+        ])
+        .env("DATABASE_URL", db.url())
+        .env("TASKMESH_KAFKA_PROPERTIES", BROKEN_CONSUMERS);
+    let started = Instant::now();
+    let ran = run(command, Duration::from_secs(60)).await;
+    assert!(!ran.success, "dev must stop:\n{}", ran.text);
+    assert!(
+        ran.text.contains("partition.assignment.strategy"),
+        "with the reason:\n{}",
+        ran.text
+    );
+    eprintln!("dev: start to exit with broken consumers: {:?}", started.elapsed());
+}
