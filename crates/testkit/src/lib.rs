@@ -243,6 +243,17 @@ impl Mesh {
         }
     }
 
+    /// Waits until the mesh stops by itself (a component failed), with why.
+    ///
+    /// # Errors
+    /// The mesh's failure; an error as well when it was already stopped and joined.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        let Some(handle) = self.handles.pop() else {
+            anyhow::bail!("the mesh was already joined");
+        };
+        handle.await?
+    }
+
     /// A scheduler on the mesh's `reminder` schema, for tests that fire with their own clock
     /// (start the mesh with `scheduler: false`).
     pub fn scheduler(&self) -> Scheduler {

@@ -12,12 +12,12 @@ use taskmesh_platform::{
     runtime::{self, Supervisor},
     shutdown::CancellationToken,
 };
-use taskmesh_testkit::TestDb;
+use taskmesh_testkit::{Mesh, MeshOptions, TestDb};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{SERVING, run, taskmesh};
+use crate::helpers::{SERVING, health, run, taskmesh};
 
 /// A librdkafka property every consumer refuses at creation (producers ignore it): a
 /// consumer whose client cannot be created.
@@ -129,7 +129,39 @@ async fn serve_exits_non_zero_when_a_consumer_cannot_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dev_stops_with_the_reason_when_a_component_fails() {
+async fn the_mesh_dev_runs_stops_whole_with_the_reason() {
+    // What `taskmesh dev` runs: the topics exist, then every consumer's client is refused.
+    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
+        .await
+        .expect("broker");
+    let kafka = KafkaConfig::local(broker.bootstrap_servers());
+    let mut broken = kafka.clone();
+    broken.extra.push((
+        "partition.assignment.strategy".into(),
+        "no-such-strategy".into(),
+    ));
+    let started = Instant::now();
+    let mut mesh = Mesh::start_with(MeshOptions::default(), kafka, Some(broker), |config| {
+        config.kafka = broken;
+    })
+    .await
+    .expect("binds");
+    let stopped = tokio::time::timeout(Duration::from_secs(30), mesh.stopped())
+        .await
+        .expect("the mesh stops by itself");
+    let error = stopped.expect_err("with an error");
+    assert!(
+        format!("{error:#}").contains("partition.assignment.strategy"),
+        "the reason: {error:#}"
+    );
+    for addr in [mesh.task_addr, mesh.reminder_addr, mesh.audit_addr, mesh.gateway_addr] {
+        assert_eq!(health(addr, "").await, None, "{addr} stopped too");
+    }
+    eprintln!("mesh: start to stopped with broken consumers: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_refuses_to_start_with_the_reason() {
     let db = TestDb::create().await.expect("db");
     let mut command = taskmesh();
     command
@@ -145,7 +177,6 @@ async fn dev_stops_with_the_reason_when_a_component_fails() {
         ])
         .env("DATABASE_URL", db.url())
         .env("TASKMESH_KAFKA_PROPERTIES", BROKEN_CONSUMERS);
-    let started = Instant::now();
     let ran = run(command, Duration::from_secs(60)).await;
     assert!(!ran.success, "dev must stop:\n{}", ran.text);
     assert!(
@@ -153,5 +184,4 @@ async fn dev_stops_with_the_reason_when_a_component_fails() {
         "with the reason:\n{}",
         ran.text
     );
-    eprintln!("dev: start to exit with broken consumers: {:?}", started.elapsed());
 }
