@@ -68,9 +68,14 @@ def check(chart, values_file):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         if container["args"] != ["serve", name]:
             fail(f"{label}: {name} runs {container['args']}")
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            if "grpc" not in container[probe]:
+        # Liveness restarts only a broken process; readiness unroutes a starting or draining
+        # one. Neither may use "" (also NOT_SERVING while Kafka or PostgreSQL is unreachable).
+        for probe, service in (("startupProbe", "liveness"), ("readinessProbe", "readiness"), ("livenessProbe", "liveness")):
+            if "grpc" not in container.get(probe, {}):
                 fail(f"{label}: {name} {probe} is not a gRPC probe")
+            if container[probe]["grpc"].get("service") != service:
+                fail(f"{label}: {name} {probe} asks for grpc.health.v1 service "
+                     f"{container[probe]['grpc'].get('service')!r}, expected {service!r}")
         security = container["securityContext"]
         if not (security["readOnlyRootFilesystem"] and security["runAsNonRoot"]):
             fail(f"{label}: {name} is not non-root and read-only")
@@ -78,6 +83,7 @@ def check(chart, values_file):
             fail(f"{label}: {name} has no requests and limits")
     if len(kinds.get("Service", [])) != len(COMPONENTS):
         fail(f"{label}: services")
+    check_job(label, kinds)
     hooks = {
         obj["kind"]: int(obj["metadata"]["annotations"]["helm.sh/hook-weight"])
         for _, obj in objects
@@ -98,13 +104,134 @@ def check(chart, values_file):
     return objects
 
 
+def pod_specs(kinds):
+    """(name, pod spec) of every Deployment and Job."""
+    return [
+        (f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"])
+        for kind in ("Deployment", "Job")
+        for obj in kinds.get(kind, [])
+    ]
+
+
+def containers_of(kinds):
+    """(where, container, pod spec) of every container and initContainer of the Deployments
+    and the Job."""
+    return [
+        (f"{where} {container['name']}", container, spec)
+        for where, spec in pod_specs(kinds)
+        for container in spec.get("initContainers", []) + spec["containers"]
+    ]
+
+
+def check_job(label, kinds):
+    """The migration Job checks the configuration first (check-config, before the topics
+    exist), then migrates, both as locked down as the components, with the same env and
+    volumes."""
+    jobs = kinds.get("Job", [])
+    if len(jobs) != 1:
+        fail(f"{label}: {len(jobs)} Jobs, expected the migration Job")
+    spec = jobs[0]["spec"]["template"]["spec"]
+    init = spec.get("initContainers", [])
+    if [c["args"] for c in init] != [["check-config", "--skip-topics"]]:
+        fail(f"{label}: the migration Job's initContainers run {[c['args'] for c in init]}, expected one running check-config --skip-topics")
+    if [c["args"] for c in spec["containers"]] != [["migrate"]]:
+        fail(f"{label}: the migration Job's containers run {[c['args'] for c in spec['containers']]}, expected migrate")
+    check, migrate = init[0], spec["containers"][0]
+    for key in ("image", "env", "envFrom", "volumeMounts", "securityContext"):
+        if check.get(key) != migrate.get(key):
+            fail(f"{label}: the migration Job's check-config and migrate containers differ in {key}")
+    for where, container, pod in containers_of(kinds):
+        security = container["securityContext"]
+        if not (security.get("readOnlyRootFilesystem") and security.get("runAsNonRoot")):
+            fail(f"{label}: {where} is not non-root and read-only")
+        for mount in container.get("volumeMounts", []):
+            if not mount.get("readOnly"):
+                fail(f"{label}: {where} mounts {mount['name']} writable")
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def mounted_secret(where, container, pod, path):
+    """The Secret volume (its `secret` dict) whose mount holds the file `path`, and the key
+    projected there; fails when the file is not in a mounted Secret."""
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(prefix):
+            volume = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), None)
+            if volume is None or "secret" not in volume:
+                fail(f"{where}: {path} is in volume {mount['name']}, which is not a Secret volume")
+            file = path[len(prefix):]
+            items = volume["secret"].get("items")
+            if items is not None and file not in {i["path"] for i in items}:
+                fail(f"{where}: {path}: Secret volume {mount['name']} projects no file {file}")
+            key = next((i["key"] for i in items or [] if i["path"] == file), file)
+            return volume["secret"], key
+    fail(f"{where}: {path} is in no volume mount")
+
+
+def check_production(objects):
+    """Strimzi + CloudNativePG: Kafka properties in the ConfigMap without secrets, the SASL
+    password, the Kafka CA and the database CA from mounted Secrets, the URL from the
+    CloudNativePG app Secret."""
+    label = "values-production.yaml"
+    kinds = {}
+    for _, obj in objects:
+        kinds.setdefault(obj["kind"], []).append(obj)
+    config = kinds["ConfigMap"][0]["data"]
+    properties = config.get("TASKMESH_KAFKA_PROPERTIES")
+    if not properties:
+        fail(f"{label}: the ConfigMap has no TASKMESH_KAFKA_PROPERTIES")
+    if "password" in properties.lower():
+        fail(f"{label}: TASKMESH_KAFKA_PROPERTIES in the ConfigMap holds a password: {properties}")
+    for secret in kinds.get("Secret", []):
+        if "TASKMESH_KAFKA_PROPERTIES" in {**secret.get("data", {}), **secret.get("stringData", {})}:
+            fail(f"{label}: Secret {secret['metadata']['name']} holds TASKMESH_KAFKA_PROPERTIES (it belongs in the ConfigMap)")
+    pairs = dict(pair.split("=", 1) for pair in properties.split(","))
+    if "ssl.ca.location" not in pairs:
+        fail(f"{label}: TASKMESH_KAFKA_PROPERTIES has no ssl.ca.location: {properties}")
+    containers = containers_of(kinds)
+    if len(containers) != len(COMPONENTS) + 2:
+        fail(f"{label}: {len(containers)} containers, expected one per component and two in the Job")
+    for where, container, pod in containers:
+        where = f"{label}: {where}"
+        env = env_of(container)
+        sasl = env.get("TASKMESH_KAFKA_SASL_PASSWORD_FILE", {}).get("value")
+        if not sasl:
+            fail(f"{where}: no TASKMESH_KAFKA_SASL_PASSWORD_FILE")
+        secret, key = mounted_secret(where, container, pod, sasl)
+        if secret["secretName"] != "taskmesh" or key != "password":
+            fail(f"{where}: the SASL password is key {key} of Secret {secret['secretName']}, expected password of taskmesh (the KafkaUser's)")
+        secret, key = mounted_secret(where, container, pod, pairs["ssl.ca.location"])
+        if secret["secretName"] != "taskmesh-cluster-ca-cert" or key != "ca.crt":
+            fail(f"{where}: ssl.ca.location is key {key} of Secret {secret['secretName']}, expected ca.crt of taskmesh-cluster-ca-cert")
+        url = env.get("DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if (url.get("name"), url.get("key")) != ("taskmesh-db-app", "uri"):
+            fail(f"{where}: DATABASE_URL comes from {url}, expected key uri of Secret taskmesh-db-app")
+        if env.get("PGSSLMODE", {}).get("value") != "verify-full":
+            fail(f"{where}: PGSSLMODE is {env.get('PGSSLMODE')}, expected verify-full")
+        root = env.get("PGSSLROOTCERT", {}).get("value")
+        if not root:
+            fail(f"{where}: no PGSSLROOTCERT")
+        secret, key = mounted_secret(where, container, pod, root)
+        if secret["secretName"] != "taskmesh-db-ca" or key != "ca.crt":
+            fail(f"{where}: PGSSLROOTCERT is key {key} of Secret {secret['secretName']}, expected ca.crt of taskmesh-db-ca")
+        for name, entry in env.items():
+            if "value" in entry and "password" in name.lower() and not name.endswith("_FILE"):
+                fail(f"{where}: {name} is a plain value")
+    print(f"{label}: Kafka properties in the ConfigMap without secrets; SASL password, Kafka CA, "
+          f"database URL and CA from the operators' Secrets in all {len(containers)} containers")
+
+
 def check_rules(label, rule):
     """A PrometheusRule (a CRD kubernetes-validate has no schema for): its shape, and that
     every alert names only metrics taskmesh exports."""
     exported = {
         "taskmesh_outbox_backlog", "taskmesh_consumer_event_age_seconds_bucket",
         "taskmesh_consumer_events_total", "taskmesh_reminder_lateness_seconds_bucket",
-        "taskmesh_rpc_requests_total",
+        "taskmesh_rpc_requests_total", "taskmesh_consumer_lag_records",
+        "taskmesh_background_task_degraded",
     }
     groups = rule["spec"]["groups"]
     alerts = [r for g in groups for r in g["rules"]]
@@ -144,12 +271,20 @@ def rejected(chart, change, why):
 
 def main():
     chart = helm.Chart.load(str(CHART))
-    lint = helm.lint(str(CHART))
-    if lint and any(m.get("severity", "").upper() == "ERROR" for m in lint if isinstance(m, dict)):
-        fail(f"lint: {lint}")
+    # helm lint's report: {"messages": [{"severity", "path", "error"}], "errors": [...]};
+    # severities are Helm's (1 info, 2 warning, 3 error).
+    for values_file in (None, "values-minikube.yaml", "values-production.yaml"):
+        lint = helm.lint(str(CHART), values_of(values_file))
+        errors = list(lint.get("errors") or []) + [
+            m for m in lint.get("messages") or []
+            if m.get("severity") == 3 or str(m.get("severity")).upper() == "ERROR"
+        ]
+        if errors:
+            fail(f"lint ({values_file or 'default values'}): {errors}")
     check(chart, None)
     check(chart, "values-minikube.yaml")
     production = check(chart, "values-production.yaml")
+    check_production(production)
     if not any(obj["kind"] == "Ingress" for _, obj in production):
         fail("production values render no Ingress")
     if not any(obj["kind"] == "PrometheusRule" for _, obj in production):
@@ -164,6 +299,15 @@ def main():
         (lambda v: v["retention"].__setitem__("audit", "forever"), "a bad duration"),
         (lambda v: v["components"].__setitem__("billing", v["components"]["task"]), "an unknown component"),
         (lambda v: v["components"]["task"]["autoscaling"].__setitem__("targetCPUUtilizationPercentage", 150), "150% CPU"),
+        # Kafka properties go into the ConfigMap: no secrets (the binary refuses them too).
+        (lambda v: v["kafka"]["properties"].__setitem__("sasl.password", "x"), "kafka.properties[sasl.password]"),
+        (lambda v: v["kafka"]["properties"].__setitem__("ssl.key.password", "x"), "kafka.properties[ssl.key.password]"),
+        (lambda v: v["kafka"]["properties"].__setitem__("ssl.key.pem", "x"), "kafka.properties[ssl.key.pem]"),
+        (lambda v: v["kafka"]["properties"].__setitem__("sasl.oauthbearer.client.secret", "x"), "a secret in kafka.properties"),
+        (lambda v: v["kafka"]["properties"].__setitem__("debug", "broker,topic"), "a comma in a Kafka property"),
+        (lambda v: v["kafka"]["sasl"].update(passwordSecret="taskmesh", password="x"), "both kafka.sasl.passwordSecret and password"),
+        (lambda v: v["database"]["tls"].__setitem__("sslmode", "verify"), "a bad database.tls.sslmode"),
+        (lambda v: v["database"]["tls"].__setitem__("bogus", "x"), "an unknown database.tls key"),
     ]
     for change, why in bad:
         rejected(chart, change, why)

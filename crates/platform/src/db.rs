@@ -103,9 +103,15 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
     let options = options.options([("search_path", schema)]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
+        // A call waits at most this long for a connection: during a database outage callers
+        // get UNAVAILABLE within seconds rather than hang until their own deadline.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?)
 }
+
+/// How long a pool's caller waits for a connection before the call fails (`UNAVAILABLE`).
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Applies `migrator`'s migrations to the pool's schema.
 ///

@@ -91,6 +91,26 @@ impl Violations {
     }
 }
 
+/// The status of a call that failed on the database (SQLSTATE classes, see
+/// [`crate::db::classify`]): `UNAVAILABLE` while it is unreachable, restarting or overloaded
+/// (the client retries with backoff), `DEADLINE_EXCEEDED` when a statement or lock timeout
+/// hit, else `INTERNAL` with an opaque message, the cause logged once here.
+pub fn database_status(error: &sqlx::Error) -> Status {
+    match crate::db::classify(error) {
+        crate::db::Failure::Unavailable => {
+            tracing::warn!(error = %crate::error_chain(error), "database unavailable");
+            Status::unavailable("the database is unavailable; retry with backoff")
+        }
+        crate::db::Failure::Timeout => {
+            Status::deadline_exceeded("the database did not answer in time")
+        }
+        crate::db::Failure::Other => {
+            tracing::error!(error = %crate::error_chain(error), "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
 /// A single-violation `INVALID_ARGUMENT`.
 pub fn invalid_argument(field: &str, description: &str) -> Status {
     let mut violations = Violations::new();

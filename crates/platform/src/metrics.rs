@@ -11,10 +11,14 @@
 //! - `taskmesh_outbox_published_total{channel}`, `taskmesh_outbox_publish_delay_seconds{channel}`
 //!   (commit to broker acknowledgement), `taskmesh_outbox_backlog{channel}` (rows left after a
 //!   relay round; 0 once drained);
-//! - `taskmesh_consumer_events_total{consumer, outcome}` (`applied`, `duplicate`,
+//! - `taskmesh_consumer_events_total{consumer, outcome}` (`applied`, `duplicate`, `retried`,
 //!   `dead_lettered`), `taskmesh_consumer_processing_seconds{consumer}`,
 //!   `taskmesh_consumer_event_age_seconds{consumer}` (event time to handled: the consumer's lag
 //!   in time);
+//! - `taskmesh_consumer_lag_records{consumer}` (records not yet committed by the consumer's
+//!   group), `taskmesh_consumer_partitions_owned{consumer}` (partition leases held here);
+//! - `taskmesh_background_task_degraded{component, task}` (1 while retrying a transient
+//!   failure), `taskmesh_background_task_retries_total{component, task}`;
 //! - `taskmesh_reminder_lateness_seconds{kind}` (ReminderService), `taskmesh_live_streams_open`
 //!   (the gateway).
 
@@ -81,7 +85,7 @@ fn describe() {
     );
     describe_counter!(
         "taskmesh_consumer_events_total",
-        "Events a consumer handled, by outcome (applied, duplicate, dead_lettered)."
+        "Events a consumer handled, by outcome (applied, duplicate, dead_lettered; retried: failed transiently, to be tried again)."
     );
     describe_histogram!(
         "taskmesh_consumer_processing_seconds",
@@ -101,6 +105,22 @@ fn describe() {
     describe_gauge!(
         "taskmesh_live_streams_open",
         "Live streams open on this gateway."
+    );
+    describe_gauge!(
+        "taskmesh_consumer_lag_records",
+        "Records of the consumer's topic its group has not committed yet (high watermark minus committed offset, summed over partitions)."
+    );
+    describe_gauge!(
+        "taskmesh_consumer_partitions_owned",
+        "Partitions this process holds the lease of, and reads, per consumer."
+    );
+    describe_gauge!(
+        "taskmesh_background_task_degraded",
+        "1 while a background task is retrying a transient failure (broker or database unreachable), else 0."
+    );
+    describe_counter!(
+        "taskmesh_background_task_retries_total",
+        "Retries of transient failures by background tasks."
     );
 }
 
@@ -180,6 +200,7 @@ impl<S, B, R> tower::Service<http::Request<B>> for Rpc<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -198,6 +219,10 @@ where
             _ => return Box::pin(self.inner.call(request)),
         };
         let start = Instant::now();
+        // Answer DEADLINE_EXCEEDED just before the client's deadline: tonic's own timer
+        // (outside this layer, at the full deadline) would answer CANCELLED.
+        let deadline = grpc_timeout(request.headers())
+            .map(|timeout| start + timeout.saturating_sub(DEADLINE_MARGIN.min(timeout / 10)));
         let component = self.component;
         let span =
             tracing::info_span!("grpc", otel.name = %format!("{service}/{method}"), component);
@@ -209,7 +234,13 @@ where
         // The handler runs inside the span (the service's future is polled in it).
         let response = span.in_scope(|| self.inner.call(request));
         let measured = async move {
-            let response = response.await;
+            let response = match deadline {
+                None => response.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http()),
+                },
+            };
             // An error status comes in the headers (trailers-only); a success in the
             // trailers, after the headers this measures.
             let code = match &response {
@@ -228,5 +259,53 @@ where
             response
         };
         Box::pin(tracing::Instrument::instrument(measured, span))
+    }
+}
+
+/// How much before the client's deadline a call is answered `DEADLINE_EXCEEDED` (at most a
+/// tenth of the timeout).
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The client's timeout from `grpc-timeout` (gRPC over HTTP/2: at most 8 digits, then a unit
+/// `H`, `M`, `S`, `m`, `u` or `n`); `None` when absent or malformed.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    #[test]
+    fn grpc_timeouts_parse_by_the_spec() {
+        let parse = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&headers)
+        };
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "10x", "-1S", "1.5S"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }

@@ -32,11 +32,7 @@ impl From<AuditError> for Status {
             AuditError::Invalid(violations) => violations.into_status(),
             AuditError::NotFound(_) => Status::not_found(error.to_string()),
             AuditError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
-            AuditError::Database(_) => {
-                // Logged once here with its cause; the client sees an opaque message.
-                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
-                Status::internal("internal error")
-            }
+            AuditError::Database(e) => taskmesh_platform::grpc::database_status(&e),
         }
     }
 }

@@ -61,9 +61,8 @@ impl From<RecurrenceError> for Status {
                 tracing::warn!(%reason, "database unavailable");
                 Status::unavailable("the database is unavailable; retry")
             }
-            RecurrenceError::Internal(_)
-            | RecurrenceError::Database(_)
-            | RecurrenceError::Decode(_) => {
+            RecurrenceError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            RecurrenceError::Internal(_) | RecurrenceError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
                 Status::internal("internal error")

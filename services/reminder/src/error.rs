@@ -49,7 +49,8 @@ impl From<ReminderError> for Status {
             ReminderError::FailedPrecondition(_) | ReminderError::ChangesExpired(_) => {
                 Status::failed_precondition(error.to_string())
             }
-            ReminderError::Database(_) | ReminderError::Decode(_) => {
+            ReminderError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            ReminderError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
                 Status::internal("internal error")

@@ -43,7 +43,8 @@ impl From<TaskError> for Status {
             TaskError::EtagMismatch => Status::aborted(error.to_string()),
             TaskError::TagExists(_) => Status::already_exists(error.to_string()),
             TaskError::ChangesExpired(_) => Status::failed_precondition(error.to_string()),
-            TaskError::Database(_) | TaskError::Decode(_) => {
+            TaskError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            TaskError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
                 Status::internal("internal error")
