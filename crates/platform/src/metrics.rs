@@ -119,6 +119,10 @@ fn describe() {
         "1 while a background task is retrying a transient failure (broker or database unreachable), else 0."
     );
     describe_counter!(
+        "taskmesh_audit_replays_total",
+        "Events AuditService did not record because their change was already recorded under another ce_id."
+    );
+    describe_counter!(
         "taskmesh_background_task_retries_total",
         "Retries of transient failures by background tasks."
     );

@@ -13,6 +13,9 @@
 //! - [`taskmesh::gateway::v1`] — the gateway's `LiveService` stream.
 //! - [`google`] — vendored googleapis types (`google.type.Date`, field behaviours).
 //! - [`FILE_DESCRIPTOR_SET`] — every file, for server reflection.
+//! - [`catalogue`] — every CloudEvent type with its payload message and topic.
+
+pub mod catalogue;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every taskmesh `.proto` file and its
 /// imports, with source info, for gRPC server reflection.

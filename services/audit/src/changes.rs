@@ -6,12 +6,41 @@
 
 use std::sync::LazyLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions, Value};
+use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage as _, SerializeOptions, Value};
 use serde_json::{Map, Value as Json, json};
+use taskmesh_proto::events::v1::ChangeContext;
 
 /// Every message of the mesh, from the descriptor set the contracts crate builds.
 static POOL: LazyLock<Option<DescriptorPool>> =
     LazyLock::new(|| DescriptorPool::decode(taskmesh_proto::FILE_DESCRIPTOR_SET).ok());
+
+/// `data` decoded as the message `name` (fully qualified); `None` when it does not decode.
+pub(crate) fn decode(name: &str, data: &[u8]) -> Option<DynamicMessage> {
+    let descriptor = POOL.as_ref()?.get_message_by_name(name)?;
+    DynamicMessage::decode(descriptor, data).ok()
+}
+
+/// The payload's `context` (field 1 of every event payload).
+pub(crate) fn context(message: &DynamicMessage) -> Option<ChangeContext> {
+    let field = message.get_field_by_number(1)?;
+    let context = field.as_message()?;
+    context.transcode_to::<ChangeContext>().ok()
+}
+
+/// The `version` of the resource a payload carries (e.g. `TaskCompleted.task.version`), when
+/// it carries a versioned one.
+pub(crate) fn resource_version(message: &DynamicMessage) -> Option<i64> {
+    message
+        .descriptor()
+        .fields()
+        .filter(|f| !matches!(f.name(), "context" | "previous" | "update_mask"))
+        .find_map(|field| {
+            let value = message.get_field(&field);
+            let resource = value.as_message()?;
+            resource.descriptor().get_field_by_name("version")?;
+            resource.get_field_by_name("version")?.as_i64().filter(|v| *v > 0)
+        })
+}
 
 /// The changes an event carries: `data_schema` is `type.googleapis.com/<message>` and `data`
 /// its encoding. An empty JSON array for events that are not updates (or do not decode).

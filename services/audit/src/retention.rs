@@ -73,5 +73,8 @@ async fn purge(
     }
     let tables = &[("processed_events", "process_time")];
     taskmesh_platform::retention::purge(pool, dedupe_retention, tables).await?;
+    // What identifies recorded changes lives as long as their entries.
+    let tables = &[("recorded_changes", "record_time")];
+    taskmesh_platform::retention::purge(pool, retention, tables).await?;
     Ok(())
 }

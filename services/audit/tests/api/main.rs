@@ -4,4 +4,5 @@
 mod helpers;
 mod history;
 mod integrity;
+mod poison;
 mod query;
