@@ -10,6 +10,7 @@
 //! - [`consumer`]: idempotent Kafka consumers with retries and dead-lettering.
 //! - [`cursor`]: the opaque live-stream cursor (one position per change log).
 //! - [`db`]: PostgreSQL pools bound to a service's own schema, database creation, migrations.
+//! - [`dlq`]: replaying dead letters to the topic they came from.
 //! - [`grpc`]: server plumbing (health, reflection, serving with shutdown) and error mapping
 //!   helpers (`INVALID_ARGUMENT` with field violations).
 //! - [`kafka`]: topic names, topic creation, the idempotent producer.
@@ -32,6 +33,7 @@ pub mod cloudevents;
 pub mod consumer;
 pub mod cursor;
 pub mod db;
+pub mod dlq;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;

@@ -60,6 +60,9 @@ pub(crate) enum Command {
     CheckConfig(CheckArgs),
     /// Print a JWT (as the last line) that the services accept.
     Token(TokenArgs),
+    /// Dead-lettered events.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
 }
 
 /// Settings every running component shares.
@@ -170,6 +173,69 @@ pub(crate) struct DevArgs {
     /// The built web app to serve.
     #[arg(long, env = "TASKMESH_WEB_DIR", default_value = "web/dist")]
     pub(crate) web_dir: PathBuf,
+}
+
+/// `taskmesh dlq`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// Put dead-lettered events back on the topic they came from, with their original
+    /// `ce_id` (consumers that applied one before skip it), printing each.
+    Replay(ReplayArgs),
+}
+
+/// `taskmesh dlq replay`.
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+
+    /// The topic whose dead letters to replay (its `.dlq`).
+    #[arg(long)]
+    pub(crate) topic: TopicArg,
+
+    /// Only events dead-lettered at or after this instant (RFC 3339, e.g.
+    /// `2026-11-30T08:00:00Z`).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Only events dead-lettered before this instant (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) until: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Only events of this CloudEvent type (e.g. `dev.taskmesh.task.created.v1`).
+    #[arg(long = "type")]
+    pub(crate) event_type: Option<String>,
+
+    /// Print what would be replayed; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 instant ({e}), e.g. 2026-11-30T08:00:00Z"))
+}
+
+/// A topic of the mesh, by its base name.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum TopicArg {
+    /// `task-events`.
+    TaskEvents,
+    /// `reminders`.
+    Reminders,
+    /// `task-commands`.
+    TaskCommands,
+}
+
+impl From<TopicArg> for taskmesh_platform::kafka::Topic {
+    fn from(topic: TopicArg) -> Self {
+        match topic {
+            TopicArg::TaskEvents => Self::TaskEvents,
+            TopicArg::Reminders => Self::Reminders,
+            TopicArg::TaskCommands => Self::TaskCommands,
+        }
+    }
 }
 
 /// `taskmesh check-config`.

@@ -19,7 +19,7 @@ use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
 
 use crate::{
-    cli::{Cli, Command, Common, Component, DevArgs, ServeArgs, TokenArgs},
+    cli::{Cli, Command, Common, Component, DevArgs, DlqCommand, ReplayArgs, ServeArgs, TokenArgs},
     config,
 };
 
@@ -30,6 +30,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(common) => migrate(&common).await,
         Command::CheckConfig(args) => crate::check::run(&args).await,
+        Command::Dlq(DlqCommand::Replay(args)) => replay(&args).await,
         Command::Token(args) => token(&args),
     }
 }
@@ -300,6 +301,44 @@ async fn serve_component(
             .await
         }
     }
+}
+
+/// `taskmesh dlq replay`: prints one line per dead letter, then a summary.
+async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    let brokers = common
+        .kafka_brokers
+        .clone()
+        .context("KAFKA_BROKERS is required")?;
+    let kafka = config::kafka(common, brokers)?;
+    let filter = taskmesh_platform::dlq::Filter {
+        since: args.since,
+        until: args.until,
+        event_type: args.event_type.clone(),
+    };
+    let topic = args.topic.into();
+    let seen = taskmesh_platform::dlq::replay(&kafka, topic, &filter, args.dry_run)
+        .await
+        .with_context(|| format!("replaying {}", kafka.dead_letter_topic(topic)))?;
+    let verb = if args.dry_run { "would replay" } else { "replayed" };
+    for letter in &seen {
+        let when = letter
+            .dead_lettered
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let what = if letter.selected { verb } else { "skipped" };
+        println!(
+            "{what} {} {} (dead-lettered {when} by {}: {})",
+            letter.event_id, letter.event_type, letter.consumer, letter.reason
+        );
+    }
+    let selected = seen.iter().filter(|l| l.selected).count();
+    println!(
+        "{verb} {selected} of {} dead letters to {}",
+        seen.len(),
+        kafka.topic(topic)
+    );
+    Ok(())
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
