@@ -110,7 +110,8 @@ pub fn authed_admin<T>(user: &str, message: T) -> tonic::Request<T> {
     with_token(&token, message)
 }
 
-fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+/// Wraps `message` in a request carrying `token` as its bearer token.
+pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);

@@ -4,6 +4,7 @@
 //! background tasks (the real binary exits), and a broker that goes away and comes back.
 
 mod check_config;
+mod crash;
 mod dlq;
 mod helpers;
 mod kafka_tls;
