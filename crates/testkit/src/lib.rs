@@ -90,6 +90,17 @@ impl Drop for TestDb {
     }
 }
 
+/// Sends the test's logs (the mesh's included) to the test's output when `RUST_LOG` is set,
+/// e.g. `RUST_LOG=taskmesh_platform=debug cargo test ...`; otherwise nothing is logged.
+pub fn init_tracing() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A token for `user` signed with [`TEST_SECRET`], valid for an hour.
 pub fn token(user: &str) -> String {
     Signer::hs256(&SecretString::from(TEST_SECRET))

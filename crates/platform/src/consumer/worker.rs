@@ -227,11 +227,12 @@ impl<H: Handler> Worker<H> {
                 tracing::warn!(%error, partition, "cannot assign partition");
             }
         }
+        // librdkafka keeps a partition's pause across unassign and assign: say which it is.
         let assigned = consumer.incremental_assign(&list).and_then(|()| {
             if self.paused_until.is_some() {
                 consumer.pause(&list)
             } else {
-                Ok(())
+                consumer.resume(&list)
             }
         });
         match assigned {

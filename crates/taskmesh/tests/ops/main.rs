@@ -9,5 +9,7 @@ mod dlq;
 mod helpers;
 mod kafka_tls;
 mod outage;
+mod pg_outage;
 mod postgres_tls;
+mod replicas;
 mod supervision;
