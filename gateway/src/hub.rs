@@ -12,12 +12,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures::{FutureExt as _, future::BoxFuture};
 use prost::Message as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
 };
-use futures::{FutureExt as _, future::BoxFuture};
 use taskmesh_platform::{
     cloudevents::CloudEvent,
     kafka::{KafkaConfig, Topic},
@@ -261,8 +261,7 @@ impl Hub {
                     self.receive_failed();
                     degraded = true;
                     let reason = format!("kafka receive failed: {error}");
-                    if !ctx.retry_after(&mut backoff, &reason).await
-                    {
+                    if !ctx.retry_after(&mut backoff, &reason).await {
                         return;
                     }
                     continue;

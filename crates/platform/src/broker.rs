@@ -82,7 +82,10 @@ pub async fn add_scram_user(
                 Ok(mac.finalize().into_bytes().to_vec())
             };
             let client_key = mac(b"Client Key")?;
-            (<$digest as sha2::Digest>::digest(&client_key).to_vec(), mac(b"Server Key")?)
+            (
+                <$digest as sha2::Digest>::digest(&client_key).to_vec(),
+                mac(b"Server Key")?,
+            )
         }};
     }
     let (stored_key, server_key, tansu_mechanism) = match mechanism {

@@ -154,7 +154,8 @@ pub fn classify(error: &sqlx::Error) -> Failure {
                     || code == "40001" // serialization_failure
                     || code == "40P01" // deadlock_detected
                     || code == "25006" // read_only_sql_transaction: a failover in progress
-                    || code == "58000" => // system_error (I/O)
+                    || code == "58000" =>
+            // system_error (I/O)
             {
                 Failure::Unavailable
             }

@@ -83,8 +83,12 @@ pub async fn replay(
         let header = |name: &str| record.header(name).unwrap_or_default();
         let dead_lettered = record.timestamp.and_then(DateTime::from_timestamp_millis);
         let event_type = header("ce_type");
-        let selected = filter.since.is_none_or(|since| dead_lettered.is_some_and(|t| t >= since))
-            && filter.until.is_none_or(|until| dead_lettered.is_some_and(|t| t < until))
+        let selected = filter
+            .since
+            .is_none_or(|since| dead_lettered.is_some_and(|t| t >= since))
+            && filter
+                .until
+                .is_none_or(|until| dead_lettered.is_some_and(|t| t < until))
             && filter
                 .event_type
                 .as_ref()
@@ -201,10 +205,10 @@ async fn read_all(kafka: &KafkaConfig, topic: String) -> Result<Vec<Record>, Rep
                 headers,
                 timestamp: message.timestamp().to_millis(),
             });
-            if let Some(&end) = remaining.get(&message.partition()) {
-                if message.offset() + 1 >= end {
-                    remaining.remove(&message.partition());
-                }
+            if let Some(&end) = remaining.get(&message.partition())
+                && message.offset() + 1 >= end
+            {
+                remaining.remove(&message.partition());
             }
         }
         Ok(records)

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -13,6 +12,7 @@ use rdkafka::{
     producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
+use secrecy::{ExposeSecret as _, SecretString};
 
 impl KafkaConfig {
     /// Which of `names` the cluster has. Asks per topic (some brokers answer an all-topics
@@ -263,7 +263,10 @@ struct LastError(std::sync::Mutex<Option<(RDKafkaErrorCode, String)>>);
 impl rdkafka::ClientContext for LastError {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // The first cause tells more than the "all brokers down" that follows it.
         if last.is_none() || code != RDKafkaErrorCode::AllBrokersDown {
             *last = Some((code, reason.to_owned()));

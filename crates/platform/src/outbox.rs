@@ -38,7 +38,6 @@ use crate::{
     runtime::{Backoff, TaskContext},
 };
 
-
 /// Writes `event` for `topic` into the outbox of the connection's schema, and notifies
 /// `channel` (delivered when the transaction commits). Call inside the transaction of the
 /// change.
@@ -177,7 +176,11 @@ impl Relay {
         let mut backoff = Backoff::default();
         while !ctx.shutdown.is_cancelled() {
             if let Err(error) = self.lead(&ctx, &mut backoff).await {
-                let reason = format!("outbox relay of {}: {}", self.channel, crate::error_chain(&error));
+                let reason = format!(
+                    "outbox relay of {}: {}",
+                    self.channel,
+                    crate::error_chain(&error)
+                );
                 if matches!(error, RelayError::Kafka(_)) {
                     // A fresh producer gets a fresh producer id: an idempotent producer can
                     // wedge on a sequence or epoch the broker no longer agrees with. (Creating

@@ -24,24 +24,96 @@ const fn kind(event_type: &'static str, message: &'static str, topic: &'static s
 
 /// Every event type of the mesh.
 pub const EVENTS: &[EventKind] = &[
-    kind("dev.taskmesh.task.created.v1", "taskmesh.events.v1.TaskCreated", "task-events"),
-    kind("dev.taskmesh.task.updated.v1", "taskmesh.events.v1.TaskUpdated", "task-events"),
-    kind("dev.taskmesh.task.completed.v1", "taskmesh.events.v1.TaskCompleted", "task-events"),
-    kind("dev.taskmesh.task.uncompleted.v1", "taskmesh.events.v1.TaskUncompleted", "task-events"),
-    kind("dev.taskmesh.task.deleted.v1", "taskmesh.events.v1.TaskDeleted", "task-events"),
-    kind("dev.taskmesh.tag.created.v1", "taskmesh.events.v1.TagCreated", "task-events"),
-    kind("dev.taskmesh.tag.updated.v1", "taskmesh.events.v1.TagUpdated", "task-events"),
-    kind("dev.taskmesh.tag.deleted.v1", "taskmesh.events.v1.TagDeleted", "task-events"),
-    kind("dev.taskmesh.reminder.fired.v1", "taskmesh.events.v1.ReminderFired", "reminders"),
-    kind("dev.taskmesh.task.overdue.v1", "taskmesh.events.v1.TaskOverdue", "reminders"),
-    kind("dev.taskmesh.notification.read.v1", "taskmesh.events.v1.NotificationRead", "reminders"),
-    kind("dev.taskmesh.reminder.snoozed.v1", "taskmesh.events.v1.ReminderSnoozed", "reminders"),
-    kind("dev.taskmesh.reminder.dismissed.v1", "taskmesh.events.v1.ReminderDismissed", "reminders"),
-    kind("dev.taskmesh.task.create.v1", "taskmesh.events.v1.CreateTaskCommand", "task-commands"),
-    kind("dev.taskmesh.task.add_exdate.v1", "taskmesh.events.v1.AddExdateCommand", "task-commands"),
-    kind("dev.taskmesh.task.end_series.v1", "taskmesh.events.v1.EndSeriesCommand", "task-commands"),
-    kind("dev.taskmesh.task.delete.v1", "taskmesh.events.v1.DeleteTaskCommand", "task-commands"),
-    kind("dev.taskmesh.series.ended.v1", "taskmesh.events.v1.SeriesEnded", "task-commands"),
+    kind(
+        "dev.taskmesh.task.created.v1",
+        "taskmesh.events.v1.TaskCreated",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.task.updated.v1",
+        "taskmesh.events.v1.TaskUpdated",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.task.completed.v1",
+        "taskmesh.events.v1.TaskCompleted",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.task.uncompleted.v1",
+        "taskmesh.events.v1.TaskUncompleted",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.task.deleted.v1",
+        "taskmesh.events.v1.TaskDeleted",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.tag.created.v1",
+        "taskmesh.events.v1.TagCreated",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.tag.updated.v1",
+        "taskmesh.events.v1.TagUpdated",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.tag.deleted.v1",
+        "taskmesh.events.v1.TagDeleted",
+        "task-events",
+    ),
+    kind(
+        "dev.taskmesh.reminder.fired.v1",
+        "taskmesh.events.v1.ReminderFired",
+        "reminders",
+    ),
+    kind(
+        "dev.taskmesh.task.overdue.v1",
+        "taskmesh.events.v1.TaskOverdue",
+        "reminders",
+    ),
+    kind(
+        "dev.taskmesh.notification.read.v1",
+        "taskmesh.events.v1.NotificationRead",
+        "reminders",
+    ),
+    kind(
+        "dev.taskmesh.reminder.snoozed.v1",
+        "taskmesh.events.v1.ReminderSnoozed",
+        "reminders",
+    ),
+    kind(
+        "dev.taskmesh.reminder.dismissed.v1",
+        "taskmesh.events.v1.ReminderDismissed",
+        "reminders",
+    ),
+    kind(
+        "dev.taskmesh.task.create.v1",
+        "taskmesh.events.v1.CreateTaskCommand",
+        "task-commands",
+    ),
+    kind(
+        "dev.taskmesh.task.add_exdate.v1",
+        "taskmesh.events.v1.AddExdateCommand",
+        "task-commands",
+    ),
+    kind(
+        "dev.taskmesh.task.end_series.v1",
+        "taskmesh.events.v1.EndSeriesCommand",
+        "task-commands",
+    ),
+    kind(
+        "dev.taskmesh.task.delete.v1",
+        "taskmesh.events.v1.DeleteTaskCommand",
+        "task-commands",
+    ),
+    kind(
+        "dev.taskmesh.series.ended.v1",
+        "taskmesh.events.v1.SeriesEnded",
+        "task-commands",
+    ),
 ];
 
 /// The kind of `event_type`, if it is one of the mesh's.

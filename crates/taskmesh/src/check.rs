@@ -9,7 +9,7 @@ use taskmesh_platform::kafka::Topic;
 
 use crate::{
     cli::CheckArgs,
-    config::{self, Keys},
+    config::{self, KeySource},
 };
 
 /// A failed check: what failed, why, and what to fix (the process exits non-zero with it).
@@ -54,7 +54,10 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
             "correct the named setting",
         )
     })?;
-    ok("configuration", &config::summary(common, Some(&kafka), None));
+    ok(
+        "configuration",
+        &config::summary(common, Some(&kafka), None),
+    );
 
     let (_, keys) = config::verifier(common, false).map_err(|error| {
         failed(
@@ -64,8 +67,8 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
         )
     })?;
     let keys = match keys {
-        Keys::PublicKeys(path) => format!("public keys from {}", path.display()),
-        Keys::Secret | Keys::Development => "an HS256 secret".to_owned(),
+        KeySource::PublicKeyFile(path) => format!("public keys from {}", path.display()),
+        KeySource::Secret | KeySource::Development => "an HS256 secret".to_owned(),
     };
     ok("token keys", &keys);
 
@@ -110,7 +113,9 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
                         "{topic} has {found} partitions, TASKMESH_TOPIC_PARTITIONS says {}",
                         kafka.partitions
                     ),
-                    format!("set TASKMESH_TOPIC_PARTITIONS={found} (consumers read every partition there is; the setting is what `migrate` creates)"),
+                    format!(
+                        "set TASKMESH_TOPIC_PARTITIONS={found} (consumers read every partition there is; the setting is what `migrate` creates)"
+                    ),
                 ));
             }
             Some(found) => ok("topic", &format!("{topic} ({found} partitions)")),

@@ -105,13 +105,13 @@ pub(crate) fn kafka(common: &Common, brokers: String) -> anyhow::Result<KafkaCon
 
 /// Where the verifier's keys come from.
 #[derive(Clone, Debug)]
-pub(crate) enum Keys {
+pub(crate) enum KeySource {
     /// An HS256 secret from `TASKMESH_JWT_SECRET`.
     Secret,
     /// The fixed development secret (`dev` only).
     Development,
     /// RS256/EdDSA public keys from a PEM or JWKS file.
-    PublicKeys(PathBuf),
+    PublicKeyFile(PathBuf),
 }
 
 /// The verifier: public keys when configured, else the secret, else (`dev` only) the
@@ -120,11 +120,11 @@ pub(crate) enum Keys {
 /// # Errors
 /// A key file that cannot be read or holds no usable key; outside `dev`, no key at all, or
 /// a secret that is short or the public development one.
-pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, Keys)> {
+pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, KeySource)> {
     let (verifier, keys) = if let Some(path) = &common.jwt_public_keys {
         let verifier = Verifier::from_public_keys_file(path)
             .with_context(|| format!("TASKMESH_JWT_PUBLIC_KEYS {}", path.display()))?;
-        (verifier, Keys::PublicKeys(path.clone()))
+        (verifier, KeySource::PublicKeyFile(path.clone()))
     } else if let Some(secret) = &common.jwt_secret {
         let bytes = secret.expose_secret().len();
         if !dev && secret.expose_secret() == DEV_SECRET {
@@ -140,7 +140,7 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
                  (e.g. `openssl rand -base64 48`), or use TASKMESH_JWT_PUBLIC_KEYS"
             );
         }
-        (Verifier::hs256(secret), Keys::Secret)
+        (Verifier::hs256(secret), KeySource::Secret)
     } else if dev {
         tracing::warn!(
             "TASKMESH_JWT_SECRET is unset: using the fixed, public DEVELOPMENT secret. \
@@ -148,7 +148,7 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
         );
         (
             Verifier::hs256(&SecretString::from(DEV_SECRET)),
-            Keys::Development,
+            KeySource::Development,
         )
     } else {
         anyhow::bail!(
@@ -174,7 +174,11 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 /// The effective configuration in one line, every secret redacted (logged at start).
-pub(crate) fn summary(common: &Common, kafka: Option<&KafkaConfig>, keys: Option<&Keys>) -> String {
+pub(crate) fn summary(
+    common: &Common,
+    kafka: Option<&KafkaConfig>,
+    keys: Option<&KeySource>,
+) -> String {
     let mut parts = vec![format!("database {}", redact_url(&common.database_url))];
     match kafka {
         Some(kafka) => {
@@ -196,9 +200,9 @@ pub(crate) fn summary(common: &Common, kafka: Option<&KafkaConfig>, keys: Option
     }
     let keys = match keys {
         None => return parts.join("; "),
-        Some(Keys::Secret) => "HS256 secret".to_owned(),
-        Some(Keys::Development) => "the DEVELOPMENT secret".to_owned(),
-        Some(Keys::PublicKeys(path)) => format!("public keys from {}", path.display()),
+        Some(KeySource::Secret) => "HS256 secret".to_owned(),
+        Some(KeySource::Development) => "the DEVELOPMENT secret".to_owned(),
+        Some(KeySource::PublicKeyFile(path)) => format!("public keys from {}", path.display()),
     };
     let issuer = common
         .jwt_issuer

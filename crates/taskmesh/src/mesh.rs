@@ -192,7 +192,12 @@ impl Mesh {
             listeners,
             gateway,
         } = self;
-        let [task_listener, reminder_listener, recurrence_listener, audit_listener] = listeners;
+        let [
+            task_listener,
+            reminder_listener,
+            recurrence_listener,
+            audit_listener,
+        ] = listeners;
         let task = TaskServer {
             pool: pools.task,
             kafka: config.kafka.clone(),
@@ -233,24 +238,43 @@ impl Mesh {
         };
         // Boxed: five servers' futures side by side would make one very large future.
         let (task, reminder, recurrence, audit, gateway) = tokio::join!(
-            Box::pin(async { stop_all("task service", task.serve(task_listener, shutdown.clone()).await) }),
             Box::pin(async {
-                stop_all("reminder service", reminder.serve(reminder_listener, shutdown.clone()).await)
+                stop_all(
+                    "task service",
+                    task.serve(task_listener, shutdown.clone()).await,
+                )
+            }),
+            Box::pin(async {
+                stop_all(
+                    "reminder service",
+                    reminder.serve(reminder_listener, shutdown.clone()).await,
+                )
             }),
             Box::pin(async {
                 stop_all(
                     "recurrence service",
-                    recurrence.serve(recurrence_listener, shutdown.clone()).await,
+                    recurrence
+                        .serve(recurrence_listener, shutdown.clone())
+                        .await,
                 )
             }),
-            Box::pin(async { stop_all("audit service", audit.serve(audit_listener, shutdown.clone()).await) }),
+            Box::pin(async {
+                stop_all(
+                    "audit service",
+                    audit.serve(audit_listener, shutdown.clone()).await,
+                )
+            }),
             Box::pin(async { stop_all("gateway", gateway.serve(shutdown.clone()).await) }),
         );
         // The failure that came first is the cause; the others (if any) followed from it.
         let mut results = [task, reminder, recurrence, audit, gateway];
         if let Some(first) = results
             .iter()
-            .position(|r| r.as_ref().err().is_some_and(|e| e.downcast_ref::<Failure>().is_some()))
+            .position(|r| {
+                r.as_ref()
+                    .err()
+                    .is_some_and(|e| e.downcast_ref::<Failure>().is_some())
+            })
             .or_else(|| results.iter().position(Result::is_err))
         {
             return std::mem::replace(&mut results[first], Ok(()));

@@ -320,7 +320,11 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let seen = taskmesh_platform::dlq::replay(&kafka, topic, &filter, args.dry_run)
         .await
         .with_context(|| format!("replaying {}", kafka.dead_letter_topic(topic)))?;
-    let verb = if args.dry_run { "would replay" } else { "replayed" };
+    let verb = if args.dry_run {
+        "would replay"
+    } else {
+        "replayed"
+    };
     for letter in &seen {
         let when = letter
             .dead_lettered

@@ -51,21 +51,32 @@ impl PgCluster {
         let mut conf = String::from("listen_addresses = '127.0.0.1'\n");
         if let Some(pki) = pki {
             let data = cluster.data_dir();
-            for (from, to) in [(&pki.server_cert, "test-server.crt"), (&pki.server_key, "test-server.key")] {
+            for (from, to) in [
+                (&pki.server_cert, "test-server.crt"),
+                (&pki.server_key, "test-server.key"),
+            ] {
                 let target = data.join(to);
                 std::fs::copy(from, &target)?;
-                run(Command::new("chown").args(["postgres:postgres"]).arg(&target))?;
+                run(Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&target))?;
                 run(Command::new("chmod").arg("600").arg(&target))?;
             }
             conf.push_str("ssl_cert_file = 'test-server.crt'\nssl_key_file = 'test-server.key'\n");
         }
-        std::fs::write(cluster.conf_dir().join("conf.d").join("taskmesh-test.conf"), conf)?;
+        std::fs::write(
+            cluster.conf_dir().join("conf.d").join("taskmesh-test.conf"),
+            conf,
+        )?;
         cluster.start()?;
         Ok(cluster)
     }
 
     fn data_dir(&self) -> PathBuf {
-        PathBuf::from(format!("/var/lib/postgresql/{}/{}", self.version, self.name))
+        PathBuf::from(format!(
+            "/var/lib/postgresql/{}/{}",
+            self.version, self.name
+        ))
     }
 
     fn conf_dir(&self) -> PathBuf {

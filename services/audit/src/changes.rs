@@ -38,7 +38,10 @@ pub(crate) fn resource_version(message: &DynamicMessage) -> Option<i64> {
             let value = message.get_field(&field);
             let resource = value.as_message()?;
             resource.descriptor().get_field_by_name("version")?;
-            resource.get_field_by_name("version")?.as_i64().filter(|v| *v > 0)
+            resource
+                .get_field_by_name("version")?
+                .as_i64()
+                .filter(|v| *v > 0)
         })
 }
 

@@ -109,8 +109,12 @@ struct Valid {
 /// # Errors
 /// [`HandleError::Reject`] saying what is wrong.
 fn validate(topic: &str, event: &CloudEvent) -> Result<Valid, HandleError> {
-    let kind = catalogue::find(&event.event_type)
-        .ok_or_else(|| reject(format!("unknown event type {:?}", bounded(&event.event_type))))?;
+    let kind = catalogue::find(&event.event_type).ok_or_else(|| {
+        reject(format!(
+            "unknown event type {:?}",
+            bounded(&event.event_type)
+        ))
+    })?;
     if !topic.ends_with(kind.topic) {
         return Err(reject(format!(
             "{} belongs on {}, not {topic}",
@@ -127,10 +131,11 @@ fn validate(topic: &str, event: &CloudEvent) -> Result<Valid, HandleError> {
     }
     let message = changes::decode(kind.message, &event.data)
         .ok_or_else(|| reject(format!("the payload is not a {}", kind.message)))?;
-    let context = changes::context(&message)
-        .ok_or_else(|| reject("the payload has no context"))?;
+    let context = changes::context(&message).ok_or_else(|| reject("the payload has no context"))?;
     if context.user.is_empty() || context.user != event.key {
-        return Err(reject("the payload's owner is missing or is not the record key"));
+        return Err(reject(
+            "the payload's owner is missing or is not the record key",
+        ));
     }
     if context.actor.is_empty() {
         return Err(reject("the payload names no actor"));

@@ -88,11 +88,7 @@ impl AuditServer {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
         let mut supervisor = Supervisor::new("audit", shutdown);
-        let (pool, retention, dedupe) = (
-            self.pool.clone(),
-            self.retention,
-            self.dedupe_retention,
-        );
+        let (pool, retention, dedupe) = (self.pool.clone(), self.retention, self.dedupe_retention);
         supervisor.spawn("retention", |ctx| {
             retention::run(pool, retention, dedupe, ctx)
         });

@@ -115,7 +115,9 @@ impl Handler for TaskEventHandler {
                     .as_ref()
                     .and_then(|r| series::id_in(&r.series, "series/"));
                 if let Some(series) = series {
-                    rule_removed(tx, &outbox, series, id).await.map_err(database)?;
+                    rule_removed(tx, &outbox, series, id)
+                        .await
+                        .map_err(database)?;
                 }
                 Ok(())
             }
@@ -147,7 +149,9 @@ async fn tracked(
         return Ok(());
     };
     match kind {
-        Kind::Created => late_successor(tx, outbox, &series, id).await.map_err(database),
+        Kind::Created => late_successor(tx, outbox, &series, id)
+            .await
+            .map_err(database),
         Kind::Updated(before, due_moved) => {
             if due_moved {
                 series::due_moved(tx, id).await.map_err(database)?;
@@ -321,7 +325,9 @@ pub(crate) async fn move_on(
                 .end(tx, series, Ending::Rule(reason))
                 .await
                 .map_err(database)?;
-            series::settle(tx, id, None, "ended").await.map_err(database)?;
+            series::settle(tx, id, None, "ended")
+                .await
+                .map_err(database)?;
         }
     }
     Ok(())

@@ -22,8 +22,8 @@ use prost::Message;
 use sqlx::{FromRow, PgConnection, PgPool, postgres::PgListener};
 use taskmesh_domain::timestamp;
 use taskmesh_platform::changelog::{self, Change, Writer};
-use taskmesh_proto::events::v1 as ev;
 use taskmesh_platform::runtime::{Backoff, TaskContext};
+use taskmesh_proto::events::v1 as ev;
 use uuid::Uuid;
 
 use crate::{

@@ -128,7 +128,11 @@ pub(super) async fn monitor(
         readings.send_replace(Some(Reading {
             result: result.map_err(|e| e.to_string()),
         }));
-        let wait = if worked { EVERY } else { Duration::from_secs(1) };
+        let wait = if worked {
+            EVERY
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}

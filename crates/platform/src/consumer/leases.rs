@@ -207,10 +207,10 @@ impl Leases {
     /// Ends the session, releasing every lease at once.
     pub async fn close(&mut self) {
         self.held.clear();
-        if let Some(session) = self.session.take() {
-            if let Err(error) = sqlx::Connection::close(session).await {
-                tracing::debug!(%error, "lease session did not close cleanly");
-            }
+        if let Some(session) = self.session.take()
+            && let Err(error) = sqlx::Connection::close(session).await
+        {
+            tracing::debug!(%error, "lease session did not close cleanly");
         }
     }
 
@@ -266,7 +266,10 @@ mod tests {
 
     #[test]
     fn namespaces_are_stable_and_non_negative() {
-        assert_eq!(namespace("taskmesh-audit-reminders"), namespace("taskmesh-audit-reminders"));
+        assert_eq!(
+            namespace("taskmesh-audit-reminders"),
+            namespace("taskmesh-audit-reminders")
+        );
         assert_ne!(namespace("a.taskmesh-task"), namespace("b.taskmesh-task"));
         for group in ["", "x", "prod.taskmesh-reminder"] {
             assert!(namespace(group) >= 0);

@@ -236,7 +236,9 @@ impl<H: Handler> Worker<H> {
             }
         });
         match assigned {
-            Ok(()) => tracing::info!(consumer = %self.settings.name, ?partitions, "consuming partitions"),
+            Ok(()) => {
+                tracing::info!(consumer = %self.settings.name, ?partitions, "consuming partitions")
+            }
             Err(error) => {
                 tracing::warn!(consumer = %self.settings.name, %error, "cannot assign partitions")
             }
@@ -278,10 +280,10 @@ impl<H: Handler> Worker<H> {
                 let _ = list.add_partition_offset(&self.topic, *partition, Offset::Offset(offset));
             }
         }
-        if list.count() > 0 {
-            if let Err(error) = consumer.commit(&list, CommitMode::Async) {
-                tracing::debug!(%error, "offsets not committed");
-            }
+        if list.count() > 0
+            && let Err(error) = consumer.commit(&list, CommitMode::Async)
+        {
+            tracing::debug!(%error, "offsets not committed");
         }
     }
 
@@ -408,7 +410,8 @@ impl<H: Handler> Worker<H> {
     fn store(&mut self, consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
         match consumer.store_offset_from_message(message) {
             Ok(()) => {
-                self.stored.insert(message.partition(), message.offset() + 1);
+                self.stored
+                    .insert(message.partition(), message.offset() + 1);
             }
             // The partition was given up meanwhile: its new owner gets the event again and
             // skips it as a duplicate.

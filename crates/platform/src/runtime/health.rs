@@ -79,11 +79,13 @@ pub struct Health {
 impl Default for Health {
     fn default() -> Self {
         Self {
-            state: Arc::new(watch::channel(State {
-                phase: Phase::Starting,
-                degraded: BTreeSet::new(),
-            })
-            .0),
+            state: Arc::new(
+                watch::channel(State {
+                    phase: Phase::Starting,
+                    degraded: BTreeSet::new(),
+                })
+                .0,
+            ),
             services: Arc::default(),
         }
     }

@@ -236,18 +236,16 @@ impl Supervisor {
         // Drain: the server finishes in-flight calls, tasks their unit of work in hand. The
         // health keeps being published meanwhile (NOT_SERVING for readiness).
         let drained = async {
-            if !server_done {
-                if let Err(error) = server.await {
-                    let error: anyhow::Error = error.into();
-                    tracing::warn!(component = self.component, error = %format!("{error:#}"), "server stopped with an error while draining");
-                }
+            if !server_done && let Err(error) = server.await {
+                let error: anyhow::Error = error.into();
+                tracing::warn!(component = self.component, error = %format!("{error:#}"), "server stopped with an error while draining");
             }
             while let Some(ended) = self.tasks.join_next_with_id().await {
-                if let Err(error) = &ended {
-                    if error.is_panic() {
-                        let task = self.names.get(&error.id()).cloned().unwrap_or_default();
-                        tracing::error!(component = self.component, %task, "background task panicked while stopping");
-                    }
+                if let Err(error) = &ended
+                    && error.is_panic()
+                {
+                    let task = self.names.get(&error.id()).cloned().unwrap_or_default();
+                    tracing::error!(component = self.component, %task, "background task panicked while stopping");
                 }
             }
         };

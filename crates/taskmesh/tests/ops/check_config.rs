@@ -38,7 +38,13 @@ async fn good_settings_pass_and_each_bad_one_is_named() {
 
     let ok = run(check(&db, &brokers, &[]), LIMIT).await;
     assert!(ok.success, "good settings pass:\n{}", ok.text);
-    for line in ["ok  configuration", "ok  token keys", "ok  PostgreSQL", "ok  Kafka", "ok  topic"] {
+    for line in [
+        "ok  configuration",
+        "ok  token keys",
+        "ok  PostgreSQL",
+        "ok  Kafka",
+        "ok  topic",
+    ] {
         assert!(ok.text.contains(line), "{line:?} missing:\n{}", ok.text);
     }
     assert!(
@@ -47,7 +53,9 @@ async fn good_settings_pass_and_each_bad_one_is_named() {
         ok.text
     );
 
-    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+    // Each bad setting (environment), and what the output must say.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case<'_>; 5] = [
         (
             &[("TASKMESH_TOPIC_PREFIX", "nowhere.")],
             &["nowhere.task-events does not exist", "taskmesh migrate"],
@@ -73,9 +81,17 @@ async fn good_settings_pass_and_each_bad_one_is_named() {
         let bad = run(check(&db, &brokers, envs), LIMIT).await;
         assert!(!bad.success, "{envs:?} must fail:\n{}", bad.text);
         for text in expected {
-            assert!(bad.text.contains(text), "{envs:?}: {text:?} missing:\n{}", bad.text);
+            assert!(
+                bad.text.contains(text),
+                "{envs:?}: {text:?} missing:\n{}",
+                bad.text
+            );
         }
-        assert!(!bad.text.contains("hunter2"), "a secret was printed:\n{}", bad.text);
+        assert!(
+            !bad.text.contains("hunter2"),
+            "a secret was printed:\n{}",
+            bad.text
+        );
     }
 
     // PostgreSQL whose certificate another CA signed (a server of the test's own: the
@@ -138,7 +154,11 @@ async fn kafka_tls_and_sasl_problems_are_named() {
         LIMIT,
     )
     .await;
-    assert!(ok.success, "SASL_SSL with the right password passes:\n{}", ok.text);
+    assert!(
+        ok.success,
+        "SASL_SSL with the right password passes:\n{}",
+        ok.text
+    );
     assert!(ok.text.contains("SASL_SSL"), "{}", ok.text);
     assert!(ok.text.contains("sasl.password=***"), "{}", ok.text);
 
@@ -156,7 +176,11 @@ async fn kafka_tls_and_sasl_problems_are_named() {
     )
     .await;
     assert!(!bad.success, "a wrong password fails:\n{}", bad.text);
-    assert!(bad.text.contains("TASKMESH_KAFKA_SASL_PASSWORD"), "{}", bad.text);
+    assert!(
+        bad.text.contains("TASKMESH_KAFKA_SASL_PASSWORD"),
+        "{}",
+        bad.text
+    );
     assert!(!bad.text.contains("wrong-password"), "{}", bad.text);
 
     let other = Pki::new().expect("another CA");

@@ -85,7 +85,11 @@ impl Dev {
             Some(())
         })
         .await;
-        assert!(ready.is_some(), "dev was not ready within {limit:?}; see {}", self.log.display());
+        assert!(
+            ready.is_some(),
+            "dev was not ready within {limit:?}; see {}",
+            self.log.display()
+        );
     }
 }
 
@@ -125,7 +129,7 @@ async fn load(gateway: SocketAddr, stop: Arc<AtomicBool>, acked: Arc<Mutex<Acked
                 .connect()
                 .await?;
             let mut tasks = TaskServiceClient::new(channel);
-            let recurring = k % 4 == 0;
+            let recurring = k.is_multiple_of(4);
             let fire = Utc::now() + chrono::Duration::from_std(REMINDER_AHEAD)?;
             let task = Task {
                 title: format!("load {k}"),
@@ -165,7 +169,11 @@ async fn load(gateway: SocketAddr, stop: Arc<AtomicBool>, acked: Arc<Mutex<Acked
                 .into_inner()
                 .task
                 .unwrap_or_default();
-            acked.lock().expect("lock").created.push(created.name.clone());
+            acked
+                .lock()
+                .expect("lock")
+                .created
+                .push(created.name.clone());
             if recurring {
                 tasks
                     .complete_task(with_token(
@@ -310,16 +318,27 @@ async fn killed_dev_resumes_every_consumer_and_applies_each_effect_once() {
     })
     .await;
     let state = check(&pool, end).await;
-    assert!(settled.is_some(), "not every effect applied once: {state:?}");
+    assert!(
+        settled.is_some(),
+        "not every effect applied once: {state:?}"
+    );
 
     let acked = std::mem::take(&mut *acked.lock().expect("lock"));
     let names: Vec<String> = sqlx::query_scalar("SELECT 'tasks/' || id FROM task.tasks")
         .fetch_all(&pool)
         .await
         .expect("tasks");
-    let lost: Vec<&String> = acked.created.iter().filter(|n| !names.contains(n)).collect();
+    let lost: Vec<&String> = acked
+        .created
+        .iter()
+        .filter(|n| !names.contains(n))
+        .collect();
     assert!(lost.is_empty(), "acknowledged creates lost: {lost:?}");
-    assert!(acked.created.len() > 100, "the load ran: {} creates", acked.created.len());
+    assert!(
+        acked.created.len() > 100,
+        "the load ran: {} creates",
+        acked.created.len()
+    );
 
     let kafka = KafkaConfig::local(dev.kafka.to_string());
     for topic in Topic::ALL {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use taskmesh_platform::kafka::Topic;
 use taskmesh_proto::{
     reminder::v1::{ListRemindersRequest, reminder_service_client::ReminderServiceClient},
-    task::v1::{CreateTaskRequest, Reminder, Task, reminder, task_service_client::TaskServiceClient},
+    task::v1::{
+        CreateTaskRequest, Reminder, Task, reminder, task_service_client::TaskServiceClient,
+    },
 };
 use taskmesh_testkit::{EventReader, Mesh, MeshOptions, authed, eventually};
 
@@ -46,12 +48,15 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
         .into_inner()
         .task
         .expect("a task");
-    let dead = EventReader::new_named(&mesh.kafka, &mesh.kafka.dead_letter_topic(Topic::TaskEvents))
-        .await
-        .expect("reader")
-        .collect(1, Duration::from_secs(30))
-        .await
-        .expect("reads");
+    let dead = EventReader::new_named(
+        &mesh.kafka,
+        &mesh.kafka.dead_letter_topic(Topic::TaskEvents),
+    )
+    .await
+    .expect("reader")
+    .collect(1, Duration::from_secs(30))
+    .await
+    .expect("reads");
     assert_eq!(dead.len(), 1, "the creation was dead-lettered");
     assert_eq!(dead[0].subject, task.name);
 
@@ -71,11 +76,23 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
     dry.arg("--dry-run");
     let ran = run(dry, Duration::from_secs(60)).await;
     assert!(ran.success, "{}", ran.text);
-    assert!(ran.text.contains("would replay 1 of 1 dead letters"), "{}", ran.text);
+    assert!(
+        ran.text.contains("would replay 1 of 1 dead letters"),
+        "{}",
+        ran.text
+    );
     let ran = run(replay(), Duration::from_secs(60)).await;
     assert!(ran.success, "{}", ran.text);
-    assert!(ran.text.contains("replayed 1 of 1 dead letters"), "{}", ran.text);
-    assert!(ran.text.contains("dev.taskmesh.task.created.v1"), "{}", ran.text);
+    assert!(
+        ran.text.contains("replayed 1 of 1 dead letters"),
+        "{}",
+        ran.text
+    );
+    assert!(
+        ran.text.contains("dev.taskmesh.task.created.v1"),
+        "{}",
+        ran.text
+    );
 
     let reminders = ReminderServiceClient::new(mesh.gateway_channel().await.expect("channel"));
     let scheduled = eventually(Duration::from_secs(30), || {

@@ -6,13 +6,13 @@ use std::{
     time::Duration,
 };
 
-use taskmesh_proto::{
-    audit::v1::{ListActivityRequest, audit_service_client::AuditServiceClient},
-    task::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient},
-};
 use taskmesh_platform::{
     broker::{BrokerOptions, EmbeddedBroker, Scram, add_scram_user},
     kafka::KafkaConfig,
+};
+use taskmesh_proto::{
+    audit::v1::{ListActivityRequest, audit_service_client::AuditServiceClient},
+    task::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient},
 };
 use taskmesh_testkit::{
     Mesh, authed, eventually,
@@ -246,13 +246,11 @@ impl Drop for TlsBroker {
 /// answer.
 pub(crate) async fn metrics_text(addr: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
         .await

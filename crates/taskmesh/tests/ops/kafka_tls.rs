@@ -25,11 +25,20 @@ async fn the_mesh_works_over_kafka_tls() {
     // CreateTask → outbox relay → task-events (TLS) → AuditService's consumer (TLS).
     let task = create(&mesh, "tls-user", "over TLS").await;
     let created = created_entries(&mesh, "tls-user", 1, Duration::from_secs(30)).await;
-    assert_eq!(created, vec![task.name.clone()], "the consumer got the event over TLS");
+    assert_eq!(
+        created,
+        vec![task.name.clone()],
+        "the consumer got the event over TLS"
+    );
 
     // And the event itself, read back over TLS.
-    let reader = EventReader::new(&kafka, Topic::TaskEvents).await.expect("reader");
-    let events = reader.collect(10, Duration::from_secs(3)).await.expect("events");
+    let reader = EventReader::new(&kafka, Topic::TaskEvents)
+        .await
+        .expect("reader");
+    let events = reader
+        .collect(10, Duration::from_secs(3))
+        .await
+        .expect("events");
     assert!(
         events.iter().any(|e| e.subject == task.name),
         "task-events holds the creation: {events:?}"
@@ -59,7 +68,10 @@ async fn mutual_tls_needs_the_client_certificate() {
             "ssl.certificate.location".into(),
             pki.client_cert.display().to_string(),
         ),
-        ("ssl.key.location".into(), pki.client_key.display().to_string()),
+        (
+            "ssl.key.location".into(),
+            pki.client_key.display().to_string(),
+        ),
     ]);
     kafka.create_topics().await.expect("topics over mTLS");
     round_trip(&kafka).await;
@@ -85,13 +97,19 @@ async fn sasl_scram_over_tls_with_the_password_from_a_secret() {
         ("sasl.username".into(), "taskmesh".into()),
     ]);
     let mut wrong = kafka.clone();
-    kafka.secrets = vec![("sasl.password".into(), SecretString::from("s3cret-passw0rd"))];
+    kafka.secrets = vec![(
+        "sasl.password".into(),
+        SecretString::from("s3cret-passw0rd"),
+    )];
     wrong.secrets = vec![("sasl.password".into(), SecretString::from("guess"))];
 
     kafka.create_topics().await.expect("topics over SASL_SSL");
     round_trip(&kafka).await;
 
-    let error = wrong.check(vec![]).await.expect_err("a wrong password is refused");
+    let error = wrong
+        .check(vec![])
+        .await
+        .expect_err("a wrong password is refused");
     assert!(
         error.fix.contains("TASKMESH_KAFKA_SASL_PASSWORD"),
         "the check names the password setting: {error}"
@@ -111,9 +129,16 @@ async fn round_trip(kafka: &KafkaConfig) {
         data: vec![1, 2, 3],
         traceparent: None,
     };
-    publish(kafka, Topic::TaskEvents, &event).await.expect("published");
-    let reader = EventReader::new(kafka, Topic::TaskEvents).await.expect("reader");
-    let events = reader.collect(10, Duration::from_secs(3)).await.expect("events");
+    publish(kafka, Topic::TaskEvents, &event)
+        .await
+        .expect("published");
+    let reader = EventReader::new(kafka, Topic::TaskEvents)
+        .await
+        .expect("reader");
+    let events = reader
+        .collect(10, Duration::from_secs(3))
+        .await
+        .expect("events");
     assert!(
         events.iter().any(|e| e.id == event.id),
         "the event came back: {events:?}"

@@ -36,7 +36,9 @@ async fn consumers_and_relays_recover_from_a_broker_outage() {
         names.push(create(&mesh, user, &format!("before {i}")).await.name);
     }
     assert_eq!(
-        created_entries(&mesh, user, 3, Duration::from_secs(30)).await.len(),
+        created_entries(&mesh, user, 3, Duration::from_secs(30))
+            .await
+            .len(),
         3
     );
     let components = [
@@ -45,7 +47,11 @@ async fn consumers_and_relays_recover_from_a_broker_outage() {
         ("audit", mesh.audit_addr),
     ];
     for (name, addr) in components {
-        assert_eq!(health(addr, "").await, Some(SERVING), "{name} healthy first");
+        assert_eq!(
+            health(addr, "").await,
+            Some(SERVING),
+            "{name} healthy first"
+        );
     }
 
     proxy.down();
@@ -68,7 +74,10 @@ async fn consumers_and_relays_recover_from_a_broker_outage() {
     let mut created = created_entries(&mesh, user, 6, Duration::from_secs(90)).await;
     created.sort();
     names.sort();
-    assert_eq!(created, names, "every creation audited once, none lost, none twice");
+    assert_eq!(
+        created, names,
+        "every creation audited once, none lost, none twice"
+    );
     for (name, addr) in components {
         let healthy = eventually(Duration::from_secs(60), || async {
             (health(addr, "").await == Some(SERVING)).then_some(())

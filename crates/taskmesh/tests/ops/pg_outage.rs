@@ -15,7 +15,9 @@ use taskmesh_platform::{
     kafka::{KafkaConfig, Topic},
 };
 use taskmesh_proto::task::v1::{GetTaskRequest, task_service_client::TaskServiceClient};
-use taskmesh_testkit::{EventReader, Mesh, MeshOptions, authed, eventually, pgcluster::PgCluster, publish};
+use taskmesh_testkit::{
+    EventReader, Mesh, MeshOptions, authed, eventually, pgcluster::PgCluster, publish,
+};
 use tonic::Code;
 
 use crate::helpers::{SERVING, create, health};
@@ -29,7 +31,9 @@ async fn a_long_database_outage_dead_letters_nothing() {
     taskmesh_testkit::init_tracing();
     let cluster = PgCluster::create(None).expect("a cluster of our own");
     let url = cluster.url("taskmesh");
-    taskmesh_platform::db::ensure_database(&url).await.expect("database");
+    taskmesh_platform::db::ensure_database(&url)
+        .await
+        .expect("database");
     let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
         .await
         .expect("broker");
@@ -47,7 +51,11 @@ async fn a_long_database_outage_dead_letters_nothing() {
     .expect("mesh");
     let mut names = Vec::new();
     for i in 0..12 {
-        names.push(create(&mesh, &format!("pg-user-{}", i % 4), &format!("task {i}")).await.name);
+        names.push(
+            create(&mesh, &format!("pg-user-{}", i % 4), &format!("task {i}"))
+                .await
+                .name,
+        );
     }
     let events = outbox(&mesh).await;
     assert_eq!(events.len(), 12);
@@ -55,7 +63,9 @@ async fn a_long_database_outage_dead_letters_nothing() {
     cluster.stop().expect("PostgreSQL stops");
     let stopped = Instant::now();
     for event in &events {
-        publish(&kafka, Topic::TaskEvents, event).await.expect("published");
+        publish(&kafka, Topic::TaskEvents, event)
+            .await
+            .expect("published");
     }
     // Calls fail with retryable codes, not INTERNAL or CANCELLED.
     let mut tasks = TaskServiceClient::new(mesh.gateway_channel().await.expect("channel"));
@@ -91,19 +101,21 @@ async fn a_long_database_outage_dead_letters_nothing() {
             (&mesh.recurrence_pool, "taskmesh-recurrence"),
             (&mesh.audit_pool, "taskmesh-audit-task-events"),
         ] {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM processed_events WHERE consumer = $1",
-            )
-            .bind(consumer)
-            .fetch_one(pool)
-            .await
-            .ok()?;
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE consumer = $1")
+                    .bind(consumer)
+                    .fetch_one(pool)
+                    .await
+                    .ok()?;
             counts.push(n);
         }
         (counts == [12, 12, 12]).then_some(())
     })
     .await;
-    assert!(applied.is_some(), "every consumer applied every event after the outage");
+    assert!(
+        applied.is_some(),
+        "every consumer applied every event after the outage"
+    );
     eprintln!(
         "database down {:.0} s; every event applied {:.1} s after starting it again ({:.1} s of which the server's start-up)",
         OUTAGE.as_secs_f64(),

@@ -15,10 +15,10 @@ const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 async fn the_mesh_works_over_postgres_tls_verified_against_the_server_ca() {
     let (kafka, broker) = plain_broker().await;
     let mesh = Mesh::start_with(MeshOptions::default(), kafka, Some(broker), |config| {
-            config.database_url = format!(
-                "{}?sslmode=verify-ca&sslrootcert={SNAKEOIL}",
-                config.database_url
-            );
+        config.database_url = format!(
+            "{}?sslmode=verify-ca&sslrootcert={SNAKEOIL}",
+            config.database_url
+        );
     })
     .await
     .expect("the mesh starts over verified TLS");
@@ -28,12 +28,11 @@ async fn the_mesh_works_over_postgres_tls_verified_against_the_server_ca() {
 
     // Every pool's connections are encrypted.
     for pool in [&mesh.pool, &mesh.reminder_pool, &mesh.audit_pool] {
-        let (ssl, version): (bool, Option<String>) = sqlx::query_as(
-            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("reads pg_stat_ssl");
+        let (ssl, version): (bool, Option<String>) =
+            sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(pool)
+                .await
+                .expect("reads pg_stat_ssl");
         assert!(ssl, "a pool connection is not TLS");
         assert!(version.is_some_and(|v| v.starts_with("TLS")));
     }
@@ -64,9 +63,19 @@ async fn only_a_server_signed_by_the_given_ca_is_accepted() {
     // store knows it).
     let pki = Pki::new().expect("certificates");
     let cluster = PgCluster::create(Some(&pki)).expect("a cluster");
-    let url = |query: &str| format!("{}?{query}", cluster.url("taskmesh").replace("127.0.0.1", "localhost"));
-    let trusted = url(&format!("sslmode=verify-full&sslrootcert={}", pki.ca.display()));
-    db::ensure_database(&trusted).await.expect("verify-full with the right CA connects");
+    let url = |query: &str| {
+        format!(
+            "{}?{query}",
+            cluster.url("taskmesh").replace("127.0.0.1", "localhost")
+        )
+    };
+    let trusted = url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        pki.ca.display()
+    ));
+    db::ensure_database(&trusted)
+        .await
+        .expect("verify-full with the right CA connects");
 
     let (kafka, broker) = plain_broker().await;
     let mesh = Mesh::start_with(MeshOptions::default(), kafka, Some(broker), |config| {
@@ -83,7 +92,10 @@ async fn only_a_server_signed_by_the_given_ca_is_accepted() {
 
     let other = Pki::new().expect("another CA");
     for (case, query) in [
-        ("another CA", format!("sslmode=verify-ca&sslrootcert={}", other.ca.display())),
+        (
+            "another CA",
+            format!("sslmode=verify-ca&sslrootcert={}", other.ca.display()),
+        ),
         ("no CA at all", "sslmode=verify-ca".to_owned()),
     ] {
         let (kafka, broker) = plain_broker().await;

@@ -119,7 +119,10 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
             (a + b == partitions && a > 0 && b > 0).then_some(())
         })
         .await;
-        assert!(shared.is_some(), "{consumer}: the replicas do not share the partitions");
+        assert!(
+            shared.is_some(),
+            "{consumer}: the replicas do not share the partitions"
+        );
     }
 
     // One replica of each dies.
@@ -136,7 +139,10 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
             (owned(&replicas[1], consumer).await? == partitions).then_some(())
         })
         .await;
-        assert!(moved.is_some(), "{consumer}: the survivor did not take every partition");
+        assert!(
+            moved.is_some(),
+            "{consumer}: the survivor did not take every partition"
+        );
         eprintln!(
             "{consumer}: the survivor reads every partition {:.1} s after the kill",
             killed.elapsed().as_secs_f64()
@@ -197,14 +203,20 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
         (fired == users && audited == users).then_some(())
     })
     .await;
-    assert!(done.is_some(), "every reminder fired and every creation was audited, once");
+    assert!(
+        done.is_some(),
+        "every reminder fired and every creation was audited, once"
+    );
     let late: Option<f64> = sqlx::query_scalar(
         "SELECT max(extract(epoch FROM fired_time - fire_at))::float8 FROM reminder.reminders",
     )
     .fetch_one(&pool)
     .await
     .expect("lateness");
-    eprintln!("reminders fired at most {:.3} s late", late.unwrap_or_default());
+    eprintln!(
+        "reminders fired at most {:.3} s late",
+        late.unwrap_or_default()
+    );
 
     for served in [&mut task]
         .into_iter()

@@ -154,10 +154,18 @@ async fn the_mesh_dev_runs_stops_whole_with_the_reason() {
         format!("{error:#}").contains("partition.assignment.strategy"),
         "the reason: {error:#}"
     );
-    for addr in [mesh.task_addr, mesh.reminder_addr, mesh.audit_addr, mesh.gateway_addr] {
+    for addr in [
+        mesh.task_addr,
+        mesh.reminder_addr,
+        mesh.audit_addr,
+        mesh.gateway_addr,
+    ] {
         assert_eq!(health(addr, "").await, None, "{addr} stopped too");
     }
-    eprintln!("mesh: start to stopped with broken consumers: {:?}", started.elapsed());
+    eprintln!(
+        "mesh: start to stopped with broken consumers: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

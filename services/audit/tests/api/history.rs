@@ -113,7 +113,9 @@ async fn every_event_is_recorded_once_in_order_with_its_changes() {
     // Delivered again: nothing new. A sentinel re-sent with a new id follows the copies on
     // the same partition; once it is recorded, the copies have been consumed.
     for event in &events {
-        publish(&mesh.kafka, Topic::TaskEvents, event).await.unwrap();
+        publish(&mesh.kafka, Topic::TaskEvents, event)
+            .await
+            .unwrap();
     }
     // Copies on another topic are not events of that topic: each is dead-lettered, none is
     // recorded.

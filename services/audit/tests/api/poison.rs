@@ -43,7 +43,9 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
         data: b"\xff\xff\xff not protobuf".to_vec(),
         ..completed.clone()
     };
-    publish(&mesh.kafka, Topic::TaskEvents, &garbage).await.unwrap();
+    publish(&mesh.kafka, Topic::TaskEvents, &garbage)
+        .await
+        .unwrap();
     // 2. An invalid command: a creation without a task.
     let invalid = CloudEvent {
         id: uuid::Uuid::now_v7(),
@@ -60,18 +62,21 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
                 ..Default::default()
             }),
             task: None,
-            ..Default::default()
         }
         .encode_to_vec(),
         ..completed.clone()
     };
-    publish(&mesh.kafka, Topic::TaskCommands, &invalid).await.unwrap();
+    publish(&mesh.kafka, Topic::TaskCommands, &invalid)
+        .await
+        .unwrap();
     // 3. The old completion again, under a new id.
     let replay = CloudEvent {
         id: uuid::Uuid::now_v7(),
         ..completed.clone()
     };
-    publish(&mesh.kafka, Topic::TaskEvents, &replay).await.unwrap();
+    publish(&mesh.kafka, Topic::TaskEvents, &replay)
+        .await
+        .unwrap();
     // A real change after them, on the same partition (same key): once it is recorded, the
     // records before it have been handled.
     tasks
@@ -94,7 +99,10 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let entries_after = activity_of(&audit, "mallory", 3).await;
     assert_eq!(entries.len(), entries_after.len());
-    let types: Vec<&str> = entries_after.iter().map(|e| e.event_type.as_str()).collect();
+    let types: Vec<&str> = entries_after
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
     assert_eq!(
         types,
         [
@@ -104,16 +112,29 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
         ],
         "no garbage, no command that was never applied, no second completion"
     );
-    assert!(entries_after.iter().all(|e| e.event_id != replay.id.to_string()));
+    assert!(
+        entries_after
+            .iter()
+            .all(|e| e.event_id != replay.id.to_string())
+    );
 
-    let dead = EventReader::new_named(&mesh.kafka, &mesh.kafka.dead_letter_topic(Topic::TaskEvents))
-        .await
-        .unwrap()
-        .collect(10, Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert!(dead.iter().any(|e| e.id == garbage.id), "the garbage was dead-lettered");
-    assert!(dead.iter().all(|e| e.id != replay.id), "a replay is not poison");
+    let dead = EventReader::new_named(
+        &mesh.kafka,
+        &mesh.kafka.dead_letter_topic(Topic::TaskEvents),
+    )
+    .await
+    .unwrap()
+    .collect(10, Duration::from_secs(3))
+    .await
+    .unwrap();
+    assert!(
+        dead.iter().any(|e| e.id == garbage.id),
+        "the garbage was dead-lettered"
+    );
+    assert!(
+        dead.iter().all(|e| e.id != replay.id),
+        "a replay is not poison"
+    );
     let dead = EventReader::new_named(
         &mesh.kafka,
         &mesh.kafka.dead_letter_topic(Topic::TaskCommands),
@@ -123,7 +144,10 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
     .collect(10, Duration::from_secs(3))
     .await
     .unwrap();
-    assert!(dead.iter().any(|e| e.id == invalid.id), "the invalid command was dead-lettered");
+    assert!(
+        dead.iter().any(|e| e.id == invalid.id),
+        "the invalid command was dead-lettered"
+    );
 
     let metrics = reqwest_metrics(&mesh).await;
     assert!(
@@ -137,7 +161,9 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
 /// The gateway's `/metrics` (in the test mesh, every component's).
 async fn reqwest_metrics(mesh: &taskmesh_testkit::Mesh) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(mesh.gateway_addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(mesh.gateway_addr)
+        .await
+        .unwrap();
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .await
