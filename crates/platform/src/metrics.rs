@@ -223,10 +223,10 @@ where
             _ => return Box::pin(self.inner.call(request)),
         };
         let start = Instant::now();
-        // Answer DEADLINE_EXCEEDED just before the client's deadline: tonic's own timer
-        // (outside this layer, at the full deadline) would answer CANCELLED.
-        let deadline = grpc_timeout(request.headers())
-            .map(|timeout| start + timeout.saturating_sub(DEADLINE_MARGIN.min(timeout / 10)));
+        // Answer DEADLINE_EXCEEDED a little before the client's deadline: tonic's own timer
+        // (outside this layer, at the full deadline) would answer CANCELLED, and so would a
+        // tonic client whose timer runs out before the answer arrives.
+        let deadline = grpc_timeout(request.headers()).map(|timeout| start + timeout - margin(timeout));
         let component = self.component;
         let span =
             tracing::info_span!("grpc", otel.name = %format!("{service}/{method}"), component);
@@ -266,9 +266,14 @@ where
     }
 }
 
-/// How much before the client's deadline a call is answered `DEADLINE_EXCEEDED` (at most a
-/// tenth of the timeout).
-const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
+/// How much before the client's deadline a call is answered `DEADLINE_EXCEEDED`: a twentieth
+/// of the timeout, between 1 ms (but never more than a tenth) and 50 ms.
+fn margin(timeout: std::time::Duration) -> std::time::Duration {
+    use std::time::Duration;
+    (timeout / 20)
+        .clamp(Duration::from_millis(1), Duration::from_millis(50))
+        .min(timeout / 10)
+}
 
 /// The client's timeout from `grpc-timeout` (gRPC over HTTP/2: at most 8 digits, then a unit
 /// `H`, `M`, `S`, `m`, `u` or `n`); `None` when absent or malformed.
@@ -311,5 +316,14 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
         assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn calls_are_answered_a_bounded_margin_before_their_deadline() {
+        use super::margin;
+        assert_eq!(margin(Duration::from_millis(500)), Duration::from_millis(25));
+        assert_eq!(margin(Duration::from_secs(30)), Duration::from_millis(50));
+        assert_eq!(margin(Duration::from_millis(5)), Duration::from_micros(500));
+        assert_eq!(margin(Duration::ZERO), Duration::ZERO);
     }
 }
