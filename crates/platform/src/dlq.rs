@@ -1,10 +1,11 @@
 //! Replaying dead letters (`taskmesh dlq replay`): the records of a topic's dead-letter
 //! topic (`<topic>.dlq`) go back to the topic they came from, as they were (key, payload and
 //! CloudEvent headers, so the same `ce_id`), without the headers that said why they were
-//! dead-lettered. Consumers that applied an event before skip it (they dedupe by `ce_id`);
-//! those that could not apply it get it again. Replaying the same records twice is therefore
-//! harmless, and nothing keeps a position: each run reads the whole dead-letter topic and
-//! picks records by the filter.
+//! dead-lettered. Consumers that applied an event before skip it (they dedupe by `ce_id`,
+//! within their dedupe retention, 7 days by default); those that could not apply it get it
+//! again. Replaying the same records twice within that window is therefore harmless, and
+//! nothing keeps a position: each run reads the whole dead-letter topic and picks records by
+//! the filter, one copy per `ce_id`.
 
 use std::time::Duration;
 
@@ -79,11 +80,15 @@ pub async fn replay(
     let records = read_all(kafka, dead_letters).await?;
     let producer: FutureProducer = kafka.producer()?;
     let mut seen = Vec::with_capacity(records.len());
+    // Several consumers may dead-letter the same event (and an event that failed again after
+    // a replay is there twice): one copy per `ce_id` goes back.
+    let mut replayed = std::collections::HashSet::new();
     for record in records {
         let header = |name: &str| record.header(name).unwrap_or_default();
         let dead_lettered = record.timestamp.and_then(DateTime::from_timestamp_millis);
         let event_type = header("ce_type");
-        let selected = filter
+        let event_id = header("ce_id");
+        let matches = filter
             .since
             .is_none_or(|since| dead_lettered.is_some_and(|t| t >= since))
             && filter
@@ -93,6 +98,7 @@ pub async fn replay(
                 .event_type
                 .as_ref()
                 .is_none_or(|wanted| *wanted == event_type);
+        let selected = matches && (event_id.is_empty() || replayed.insert(event_id.clone()));
         if selected && !dry_run {
             let mut put_back = FutureRecord::to(&target).headers(record.original_headers());
             if let Some(key) = &record.key {
@@ -107,7 +113,7 @@ pub async fn replay(
                 .map_err(|(error, _)| error)?;
         }
         seen.push(DeadLetter {
-            event_id: header("ce_id"),
+            event_id,
             event_type,
             dead_lettered,
             reason: header(REASON_HEADER),

@@ -226,7 +226,8 @@ where
         // Answer DEADLINE_EXCEEDED a little before the client's deadline: tonic's own timer
         // (outside this layer, at the full deadline) would answer CANCELLED, and so would a
         // tonic client whose timer runs out before the answer arrives.
-        let deadline = grpc_timeout(request.headers()).map(|timeout| start + timeout - margin(timeout));
+        let deadline = grpc_timeout(request.headers())
+            .and_then(|timeout| start.checked_add(timeout - margin(timeout)));
         let component = self.component;
         let span =
             tracing::info_span!("grpc", otel.name = %format!("{service}/{method}"), component);
@@ -321,7 +322,10 @@ mod tests {
     #[test]
     fn calls_are_answered_a_bounded_margin_before_their_deadline() {
         use super::margin;
-        assert_eq!(margin(Duration::from_millis(500)), Duration::from_millis(25));
+        assert_eq!(
+            margin(Duration::from_millis(500)),
+            Duration::from_millis(25)
+        );
         assert_eq!(margin(Duration::from_secs(30)), Duration::from_millis(50));
         assert_eq!(margin(Duration::from_millis(5)), Duration::from_micros(500));
         assert_eq!(margin(Duration::ZERO), Duration::ZERO);

@@ -184,8 +184,10 @@ impl Relay {
                 if matches!(error, RelayError::Kafka(_)) {
                     // A fresh producer gets a fresh producer id: an idempotent producer can
                     // wedge on a sequence or epoch the broker no longer agrees with. (Creating
-                    // it worked before, so this fails only on a defect.)
-                    self.producer = self.kafka.producer()?;
+                    // it worked before, so this fails only on a defect.) Dropping the old one
+                    // blocks while it purges: off the async runtime.
+                    let old = std::mem::replace(&mut self.producer, self.kafka.producer()?);
+                    tokio::task::spawn_blocking(move || drop(old));
                 }
                 if !ctx.retry_after(&mut backoff, &reason).await {
                     break;

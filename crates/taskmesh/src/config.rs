@@ -159,7 +159,8 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
     Ok((verifier.with_issuer(common.jwt_issuer.clone()), keys))
 }
 
-/// `url` with its password replaced by `***` (a URL that does not parse is not shown).
+/// `url` with its password (in the user information or a `password` parameter) replaced by
+/// `***`; a URL that does not parse is not shown.
 pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
@@ -167,10 +168,35 @@ pub(crate) fn redact_url(url: &str) -> String {
                 // Setting a password fails only for URLs that cannot have one.
                 let _ = parsed.set_password(Some("***"));
             }
+            if parsed
+                .query_pairs()
+                .any(|(key, _)| is_secret_parameter(&key))
+            {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if is_secret_parameter(&key) {
+                            "***".to_owned()
+                        } else {
+                            value.into_owned()
+                        };
+                        (key.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
         Err(_) => "(not a URL)".to_owned(),
     }
+}
+
+/// Whether a URL parameter or property looks like it holds a secret (shown as `***`).
+fn is_secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token", "credential", "pem"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 /// The effective configuration in one line, every secret redacted (logged at start).
@@ -182,10 +208,17 @@ pub(crate) fn summary(
     let mut parts = vec![format!("database {}", redact_url(&common.database_url))];
     match kafka {
         Some(kafka) => {
+            // Values of keys that look secret (a misspelt `sasl.pasword`, say) are not shown.
             let mut properties: Vec<String> = kafka
                 .extra
                 .iter()
-                .map(|(key, value)| format!("{key}={value}"))
+                .map(|(key, value)| {
+                    if is_secret_parameter(key) {
+                        format!("{key}=***")
+                    } else {
+                        format!("{key}={value}")
+                    }
+                })
                 .collect();
             properties.extend(kafka.secrets.iter().map(|(key, _)| format!("{key}=***")));
             parts.push(format!(
@@ -228,6 +261,10 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/taskmesh"
         );
         assert_eq!(redact_url("not a url hunter2"), "(not a URL)");
+        assert_eq!(
+            redact_url("postgres://u@db/taskmesh?password=hunter2&sslmode=require"),
+            "postgres://u@db/taskmesh?password=***&sslmode=require"
+        );
         for key in [
             "sasl.password",
             "ssl.key.password",

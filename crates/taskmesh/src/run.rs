@@ -140,7 +140,7 @@ async fn supervise_broker(
     tokio::select! {
         result = &mut run => result,
         failure = broker.stopped() => {
-            tracing::error!(error = %failure, "component failed; stopping");
+            // Logged once, by main.
             shutdown.cancel();
             if let Err(error) = run.await {
                 tracing::warn!(error = %format!("{error:#}"), "the mesh stopped with an error after the broker");
@@ -197,7 +197,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listener,
         shutdown.clone(),
     ));
-    let served = serve_component(&args, common, verifier, kafka, shutdown).await;
+    let served = serve_component(&args, common, verifier, kafka, shutdown.clone()).await;
+    // However the component ended (a failure before its supervisor ran included), the
+    // metrics listener ends with it.
+    shutdown.cancel();
     if let Ok(Err(error)) = metrics.await {
         tracing::warn!(%error, "metrics listener failed");
     }

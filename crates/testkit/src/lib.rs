@@ -352,6 +352,42 @@ impl EventReader {
         Ok(Self { consumer })
     }
 
+    /// Like [`EventReader::collect`], with each record's headers (e.g. a dead letter's
+    /// `taskmesh_dlq_consumer`) as `(name, value)` pairs.
+    pub async fn collect_with_headers(
+        &self,
+        limit: usize,
+        quiet: Duration,
+    ) -> anyhow::Result<Vec<(CloudEvent, Vec<(String, String)>)>> {
+        use rdkafka::{Message as _, message::Headers as _};
+        let mut events = Vec::new();
+        while events.len() < limit {
+            match tokio::time::timeout(quiet, self.consumer.recv()).await {
+                Ok(Ok(message)) => {
+                    let headers = message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|h| {
+                                    let value = h.value.unwrap_or_default();
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(value).into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    events.push((CloudEvent::from_message(&message)?, headers));
+                }
+                Ok(Err(error)) => return Err(error.into()),
+                Err(_) => break,
+            }
+        }
+        Ok(events)
+    }
+
     /// Every event that arrives until `quiet` passes without one (or `limit` is reached).
     pub async fn collect(&self, limit: usize, quiet: Duration) -> anyhow::Result<Vec<CloudEvent>> {
         let mut events = Vec::new();
@@ -364,6 +400,27 @@ impl EventReader {
         }
         Ok(events)
     }
+}
+
+/// How many records the topic named `name` holds now (high minus low watermark, over its
+/// partitions): unlike reading it, this cannot miss records that arrive slowly.
+pub async fn records_in(kafka: &KafkaConfig, name: &str) -> anyhow::Result<i64> {
+    let config = kafka.client_config();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        let timeout = Duration::from_secs(10);
+        let client: rdkafka::consumer::BaseConsumer = config.create()?;
+        let metadata = client.fetch_metadata(Some(&name), timeout)?;
+        let mut records = 0;
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                let (low, high) = client.fetch_watermarks(topic.name(), partition.id(), timeout)?;
+                records += high - low;
+            }
+        }
+        Ok(records)
+    })
+    .await?
 }
 
 /// Publishes `event` to `topic` as a service would (binary-mode CloudEvent).
@@ -379,6 +436,25 @@ pub async fn publish(kafka: &KafkaConfig, topic: Topic, event: &CloudEvent) -> a
         .await
         .map_err(|(error, _)| anyhow::anyhow!("publish failed: {error}"))?;
     Ok(())
+}
+
+/// A child process (e.g. the `taskmesh` binary under test) killed with SIGKILL and reaped when
+/// dropped, so a failing test leaves no process behind holding ports.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Kills it now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`.

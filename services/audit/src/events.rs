@@ -147,11 +147,15 @@ fn validate(topic: &str, event: &CloudEvent) -> Result<Valid, HandleError> {
     if !message.has_field_by_number(2) {
         return Err(reject(format!("the {} is empty", kind.message)));
     }
+    // A versioned resource's change is its version; a command's is its request id (each
+    // command carries its own, deterministic one). Other events (a tag created by a request
+    // that may create several) have no identity beyond their `ce_id`.
     let change_key = match changes::resource_version(&message) {
         Some(version) => Some(format!("{} {}@{version}", kind.event_type, event.subject)),
-        None if !context.request_id.is_empty() => {
-            Some(format!("{} {}", kind.event_type, context.request_id))
-        }
+        None if kind.message.ends_with("Command") => Some(format!(
+            "{} {} {}",
+            kind.event_type, event.subject, context.request_id
+        )),
         None => None,
     };
     Ok(Valid {

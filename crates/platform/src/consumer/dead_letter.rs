@@ -68,8 +68,11 @@ impl DeadLetters {
                 Ok(()) => return true,
                 Err(error) => {
                     // A fresh producer gets a fresh producer id: an idempotent producer can
-                    // wedge on a sequence or epoch the broker no longer agrees with.
-                    self.producer = None;
+                    // wedge on a sequence or epoch the broker no longer agrees with. (Dropping
+                    // one blocks while it purges: off the async runtime.)
+                    if let Some(old) = self.producer.take() {
+                        tokio::task::spawn_blocking(move || drop(old));
+                    }
                     let reason = format!("cannot dead-letter to {}: {error}", self.topic);
                     if !ctx.retry_after(&mut backoff, &reason).await {
                         return false;

@@ -30,8 +30,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct Measure {
     /// The topic's partitions.
     pub(super) partitions: i32,
-    /// Records not yet committed by the group, over every partition.
-    pub(super) lag: i64,
+    /// Records not yet committed by the group, over every partition; `None` when a
+    /// partition's offsets could not be read (a partition leader away): the partition count
+    /// alone still lets the leases follow.
+    pub(super) lag: Option<i64>,
 }
 
 /// One reading: the measure, or why Kafka could not be read.
@@ -80,13 +82,24 @@ fn measure(client: &BaseConsumer, topic: &str) -> Result<Measure, KafkaError> {
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
         ));
     }
+    let lag = lag(client, topic, &partitions)
+        .inspect_err(|error| tracing::debug!(%error, %topic, "consumer lag not measured"))
+        .ok();
+    Ok(Measure {
+        partitions: i32::try_from(partitions.len()).unwrap_or(i32::MAX),
+        lag,
+    })
+}
+
+/// High watermark minus committed offset, summed over `partitions`.
+fn lag(client: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<i64, KafkaError> {
     let mut list = TopicPartitionList::new();
-    for &partition in &partitions {
+    for &partition in partitions {
         list.add_partition(topic, partition);
     }
     let committed = client.committed_offsets(list, TIMEOUT)?;
     let mut lag = 0;
-    for &partition in &partitions {
+    for &partition in partitions {
         let (low, high) = client.fetch_watermarks(topic, partition, TIMEOUT)?;
         let from = match committed
             .find_partition(topic, partition)
@@ -97,10 +110,7 @@ fn measure(client: &BaseConsumer, topic: &str) -> Result<Measure, KafkaError> {
         };
         lag += (high - from).max(0);
     }
-    Ok(Measure {
-        partitions: i32::try_from(partitions.len()).unwrap_or(i32::MAX),
-        lag,
-    })
+    Ok(lag)
 }
 
 /// Reads every [`EVERY`] (every second until the first reading works) until `shutdown`,
@@ -121,7 +131,9 @@ pub(super) async fn monitor(
         match &result {
             Ok(measure) => {
                 worked = true;
-                gauge.set(measure.lag as f64);
+                if let Some(lag) = measure.lag {
+                    gauge.set(lag as f64);
+                }
             }
             Err(error) => tracing::debug!(%error, "lag probe failed"),
         }

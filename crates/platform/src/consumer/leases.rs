@@ -85,7 +85,7 @@ impl Leases {
     /// The database error; the session is then closed and every lease lost (call
     /// [`Leases::forget`] and stop reading them).
     pub async fn rebalance(&mut self, partitions: i32) -> Result<Plan, sqlx::Error> {
-        let result = self.round(partitions).await;
+        let result = bounded(self.round(partitions)).await;
         if result.is_err() {
             self.session = None;
         }
@@ -164,7 +164,9 @@ impl Leases {
             return Ok(());
         }
         let result = match self.session.as_mut() {
-            Some(session) => sqlx::query("SELECT 1").execute(session).await.map(drop),
+            Some(session) => bounded(sqlx::query("SELECT 1").execute(session))
+                .await
+                .map(drop),
             None => Ok(()),
         };
         if result.is_err() {
@@ -183,11 +185,13 @@ impl Leases {
             return Ok(());
         };
         for &partition in partitions {
-            let result = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-                .bind(namespace)
-                .bind(partition)
-                .execute(&mut *session)
-                .await;
+            let result = bounded(
+                sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                    .bind(namespace)
+                    .bind(partition)
+                    .execute(&mut *session),
+            )
+            .await;
             if let Err(error) = result {
                 self.session = None;
                 return Err(error);
@@ -239,6 +243,24 @@ impl Leases {
         }
         Ok(())
     }
+}
+
+/// How long a lease query may take before the session counts as broken (the server's
+/// `statement_timeout` does not help when the network is what failed).
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `query` within [`QUERY_TIMEOUT`].
+async fn bounded<T>(
+    query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(QUERY_TIMEOUT, query)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "a lease query took longer than 5 s",
+            )))
+        })
 }
 
 /// The most partitions one of `members` replicas reads: `ceil(partitions / members)`.

@@ -84,9 +84,13 @@ pub fn reject(reason: impl Into<String>) -> HandleError {
 }
 
 /// A database error as a handler failure: [`HandleError::Transient`] when retrying can
-/// succeed ([`crate::db::is_transient`]), else [`HandleError::Failed`].
+/// succeed ([`crate::db::is_transient`]), else [`HandleError::Failed`]. A statement timeout
+/// counts as failed (bounded retries): an event that always takes too long must not stall
+/// its partition for good.
 pub fn database(error: sqlx::Error) -> HandleError {
-    if crate::db::is_transient(&error) {
+    let statement_timeout =
+        matches!(&error, sqlx::Error::Database(e) if e.code().as_deref() == Some("57014"));
+    if crate::db::is_transient(&error) && !statement_timeout {
         HandleError::Transient(error.to_string())
     } else {
         HandleError::Failed(error.to_string())

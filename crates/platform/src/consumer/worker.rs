@@ -4,7 +4,7 @@
 //! client (assigning partitions it took, unassigning those it gives up before releasing
 //! them) and follows the lag probe's readings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::FutureExt as _;
 use rdkafka::{
@@ -44,6 +44,8 @@ pub(super) struct Worker<H> {
     /// The next offset to consume of each assigned partition, as stored after a commit (what
     /// is committed when a partition is given up).
     stored: BTreeMap<i32, i64>,
+    /// The partitions assigned in the Kafka client (a subset of the leases held).
+    assigned: BTreeSet<i32>,
     /// What is failing now; the task is healthy again when nothing is.
     failing: Failing,
 }
@@ -87,6 +89,7 @@ impl<H: Handler> Worker<H> {
             backoff,
             paused_until: None,
             stored: BTreeMap::new(),
+            assigned: BTreeSet::new(),
             failing: Failing::default(),
         }
     }
@@ -95,38 +98,45 @@ impl<H: Handler> Worker<H> {
     /// applied and gives up every lease.
     ///
     /// # Errors
-    /// None today: everything inside is retried. (The signature is the supervisor's.)
+    /// A partition that cannot be rewound after a failure; everything else is retried.
     pub(super) async fn run(
         mut self,
         consumer: &StreamConsumer,
         probe: lag::Probe,
     ) -> anyhow::Result<()> {
         let (readings_tx, readings) = watch::channel(None);
+        // The probe runs as long as the loop: until shutdown, or until the loop fails.
+        let probing = tokio_util::sync::CancellationToken::new();
         let monitor = lag::monitor(
             probe,
             self.settings.name.clone(),
             readings_tx,
-            self.ctx.shutdown.clone(),
+            probing.clone(),
         );
-        let ((), ()) = tokio::join!(monitor, self.consume(consumer, readings));
+        let consume = async {
+            let result = self.consume(consumer, readings).await;
+            probing.cancel();
+            result
+        };
+        let ((), result) = tokio::join!(monitor, consume);
         self.stop(consumer).await;
-        Ok(())
+        result
     }
 
     async fn consume(
         &mut self,
         consumer: &StreamConsumer,
         mut readings: watch::Receiver<Option<lag::Reading>>,
-    ) {
+    ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(leases::INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
         loop {
             let paused_until = self.paused_until;
-            let assigned = !self.leases.held().is_empty();
+            let assigned = !self.assigned.is_empty();
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {
                     let reading = readings.borrow_and_update().clone();
                     self.follow(consumer, reading).await;
@@ -142,7 +152,7 @@ impl<H: Handler> Worker<H> {
                         Ok(first) => {
                             self.healed(|f| f.kafka = false);
                             let batch = more(consumer, first);
-                            self.handle(consumer, &batch).await;
+                            self.handle(consumer, &batch).await?;
                         }
                         Err(error) => {
                             // The broker is away or refused a fetch: librdkafka retries by
@@ -186,8 +196,9 @@ impl<H: Handler> Worker<H> {
         match self.leases.rebalance(partitions).await {
             Ok(plan) => {
                 self.healed(|f| f.leases = false);
-                if !plan.surplus.is_empty() {
-                    self.give_up(consumer, &plan.surplus).await;
+                // Giving up can break the session; then what this round locked is gone too.
+                if !plan.surplus.is_empty() && !self.give_up(consumer, &plan.surplus).await {
+                    return;
                 }
                 if !plan.acquired.is_empty() {
                     self.take(consumer, &plan.acquired);
@@ -207,11 +218,12 @@ impl<H: Handler> Worker<H> {
 
     /// The lease session broke (the database is away): the leases are gone with it, so stop
     /// consuming every partition at once; the next rounds take them again.
-    fn lost(&mut self, consumer: &StreamConsumer, error: &sqlx::Error) {
-        let held = self.leases.forget();
-        if !held.is_empty() {
-            self.unassign(consumer, &held);
-            tracing::warn!(consumer = %self.settings.name, partitions = ?held, %error, "partition leases lost");
+    fn lost(&mut self, consumer: &StreamConsumer, error: &dyn std::fmt::Display) {
+        self.leases.forget();
+        let assigned: Vec<i32> = self.assigned.iter().copied().collect();
+        if !assigned.is_empty() {
+            self.unassign(consumer, &assigned);
+            tracing::warn!(consumer = %self.settings.name, partitions = ?assigned, %error, "partition leases lost");
         }
         self.failing.leases = true;
         self.ctx
@@ -219,53 +231,97 @@ impl<H: Handler> Worker<H> {
             .degraded(&format_args!("partition leases unavailable: {error}"));
     }
 
+    /// Starts reading `partitions` (just leased) from the group's committed offsets. If the
+    /// client refuses, the leases are given back (by dropping the session) rather than held
+    /// by a replica that does not read them.
     fn take(&mut self, consumer: &StreamConsumer, partitions: &[i32]) {
+        let new: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !self.assigned.contains(p))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
         let mut list = TopicPartitionList::new();
-        for &partition in partitions {
+        for &partition in &new {
             // The group's committed offset, or the beginning when there is none.
             if let Err(error) = list.add_partition_offset(&self.topic, partition, Offset::Stored) {
                 tracing::warn!(%error, partition, "cannot assign partition");
             }
         }
-        // librdkafka keeps a partition's pause across unassign and assign: say which it is.
-        let assigned = consumer.incremental_assign(&list).and_then(|()| {
-            if self.paused_until.is_some() {
-                consumer.pause(&list)
-            } else {
-                consumer.resume(&list)
-            }
-        });
-        match assigned {
+        match consumer.incremental_assign(&list) {
             Ok(()) => {
-                tracing::info!(consumer = %self.settings.name, ?partitions, "consuming partitions")
+                self.assigned.extend(&new);
+                if self.paused_until.is_some()
+                    && let Err(error) = consumer.pause(&list)
+                {
+                    tracing::warn!(consumer = %self.settings.name, %error, "cannot pause partitions");
+                }
+                tracing::info!(consumer = %self.settings.name, partitions = ?new, "consuming partitions");
             }
             Err(error) => {
-                tracing::warn!(consumer = %self.settings.name, %error, "cannot assign partitions")
+                let reason = format!("the Kafka client refused partitions {new:?}: {error}");
+                self.lost(consumer, &reason);
             }
         }
         self.publish_owned();
     }
 
     /// Stops consuming `partitions`, commits what was applied of them, and releases their
-    /// leases for another replica.
-    async fn give_up(&mut self, consumer: &StreamConsumer, partitions: &[i32]) {
+    /// leases for another replica. `false` when the lease session broke meanwhile.
+    async fn give_up(&mut self, consumer: &StreamConsumer, partitions: &[i32]) -> bool {
         self.unassign(consumer, partitions);
         if let Err(error) = self.leases.release(partitions).await {
             self.lost(consumer, &error);
+            return false;
         }
         tracing::info!(consumer = %self.settings.name, ?partitions, "gave partitions to another replica");
         self.publish_owned();
+        true
     }
 
+    /// Stops reading those of `partitions` the client reads, after committing what was
+    /// applied of them.
     fn unassign(&mut self, consumer: &StreamConsumer, partitions: &[i32]) {
-        self.commit(consumer, partitions);
+        let present: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| self.assigned.contains(p))
+            .collect();
+        if present.is_empty() {
+            return;
+        }
+        self.commit(consumer, &present);
         let mut list = TopicPartitionList::new();
-        for &partition in partitions {
+        for &partition in &present {
             list.add_partition(&self.topic, partition);
             self.stored.remove(&partition);
+            self.assigned.remove(&partition);
+        }
+        // librdkafka keeps a partition's pause across unassign and assign: lift it first.
+        // (Only then: resuming bumps the partition's op version, which would also discard the
+        // committed-offset lookup of a partition just assigned.)
+        if self.paused_until.is_some()
+            && let Err(error) = consumer.resume(&list)
+        {
+            tracing::debug!(%error, "cannot resume partitions before unassigning them");
         }
         if let Err(error) = consumer.incremental_unassign(&list) {
-            tracing::warn!(consumer = %self.settings.name, %error, "cannot unassign partitions");
+            // Start over with exactly what is still ours (from the committed offsets).
+            tracing::warn!(consumer = %self.settings.name, %error, "cannot unassign partitions; assigning anew");
+            let mut keep = TopicPartitionList::new();
+            for &partition in &self.assigned {
+                let _ = keep.add_partition_offset(&self.topic, partition, Offset::Stored);
+            }
+            if let Err(error) = consumer.assign(&keep) {
+                tracing::error!(consumer = %self.settings.name, %error, "cannot reset the assignment");
+            }
+        }
+        if self.assigned.is_empty() {
+            // Whatever failed is no longer ours to retry.
+            self.paused_until = None;
+            self.failing.events = false;
         }
         self.publish_owned();
     }
@@ -289,7 +345,7 @@ impl<H: Handler> Worker<H> {
 
     fn publish_owned(&self) {
         metrics::gauge!("taskmesh_consumer_partitions_owned", "consumer" => self.settings.name.clone())
-            .set(self.leases.held().len() as f64);
+            .set(self.assigned.len() as f64);
     }
 
     fn resume(&mut self, consumer: &StreamConsumer) {
@@ -304,8 +360,13 @@ impl<H: Handler> Worker<H> {
 
     /// After a transient failure: rewind to `unapplied`, pause every partition and try again
     /// after the next backoff delay.
-    fn pause(&mut self, consumer: &StreamConsumer, unapplied: &[BorrowedMessage<'_>], why: &str) {
-        rewind(consumer, unapplied, &self.settings.name);
+    fn pause(
+        &mut self,
+        consumer: &StreamConsumer,
+        unapplied: &[BorrowedMessage<'_>],
+        why: &str,
+    ) -> anyhow::Result<()> {
+        rewind(consumer, unapplied, &self.assigned)?;
         let paused = consumer
             .assignment()
             .and_then(|assignment| consumer.pause(&assignment));
@@ -315,12 +376,20 @@ impl<H: Handler> Worker<H> {
         self.failing.events = true;
         self.ctx.health.degraded(&why);
         self.paused_until = Some(Instant::now() + self.backoff.next_delay());
+        Ok(())
     }
 
     /// Applies a batch: all together first; if that fails, the events up to the one that
     /// failed it one by one (with retries), and the rest are fetched again, so the consumer
     /// keeps polling Kafka between slow events.
-    async fn handle(&mut self, consumer: &StreamConsumer, batch: &[BorrowedMessage<'_>]) {
+    ///
+    /// # Errors
+    /// A partition that cannot be rewound (reading on would skip events).
+    async fn handle(
+        &mut self,
+        consumer: &StreamConsumer,
+        batch: &[BorrowedMessage<'_>],
+    ) -> anyhow::Result<()> {
         let name = self.settings.name.clone();
         let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
         let (together, upto) = if batch.len() > 1 {
@@ -332,14 +401,14 @@ impl<H: Handler> Worker<H> {
             (None, 1)
         };
         if upto < batch.len() {
-            rewind(consumer, &batch[upto..], &name);
+            rewind(consumer, &batch[upto..], &self.assigned)?;
         }
         for (i, (message, event)) in batch.iter().zip(&events).take(upto).enumerate() {
             let started = std::time::Instant::now();
             let outcome = match (together.as_ref().and_then(|o| o[i]), event) {
                 (Some(outcome), _) => Ok(outcome),
                 // Shutting down: leave the rest unstored; they are delivered again.
-                (None, _) if self.ctx.shutdown.is_cancelled() => return,
+                (None, _) if self.ctx.shutdown.is_cancelled() => return Ok(()),
                 (None, Ok(event)) => {
                     tracing::Instrument::instrument(
                         apply::one(
@@ -369,17 +438,16 @@ impl<H: Handler> Worker<H> {
                         .send(message, &name, &reason, &self.ctx)
                         .await
                     {
-                        return;
+                        return Ok(());
                     }
                     "dead_lettered"
                 }
                 Err(Failure::Transient(reason)) => {
                     metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => "retried")
                         .increment(1);
-                    self.pause(consumer, &batch[i..], &reason);
-                    return;
+                    return self.pause(consumer, &batch[i..], &reason);
                 }
-                Err(Failure::Interrupted) => return,
+                Err(Failure::Interrupted) => return Ok(()),
             };
             metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
                 .increment(1);
@@ -397,6 +465,7 @@ impl<H: Handler> Worker<H> {
             self.backoff.reset();
         }
         self.healed(|f| f.events = false);
+        Ok(())
     }
 
     /// Clears a failure; reports the task recovered when none is left.
@@ -424,8 +493,8 @@ impl<H: Handler> Worker<H> {
     /// On shutdown: commit what was applied and give up every lease, so another replica
     /// takes over at once.
     async fn stop(&mut self, consumer: &StreamConsumer) {
-        let held: Vec<i32> = self.leases.held().iter().copied().collect();
-        self.commit(consumer, &held);
+        let assigned: Vec<i32> = self.assigned.iter().copied().collect();
+        self.commit(consumer, &assigned);
         self.leases.close().await;
     }
 }
@@ -456,7 +525,14 @@ fn more<'c>(consumer: &'c StreamConsumer, first: BorrowedMessage<'c>) -> Vec<Bor
 
 /// Rewinds each partition of `messages` to its first one, so they are fetched (and applied)
 /// again. A partition no longer assigned is left to its new owner.
-fn rewind(consumer: &StreamConsumer, messages: &[BorrowedMessage<'_>], name: &str) {
+///
+/// # Errors
+/// A partition still assigned that could not be rewound: reading on would skip events.
+fn rewind(
+    consumer: &StreamConsumer,
+    messages: &[BorrowedMessage<'_>],
+    assigned: &BTreeSet<i32>,
+) -> anyhow::Result<()> {
     let mut rewound: Vec<(&str, i32)> = Vec::new();
     for message in messages {
         let partition = (message.topic(), message.partition());
@@ -471,7 +547,15 @@ fn rewind(consumer: &StreamConsumer, messages: &[BorrowedMessage<'_>], name: &st
             std::time::Duration::from_secs(10),
         );
         if let Err(error) = sought {
-            tracing::info!(%error, consumer = %name, partition = message.partition(), "cannot rewind; the partition's new owner reads on");
+            if assigned.contains(&message.partition()) {
+                anyhow::bail!(
+                    "cannot rewind partition {} to offset {}: {error}",
+                    message.partition(),
+                    message.offset()
+                );
+            }
+            tracing::info!(%error, partition = message.partition(), "cannot rewind; the partition's new owner reads on");
         }
     }
+    Ok(())
 }

@@ -241,11 +241,16 @@ impl Supervisor {
                 tracing::warn!(component = self.component, error = %format!("{error:#}"), "server stopped with an error while draining");
             }
             while let Some(ended) = self.tasks.join_next_with_id().await {
-                if let Err(error) = &ended
-                    && error.is_panic()
-                {
-                    let task = self.names.get(&error.id()).cloned().unwrap_or_default();
-                    tracing::error!(component = self.component, %task, "background task panicked while stopping");
+                match &ended {
+                    Err(error) if error.is_panic() => {
+                        let task = self.names.get(&error.id()).cloned().unwrap_or_default();
+                        tracing::error!(component = self.component, %task, "background task panicked while stopping");
+                    }
+                    Ok((id, Err(error))) => {
+                        let task = self.names.get(id).cloned().unwrap_or_default();
+                        tracing::warn!(component = self.component, %task, error = %format!("{error:#}"), "background task failed while stopping");
+                    }
+                    _ => {}
                 }
             }
         };

@@ -112,8 +112,8 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
     assert_eq!(scheduled.len(), 1);
 
     // Every other consumer had applied it already and skipped the copy.
-    let created = created_entries(&mesh, "replayer", 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let created = created_entries(&mesh, "replayer", 1, Duration::from_secs(10)).await;
     assert_eq!(created, vec![task.name.clone()]);
     let applied: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM processed_events WHERE consumer = 'taskmesh-reminder'",

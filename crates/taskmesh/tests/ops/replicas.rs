@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -14,7 +14,7 @@ use taskmesh_platform::{broker::EmbeddedBroker, kafka::KafkaConfig};
 use taskmesh_proto::task::v1::{
     CreateTaskRequest, Reminder, Task, reminder, task_service_client::TaskServiceClient,
 };
-use taskmesh_testkit::{TestDb, eventually, with_token};
+use taskmesh_testkit::{KillOnDrop, TestDb, eventually, with_token};
 
 use crate::helpers::{SERVING, health, metrics_text, run, taskmesh};
 
@@ -26,9 +26,9 @@ fn free_port() -> SocketAddr {
         .expect("a free port")
 }
 
-/// One `taskmesh serve` process.
+/// One `taskmesh serve` process (killed when dropped).
 struct Served {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
     metrics: SocketAddr,
 }
@@ -57,6 +57,7 @@ fn serve_at(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .expect("serve starts");
     Served {
         child,
@@ -92,7 +93,7 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
     let partitions = KafkaConfig::local(brokers.clone()).partitions as u32;
 
     let task_addr = free_port();
-    let mut task = serve_at("task", &db, &brokers, task_addr, task_addr);
+    let task = serve_at("task", &db, &brokers, task_addr, task_addr);
     let mut reminders = [
         serve("reminder", &db, &brokers, task_addr),
         serve("reminder", &db, &brokers, task_addr),
@@ -127,10 +128,8 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
 
     // One replica of each dies.
     let killed = Instant::now();
-    reminders[0].child.kill().expect("SIGKILL");
-    audits[0].child.kill().expect("SIGKILL");
-    let _ = reminders[0].child.wait();
-    let _ = audits[0].child.wait();
+    reminders[0].child.kill();
+    audits[0].child.kill();
     for (consumer, replicas) in [
         ("taskmesh-reminder", &reminders),
         ("taskmesh-audit-task-events", &audits),
@@ -218,12 +217,5 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
         late.unwrap_or_default()
     );
 
-    for served in [&mut task]
-        .into_iter()
-        .chain(reminders.iter_mut())
-        .chain(audits.iter_mut())
-    {
-        let _ = served.child.kill();
-        let _ = served.child.wait();
-    }
+    drop((task, reminders, audits));
 }

@@ -22,6 +22,7 @@ pub(crate) type Reminders = ReminderServiceClient<Channel>;
 
 /// A mesh with clients of TaskService and ReminderService (direct).
 pub(crate) async fn start(options: MeshOptions) -> (Mesh, Tasks, Reminders) {
+    taskmesh_testkit::init_tracing();
     let mesh = Mesh::start(options).await.expect("mesh starts");
     let tasks = TaskServiceClient::connect(format!("http://{}", mesh.task_addr))
         .await

@@ -254,15 +254,34 @@ async fn a_bad_command_among_good_ones_is_dead_lettered_alone() {
     .await
     .expect("the good commands create their tasks");
     assert_eq!(titles, ["first", "second", "third"]);
-    // The bad command was dead-lettered before the commands after it were applied.
+    // The bad command was dead-lettered before the commands after it were applied: once by
+    // TaskService, once by AuditService (which records only valid commands).
     let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
         .await
         .unwrap();
-    let letters = reader.collect(5, Duration::from_secs(3)).await.unwrap();
+    let letters = reader
+        .collect_with_headers(5, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut by: Vec<(uuid::Uuid, String)> = letters
+        .iter()
+        .map(|(event, headers)| {
+            let consumer = headers
+                .iter()
+                .find(|(key, _)| key == "taskmesh_dlq_consumer")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+            (event.id, consumer)
+        })
+        .collect();
+    by.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(
-        letters.iter().map(|l| l.id).collect::<Vec<_>>(),
-        vec![bad.id],
-        "only the bad command is dead-lettered, once"
+        by,
+        vec![
+            (bad.id, "taskmesh-audit-task-commands".to_owned()),
+            (bad.id, "taskmesh-task".to_owned())
+        ],
+        "only the bad command is dead-lettered, once by each consumer"
     );
     // Nothing more arrives later (the redelivered `first` included).
     tokio::time::sleep(Duration::from_secs(1)).await;
