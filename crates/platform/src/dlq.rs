@@ -164,12 +164,7 @@ async fn read_all(kafka: &KafkaConfig, topic: String) -> Result<Vec<Record>, Rep
         let timeout = Duration::from_secs(10);
         let consumer: BaseConsumer = config.create()?;
         let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = crate::kafka::partition_ids(&metadata, &topic);
         if partitions.is_empty() {
             return Err(ReplayError::NoTopic(topic));
         }

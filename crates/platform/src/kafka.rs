@@ -25,10 +25,7 @@ impl KafkaConfig {
             let mut existing = Vec::new();
             for name in names {
                 let metadata = client.fetch_metadata(Some(&name), Duration::from_secs(10))?;
-                let found = metadata
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+                let found = !partition_ids(&metadata, &name).is_empty();
                 if found {
                     existing.push(name);
                 }
@@ -56,6 +53,16 @@ impl KafkaConfig {
         }
         Ok(())
     }
+}
+
+/// The partition ids of `topic` in `metadata` (empty when the topic is missing or in error).
+pub fn partition_ids(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
 }
 
 /// The mesh's topics. Each has a dead-letter topic `<topic>.dlq`.
@@ -311,12 +318,7 @@ impl KafkaConfig {
                 let metadata = consumer
                     .fetch_metadata(Some(&topic), timeout)
                     .map_err(|error| explain(&consumer, &brokers, &error))?;
-                let partitions = metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic && t.error().is_none())
-                    .map(|t| t.partitions().len())
-                    .filter(|&n| n > 0);
+                let partitions = Some(partition_ids(&metadata, &topic).len()).filter(|&n| n > 0);
                 report.topics.push((topic, partitions));
             }
             Ok(report)
@@ -357,6 +359,24 @@ fn explain(
         error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
         error.to_string(),
     ));
+    // The code says which, or else the client's words do (a failed handshake is sometimes
+    // reported as a transport failure).
+    let lower = reason.to_ascii_lowercase();
+    // (Not the broker's name: `ssl://` and `sasl_ssl://` prefix every message.)
+    let code = if code == RDKafkaErrorCode::Authentication
+        || lower.contains("sasl authentication")
+        || lower.contains("authentication failed")
+    {
+        RDKafkaErrorCode::Authentication
+    } else if code == RDKafkaErrorCode::SSL
+        || lower.contains("handshake")
+        || lower.contains("certificate")
+        || lower.contains("ssl routines")
+    {
+        RDKafkaErrorCode::SSL
+    } else {
+        code
+    };
     let fix = match code {
         RDKafkaErrorCode::Authentication => {
             "check sasl.mechanisms and sasl.username in TASKMESH_KAFKA_PROPERTIES and the password in TASKMESH_KAFKA_SASL_PASSWORD(_FILE)"

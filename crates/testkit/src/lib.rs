@@ -402,6 +402,27 @@ impl EventReader {
     }
 }
 
+/// The Prometheus text a `/metrics` listener at `addr` serves (plain HTTP/1.1 GET), or `None`
+/// when it does not answer within a few seconds.
+pub async fn metrics_text(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    Some(text)
+}
+
 /// How many records the topic named `name` holds now (high minus low watermark, over its
 /// partitions): unlike reading it, this cannot miss records that arrive slowly.
 pub async fn records_in(kafka: &KafkaConfig, name: &str) -> anyhow::Result<i64> {

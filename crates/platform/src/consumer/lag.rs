@@ -71,12 +71,7 @@ impl Probe {
 
 fn measure(client: &BaseConsumer, topic: &str) -> Result<Measure, KafkaError> {
     let metadata = client.fetch_metadata(Some(topic), TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = crate::kafka::partition_ids(&metadata, topic);
     if partitions.is_empty() {
         return Err(KafkaError::MetadataFetch(
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,

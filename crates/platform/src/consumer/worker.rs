@@ -39,8 +39,16 @@ pub(super) struct Worker<H> {
     topic: String,
     /// Delays between tries of an event that failed transiently.
     backoff: Backoff,
-    /// While paused after a transient failure: when to try again.
+    /// Delays after a failed receive: short, since librdkafka reconnects by itself and this
+    /// only keeps an error from spinning.
+    receive_backoff: Backoff,
+    /// While waiting after a transient failure: when to try again.
     paused_until: Option<Instant>,
+    /// Whether the partitions are paused in the client (after a failed event; a receive error
+    /// only waits). Only paused partitions are resumed: resuming bumps a partition's op
+    /// version, which discards what librdkafka has in flight for it (a committed-offset
+    /// lookup, a fetch), and can leave it reading nothing.
+    paused: bool,
     /// The next offset to consume of each assigned partition, as stored after a commit (what
     /// is committed when a partition is given up).
     stored: BTreeMap<i32, i64>,
@@ -87,7 +95,12 @@ impl<H: Handler> Worker<H> {
             dead_letters,
             topic,
             backoff,
+            receive_backoff: Backoff::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(2),
+            ),
             paused_until: None,
+            paused: false,
             stored: BTreeMap::new(),
             assigned: BTreeSet::new(),
             failing: Failing::default(),
@@ -150,6 +163,7 @@ impl<H: Handler> Worker<H> {
                 first = consumer.recv(), if paused_until.is_none() && assigned => {
                     match first {
                         Ok(first) => {
+                            self.receive_backoff.reset();
                             self.healed(|f| f.kafka = false);
                             let batch = more(consumer, first);
                             self.handle(consumer, &batch).await?;
@@ -159,7 +173,7 @@ impl<H: Handler> Worker<H> {
                             // itself; the lag probe's next reading tells when it is back.
                             self.failing.kafka = true;
                             self.ctx.health.degraded(&format_args!("kafka receive failed: {error}"));
-                            let delay = self.backoff.next_delay();
+                            let delay = self.receive_backoff.next_delay();
                             self.paused_until = Some(Instant::now() + delay);
                         }
                     }
@@ -253,7 +267,7 @@ impl<H: Handler> Worker<H> {
         match consumer.incremental_assign(&list) {
             Ok(()) => {
                 self.assigned.extend(&new);
-                if self.paused_until.is_some()
+                if self.paused
                     && let Err(error) = consumer.pause(&list)
                 {
                     tracing::warn!(consumer = %self.settings.name, %error, "cannot pause partitions");
@@ -302,7 +316,7 @@ impl<H: Handler> Worker<H> {
         // librdkafka keeps a partition's pause across unassign and assign: lift it first.
         // (Only then: resuming bumps the partition's op version, which would also discard the
         // committed-offset lookup of a partition just assigned.)
-        if self.paused_until.is_some()
+        if self.paused
             && let Err(error) = consumer.resume(&list)
         {
             tracing::debug!(%error, "cannot resume partitions before unassigning them");
@@ -321,6 +335,7 @@ impl<H: Handler> Worker<H> {
         if self.assigned.is_empty() {
             // Whatever failed is no longer ours to retry.
             self.paused_until = None;
+            self.paused = false;
             self.failing.events = false;
         }
         self.publish_owned();
@@ -348,8 +363,12 @@ impl<H: Handler> Worker<H> {
             .set(self.assigned.len() as f64);
     }
 
+    /// The wait after a transient failure is over: resume what was paused.
     fn resume(&mut self, consumer: &StreamConsumer) {
         self.paused_until = None;
+        if !std::mem::take(&mut self.paused) {
+            return;
+        }
         let resumed = consumer
             .assignment()
             .and_then(|assignment| consumer.resume(&assignment));
@@ -373,6 +392,7 @@ impl<H: Handler> Worker<H> {
         if let Err(error) = paused {
             tracing::warn!(consumer = %self.settings.name, %error, "cannot pause partitions");
         }
+        self.paused = true;
         self.failing.events = true;
         self.ctx.health.degraded(&why);
         self.paused_until = Some(Instant::now() + self.backoff.next_delay());

@@ -138,22 +138,22 @@ async fn kafka_tls_and_sasl_problems_are_named() {
         )
     };
     let password_file = std::env::temp_dir().join(format!("taskmesh-pw-{}", uuid::Uuid::new_v4()));
-
-    // The password from a mounted file (a Kubernetes Secret), trailing newline and all.
-    std::fs::write(&password_file, "right-password\n").expect("file");
     let file = password_file.display().to_string();
-    let ok = run(
+    // check-config with SASL_SSL, trusting `ca`, the password read from the file.
+    let sasl_check = |ca: &std::path::Path| {
         check(
             &db,
             &tls.brokers,
             &[
-                ("TASKMESH_KAFKA_PROPERTIES", &properties(&pki.ca)),
+                ("TASKMESH_KAFKA_PROPERTIES", &properties(ca)),
                 ("TASKMESH_KAFKA_SASL_PASSWORD_FILE", &file),
             ],
-        ),
-        LIMIT,
-    )
-    .await;
+        )
+    };
+
+    // The password from a mounted file (a Kubernetes Secret), trailing newline and all.
+    std::fs::write(&password_file, "right-password\n").expect("file");
+    let ok = run(sasl_check(&pki.ca), LIMIT).await;
     assert!(
         ok.success,
         "SASL_SSL with the right password passes:\n{}",
@@ -163,18 +163,7 @@ async fn kafka_tls_and_sasl_problems_are_named() {
     assert!(ok.text.contains("sasl.password=***"), "{}", ok.text);
 
     std::fs::write(&password_file, "wrong-password\n").expect("file");
-    let bad = run(
-        check(
-            &db,
-            &tls.brokers,
-            &[
-                ("TASKMESH_KAFKA_PROPERTIES", &properties(&pki.ca)),
-                ("TASKMESH_KAFKA_SASL_PASSWORD_FILE", &file),
-            ],
-        ),
-        LIMIT,
-    )
-    .await;
+    let bad = run(sasl_check(&pki.ca), LIMIT).await;
     assert!(!bad.success, "a wrong password fails:\n{}", bad.text);
     assert!(
         bad.text.contains("TASKMESH_KAFKA_SASL_PASSWORD"),
@@ -184,18 +173,7 @@ async fn kafka_tls_and_sasl_problems_are_named() {
     assert!(!bad.text.contains("wrong-password"), "{}", bad.text);
 
     let other = Pki::new().expect("another CA");
-    let bad = run(
-        check(
-            &db,
-            &tls.brokers,
-            &[
-                ("TASKMESH_KAFKA_PROPERTIES", &properties(&other.ca)),
-                ("TASKMESH_KAFKA_SASL_PASSWORD_FILE", &file),
-            ],
-        ),
-        LIMIT,
-    )
-    .await;
+    let bad = run(sasl_check(&other.ca), LIMIT).await;
     assert!(!bad.success, "an unknown CA fails:\n{}", bad.text);
     assert!(bad.text.contains("ssl.ca.location"), "{}", bad.text);
     let _ = std::fs::remove_file(&password_file);

@@ -241,24 +241,3 @@ impl Drop for TlsBroker {
         }
     }
 }
-
-/// The Prometheus text a `/metrics` listener at `addr` serves, or `None` when it does not
-/// answer.
-pub(crate) async fn metrics_text(addr: SocketAddr) -> Option<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-            .await
-            .ok()?
-            .ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
-    Some(text)
-}

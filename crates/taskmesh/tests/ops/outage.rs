@@ -14,6 +14,7 @@ use crate::helpers::{SERVING, create, created_entries, health};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consumers_and_relays_recover_from_a_broker_outage() {
+    taskmesh_testkit::init_tracing();
     let (listener, proxy_addr) = Proxy::bind().await.expect("binds");
     let broker = EmbeddedBroker::start_with(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -90,12 +91,20 @@ async fn consumers_and_relays_recover_from_a_broker_outage() {
         (&mesh.recurrence_pool, "taskmesh-recurrence"),
         (&mesh.audit_pool, "taskmesh-audit-task-events"),
     ] {
-        let applied: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE consumer = $1")
-                .bind(consumer)
-                .fetch_one(pool)
-                .await
-                .expect("counts");
-        assert_eq!(applied, 6, "{consumer} applied each event once");
+        let count = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM processed_events WHERE consumer = $1",
+            )
+            .bind(consumer)
+            .fetch_one(pool)
+            .await
+            .expect("counts")
+        };
+        let applied = eventually(Duration::from_secs(30), || async {
+            (count().await >= 6).then_some(())
+        })
+        .await;
+        assert!(applied.is_some(), "{consumer} applied every event");
+        assert_eq!(count().await, 6, "{consumer} applied each event once");
     }
 }

@@ -14,9 +14,9 @@ use taskmesh_platform::{broker::EmbeddedBroker, kafka::KafkaConfig};
 use taskmesh_proto::task::v1::{
     CreateTaskRequest, Reminder, Task, reminder, task_service_client::TaskServiceClient,
 };
-use taskmesh_testkit::{KillOnDrop, TestDb, eventually, with_token};
+use taskmesh_testkit::{KillOnDrop, TestDb, eventually, metrics_text, with_token};
 
-use crate::helpers::{SERVING, health, metrics_text, run, taskmesh};
+use crate::helpers::{SERVING, health, run, taskmesh};
 
 const SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes";
 

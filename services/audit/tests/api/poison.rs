@@ -118,15 +118,7 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
             .all(|e| e.event_id != replay.id.to_string())
     );
 
-    let dead = EventReader::new_named(
-        &mesh.kafka,
-        &mesh.kafka.dead_letter_topic(Topic::TaskEvents),
-    )
-    .await
-    .unwrap()
-    .collect(10, Duration::from_secs(3))
-    .await
-    .unwrap();
+    let dead = dead_letters(&mesh, Topic::TaskEvents).await;
     assert!(
         dead.iter().any(|e| e.id == garbage.id),
         "the garbage was dead-lettered"
@@ -135,21 +127,15 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
         dead.iter().all(|e| e.id != replay.id),
         "a replay is not poison"
     );
-    let dead = EventReader::new_named(
-        &mesh.kafka,
-        &mesh.kafka.dead_letter_topic(Topic::TaskCommands),
-    )
-    .await
-    .unwrap()
-    .collect(10, Duration::from_secs(3))
-    .await
-    .unwrap();
+    let dead = dead_letters(&mesh, Topic::TaskCommands).await;
     assert!(
         dead.iter().any(|e| e.id == invalid.id),
         "the invalid command was dead-lettered"
     );
 
-    let metrics = reqwest_metrics(&mesh).await;
+    let metrics = taskmesh_testkit::metrics_text(mesh.gateway_addr)
+        .await
+        .expect("/metrics answers");
     assert!(
         metrics
             .lines()
@@ -158,17 +144,12 @@ async fn garbage_invalid_commands_and_replays_leave_no_history() {
     );
 }
 
-/// The gateway's `/metrics` (in the test mesh, every component's).
-async fn reqwest_metrics(mesh: &taskmesh_testkit::Mesh) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(mesh.gateway_addr)
+/// What `topic`'s dead-letter topic holds (until it is quiet for 3 s).
+async fn dead_letters(mesh: &taskmesh_testkit::Mesh, topic: Topic) -> Vec<CloudEvent> {
+    EventReader::new_named(&mesh.kafka, &mesh.kafka.dead_letter_topic(topic))
         .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap()
+        .collect(10, Duration::from_secs(3))
         .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
+        .unwrap()
 }
