@@ -189,7 +189,10 @@ impl Mesh {
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
-        let kafka = KafkaConfig::local(broker.bootstrap_servers());
+        let mut kafka = KafkaConfig::local(broker.bootstrap_servers());
+        if let Ok(debug) = std::env::var("TASKMESH_TEST_RDKAFKA_DEBUG") {
+            kafka.extra.push(("debug".into(), debug));
+        }
         Self::start_with(options, kafka, Some(broker), |_| {}).await
     }
 

@@ -36,14 +36,14 @@ pub(super) struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// A producer for `topic`'s dead-letter topic. Created now, so a configuration error
-    /// shows at start.
-    pub(super) fn new(kafka: &KafkaConfig, topic: Topic) -> Result<Self, KafkaError> {
-        Ok(Self {
-            producer: Some(kafka.producer()?),
+    /// The dead letters of `topic`. The producer is created at the first dead letter (most
+    /// consumers never need one; its configuration is the relays' and `check-config`'s).
+    pub(super) fn new(kafka: &KafkaConfig, topic: Topic) -> Self {
+        Self {
+            producer: None,
             topic: kafka.dead_letter_topic(topic),
             kafka: kafka.clone(),
-        })
+        }
     }
 
     /// Copies `message` to the dead-letter topic, retrying (with a fresh producer after each

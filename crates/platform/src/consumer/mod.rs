@@ -173,6 +173,8 @@ pub async fn run<H: Handler>(
     let mut config = kafka.consumer_config(&group);
     // Stored offsets (never auto-stored) are committed in the background.
     config.set("enable.auto.commit", "true");
+    // Names the consumer in the broker's logs and librdkafka's.
+    config.set("client.id", &group);
     // Nothing here is waited on by a person the way a live stream is: an idle fetch may wait
     // longer. (Kafka answers a waiting fetch as soon as data arrives; the embedded dev broker
     // polls, so a short wait there costs CPU on every idle consumer.)
@@ -183,10 +185,10 @@ pub async fn run<H: Handler>(
     let consumer: StreamConsumer = config
         .create()
         .with_context(|| format!("cannot create the Kafka consumer {group}"))?;
-    let dead_letters = dead_letter::DeadLetters::new(&kafka, settings.topic)
-        .with_context(|| format!("cannot create the dead-letter producer of {group}"))?;
-    let probe = lag::Probe::new(&kafka, &group, &topic)
-        .with_context(|| format!("cannot create the lag probe of {group}"))?;
+    // Shared with the lag probe, whose blocking calls run on another thread.
+    let consumer = std::sync::Arc::new(consumer);
+    let dead_letters = dead_letter::DeadLetters::new(&kafka, settings.topic);
+    let probe = lag::Probe::new(std::sync::Arc::clone(&consumer), &topic);
     tracing::info!(consumer = %settings.name, %group, %topic, "consuming");
     let leases = leases::Leases::new(pool.clone(), &group);
     let result = worker::Worker::new(pool, settings, handler, ctx, leases, dead_letters, topic)

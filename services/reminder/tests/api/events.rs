@@ -97,7 +97,9 @@ async fn duplicate_and_out_of_order_task_events_change_nothing() {
 async fn after_downtime_each_overdue_reminder_fires_once_on_recovery_marked_late() {
     // No scheduler runs while the reminders come due (the service is "down").
     let (mesh, mut tasks, mut client) = start(injected_clock()).await;
-    let fire = now() + Span::milliseconds(500);
+    // Far enough ahead that five creates finish before it, on a busy machine too (a reminder
+    // already past when its task is saved is not owed).
+    let fire = now() + Span::seconds(3);
     for i in 0..5 {
         create(
             &mut tasks,
@@ -109,7 +111,8 @@ async fn after_downtime_each_overdue_reminder_fires_once_on_recovery_marked_late
         .await;
     }
     reminders_when(&client, "alice", "", |r| r.len() == 5).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let wait = (fire - now()).to_std().unwrap_or_default() + Duration::from_secs(1);
+    tokio::time::sleep(wait).await;
 
     // Two replicas come back at once.
     let stop = CancellationToken::new();

@@ -176,7 +176,7 @@ async fn completing_the_task_before_its_time_cancels_the_reminder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_opened_with_both_list_cursors_replays_exactly_what_came_after() {
     let (mesh, mut tasks, mut client) = start(MeshOptions::default()).await;
-    let first = now() + Span::milliseconds(300);
+    let first = now() + Span::seconds(2);
     create(&mut tasks, "alice", "First", None, vec![at("r", first)]).await;
     reminders_when(&client, "alice", "state = FIRED", |r| r.len() == 1).await;
 
@@ -195,7 +195,7 @@ async fn a_stream_opened_with_both_list_cursors_replays_exactly_what_came_after(
     assert_eq!(listed.notifications.len(), 1);
 
     // Meanwhile: one more task and one more reminder fire.
-    let second = now() + Span::milliseconds(300);
+    let second = now() + Span::seconds(2);
     create(&mut tasks, "alice", "Second", None, vec![at("r", second)]).await;
     reminders_when(&client, "alice", "state = FIRED", |r| r.len() == 2).await;
 
