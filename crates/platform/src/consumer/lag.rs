@@ -11,11 +11,13 @@ use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
     Offset, TopicPartitionList,
-    consumer::{Consumer, StreamConsumer},
+    consumer::{BaseConsumer, Consumer},
     error::KafkaError,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::kafka::KafkaConfig;
 
 /// How often the probe reads.
 const EVERY: Duration = Duration::from_secs(5);
@@ -40,19 +42,22 @@ pub(super) struct Reading {
     pub(super) result: Result<Measure, String>,
 }
 
-/// Reads offsets through the consumer's own client (its group's committed offsets).
+/// A client of the consumer's group that only reads offsets (it never joins the group, and
+/// is not the consumer's own client: a read in flight on a blocking thread may outlive the
+/// consumer, and a consumer whose last handle is dropped there never finishes closing).
 pub(super) struct Probe {
-    client: Arc<StreamConsumer>,
+    client: Arc<BaseConsumer>,
     topic: String,
 }
 
 impl Probe {
-    /// A probe of `client`'s group on `topic`.
-    pub(super) fn new(client: Arc<StreamConsumer>, topic: &str) -> Self {
-        Self {
-            client,
+    /// A probe of `group` on `topic`.
+    pub(super) fn new(kafka: &KafkaConfig, group: &str, topic: &str) -> Result<Self, KafkaError> {
+        let client: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
+        Ok(Self {
+            client: Arc::new(client),
             topic: topic.to_owned(),
-        }
+        })
     }
 
     /// Reads the topic's partitions, their high watermarks and the group's committed offsets
@@ -66,7 +71,7 @@ impl Probe {
     }
 }
 
-fn measure(client: &StreamConsumer, topic: &str) -> Result<Measure, KafkaError> {
+fn measure(client: &BaseConsumer, topic: &str) -> Result<Measure, KafkaError> {
     let metadata = client.fetch_metadata(Some(topic), TIMEOUT)?;
     let partitions = crate::kafka::partition_ids(&metadata, topic);
     if partitions.is_empty() {
@@ -84,7 +89,7 @@ fn measure(client: &StreamConsumer, topic: &str) -> Result<Measure, KafkaError> 
 }
 
 /// High watermark minus committed offset, summed over `partitions`.
-fn lag(client: &StreamConsumer, topic: &str, partitions: &[i32]) -> Result<i64, KafkaError> {
+fn lag(client: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<i64, KafkaError> {
     let mut list = TopicPartitionList::new();
     for &partition in partitions {
         list.add_partition(topic, partition);

@@ -185,16 +185,17 @@ pub async fn run<H: Handler>(
     let consumer: StreamConsumer = config
         .create()
         .with_context(|| format!("cannot create the Kafka consumer {group}"))?;
-    // Shared with the lag probe, whose blocking calls run on another thread.
-    let consumer = std::sync::Arc::new(consumer);
     let dead_letters = dead_letter::DeadLetters::new(&kafka, settings.topic);
-    let probe = lag::Probe::new(std::sync::Arc::clone(&consumer), &topic);
+    let probe = lag::Probe::new(&kafka, &group, &topic)
+        .with_context(|| format!("cannot create the lag probe of {group}"))?;
     tracing::info!(consumer = %settings.name, %group, %topic, "consuming");
     let leases = leases::Leases::new(pool.clone(), &group);
     let result = worker::Worker::new(pool, settings, handler, ctx, leases, dead_letters, topic)
         .run(&consumer, probe)
         .await;
+    let closing = std::time::Instant::now();
     close(consumer).await;
+    tracing::debug!(%group, took = ?closing.elapsed(), "consumer closed");
     result
 }
 
