@@ -94,6 +94,14 @@ pub(crate) struct CpuUse {
     pub(crate) children: f64,
 }
 
+impl CpuUse {
+    /// CPU milliseconds per call at `rate` calls per second: this process and PostgreSQL
+    /// (and server processes started), divided by the calls.
+    pub(crate) fn per_call_ms(&self, rate: f64) -> f64 {
+        (self.bench + self.postgres + self.children) * 1_000.0 / rate.max(1e-9)
+    }
+}
+
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.bench == 0.0 && self.postgres == 0.0 && self.children == 0.0 {

@@ -10,14 +10,17 @@
 //! cargo run --release -p taskmesh-bench -- create-task  # one scenario
 //! cargo run --release -p taskmesh-bench -- reminders [--total 100000] [--burst 1000]
 //! cargo run --release -p taskmesh-bench -- streams      # 10,000 then 50,000 idle streams
+//! cargo run --release -p taskmesh-bench -- idle         # the CPU of a mesh nobody calls
 //! ```
 
+mod idle;
 mod live;
 mod load;
 mod pipeline;
 mod reminders;
 mod rpc;
 mod search;
+mod statements;
 mod streams;
 mod table;
 
@@ -48,12 +51,14 @@ enum Scenario {
     LiveUpdate,
     /// A backlog of outbox events drained through the relay, the broker and the consumers,
     /// beside the broker's own produce-and-consume rate.
-    Pipeline,
+    Pipeline(pipeline::Args),
     /// ListTasks with a full-text query and a filter over 1,000,000 tasks of 1,000 users.
     Search,
     /// Reminder firing lateness: many reminders scheduled, a burst due within one second,
     /// beside bare Tokio timers.
     Reminders(reminders::Args),
+    /// The CPU of a mesh nobody calls, beside a bare tonic server.
+    Idle,
     /// Idle live streams on one gateway (its own process): memory per stream and fan-out,
     /// beside a bare tonic server holding as many Health/Watch streams.
     Streams,
@@ -138,6 +143,7 @@ impl Scale {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    statements::install();
     let scale = Scale::new(cli.quick);
     let reminder_args = |args: reminders::Args| {
         if cli.quick {
@@ -157,13 +163,22 @@ async fn main() -> anyhow::Result<()> {
         Some(Scenario::Reminders(args)) => reminders::run(reminder_args(args), &mut table).await?,
         Some(Scenario::CreateTask) => rpc::run(&scale, &mut table).await?,
         Some(Scenario::LiveUpdate) => live::run(&scale, &mut table).await?,
-        Some(Scenario::Pipeline) => pipeline::run(&scale, &mut table).await?,
+        Some(Scenario::Pipeline(args)) => {
+            let events = if cli.quick {
+                scale.pipeline_events
+            } else {
+                args.events
+            };
+            pipeline::run(&scale, events, &mut table).await?;
+        }
         Some(Scenario::Search) => search::run(&scale, &mut table).await?,
         Some(Scenario::Streams) => streams::run(&scale, &mut table).await?,
+        Some(Scenario::Idle) => idle::run(&scale, &mut table).await?,
         None => {
+            idle::run(&scale, &mut table).await?;
             rpc::run(&scale, &mut table).await?;
             live::run(&scale, &mut table).await?;
-            pipeline::run(&scale, &mut table).await?;
+            pipeline::run(&scale, scale.pipeline_events, &mut table).await?;
             streams::run(&scale, &mut table).await?;
             search::run(&scale, &mut table).await?;
             let defaults = reminders::Args {

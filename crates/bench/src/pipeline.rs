@@ -15,16 +15,30 @@ use taskmesh_proto::task::v1::Task;
 use taskmesh_testkit::{Mesh, MeshOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Scale, live, load::CpuClock, rpc, table::Table};
+use crate::{
+    Scale, live,
+    load::{CpuClock, CpuUse},
+    rpc,
+    table::Table,
+};
 
 async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<u64> {
     let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
     Ok(u64::try_from(count)?)
 }
 
-/// Runs the scenario and its broker baseline; adds their rows to `table`.
-pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
-    let events = scale.pipeline_events as u64;
+/// Options of the pipeline scenario.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Outbox events in the backlog (`--quick`: 500).
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) events: usize,
+}
+
+/// Runs the scenario with a backlog of `events` and its broker baseline; adds their rows to
+/// `table`.
+pub(crate) async fn run(scale: &Scale, events: usize, table: &mut Table) -> anyhow::Result<()> {
+    let events = events as u64;
     let mesh = Mesh::start(MeshOptions {
         relay: false,
         ..MeshOptions::default()
@@ -92,6 +106,16 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
         limit,
         cpu,
     );
+    for (name, at) in &finished {
+        table.ratio_row(
+            "pipeline",
+            &format!("{name} consumer alone, events/s"),
+            backlog as f64 / at.as_secs_f64(),
+            "broker produce+consume, records/s",
+            limit,
+            CpuUse::default(),
+        );
+    }
     table.note(format!(
         "pipeline: each consumer done after {}",
         finished

@@ -26,6 +26,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::{
     Scale,
     load::{CpuUse, Outcome, open_loop},
+    statements,
     table::Table,
 };
 
@@ -79,9 +80,19 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
                 ours.cpu,
             );
         }
+        table.ratio_row(
+            "CreateTask",
+            &format!("CPU per call @ {rate} rps, ms"),
+            ours.cpu.per_call_ms(rate),
+            "tonic echo",
+            limit.cpu.per_call_ms(rate),
+            ours.cpu,
+        );
         table.note_errors("CreateTask", &ours);
         table.note_errors("tonic echo", &limit);
     }
+
+    statements_per_create(scale, &mesh, &mesh_channels[0], &tokens, table).await?;
 
     quiesce(&mesh).await?;
     let ours = ladder(scale, &create).await;
@@ -107,6 +118,82 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
         pgbench.cpu,
     );
 
+    Ok(())
+}
+
+/// Counts the SQL statements (each one round trip) of CreateTask calls and of the events
+/// they cause, per place (see [`statements`]): the RPC itself, each consumer per event it
+/// handled, and everything else (relay, leases, probes) per call. Figures, beside the four
+/// writes a create cannot do without (its row, its change-log row, its outbox row and the
+/// user's change-log lock) and, per consumed event, beside the one write an effect needs.
+async fn statements_per_create(
+    scale: &Scale,
+    mesh: &Mesh,
+    channel: &Channel,
+    tokens: &[Bearer],
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let calls = if scale.fixed.as_secs() >= 10 {
+        2_000
+    } else {
+        100
+    };
+    quiesce(mesh).await?;
+    let counting = statements::Counting::start();
+    write_tasks(channel, tokens, calls, |i| Task {
+        title: format!("counted task {i}"),
+        description: "created by taskmesh-bench".into(),
+        tags: vec!["bench".into()],
+        ..Default::default()
+    })
+    .await?;
+    quiesce(mesh).await?;
+    // The consumers are done when their counts stop moving.
+    let mut last = statements::Counting::peek();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = statements::Counting::peek();
+        let consumers = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with("consumer "))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<Vec<_>>()
+        };
+        if consumers(&now) == consumers(&last) {
+            break;
+        }
+        last = now;
+    }
+    let counts = counting.stop();
+    for (place, count) in &counts {
+        let (figure, limit_name, limit) = if place.starts_with("rpc ") {
+            (
+                format!("statements per call, {}", &place[4..]),
+                "row, change, outbox, lock",
+                4.0,
+            )
+        } else if place.starts_with("consumer ") {
+            (
+                format!("statements per event, {}", &place[9..]),
+                "one write",
+                1.0,
+            )
+        } else {
+            ("other statements per call".to_owned(), "none", 0.0)
+        };
+        table.ratio_row(
+            "statements",
+            &figure,
+            *count as f64 / calls as f64,
+            limit_name,
+            limit,
+            CpuUse::default(),
+        );
+    }
+    table.note(format!(
+        "statements: counted at the driver over {calls} CreateTask calls (64 in flight) and the \
+         events they caused; BEGIN and COMMIT included; with sqlx one statement is one round trip"
+    ));
     Ok(())
 }
 

@@ -65,11 +65,21 @@ pub struct Change<'a> {
 /// # Errors
 /// The database error.
 pub async fn lock_user(conn: &mut PgConnection, user: &str) -> Result<i64, sqlx::Error> {
+    // One round trip for a user who has written before (the usual case); a first write
+    // creates the counter and locks it then.
+    const LOCK: &str = "SELECT last_sequence FROM change_counters WHERE user_id = $1 FOR UPDATE";
+    if let Some(last) = sqlx::query_scalar(LOCK)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        return Ok(last);
+    }
     sqlx::query("INSERT INTO change_counters (user_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
         .bind(user)
         .execute(&mut *conn)
         .await?;
-    sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1 FOR UPDATE")
+    sqlx::query_scalar(LOCK)
         .bind(user)
         .fetch_one(&mut *conn)
         .await
@@ -139,24 +149,26 @@ pub async fn record_all(
         sequences.push(sequence);
         events.push((writer.topic, event(log, &writer, time, change, sequence)));
     }
-    sqlx::query(
-        "INSERT INTO changes (user_id, sequence, event_id, event_type, subject, create_time, payload) \
-         SELECT user_id, sequence, event_id, event_type, subject, $7, payload \
-         FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::bytea[]) \
-         AS c(user_id, sequence, event_id, event_type, subject, payload)",
-    )
-    .bind(events.iter().map(|(_, e)| e.key.as_str()).collect::<Vec<_>>())
-    .bind(&sequences)
-    .bind(events.iter().map(|(_, e)| e.id).collect::<Vec<_>>())
-    .bind(events.iter().map(|(_, e)| e.event_type.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|(_, e)| e.subject.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|(_, e)| e.data.as_slice()).collect::<Vec<_>>())
-    .bind(time)
-    .execute(&mut *conn)
-    .await?;
+    // The change-log rows, the outbox rows and the relay's wake-up in one round trip.
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH e AS (SELECT * FROM {}), o AS ({}), \
+             c AS (INSERT INTO changes (user_id, sequence, event_id, event_type, subject, \
+             create_time, payload) SELECT e.record_key, s.sequence, e.event_id, e.event_type, \
+             e.subject, e.event_time, e.payload FROM e JOIN unnest($11::bigint[]) WITH ORDINALITY \
+             AS s(sequence, n) USING (n)) \
+             SELECT pg_notify($12, '')",
+            outbox::EVENTS_UNNEST,
+            outbox::INSERT_FROM_E
+        )
+    });
     let refs: Vec<(&str, &cloudevents::CloudEvent)> =
         events.iter().map(|(topic, e)| (*topic, e)).collect();
-    outbox::enqueue_all(conn, log.channel, &refs).await?;
+    outbox::bind_events(sqlx::query(SQL.as_str()), &refs)
+        .bind(&sequences)
+        .bind(log.channel)
+        .execute(&mut *conn)
+        .await?;
     Ok(sequences)
 }
 

@@ -70,6 +70,9 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     PgConnectOptions::from_str(url).map_err(DbError::Url)
 }
 
+/// How long a pooled connection may sit idle before it is checked on its way out.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Opens a pool whose connections use `schema` as their `search_path`, creating the schema
 /// if needed.
 ///
@@ -106,6 +109,19 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
         // A call waits at most this long for a connection: during a database outage callers
         // get UNAVAILABLE within seconds rather than hang until their own deadline.
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection back from the pool is checked (a round trip) only when it sat idle
+        // long enough that the server may have gone since: one that is in steady use costs no
+        // extra round trip per transaction, and one that outlived a server restart is still
+        // replaced before a caller sees it fail.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < IDLE_BEFORE_PING {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
         .connect_with(options)
         .await?)
 }

@@ -139,7 +139,7 @@ impl KafkaConfig {
             group_prefix: String::new(),
             partitions: 3,
             replication_factor: 1,
-            fetch_wait_max_ms: 5,
+            fetch_wait_max_ms: 20,
             extra: Vec::new(),
             secrets: Vec::new(),
         }

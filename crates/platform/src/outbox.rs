@@ -53,8 +53,8 @@ pub async fn enqueue(
     enqueue_all(conn, channel, &[(topic, event)]).await
 }
 
-/// Writes each `(topic, event)` into the outbox in one statement, in order (the relay
-/// publishes in that order), and notifies `channel` once.
+/// Writes each `(topic, event)` into the outbox, in order (the relay publishes in that
+/// order), and notifies `channel` once: one statement, one round trip.
 ///
 /// # Errors
 /// The database error.
@@ -66,42 +66,74 @@ pub async fn enqueue_all(
     if events.is_empty() {
         return Ok(());
     }
-    let column =
-        |f: fn(&CloudEvent) -> String| events.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
-    let topics: Vec<&str> = events.iter().map(|(topic, _)| *topic).collect();
-    let ids: Vec<Uuid> = events.iter().map(|(_, e)| e.id).collect();
-    let times: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|(_, e)| e.time).collect();
-    let payloads: Vec<&[u8]> = events.iter().map(|(_, e)| e.data.as_slice()).collect();
-    let traceparents: Vec<Option<&str>> = events
-        .iter()
-        .map(|(_, e)| e.traceparent.as_deref())
-        .collect();
-    sqlx::query(
-        "INSERT INTO outbox (topic, record_key, event_id, event_type, source, subject, \
-         event_time, data_schema, payload, traceparent) \
-         SELECT topic, record_key, event_id, event_type, source, subject, event_time, \
-         data_schema, payload, traceparent FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], \
-         $6::text[], $7::timestamptz[], $8::text[], $9::bytea[], $10::text[]) WITH ORDINALITY \
-         AS e(topic, record_key, event_id, event_type, source, subject, event_time, data_schema, \
-         payload, traceparent, n) ORDER BY n",
-    )
-    .bind(&topics)
-    .bind(column(|e| e.key.clone()))
-    .bind(&ids)
-    .bind(column(|e| e.event_type.clone()))
-    .bind(column(|e| e.source.clone()))
-    .bind(column(|e| e.subject.clone()))
-    .bind(&times)
-    .bind(column(|e| e.data_schema.clone()))
-    .bind(&payloads)
-    .bind(&traceparents)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH e AS (SELECT * FROM {EVENTS_UNNEST}), o AS ({INSERT_FROM_E}) SELECT pg_notify($11, '')"
+        )
+    });
+    let query = sqlx::query(SQL.as_str());
+    bind_events(query, events)
         .bind(channel)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     Ok(())
+}
+
+/// `unnest` of the ten arrays [`bind_events`] binds as `$1`..`$10`, one row per event with
+/// its position `n` (from 1): columns `topic, record_key, event_id, event_type, source,
+/// subject, event_time, data_schema, payload, traceparent, n`. Use as `FROM {EVENTS_UNNEST}`
+/// in a CTE named `e`.
+pub(crate) const EVENTS_UNNEST: &str = "unnest($1::text[], $2::text[], $3::uuid[], \
+     $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::bytea[], \
+     $10::text[]) WITH ORDINALITY AS e(topic, record_key, event_id, event_type, source, \
+     subject, event_time, data_schema, payload, traceparent, n)";
+
+/// Inserts the rows of a CTE `e` (see [`EVENTS_UNNEST`]) into the outbox in the order of
+/// `n`, so their ids (the relay's order) follow the events' order.
+pub(crate) const INSERT_FROM_E: &str = "INSERT INTO outbox (topic, record_key, event_id, \
+     event_type, source, subject, event_time, data_schema, payload, traceparent) \
+     SELECT topic, record_key, event_id, event_type, source, subject, event_time, \
+     data_schema, payload, traceparent FROM e ORDER BY n";
+
+/// Binds `$1`..`$10` of [`EVENTS_UNNEST`]: one array element per event.
+pub(crate) fn bind_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &'q [(&'q str, &'q CloudEvent)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let text = |f: fn(&'q CloudEvent) -> &'q str| -> Vec<&'q str> {
+        events.iter().map(|(_, e)| f(e)).collect()
+    };
+    query
+        .bind(
+            events
+                .iter()
+                .map(|(topic, _)| *topic)
+                .collect::<Vec<&str>>(),
+        )
+        .bind(text(|e| &e.key))
+        .bind(events.iter().map(|(_, e)| e.id).collect::<Vec<Uuid>>())
+        .bind(text(|e| &e.event_type))
+        .bind(text(|e| &e.source))
+        .bind(text(|e| &e.subject))
+        .bind(
+            events
+                .iter()
+                .map(|(_, e)| e.time)
+                .collect::<Vec<chrono::DateTime<chrono::Utc>>>(),
+        )
+        .bind(text(|e| &e.data_schema))
+        .bind(
+            events
+                .iter()
+                .map(|(_, e)| e.data.as_slice())
+                .collect::<Vec<&[u8]>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|(_, e)| e.traceparent.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
 }
 
 /// Errors of one relay round.

@@ -33,29 +33,33 @@ pub async fn claim(
     if request_id.is_empty() {
         return Ok(None);
     }
-    let inserted = sqlx::query(
-        "INSERT INTO requests (user_id, request_id, method, resource_id, response, create_time) \
-         VALUES ($1, $2, $3, $4, '', now()) ON CONFLICT DO NOTHING",
+    // Claim, or read the first call's response, in one round trip. The read sees the
+    // statement's snapshot: a first call that committed while this one waited on its row is
+    // not in it, so that case reads again.
+    let (claimed, response): (bool, Option<Vec<u8>>) = sqlx::query_as(
+        "WITH claim AS (INSERT INTO requests (user_id, request_id, method, resource_id, \
+         response, create_time) VALUES ($1, $2, $3, $4, '', now()) ON CONFLICT DO NOTHING \
+         RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM claim), (SELECT response FROM requests \
+         WHERE user_id = $1 AND method = $3 AND request_id = $2)",
     )
     .bind(user)
     .bind(request_id)
     .bind(method)
     .bind(Uuid::nil())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(None);
-    }
-    let response: Vec<u8> = sqlx::query_scalar(
-        "SELECT response FROM requests WHERE user_id = $1 AND method = $2 AND request_id = $3",
-    )
-    .bind(user)
-    .bind(method)
-    .bind(request_id)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(Some(response))
+    if claimed {
+        return Ok(None);
+    }
+    if let Some(response) = response {
+        return Ok(Some(response));
+    }
+    // Not claimed and not visible: the first call committed while this statement waited.
+    finished(conn, user, method, request_id)
+        .await?
+        .map(Some)
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 /// The stored response of `request_id` when that request finished (committed), without

@@ -72,7 +72,7 @@ pub(crate) struct Common {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/taskmesh",
+        default_value = "postgres://postgres@127.0.0.1:5432/taskmesh?sslmode=disable",
         hide_env_values = true
     )]
     pub(crate) database_url: String,

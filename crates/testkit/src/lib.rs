@@ -60,9 +60,16 @@ impl TestDb {
         Ok(Self { name })
     }
 
-    /// Its URL.
+    /// Its URL, without TLS (`sslmode=disable`: the test server is on this machine, where
+    /// TLS would only cost CPU; `prefer`, the default, would use it since the server offers
+    /// it).
     pub fn url(&self) -> String {
-        format!("{}/{}", server_url(), self.name)
+        self.url_with("sslmode=disable")
+    }
+
+    /// Its URL with the query `params` (e.g. `sslmode=verify-ca&sslrootcert=...`).
+    pub fn url_with(&self, params: &str) -> String {
+        format!("{}/{}?{params}", server_url(), self.name)
     }
 }
 
@@ -187,6 +194,7 @@ impl Mesh {
     /// Starts a broker (memory storage), migrates a fresh database, starts TaskService,
     /// ReminderService, RecurrenceService, AuditService and the gateway.
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
+        init_tracing();
         let broker =
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
         let mut kafka = KafkaConfig::local(broker.bootstrap_servers());

@@ -58,68 +58,137 @@ impl EntryRow {
     }
 }
 
-/// Appends an entry with `content` (its `id` and `chain_position` are assigned here) to its
-/// user's chain, unless an entry of the same event exists already (an event seen on two
-/// topics, or redelivered). Returns whether it was appended.
-pub(crate) async fn append(
+/// Appends entries with `contents` (ids and positions assigned here), in order, to their
+/// users' chains, skipping those whose event has an entry already (an event seen on two
+/// topics, or redelivered); six statements whatever the number. The chain heads of the users
+/// involved are locked in user order, so concurrent appenders cannot deadlock, and each
+/// hash is computed here after the one before it. Returns how many were appended.
+///
+/// # Errors
+/// The database error.
+pub(crate) async fn append_all(
     tx: &mut PgConnection,
-    mut content: Content,
-) -> Result<bool, sqlx::Error> {
+    contents: Vec<Content>,
+) -> Result<usize, sqlx::Error> {
+    if contents.is_empty() {
+        return Ok(0);
+    }
+    let mut users: Vec<String> = contents.iter().map(|c| c.user.clone()).collect();
+    users.sort_unstable();
+    users.dedup();
     sqlx::query(
         "INSERT INTO chains (user_id, last_position, last_hash, start_position, start_hash) \
-         VALUES ($1, 0, $2, 1, $2) ON CONFLICT DO NOTHING",
+         SELECT u, 0, $2, 1, $2 FROM unnest($1::text[]) AS u ORDER BY u ON CONFLICT DO NOTHING",
     )
-    .bind(&content.user)
+    .bind(&users)
     .bind(&GENESIS[..])
     .execute(&mut *tx)
     .await?;
-    // The chain head's row lock serialises one user's appends: positions stay gapless.
-    let (last_position, last_hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT last_position, last_hash FROM chains WHERE user_id = $1 FOR UPDATE")
-            .bind(&content.user)
-            .fetch_one(&mut *tx)
-            .await?;
-    let seen: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM entries WHERE event_id = $1)")
-            .bind(content.event_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if seen {
-        return Ok(false);
+    // The chain heads' row locks serialise each user's appends: positions stay gapless.
+    let heads: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT user_id, last_position, last_hash FROM chains WHERE user_id = ANY($1) \
+         ORDER BY user_id FOR UPDATE",
+    )
+    .bind(&users)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut heads: std::collections::HashMap<String, (i64, Vec<u8>)> = heads
+        .into_iter()
+        .map(|(user, position, hash)| (user, (position, hash)))
+        .collect();
+    let ids: Vec<Uuid> = contents.iter().map(|c| c.event_id).collect();
+    let seen: std::collections::HashSet<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM entries WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut rows: Vec<(Content, Vec<u8>, [u8; 32])> = Vec::with_capacity(contents.len());
+    let mut taken = std::collections::HashSet::with_capacity(contents.len());
+    for mut content in contents {
+        if seen.contains(&content.event_id) || !taken.insert(content.event_id) {
+            continue;
+        }
+        let Some((position, hash)) = heads.get_mut(&content.user) else {
+            return Err(sqlx::Error::RowNotFound);
+        };
+        content.id = Uuid::now_v7();
+        content.chain_position = *position + 1;
+        let next = content.hash(hash);
+        let previous = std::mem::replace(hash, next.to_vec());
+        *position = content.chain_position;
+        rows.push((content, previous, next));
     }
-    content.id = Uuid::now_v7();
-    content.chain_position = last_position + 1;
-    let hash = content.hash(&last_hash);
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let text =
+        |f: fn(&Content) -> &str| -> Vec<&str> { rows.iter().map(|(c, _, _)| f(c)).collect() };
     sqlx::query(
         "INSERT INTO entries (id, event_id, event_type, source, topic, actor, user_id, resource, \
          event_time, trace_id, request_id, changes, chain_position, previous_hash, chain_hash, \
-         record_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         clock_timestamp())",
+         record_time) SELECT *, clock_timestamp() FROM unnest($1::uuid[], $2::uuid[], \
+         $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+         $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[], \
+         $14::bytea[], $15::bytea[])",
     )
-    .bind(content.id)
-    .bind(content.event_id)
-    .bind(&content.event_type)
-    .bind(&content.source)
-    .bind(&content.topic)
-    .bind(&content.actor)
-    .bind(&content.user)
-    .bind(&content.resource)
-    .bind(content.event_time)
-    .bind(&content.trace_id)
-    .bind(&content.request_id)
-    .bind(&content.changes)
-    .bind(content.chain_position)
-    .bind(&last_hash)
-    .bind(&hash[..])
+    .bind(rows.iter().map(|(c, _, _)| c.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(c, _, _)| c.event_id).collect::<Vec<_>>())
+    .bind(text(|c| &c.event_type))
+    .bind(text(|c| &c.source))
+    .bind(text(|c| &c.topic))
+    .bind(text(|c| &c.actor))
+    .bind(text(|c| &c.user))
+    .bind(text(|c| &c.resource))
+    .bind(
+        rows.iter()
+            .map(|(c, _, _)| c.event_time)
+            .collect::<Vec<_>>(),
+    )
+    .bind(text(|c| &c.trace_id))
+    .bind(text(|c| &c.request_id))
+    .bind(
+        rows.iter()
+            .map(|(c, _, _)| c.changes.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(c, _, _)| c.chain_position)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, p, _)| p.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, _, h)| &h[..]).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE chains SET last_position = $2, last_hash = $3 WHERE user_id = $1")
-        .bind(&content.user)
-        .bind(content.chain_position)
-        .bind(&hash[..])
-        .execute(&mut *tx)
-        .await?;
-    Ok(true)
+    let (heads_users, heads_positions, heads_hashes): (Vec<&str>, Vec<i64>, Vec<&[u8]>) = users
+        .iter()
+        .filter_map(|u| heads.get(u).map(|(p, h)| (u.as_str(), *p, h.as_slice())))
+        .fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |mut acc, (u, p, h)| {
+                acc.0.push(u);
+                acc.1.push(p);
+                acc.2.push(h);
+                acc
+            },
+        );
+    sqlx::query(
+        "UPDATE chains c SET last_position = u.position, last_hash = u.hash \
+         FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS u(user_id, position, hash) \
+         WHERE c.user_id = u.user_id AND c.last_position <> u.position",
+    )
+    .bind(&heads_users)
+    .bind(&heads_positions)
+    .bind(&heads_hashes)
+    .execute(&mut *tx)
+    .await?;
+    Ok(rows.len())
 }
 
 /// The outcome of [`verify`].

@@ -13,6 +13,8 @@
 //! recorded under another `ce_id` (the same task version, or the same command request id) is
 //! skipped and counted (`taskmesh_audit_replays_total`).
 
+use std::collections::HashSet;
+
 use sqlx::PgConnection;
 use taskmesh_platform::{
     cloudevents::CloudEvent,
@@ -57,42 +59,77 @@ pub(crate) fn trace_id(traceparent: Option<&str>) -> String {
 
 impl Handler for AuditHandler {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandleError> {
-        let valid = validate(&self.topic, event)?;
-        if let Some(key) = &valid.change_key {
-            let first = sqlx::query(
-                "INSERT INTO recorded_changes (user_id, change_key, event_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
+        self.handle_batch(tx, &[event]).await.map_err(|(_, e)| e)
+    }
+
+    /// Validates every event, skips replays (one statement), and appends the rest to their
+    /// users' chains ([`entries::append_all`]): seven statements whatever the batch's size.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&CloudEvent],
+    ) -> Result<(), (usize, HandleError)> {
+        let valids = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| validate(&self.topic, event).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The first event of each change: later ones with the same key, in this batch or
+        // before it, are replays.
+        let keyed: Vec<(&str, &str, Uuid)> = valids
+            .iter()
+            .zip(events)
+            .filter_map(|(valid, event)| {
+                let key = valid.change_key.as_deref()?;
+                Some((valid.context.user.as_str(), key, event.id))
+            })
+            .collect();
+        let first: HashSet<Uuid> = if keyed.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO recorded_changes (user_id, change_key, event_id) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) \
+                 ON CONFLICT DO NOTHING RETURNING event_id",
             )
-            .bind(&valid.context.user)
-            .bind(key)
-            .bind(event.id)
-            .execute(&mut *tx)
+            .bind(keyed.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|k| k.1).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|k| k.2).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
             .await
-            .map_err(database)?
-            .rows_affected();
-            if first == 0 {
+            .map_err(|e| (0, database(e)))?
+            .into_iter()
+            .collect()
+        };
+        let mut contents = Vec::with_capacity(events.len());
+        for (valid, event) in valids.into_iter().zip(events) {
+            if let Some(key) = &valid.change_key
+                && !first.contains(&event.id)
+            {
                 tracing::info!(event_id = %event.id, change = %key, "replayed change not recorded again");
                 metrics::counter!("taskmesh_audit_replays_total").increment(1);
-                return Ok(());
+                continue;
             }
+            let context = valid.context;
+            contents.push(Content {
+                id: Uuid::nil(),
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                source: event.source.clone(),
+                topic: self.topic.clone(),
+                actor: context.actor,
+                user: context.user,
+                resource: event.subject.clone(),
+                event_time: event.time,
+                trace_id: trace_id(event.traceparent.as_deref()),
+                request_id: context.request_id,
+                changes: changes::of(&event.data_schema, &event.data),
+                chain_position: 0,
+            });
         }
-        let context = valid.context;
-        let content = Content {
-            id: Uuid::nil(),
-            event_id: event.id,
-            event_type: event.event_type.clone(),
-            source: event.source.clone(),
-            topic: self.topic.clone(),
-            actor: context.actor,
-            user: context.user,
-            resource: event.subject.clone(),
-            event_time: event.time,
-            trace_id: trace_id(event.traceparent.as_deref()),
-            request_id: context.request_id,
-            changes: changes::of(&event.data_schema, &event.data),
-            chain_position: 0,
-        };
-        entries::append(tx, content).await.map_err(database)?;
+        entries::append_all(tx, contents)
+            .await
+            .map_err(|e| (0, database(e)))?;
         Ok(())
     }
 }

@@ -90,95 +90,238 @@ pub(crate) fn due_label(due: &DueValue) -> String {
 
 impl Handler for TaskEventHandler {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandleError> {
-        let Some((task, deleted, user)) = task_of(event)? else {
-            return Ok(());
-        };
-        let id = task
-            .name
-            .strip_prefix("tasks/")
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| reject(format!("{:?} is not tasks/{{uuid}}", task.name)))?;
-        apply(tx, &user, id, &task, deleted, event.time)
-            .await
-            .map_err(database)
+        self.handle_batch(tx, &[event]).await.map_err(|(_, e)| e)
+    }
+
+    /// Reads the batch's tasks and their reminders (locked, in id order), applies every event
+    /// in order to that state here, then writes what changed: at most six statements whatever
+    /// the batch's size.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&CloudEvent],
+    ) -> Result<(), (usize, HandleError)> {
+        let mut changes = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            let Some((task, deleted, user)) = task_of(event).map_err(|e| (i, e))? else {
+                continue;
+            };
+            let id = task
+                .name
+                .strip_prefix("tasks/")
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .ok_or_else(|| (i, reject(format!("{:?} is not tasks/{{uuid}}", task.name))))?;
+            changes.push(TaskChange {
+                id,
+                user,
+                task,
+                deleted,
+                time: event.time,
+            });
+        }
+        apply_all(tx, &changes).await.map_err(|e| (0, database(e)))
     }
 }
 
-/// A reminder row as the event finds it.
-struct Existing {
+/// One event's news of a task.
+struct TaskChange {
+    id: Uuid,
+    user: String,
+    task: task_pb::Task,
+    deleted: bool,
+    /// When the change happened (the event's time, UTC).
+    time: DateTime<Utc>,
+}
+
+/// A `tasks` row as this consumer keeps it.
+#[derive(Clone, Debug)]
+struct TaskRow {
+    user: String,
+    title: String,
+    version: i64,
+    open: bool,
+    deleted: bool,
+    due_at: Option<DateTime<Utc>>,
+    due_label: String,
+    overdue_at: Option<DateTime<Utc>>,
+    /// Set by the scheduler; never written here.
+    overdue_notice_for: Option<DateTime<Utc>>,
+    update_time: DateTime<Utc>,
+    /// Changed by this batch (to be written).
+    dirty: bool,
+}
+
+/// A `reminders` row.
+#[derive(Clone, Debug)]
+struct ReminderRow {
+    user: String,
+    absolute: Option<DateTime<Utc>>,
+    relative: Option<i64>,
     trigger_time: DateTime<Utc>,
+    fire_at: DateTime<Utc>,
     state: i16,
     fired_time: Option<DateTime<Utc>>,
+    lateness_us: Option<i64>,
+    /// Changed by this batch (to be written).
+    dirty: bool,
 }
 
-/// Applies one task event, as of `time` (the CloudEvent time of the change).
-async fn apply(
-    tx: &mut PgConnection,
-    user: &str,
-    id: Uuid,
-    task: &task_pb::Task,
-    deleted: bool,
-    time: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    let stored = sqlx::query(
-        "SELECT user_id, version, deleted, overdue_notice_for FROM tasks WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let mut notice_for: Option<DateTime<Utc>> = None;
-    if let Some(row) = &stored {
-        let owner: String = row.try_get("user_id")?;
-        let version: i64 = row.try_get("version")?;
-        if owner != user || row.try_get::<bool, _>("deleted")? {
-            return Ok(());
-        }
-        if !deleted && version >= task.version {
-            return Ok(());
-        }
-        notice_for = row.try_get("overdue_notice_for")?;
+/// Applies `changes` in order: reads the state they touch, applies each to it here (the
+/// rules of the module docs), and writes the rows that changed.
+async fn apply_all(tx: &mut PgConnection, changes: &[TaskChange]) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
     }
-    let due = task.due.as_ref().and_then(DueValue::from_proto);
-    let due_at = due.as_ref().map(DueValue::due_at);
-    let open = !deleted && task.state == TaskState::Open as i32;
-    let overdue_at = due_at.filter(|at| open && *at > time && notice_for != Some(*at));
-    sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, version, is_open, deleted, due_at, due_label, \
-         overdue_at, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (id) DO UPDATE SET title = $3, version = GREATEST(tasks.version, $4), \
-         is_open = $5, deleted = $6, due_at = $7, due_label = $8, overdue_at = $9, update_time = $10",
+    let mut ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Row locks in id order: concurrent writers of the same tasks cannot deadlock.
+    let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query(
+        "SELECT id, user_id, title, version, is_open, deleted, due_at, due_label, overdue_at, \
+         overdue_notice_for, update_time FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
-    .bind(id)
-    .bind(user)
-    .bind(&task.title)
-    .bind(task.version)
-    .bind(open)
-    .bind(deleted)
-    .bind(due_at)
-    .bind(due.as_ref().map(due_label).unwrap_or_default())
-    .bind(overdue_at)
-    .bind(time)
-    .execute(&mut *tx)
-    .await?;
-
-    let existing: HashMap<String, Existing> = sqlx::query(
-        "SELECT reminder_id, trigger_time, state, fired_time FROM reminders WHERE task_id = $1 FOR UPDATE",
-    )
-    .bind(id)
+    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
     .iter()
     .map(|r| {
         Ok((
-            r.try_get("reminder_id")?,
-            Existing {
-                trigger_time: r.try_get("trigger_time")?,
-                state: r.try_get("state")?,
-                fired_time: r.try_get("fired_time")?,
+            r.try_get("id")?,
+            TaskRow {
+                user: r.try_get("user_id")?,
+                title: r.try_get("title")?,
+                version: r.try_get("version")?,
+                open: r.try_get("is_open")?,
+                deleted: r.try_get("deleted")?,
+                due_at: r.try_get("due_at")?,
+                due_label: r.try_get("due_label")?,
+                overdue_at: r.try_get("overdue_at")?,
+                overdue_notice_for: r.try_get("overdue_notice_for")?,
+                update_time: r.try_get("update_time")?,
+                dirty: false,
             },
         ))
     })
     .collect::<Result<_, sqlx::Error>>()?;
+    let mut reminders: HashMap<Uuid, HashMap<String, ReminderRow>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT task_id, reminder_id, user_id, absolute_time, relative_seconds, trigger_time, \
+         fire_at, state, fired_time, lateness_us FROM reminders WHERE task_id = ANY($1) \
+         ORDER BY task_id, reminder_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        reminders.entry(r.try_get("task_id")?).or_default().insert(
+            r.try_get("reminder_id")?,
+            ReminderRow {
+                user: r.try_get("user_id")?,
+                absolute: r.try_get("absolute_time")?,
+                relative: r.try_get("relative_seconds")?,
+                trigger_time: r.try_get("trigger_time")?,
+                fire_at: r.try_get("fire_at")?,
+                state: r.try_get("state")?,
+                fired_time: r.try_get("fired_time")?,
+                lateness_us: r.try_get("lateness_us")?,
+                dirty: false,
+            },
+        );
+    }
+    // Every reminder row there was, to tell which ones go.
+    let before: Vec<(Uuid, String)> = reminders
+        .iter()
+        .flat_map(|(task, rows)| rows.keys().map(move |r| (*task, r.clone())))
+        .collect();
+
+    let mut earliest: Option<DateTime<Utc>> = None;
+    for change in changes {
+        let stored = tasks.get(&change.id);
+        let scheduled = apply(stored, reminders.entry(change.id).or_default(), change);
+        if let Some(row) = scheduled.row {
+            tasks.insert(change.id, row);
+        }
+        if let Some(at) = scheduled.wake {
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+    }
+
+    write_tasks(tx, &tasks).await?;
+    let gone: Vec<&(Uuid, String)> = before
+        .iter()
+        .filter(|(task, id)| {
+            !reminders
+                .get(task)
+                .is_some_and(|rows| rows.contains_key(id))
+        })
+        .collect();
+    if !gone.is_empty() {
+        sqlx::query(
+            "DELETE FROM reminders r USING unnest($1::uuid[], $2::text[]) AS g(task_id, reminder_id) \
+             WHERE r.task_id = g.task_id AND r.reminder_id = g.reminder_id",
+        )
+        .bind(gone.iter().map(|g| g.0).collect::<Vec<_>>())
+        .bind(gone.iter().map(|g| g.1.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    write_reminders(tx, &reminders).await?;
+    if let Some(at) = earliest {
+        // Wake the schedulers (they may sleep past this time); delivered on commit.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WAKE_CHANNEL)
+            .bind(at.to_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What applying one change did: the task's new row (`None`: the event is old news) and the
+/// earliest time a scheduler must wake for.
+struct Applied {
+    row: Option<TaskRow>,
+    wake: Option<DateTime<Utc>>,
+}
+
+/// Applies `change` to the task's `stored` row and its `reminders` (changed in place).
+fn apply(
+    stored: Option<&TaskRow>,
+    reminders: &mut HashMap<String, ReminderRow>,
+    change: &TaskChange,
+) -> Applied {
+    let (task, deleted, user, time) = (&change.task, change.deleted, &change.user, change.time);
+    let old_news = Applied {
+        row: None,
+        wake: None,
+    };
+    let mut notice_for = None;
+    if let Some(row) = stored {
+        if row.user != *user || row.deleted {
+            return old_news;
+        }
+        if !deleted && row.version >= task.version {
+            return old_news;
+        }
+        notice_for = row.overdue_notice_for;
+    }
+    let due = task.due.as_ref().and_then(DueValue::from_proto);
+    let due_at = due.as_ref().map(DueValue::due_at);
+    let open = !deleted && task.state == TaskState::Open as i32;
+    let overdue_at = due_at.filter(|at| open && *at > time && notice_for != Some(*at));
+    let row = TaskRow {
+        user: user.clone(),
+        title: task.title.clone(),
+        version: stored.map_or(task.version, |s| s.version.max(task.version)),
+        open,
+        deleted,
+        due_at,
+        due_label: due.as_ref().map(due_label).unwrap_or_default(),
+        overdue_at,
+        overdue_notice_for: notice_for,
+        update_time: time,
+        dirty: true,
+    };
 
     let mut kept: Vec<&str> = Vec::new();
     let mut earliest: Option<DateTime<Utc>> = overdue_at;
@@ -199,7 +342,7 @@ async fn apply(
             task_pb::reminder::Trigger::AbsoluteTime(_) => (Some(trigger_time), None),
             task_pb::reminder::Trigger::RelativeToDue(offset) => (None, Some(offset.seconds)),
         };
-        let current = existing.get(&reminder.id);
+        let current = reminders.get(&reminder.id);
         // New, or its time moved: (re-)armed.
         let rearm = current.is_none_or(|c| c.trigger_time != trigger_time);
         let target = match current {
@@ -222,48 +365,156 @@ async fn apply(
         if target == state::SCHEDULED {
             earliest = Some(earliest.map_or(trigger_time, |e| e.min(trigger_time)));
         }
-        sqlx::query(
-            "INSERT INTO reminders (task_id, reminder_id, user_id, absolute_time, relative_seconds, \
-             trigger_time, fire_at, state) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
-             ON CONFLICT (task_id, reminder_id) DO UPDATE SET absolute_time = $4, \
-             relative_seconds = $5, trigger_time = $6, state = $7, \
-             fire_at = CASE WHEN $8 THEN $6 ELSE reminders.fire_at END, \
-             fired_time = CASE WHEN $8 THEN NULL ELSE reminders.fired_time END, \
-             lateness_us = CASE WHEN $8 THEN NULL ELSE reminders.lateness_us END",
-        )
-        .bind(id)
-        .bind(&reminder.id)
-        .bind(user)
-        .bind(absolute)
-        .bind(relative)
-        .bind(trigger_time)
-        .bind(target)
-        .bind(rearm)
-        .execute(&mut *tx)
-        .await?;
+        let row = reminders
+            .entry(reminder.id.clone())
+            .or_insert_with(|| ReminderRow {
+                user: user.clone(),
+                absolute,
+                relative,
+                trigger_time,
+                fire_at: trigger_time,
+                state: target,
+                fired_time: None,
+                lateness_us: None,
+                dirty: true,
+            });
+        row.absolute = absolute;
+        row.relative = relative;
+        row.trigger_time = trigger_time;
+        row.state = target;
+        if rearm {
+            row.fire_at = trigger_time;
+            row.fired_time = None;
+            row.lateness_us = None;
+        }
+        row.dirty = true;
     }
     if !open && !deleted {
-        sqlx::query("UPDATE reminders SET state = $2 WHERE task_id = $1 AND state IN ($3, $4)")
-            .bind(id)
-            .bind(state::CANCELLED)
-            .bind(state::SCHEDULED)
-            .bind(state::SNOOZED)
-            .execute(&mut *tx)
-            .await?;
+        for row in reminders.values_mut() {
+            if matches!(row.state, state::SCHEDULED | state::SNOOZED) {
+                row.state = state::CANCELLED;
+                row.dirty = true;
+            }
+        }
     }
     // Reminders no longer on the task (all of them once it is deleted) go.
-    sqlx::query("DELETE FROM reminders WHERE task_id = $1 AND NOT (reminder_id = ANY($2))")
-        .bind(id)
-        .bind(&kept)
-        .execute(&mut *tx)
-        .await?;
-    if let Some(at) = earliest {
-        // Wake the schedulers (they may sleep past this time); delivered on commit.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(WAKE_CHANNEL)
-            .bind(at.to_rfc3339())
-            .execute(&mut *tx)
-            .await?;
+    reminders.retain(|id, _| kept.contains(&id.as_str()));
+    Applied {
+        row: Some(row),
+        wake: earliest,
     }
+}
+
+/// Writes the task rows this batch changed, in one statement (the scheduler's
+/// `overdue_notice_for` is left as stored).
+async fn write_tasks(
+    tx: &mut PgConnection,
+    tasks: &HashMap<Uuid, TaskRow>,
+) -> Result<(), sqlx::Error> {
+    let dirty: Vec<(&Uuid, &TaskRow)> = tasks.iter().filter(|(_, t)| t.dirty).collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, version, is_open, deleted, due_at, due_label, \
+         overdue_at, update_time) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], \
+         $4::bigint[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::text[], \
+         $9::timestamptz[], $10::timestamptz[]) \
+         ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, version = EXCLUDED.version, \
+         is_open = EXCLUDED.is_open, deleted = EXCLUDED.deleted, due_at = EXCLUDED.due_at, \
+         due_label = EXCLUDED.due_label, overdue_at = EXCLUDED.overdue_at, \
+         update_time = EXCLUDED.update_time",
+    )
+    .bind(dirty.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, t)| t.user.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, t)| t.title.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(dirty.iter().map(|(_, t)| t.version).collect::<Vec<_>>())
+    .bind(dirty.iter().map(|(_, t)| t.open).collect::<Vec<_>>())
+    .bind(dirty.iter().map(|(_, t)| t.deleted).collect::<Vec<_>>())
+    .bind(dirty.iter().map(|(_, t)| t.due_at).collect::<Vec<_>>())
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, t)| t.due_label.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(dirty.iter().map(|(_, t)| t.overdue_at).collect::<Vec<_>>())
+    .bind(dirty.iter().map(|(_, t)| t.update_time).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the reminder rows this batch changed, in one statement.
+async fn write_reminders(
+    tx: &mut PgConnection,
+    reminders: &HashMap<Uuid, HashMap<String, ReminderRow>>,
+) -> Result<(), sqlx::Error> {
+    let dirty: Vec<(&Uuid, &String, &ReminderRow)> = reminders
+        .iter()
+        .flat_map(|(task, rows)| rows.iter().map(move |(id, r)| (task, id, r)))
+        .filter(|(_, _, r)| r.dirty)
+        .collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO reminders (task_id, reminder_id, user_id, absolute_time, relative_seconds, \
+         trigger_time, fire_at, state, fired_time, lateness_us) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
+         $5::bigint[], $6::timestamptz[], $7::timestamptz[], $8::smallint[], \
+         $9::timestamptz[], $10::bigint[]) \
+         ON CONFLICT (task_id, reminder_id) DO UPDATE SET absolute_time = EXCLUDED.absolute_time, \
+         relative_seconds = EXCLUDED.relative_seconds, trigger_time = EXCLUDED.trigger_time, \
+         fire_at = EXCLUDED.fire_at, state = EXCLUDED.state, fired_time = EXCLUDED.fired_time, \
+         lateness_us = EXCLUDED.lateness_us",
+    )
+    .bind(dirty.iter().map(|(t, _, _)| **t).collect::<Vec<_>>())
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, _, r)| r.user.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(dirty.iter().map(|(_, _, r)| r.absolute).collect::<Vec<_>>())
+    .bind(dirty.iter().map(|(_, _, r)| r.relative).collect::<Vec<_>>())
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, _, r)| r.trigger_time)
+            .collect::<Vec<_>>(),
+    )
+    .bind(dirty.iter().map(|(_, _, r)| r.fire_at).collect::<Vec<_>>())
+    .bind(dirty.iter().map(|(_, _, r)| r.state).collect::<Vec<_>>())
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, _, r)| r.fired_time)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        dirty
+            .iter()
+            .map(|(_, _, r)| r.lateness_us)
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }

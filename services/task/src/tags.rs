@@ -26,22 +26,50 @@ pub(crate) async fn resolve(
     names: &[String],
     time: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, TaskError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Every name's tag in one round trip; only missing ones cost more.
+    let existing: Vec<Option<Uuid>> = sqlx::query_scalar(
+        "SELECT g.id FROM unnest($2::text[]) WITH ORDINALITY AS n(name, i) \
+         LEFT JOIN tags g ON g.user_id = $1 AND lower(g.display_name) = lower(n.name) \
+         ORDER BY n.i",
+    )
+    .bind(writer.user)
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut ids = Vec::with_capacity(names.len());
-    for name in names {
-        let existing: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM tags WHERE user_id = $1 AND lower(display_name) = lower($2)",
-        )
-        .bind(writer.user)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+    for (name, existing) in names.iter().zip(existing) {
         let id = match existing {
             Some(id) => id,
-            None => insert(conn, writer, name, "", time).await?.id,
+            None => resolve_one(conn, writer, name, time).await?,
         };
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// The tag id for `name`, creating the tag if it is still missing: looked up again, since
+/// an earlier name of the same task may have created it (names equal to PostgreSQL's
+/// `lower()` but not to Rust's lowercase).
+async fn resolve_one(
+    conn: &mut PgConnection,
+    writer: &Writer<'_>,
+    name: &str,
+    time: DateTime<Utc>,
+) -> Result<Uuid, TaskError> {
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tags WHERE user_id = $1 AND lower(display_name) = lower($2)",
+    )
+    .bind(writer.user)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match existing {
+        Some(id) => Ok(id),
+        None => Ok(insert(conn, writer, name, "", time).await?.id),
+    }
 }
 
 async fn insert(

@@ -2,6 +2,8 @@
 //! write is one transaction holding the user's change-log lock, with its change-log row and
 //! its event.
 
+use std::sync::LazyLock;
+
 use prost::Message;
 use sqlx::{Acquire, PgConnection, Postgres};
 use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
@@ -75,25 +77,21 @@ pub(crate) async fn create<'c>(
         .recurrence
         .as_ref()
         .map(|_| lineage.series.unwrap_or_else(Uuid::now_v7));
-    write_row(
+    let task = write_row(
         &mut tx,
-        INSERT_TASK,
+        &INSERT_TASK,
         id,
         writer.user,
         &fields,
         &tag_ids,
-        series,
+        Lineage {
+            series,
+            previous_task: lineage.previous_task.filter(|_| series.is_some()),
+        },
         time,
     )
-    .await?;
-    if let Some(previous) = lineage.previous_task.filter(|_| series.is_some()) {
-        sqlx::query("UPDATE tasks SET previous_task_id = $2 WHERE id = $1")
-            .bind(id)
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
+    .await?
+    .to_proto();
     let payload = task.clone();
     changes::record(
         &mut tx,
@@ -126,22 +124,39 @@ pub(crate) async fn create<'c>(
     Ok(task)
 }
 
-/// Inserts a task row; parameters as in [`write_row`].
-const INSERT_TASK: &str = "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, \
-     due_at, due_time, due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, \
-     series_id, state, version, create_time, update_time) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $16)";
+/// `sql` (an `INSERT` or `UPDATE` of one task) returning the written task's
+/// [`TASK_COLUMNS`], so a write needs no read after it.
+fn returning_task(sql: &str) -> String {
+    format!("WITH t AS ({sql} RETURNING *) SELECT {TASK_COLUMNS} FROM t")
+}
 
-/// Updates a task row's user-settable fields and bumps its version; a series id is kept once
-/// assigned. Parameters as in [`write_row`].
-const UPDATE_TASK: &str = "UPDATE tasks SET title = $3, description = $4, priority = $5, \
-     tag_ids = $6, due_at = $7, due_time = $8, due_date = $9, due_time_zone = $10, \
-     reminders = $11, rrule = $12, recurrence_anchor = $13, exdates = $14, \
-     series_id = COALESCE(series_id, $15), version = version + 1, update_time = $16 \
-     WHERE id = $1 AND user_id = $2";
+/// Inserts a task row and returns it; parameters as in [`write_row`].
+static INSERT_TASK: LazyLock<String> = LazyLock::new(|| {
+    returning_task(
+        "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, due_at, \
+         due_time, due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, \
+         series_id, previous_task_id, state, version, create_time, update_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, 1, 1, \
+         $16, $16)",
+    )
+});
+
+/// Updates a task row's user-settable fields, bumps its version and returns it; a series id
+/// and a previous occurrence are kept once assigned. Parameters as in [`write_row`].
+static UPDATE_TASK: LazyLock<String> = LazyLock::new(|| {
+    returning_task(
+        "UPDATE tasks SET title = $3, description = $4, priority = $5, tag_ids = $6, \
+         due_at = $7, due_time = $8, due_date = $9, due_time_zone = $10, reminders = $11, \
+         rrule = $12, recurrence_anchor = $13, exdates = $14, \
+         series_id = COALESCE(series_id, $15), \
+         previous_task_id = COALESCE(previous_task_id, $17), version = version + 1, \
+         update_time = $16 WHERE id = $1 AND user_id = $2",
+    )
+});
 
 /// Runs `sql` ([`INSERT_TASK`] or [`UPDATE_TASK`]) with `$1` id, `$2` user, `$3..$14` the
-/// fields, `$15` a series id for a recurring task, `$16` the write time.
+/// fields, `$15` a series id for a recurring task, `$16` the write time (UTC), `$17` the
+/// occurrence this one follows; returns the row written.
 #[allow(clippy::too_many_arguments)]
 async fn write_row(
     conn: &mut PgConnection,
@@ -150,12 +165,12 @@ async fn write_row(
     user: &str,
     fields: &TaskFields,
     tag_ids: &[Uuid],
-    series: Option<Uuid>,
+    lineage: Lineage,
     time: chrono::DateTime<chrono::Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<TaskRow, TaskError> {
     let due = due_columns(fields);
     let recurrence = fields.recurrence.as_ref();
-    sqlx::query(sql)
+    sqlx::query_as::<_, TaskRow>(sql)
         .bind(id)
         .bind(user)
         .bind(&fields.title)
@@ -170,11 +185,12 @@ async fn write_row(
         .bind(recurrence.map(|r| r.rrule.clone()))
         .bind(recurrence.map(|r| r.anchor))
         .bind(recurrence.map(|r| r.exdates.clone()).unwrap_or_default())
-        .bind(series)
+        .bind(lineage.series)
         .bind(time)
-        .execute(conn)
-        .await?;
-    Ok(())
+        .bind(lineage.previous_task)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))
 }
 
 /// The `tasks` columns a due is stored in.
@@ -284,18 +300,21 @@ pub(crate) async fn update<'c>(
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
     let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
-    write_row(
+    let task = write_row(
         &mut tx,
-        UPDATE_TASK,
+        &UPDATE_TASK,
         id,
         writer.user,
         &fields,
         &tag_ids,
-        series,
+        Lineage {
+            series,
+            previous_task: None,
+        },
         time,
     )
-    .await?;
-    let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
+    .await?
+    .to_proto();
     let mut previous = pb::Task::default();
     for path in &changed {
         copy_field(path, &before, &mut previous);
@@ -396,18 +415,21 @@ pub(crate) async fn set_completed<'c>(
         return Ok(before);
     }
     let time = now();
-    sqlx::query(
-        "UPDATE tasks SET state = $3, complete_time = $4, version = version + 1, update_time = $5 \
-         WHERE id = $1 AND user_id = $2",
-    )
-    .bind(id)
-    .bind(writer.user)
-    .bind(target as i16)
-    .bind(complete.then_some(time))
-    .bind(time)
-    .execute(&mut *tx)
-    .await?;
-    let task = fetch(&mut tx, writer.user, id, false).await?.to_proto();
+    static SET_STATE: LazyLock<String> = LazyLock::new(|| {
+        returning_task(
+            "UPDATE tasks SET state = $3, complete_time = $4, version = version + 1, \
+             update_time = $5 WHERE id = $1 AND user_id = $2",
+        )
+    });
+    let task = sqlx::query_as::<_, TaskRow>(&SET_STATE)
+        .bind(id)
+        .bind(writer.user)
+        .bind(target as i16)
+        .bind(complete.then_some(time))
+        .bind(time)
+        .fetch_one(&mut *tx)
+        .await?
+        .to_proto();
     let payload = task.clone();
     let change = if complete {
         Change {

@@ -1,6 +1,8 @@
 //! Applying events in PostgreSQL transactions: a batch in one, or one event with its
 //! retries.
 
+use std::collections::HashSet;
+
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -38,13 +40,27 @@ pub(super) fn event_span(consumer: &str, event: &CloudEvent) -> tracing::Span {
     span
 }
 
-/// Applies every well-formed event of a batch in one transaction: per event its outcome, or
-/// `None` for one that is not a CloudEvent.
+/// Applies every well-formed event of a batch in one transaction, with a constant number of
+/// statements for the framework's part: one records every event as processed (and tells the
+/// redeliveries), then the handler applies the new ones together
+/// ([`Handler::handle_batch`]). Per event its outcome, or `None` for one that is not a
+/// CloudEvent.
 ///
 /// # Errors
 /// The index of the event that failed (0 when the transaction itself could not begin or
 /// commit); nothing is applied then.
 pub(super) async fn batch<H: Handler, E>(
+    pool: &PgPool,
+    consumer: &str,
+    handler: &H,
+    events: &[Result<CloudEvent, E>],
+) -> Result<Vec<Option<Outcome>>, usize> {
+    let span = tracing::debug_span!("consume.batch", consumer = %consumer, events = events.len());
+    tracing::Instrument::instrument(batch_in_span(pool, consumer, handler, events), span).await
+}
+
+/// [`batch`], inside its span.
+async fn batch_in_span<H: Handler, E>(
     pool: &PgPool,
     consumer: &str,
     handler: &H,
@@ -59,23 +75,49 @@ pub(super) async fn batch<H: Handler, E>(
         .execute(&mut *tx)
         .await
         .map_err(|_| 0_usize)?;
+    let ids: Vec<uuid::Uuid> = events
+        .iter()
+        .filter_map(|e| e.as_ref().ok().map(|e| e.id))
+        .collect();
+    let recorded: HashSet<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(consumer)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|_| 0_usize)?
+    .into_iter()
+    .collect();
+    // Applied: recorded now, and the first of its `ce_id` in the batch. The rest are
+    // redeliveries.
+    let mut seen = HashSet::with_capacity(ids.len());
     let mut outcomes = Vec::with_capacity(events.len());
+    let mut new = Vec::with_capacity(recorded.len());
+    let mut positions = Vec::with_capacity(recorded.len());
     for (i, event) in events.iter().enumerate() {
         let Ok(event) = event else {
             outcomes.push(None);
             continue;
         };
-        let outcome = tracing::Instrument::instrument(
-            record_and_handle(&mut tx, consumer, handler, event),
-            event_span(consumer, event),
-        )
-        .await;
-        match outcome {
-            Ok(outcome) => outcomes.push(Some(outcome)),
-            Err(error) => {
-                tracing::debug!(%consumer, event_id = %event.id, %error, "batch failed; applying its events one by one");
-                return Err(i);
-            }
+        if recorded.contains(&event.id) && seen.insert(event.id) {
+            outcomes.push(Some(Outcome::Applied));
+            new.push(event);
+            positions.push(i);
+        } else {
+            outcomes.push(Some(Outcome::Duplicate));
+        }
+    }
+    if !new.is_empty() {
+        let spans: Vec<tracing::Span> = new.iter().map(|e| event_span(consumer, e)).collect();
+        let applied = handler.handle_batch(&mut tx, &new).await;
+        // Each event keeps a span of its own in its producer's trace.
+        drop(spans);
+        if let Err((failed, error)) = applied {
+            let at = positions.get(failed).copied().unwrap_or(0);
+            tracing::debug!(%consumer, event_id = ?new.get(failed).map(|e| e.id), %error, "batch failed; applying its events one by one");
+            return Err(at);
         }
     }
     tx.commit().await.map_err(|_| 0_usize)?;

@@ -114,6 +114,28 @@ pub trait Handler: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         event: &'a CloudEvent,
     ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
+
+    /// Applies `events`, each new (recorded as processed in this very transaction), in their
+    /// order, inside one transaction. A handler that can should do so with a constant number
+    /// of statements whatever the batch's size (`INSERT … SELECT FROM unnest(…)`); the
+    /// default applies them one after another with [`Handler::handle`].
+    ///
+    /// # Errors
+    /// The position in `events` of the event that failed, and why: the transaction is rolled
+    /// back and the consumer applies the events one by one up to it, so a bad event costs its
+    /// batch one retry and is dead-lettered alone.
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a CloudEvent],
+    ) -> impl Future<Output = Result<(), (usize, HandleError)>> + Send + 'a {
+        async move {
+            for (i, event) in events.iter().enumerate() {
+                self.handle(&mut *tx, event).await.map_err(|e| (i, e))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Most events applied in one transaction.

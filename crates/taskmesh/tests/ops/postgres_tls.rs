@@ -15,9 +15,9 @@ const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 async fn the_mesh_works_over_postgres_tls_verified_against_the_server_ca() {
     let (kafka, broker) = plain_broker().await;
     let mesh = Mesh::start_with(MeshOptions::default(), kafka, Some(broker), |config| {
-        config.database_url = format!(
-            "{}?sslmode=verify-ca&sslrootcert={SNAKEOIL}",
-            config.database_url
+        config.database_url = config.database_url.replace(
+            "sslmode=disable",
+            &format!("sslmode=verify-ca&sslrootcert={SNAKEOIL}"),
         );
     })
     .await
@@ -42,10 +42,8 @@ async fn the_mesh_works_over_postgres_tls_verified_against_the_server_ca() {
 async fn verify_full_checks_the_host_name() {
     let db = taskmesh_testkit::TestDb::create().await.expect("db");
     let url = |host: &str| -> String {
-        format!(
-            "{}?sslmode=verify-full&sslrootcert={SNAKEOIL}",
-            db.url().replace("127.0.0.1", host)
-        )
+        db.url_with(&format!("sslmode=verify-full&sslrootcert={SNAKEOIL}"))
+            .replace("127.0.0.1", host)
     };
     taskmesh_platform::db::connect(&url("localhost"), "task", 1)
         .await

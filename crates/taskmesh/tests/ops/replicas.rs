@@ -1,7 +1,8 @@
 //! Replicas of a component share its topic's partitions, and when one is killed with SIGKILL
 //! the survivor takes its partitions within seconds: two `taskmesh serve reminder` and two
 //! `taskmesh serve audit` processes, one of each killed, and every reminder still fires and
-//! every event is still audited.
+//! every event is still audited. And with two replicas of each consumer, bad events in the
+//! middle of batches cost their batches one retry and are dead-lettered alone.
 
 use std::{
     net::SocketAddr,
@@ -10,11 +11,18 @@ use std::{
 };
 
 use chrono::Utc;
-use taskmesh_platform::{broker::EmbeddedBroker, kafka::KafkaConfig};
-use taskmesh_proto::task::v1::{
-    CreateTaskRequest, Reminder, Task, reminder, task_service_client::TaskServiceClient,
+use taskmesh_platform::{
+    broker::EmbeddedBroker,
+    cloudevents::{self, CloudEvent},
+    kafka::{KafkaConfig, Topic},
 };
-use taskmesh_testkit::{KillOnDrop, TestDb, eventually, metrics_text, with_token};
+use taskmesh_proto::{
+    events::v1 as ev,
+    task::v1::{
+        CreateTaskRequest, Reminder, Task, reminder, task_service_client::TaskServiceClient,
+    },
+};
+use taskmesh_testkit::{KillOnDrop, TestDb, eventually, metrics_text, records_in, with_token};
 
 use crate::helpers::{SERVING, health, run, taskmesh};
 
@@ -218,4 +226,153 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
     );
 
     drop((task, reminders, audits));
+}
+
+/// A `task.created` event of a task of `user`, as TaskService would publish it.
+fn task_created(user: &str, title: &str) -> CloudEvent {
+    let id = uuid::Uuid::now_v7();
+    let task = Task {
+        name: format!("tasks/{id}"),
+        title: title.into(),
+        version: 1,
+        state: taskmesh_proto::task::v1::task::State::Open as i32,
+        ..Default::default()
+    };
+    let data = prost::Message::encode_to_vec(&ev::TaskCreated {
+        context: Some(ev::ChangeContext {
+            user: user.into(),
+            actor: user.into(),
+            sequence: 1,
+            request_id: String::new(),
+        }),
+        task: Some(task),
+    });
+    CloudEvent {
+        id: uuid::Uuid::now_v7(),
+        source: "/taskmesh/task".into(),
+        event_type: "dev.taskmesh.task.created.v1".into(),
+        time: Utc::now(),
+        subject: format!("tasks/{id}"),
+        data_schema: cloudevents::data_schema("taskmesh.events.v1.TaskCreated"),
+        key: user.into(),
+        data,
+        traceparent: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_events_inside_batches_are_dead_lettered_alone_under_two_replicas() {
+    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
+        .await
+        .expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let kafka = KafkaConfig::local(brokers.clone());
+    let db = TestDb::create().await.expect("db");
+    let mut migrate = taskmesh();
+    migrate
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .env("KAFKA_BROKERS", &brokers);
+    let migrated = run(migrate, Duration::from_secs(60)).await;
+    assert!(migrated.success, "{}", migrated.text);
+    let partitions = kafka.partitions as u32;
+    let task_addr = free_port();
+    let _task = serve_at("task", &db, &brokers, task_addr, task_addr);
+    let reminders = [
+        serve("reminder", &db, &brokers, task_addr),
+        serve("reminder", &db, &brokers, task_addr),
+    ];
+    let audits = [
+        serve("audit", &db, &brokers, task_addr),
+        serve("audit", &db, &brokers, task_addr),
+    ];
+    for (consumer, replicas) in [
+        ("taskmesh-reminder", &reminders),
+        ("taskmesh-audit-task-events", &audits),
+    ] {
+        let shared = eventually(Duration::from_secs(30), || async {
+            let a = owned(&replicas[0], consumer).await?;
+            let b = owned(&replicas[1], consumer).await?;
+            (a + b == partitions && a > 0 && b > 0).then_some(())
+        })
+        .await;
+        assert!(
+            shared.is_some(),
+            "{consumer}: the replicas do not share the partitions"
+        );
+    }
+
+    // 60 good events of 12 users (every partition gets some), with a bad one (a payload that
+    // does not decode) after every 15th, all published at once so that the consumers fetch
+    // them in batches: each bad event fails its batch, which is applied again up to it.
+    let (good, bad) = (60, 4);
+    let mut events = Vec::new();
+    for i in 0..good {
+        events.push(task_created(
+            &format!("batch-user-{}", i % 12),
+            &format!("task {i}"),
+        ));
+        if i % 15 == 7 {
+            let mut poison = task_created(&format!("batch-user-{}", i % 12), "poison");
+            poison.data = vec![0xff; 7];
+            events.push(poison);
+        }
+    }
+    let producer = kafka.producer().expect("producer");
+    let topic = kafka.topic(Topic::TaskEvents);
+    let sends = events.iter().map(|event| {
+        let record = rdkafka::producer::FutureRecord::to(&topic)
+            .key(&event.key)
+            .payload(&event.data)
+            .headers(event.headers());
+        producer.send(record, Duration::from_secs(10))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("published");
+    }
+
+    let pool = sqlx::PgPool::connect(&db.url()).await.expect("pool");
+    let counts = || async {
+        let audited: (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT event_id) FROM audit.entries \
+             WHERE event_type = 'dev.taskmesh.task.created.v1'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        let known: i64 = sqlx::query_scalar("SELECT count(*) FROM reminder.tasks")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        let letters = records_in(&kafka, &kafka.dead_letter_topic(Topic::TaskEvents))
+            .await
+            .ok()?;
+        Some((audited, known, letters))
+    };
+    let settled = eventually(Duration::from_secs(60), || async {
+        let (audited, known, letters) = counts().await?;
+        (audited.0 >= good && known >= good && letters >= 2 * bad).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the consumers did not get through: {:?}",
+        counts().await
+    );
+    // Nothing more arrives later: every good event applied once, every bad one dead-lettered
+    // once by each consumer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (audited, known, letters) = counts().await.expect("counts");
+    assert_eq!(
+        audited,
+        (good, good),
+        "each good event audited exactly once"
+    );
+    assert_eq!(known, good, "ReminderService knows each task once");
+    assert_eq!(
+        letters,
+        2 * bad,
+        "each bad event dead-lettered once per consumer"
+    );
+    drop((reminders, audits));
 }
