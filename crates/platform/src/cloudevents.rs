@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use uuid::Uuid;
 
 /// `content-type` of every taskmesh event.
@@ -76,7 +76,7 @@ impl CloudEvent {
     ///
     /// # Errors
     /// [`EnvelopeError`] when a required attribute is missing or malformed.
-    pub fn from_message(message: &BorrowedMessage<'_>) -> Result<Self, EnvelopeError> {
+    pub fn from_message<M: Message>(message: &M) -> Result<Self, EnvelopeError> {
         let headers = message.headers();
         let get = |name: &'static str| -> Result<Option<String>, EnvelopeError> {
             let Some(headers) = headers else {

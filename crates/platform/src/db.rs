@@ -73,6 +73,9 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
 /// How long a pooled connection may sit idle before it is checked on its way out.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Longest that check may take before the connection is dropped for another.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Opens a pool whose connections use `schema` as their `search_path`, creating the schema
 /// if needed.
 ///
@@ -109,17 +112,20 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
         // A call waits at most this long for a connection: during a database outage callers
         // get UNAVAILABLE within seconds rather than hang until their own deadline.
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        // A connection back from the pool is checked (a round trip) only when it sat idle
-        // long enough that the server may have gone since: one that is in steady use costs no
-        // extra round trip per transaction, and one that outlived a server restart is still
-        // replaced before a caller sees it fail.
+        // A connection taken from the pool is checked (a round trip) only when it sat idle
+        // for IDLE_BEFORE_PING or more: one in steady use costs no extra round trip per
+        // transaction (sqlx checks each one as it goes back to the pool anyway), and one that
+        // sat idle through a server restart is replaced before a caller sees it fail. A
+        // connection broken less than that ago fails its caller's statement, which is
+        // retried (consumers) or answered UNAVAILABLE (calls).
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
                 if meta.idle_for < IDLE_BEFORE_PING {
                     return Ok(true);
                 }
-                Ok(sqlx::Connection::ping(conn).await.is_ok())
+                let ping = tokio::time::timeout(PING_TIMEOUT, sqlx::Connection::ping(conn));
+                Ok(matches!(ping.await, Ok(Ok(()))))
             })
         })
         .connect_with(options)

@@ -1,4 +1,5 @@
-//! Audit entries: appending one to its user's chain, reading them back, verifying a chain.
+//! Audit entries: appending them to their users' chains (a batch at a time), reading them
+//! back, verifying a chain.
 
 use sqlx::{PgConnection, PgPool};
 use taskmesh_domain::timestamp;

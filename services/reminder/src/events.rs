@@ -255,6 +255,8 @@ async fn apply_all(tx: &mut PgConnection, changes: &[TaskChange]) -> Result<(), 
                 .is_some_and(|rows| rows.contains_key(id))
         })
         .collect();
+    let mut gone = gone;
+    gone.sort_unstable();
     if !gone.is_empty() {
         sqlx::query(
             "DELETE FROM reminders r USING unnest($1::uuid[], $2::text[]) AS g(task_id, reminder_id) \
@@ -411,7 +413,9 @@ async fn write_tasks(
     tx: &mut PgConnection,
     tasks: &HashMap<Uuid, TaskRow>,
 ) -> Result<(), sqlx::Error> {
-    let dirty: Vec<(&Uuid, &TaskRow)> = tasks.iter().filter(|(_, t)| t.dirty).collect();
+    // In key order, as every writer of these rows takes them: no lock-order deadlocks.
+    let mut dirty: Vec<(&Uuid, &TaskRow)> = tasks.iter().filter(|(_, t)| t.dirty).collect();
+    dirty.sort_unstable_by_key(|(id, _)| **id);
     if dirty.is_empty() {
         return Ok(());
     }
@@ -420,7 +424,8 @@ async fn write_tasks(
          overdue_at, update_time) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], \
          $4::bigint[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::text[], \
          $9::timestamptz[], $10::timestamptz[]) \
-         ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, version = EXCLUDED.version, \
+         ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, \
+         version = GREATEST(tasks.version, EXCLUDED.version), \
          is_open = EXCLUDED.is_open, deleted = EXCLUDED.deleted, due_at = EXCLUDED.due_at, \
          due_label = EXCLUDED.due_label, overdue_at = EXCLUDED.overdue_at, \
          update_time = EXCLUDED.update_time",
@@ -460,11 +465,12 @@ async fn write_reminders(
     tx: &mut PgConnection,
     reminders: &HashMap<Uuid, HashMap<String, ReminderRow>>,
 ) -> Result<(), sqlx::Error> {
-    let dirty: Vec<(&Uuid, &String, &ReminderRow)> = reminders
+    let mut dirty: Vec<(&Uuid, &String, &ReminderRow)> = reminders
         .iter()
         .flat_map(|(task, rows)| rows.iter().map(move |(id, r)| (task, id, r)))
         .filter(|(_, _, r)| r.dirty)
         .collect();
+    dirty.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     if dirty.is_empty() {
         return Ok(());
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::{
     Message,
     error::KafkaError,
-    message::{BorrowedMessage, Header},
+    message::{Header, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
 };
 
@@ -51,7 +51,7 @@ impl DeadLetters {
     /// shutdown came first: the offset must then stay unstored.
     pub(super) async fn send(
         &mut self,
-        message: &BorrowedMessage<'_>,
+        message: &OwnedMessage,
         consumer: &str,
         reason: &str,
         ctx: &TaskContext,
@@ -94,11 +94,11 @@ impl DeadLetters {
 async fn send(
     producer: &FutureProducer,
     topic: &str,
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     consumer: &str,
     reason: &str,
 ) -> Result<(), KafkaError> {
-    let mut headers = message.headers().map(|h| h.detach()).unwrap_or_default();
+    let mut headers = message.headers().cloned().unwrap_or_default();
     let origin = format!(
         "{}/{}/{}",
         message.topic(),

@@ -5,9 +5,9 @@
 //!
 //! Failures are told apart ([`HandleError`]):
 //! - **transient** (the database is away, a pool or statement timeout, a serialization failure
-//!   or deadlock): the consumer rewinds to the failing event, pauses its partitions and tries
-//!   again after a capped backoff, for as long as it takes, reporting itself degraded. It never
-//!   dead-letters such an event.
+//!   or deadlock): the consumer keeps the events from the failing one on, pauses its
+//!   partitions and tries again after a capped backoff, for as long as it takes, reporting
+//!   itself degraded. It never dead-letters such an event.
 //! - **rejected** (the record is not a taskmesh CloudEvent, the payload does not decode, the
 //!   command is invalid): moved to the topic's dead-letter topic (`<topic>.dlq`, the reason in
 //!   headers) at once, and the consumer goes on.
@@ -15,8 +15,11 @@
 //!
 //! Events that have already arrived are applied together, up to [`BATCH`] in one transaction
 //! (one commit, one WAL flush); a lone event is never held back waiting for company. If any
-//! event of a batch fails, the transaction is rolled back, the events up to the failing one
-//! are applied on their own, and the partitions are rewound to the events after it.
+//! event of a batch fails, the transaction is rolled back and every event of the batch is
+//! applied on its own: a bad event costs its batch one retry and is dead-lettered alone. (No
+//! seeking back: a fetch from an offset inside a stored record batch is not served by every
+//! broker, and with partitions assigned by leases rather than group membership there is no
+//! poll interval to keep.)
 //!
 //! Which process consumes which partition is decided by leases in PostgreSQL ([`leases`]),
 //! not by Kafka's group coordinator: every replica of a consumer takes a fair share of the
@@ -121,9 +124,10 @@ pub trait Handler: Send + Sync + 'static {
     /// default applies them one after another with [`Handler::handle`].
     ///
     /// # Errors
-    /// The position in `events` of the event that failed, and why: the transaction is rolled
-    /// back and the consumer applies the events one by one up to it, so a bad event costs its
-    /// batch one retry and is dead-lettered alone.
+    /// The position in `events` of the event that failed (for the log; a failure no single
+    /// event explains, such as a database error, may name any), and why: the transaction is
+    /// rolled back and the consumer applies every event of the batch on its own, so a bad
+    /// event costs its batch one retry and is dead-lettered alone.
     fn handle_batch<'a>(
         &'a self,
         tx: &'a mut PgConnection,

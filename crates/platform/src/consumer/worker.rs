@@ -10,8 +10,7 @@ use futures::FutureExt as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
-    error::KafkaResult,
-    message::BorrowedMessage,
+    message::OwnedMessage,
 };
 use sqlx::PgPool;
 use tokio::{sync::watch, time::Instant};
@@ -54,6 +53,11 @@ pub(super) struct Worker<H> {
     stored: BTreeMap<i32, i64>,
     /// The partitions assigned in the Kafka client (a subset of the leases held).
     assigned: BTreeSet<i32>,
+    /// Received events not applied yet, after a transient failure: applied first when the
+    /// wait is over. Held here rather than fetched again by seeking back, because a fetch
+    /// from an offset inside a stored record batch is not served by every broker (the
+    /// embedded one returns only the batches that start at or after it).
+    carry: Vec<OwnedMessage>,
     /// What is failing now; the task is healthy again when nothing is.
     failing: Failing,
 }
@@ -103,6 +107,7 @@ impl<H: Handler> Worker<H> {
             paused: false,
             stored: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            carry: Vec::new(),
             failing: Failing::default(),
         }
     }
@@ -111,7 +116,8 @@ impl<H: Handler> Worker<H> {
     /// applied and gives up every lease.
     ///
     /// # Errors
-    /// A partition that cannot be rewound after a failure; everything else is retried.
+    /// None today (everything is retried); the signature leaves room for failures that
+    /// must stop the consumer.
     pub(super) async fn run(
         mut self,
         consumer: &StreamConsumer,
@@ -159,13 +165,19 @@ impl<H: Handler> Worker<H> {
                     let reading = readings.borrow_and_update().clone();
                     self.follow(consumer, reading).await;
                 }
-                () = sleep_until(paused_until), if paused_until.is_some() => self.resume(consumer),
+                () = sleep_until(paused_until), if paused_until.is_some() => {
+                    self.resume(consumer);
+                    let carried = std::mem::take(&mut self.carry);
+                    if !carried.is_empty() {
+                        self.handle(consumer, &carried).await?;
+                    }
+                }
                 first = consumer.recv(), if paused_until.is_none() && assigned => {
                     match first {
                         Ok(first) => {
                             self.receive_backoff.reset();
                             self.healed(|f| f.kafka = false);
-                            let batch = more(consumer, first);
+                            let batch = more(consumer, first.detach());
                             self.handle(consumer, &batch).await?;
                         }
                         Err(error) => {
@@ -307,6 +319,8 @@ impl<H: Handler> Worker<H> {
             return;
         }
         self.commit(consumer, &present);
+        // Their new owner reads what was not applied, from the committed offsets.
+        self.carry.retain(|m| !present.contains(&m.partition()));
         let mut list = TopicPartitionList::new();
         for &partition in &present {
             list.add_partition(&self.topic, partition);
@@ -377,15 +391,10 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// After a transient failure: rewind to `unapplied`, pause every partition and try again
-    /// after the next backoff delay.
-    fn pause(
-        &mut self,
-        consumer: &StreamConsumer,
-        unapplied: &[BorrowedMessage<'_>],
-        why: &str,
-    ) -> anyhow::Result<()> {
-        rewind(consumer, unapplied, &self.assigned)?;
+    /// After a transient failure: keep `unapplied` to apply first, pause every partition and
+    /// try again after the next backoff delay.
+    fn pause(&mut self, consumer: &StreamConsumer, unapplied: &[OwnedMessage], why: &str) {
+        self.carry = unapplied.to_vec();
         let paused = consumer
             .assignment()
             .and_then(|assignment| consumer.pause(&assignment));
@@ -396,34 +405,30 @@ impl<H: Handler> Worker<H> {
         self.failing.events = true;
         self.ctx.health.degraded(&why);
         self.paused_until = Some(Instant::now() + self.backoff.next_delay());
-        Ok(())
     }
 
-    /// Applies a batch: all together first; if that fails, the events up to the one that
-    /// failed it one by one (with retries), and the rest are fetched again, so the consumer
-    /// keeps polling Kafka between slow events.
+    /// Applies a batch: all together first; if that fails, every event of it one by one
+    /// (with retries), so a bad event costs its batch one retry and is dead-lettered alone.
+    /// After a transient failure the events from the failing one on are kept and applied
+    /// first when the wait is over.
     ///
     /// # Errors
-    /// A partition that cannot be rewound (reading on would skip events).
+    /// None today; the signature leaves room for failures that must stop the consumer.
     async fn handle(
         &mut self,
         consumer: &StreamConsumer,
-        batch: &[BorrowedMessage<'_>],
+        batch: &[OwnedMessage],
     ) -> anyhow::Result<()> {
         let name = self.settings.name.clone();
         let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
-        let (together, upto) = if batch.len() > 1 {
-            match apply::batch(&self.pool, &name, &self.handler, &events).await {
-                Ok(outcomes) => (Some(outcomes), batch.len()),
-                Err(failed_at) => (None, failed_at + 1),
-            }
+        let together = if batch.len() > 1 {
+            apply::batch(&self.pool, &name, &self.handler, &events)
+                .await
+                .ok()
         } else {
-            (None, 1)
+            None
         };
-        if upto < batch.len() {
-            rewind(consumer, &batch[upto..], &self.assigned)?;
-        }
-        for (i, (message, event)) in batch.iter().zip(&events).take(upto).enumerate() {
+        for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
             let started = std::time::Instant::now();
             let outcome = match (together.as_ref().and_then(|o| o[i]), event) {
                 (Some(outcome), _) => Ok(outcome),
@@ -465,7 +470,8 @@ impl<H: Handler> Worker<H> {
                 Err(Failure::Transient(reason)) => {
                     metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => "retried")
                         .increment(1);
-                    return self.pause(consumer, &batch[i..], &reason);
+                    self.pause(consumer, &batch[i..], &reason);
+                    return Ok(());
                 }
                 Err(Failure::Interrupted) => return Ok(()),
             };
@@ -496,8 +502,8 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn store(&mut self, consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
-        match consumer.store_offset_from_message(message) {
+    fn store(&mut self, consumer: &StreamConsumer, message: &OwnedMessage) {
+        match consumer.store_offset(message.topic(), message.partition(), message.offset()) {
             Ok(()) => {
                 self.stored
                     .insert(message.partition(), message.offset() + 1);
@@ -527,12 +533,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `first` and up to [`BATCH`] - 1 more messages that have already arrived.
-fn more<'c>(consumer: &'c StreamConsumer, first: BorrowedMessage<'c>) -> Vec<BorrowedMessage<'c>> {
+/// `first` and up to [`BATCH`] - 1 more messages that have already arrived, as owned copies
+/// (a transient failure keeps the unapplied ones past the next receive).
+fn more(consumer: &StreamConsumer, first: OwnedMessage) -> Vec<OwnedMessage> {
     let mut batch = vec![first];
     while batch.len() < BATCH {
         match consumer.recv().now_or_never() {
-            Some(Ok(message)) => batch.push(message),
+            Some(Ok(message)) => batch.push(message.detach()),
             Some(Err(error)) => {
                 tracing::warn!(%error, "kafka receive failed");
                 break;
@@ -541,41 +548,4 @@ fn more<'c>(consumer: &'c StreamConsumer, first: BorrowedMessage<'c>) -> Vec<Bor
         }
     }
     batch
-}
-
-/// Rewinds each partition of `messages` to its first one, so they are fetched (and applied)
-/// again. A partition no longer assigned is left to its new owner.
-///
-/// # Errors
-/// A partition still assigned that could not be rewound: reading on would skip events.
-fn rewind(
-    consumer: &StreamConsumer,
-    messages: &[BorrowedMessage<'_>],
-    assigned: &BTreeSet<i32>,
-) -> anyhow::Result<()> {
-    let mut rewound: Vec<(&str, i32)> = Vec::new();
-    for message in messages {
-        let partition = (message.topic(), message.partition());
-        if rewound.contains(&partition) {
-            continue;
-        }
-        rewound.push(partition);
-        let sought: KafkaResult<()> = consumer.seek(
-            message.topic(),
-            message.partition(),
-            Offset::Offset(message.offset()),
-            std::time::Duration::from_secs(10),
-        );
-        if let Err(error) = sought {
-            if assigned.contains(&message.partition()) {
-                anyhow::bail!(
-                    "cannot rewind partition {} to offset {}: {error}",
-                    message.partition(),
-                    message.offset()
-                );
-            }
-            tracing::info!(%error, partition = message.partition(), "cannot rewind; the partition's new owner reads on");
-        }
-    }
-    Ok(())
 }

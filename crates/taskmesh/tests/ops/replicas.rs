@@ -228,14 +228,35 @@ async fn a_killed_replicas_partitions_move_to_the_survivor() {
     drop((task, reminders, audits));
 }
 
-/// A `task.created` event of a task of `user`, as TaskService would publish it.
-fn task_created(user: &str, title: &str) -> CloudEvent {
+/// A `task.created` event of a task of `user`, as TaskService would publish it; with
+/// `reminder`, due in an hour with a reminder ten minutes before.
+fn task_created(user: &str, title: &str, reminder: bool) -> CloudEvent {
+    use taskmesh_proto::task::v1::{Due, due};
     let id = uuid::Uuid::now_v7();
+    let due = (Utc::now() + chrono::Duration::hours(1)).timestamp();
     let task = Task {
         name: format!("tasks/{id}"),
         title: title.into(),
         version: 1,
         state: taskmesh_proto::task::v1::task::State::Open as i32,
+        due: reminder.then(|| Due {
+            value: Some(due::Value::Time(prost_types::Timestamp {
+                seconds: due,
+                nanos: 0,
+            })),
+            time_zone: "UTC".into(),
+        }),
+        reminders: if reminder {
+            vec![Reminder {
+                id: "before".into(),
+                trigger: Some(reminder::Trigger::RelativeToDue(prost_types::Duration {
+                    seconds: -600,
+                    nanos: 0,
+                })),
+            }]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let data = prost::Message::encode_to_vec(&ev::TaskCreated {
@@ -311,9 +332,10 @@ async fn bad_events_inside_batches_are_dead_lettered_alone_under_two_replicas() 
         events.push(task_created(
             &format!("batch-user-{}", i % 12),
             &format!("task {i}"),
+            i % 3 == 0,
         ));
         if i % 15 == 7 {
-            let mut poison = task_created(&format!("batch-user-{}", i % 12), "poison");
+            let mut poison = task_created(&format!("batch-user-{}", i % 12), "poison", false);
             poison.data = vec![0xff; 7];
             events.push(poison);
         }
@@ -373,6 +395,38 @@ async fn bad_events_inside_batches_are_dead_lettered_alone_under_two_replicas() 
         letters,
         2 * bad,
         "each bad event dead-lettered once per consumer"
+    );
+    // Applied set-based, the effects are those of one event at a time: every third task's
+    // reminder is scheduled, and each user's audit chain is gapless and linked, its head on
+    // its last entry.
+    let scheduled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM reminder.reminders WHERE state = 1")
+            .fetch_one(&pool)
+            .await
+            .expect("reminders");
+    assert_eq!(
+        scheduled,
+        good / 3,
+        "every third task has its reminder scheduled"
+    );
+    let (broken_links, gaps, heads): (i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT count(*) FROM audit.entries e JOIN audit.entries p \
+              ON p.user_id = e.user_id AND p.chain_position = e.chain_position - 1 \
+              WHERE e.previous_hash <> p.chain_hash), \
+           (SELECT count(*) FROM (SELECT max(chain_position) AS last, count(*) AS n \
+              FROM audit.entries GROUP BY user_id) c WHERE c.last <> c.n), \
+           (SELECT count(*) FROM audit.chains c JOIN audit.entries e \
+              ON e.user_id = c.user_id AND e.chain_position = c.last_position \
+              AND e.chain_hash = c.last_hash)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("chains");
+    assert_eq!(
+        (broken_links, gaps, heads),
+        (0, 0, 12),
+        "every chain is whole"
     );
     drop((reminders, audits));
 }

@@ -54,6 +54,10 @@ async fn entries_cannot_change_and_tampering_is_detected() {
         "DELETE FROM chains",
         "UPDATE chains SET start_position = last_position + 1, start_hash = last_hash",
         "UPDATE chains SET last_position = last_position - 1",
+        // Forward, but onto no entry, or onto an entry with another hash.
+        "UPDATE chains SET last_position = last_position + 1",
+        "UPDATE chains SET last_position = last_position + 3",
+        "UPDATE chains SET last_hash = '\\x00'",
     ] {
         let error = sqlx::query(statement)
             .execute(&mesh.audit_pool)
