@@ -84,55 +84,93 @@ async fn owned(served: &Served, consumer: &str) -> Option<u32> {
         .map(|v| v as u32)
 }
 
+/// A broker, a migrated database, a TaskService and two replicas each of ReminderService
+/// and AuditService, every one ready and each pair sharing its consumer's partitions.
+struct Cluster {
+    broker: EmbeddedBroker,
+    db: TestDb,
+    kafka: KafkaConfig,
+    task_addr: SocketAddr,
+    task: Served,
+    reminders: [Served; 2],
+    audits: [Served; 2],
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let broker =
+            EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
+                .await
+                .expect("broker");
+        let brokers = broker.bootstrap_servers();
+        let db = TestDb::create().await.expect("db");
+        let mut migrate = taskmesh();
+        migrate
+            .arg("migrate")
+            .env("DATABASE_URL", db.url())
+            .env("KAFKA_BROKERS", &brokers);
+        let migrated = run(migrate, Duration::from_secs(60)).await;
+        assert!(migrated.success, "{}", migrated.text);
+        let kafka = KafkaConfig::local(brokers.clone());
+        let partitions = kafka.partitions as u32;
+
+        let task_addr = free_port();
+        let task = serve_at("task", &db, &brokers, task_addr, task_addr);
+        let reminders = [
+            serve("reminder", &db, &brokers, task_addr),
+            serve("reminder", &db, &brokers, task_addr),
+        ];
+        let audits = [
+            serve("audit", &db, &brokers, task_addr),
+            serve("audit", &db, &brokers, task_addr),
+        ];
+        for served in [&task].into_iter().chain(&reminders).chain(&audits) {
+            let ready = eventually(Duration::from_secs(30), || async {
+                (health(served.addr, "readiness").await == Some(SERVING)).then_some(())
+            })
+            .await;
+            assert!(ready.is_some(), "{} is not ready", served.addr);
+        }
+        // Both replicas of each consumer share the partitions.
+        for (consumer, replicas) in [
+            ("taskmesh-reminder", &reminders),
+            ("taskmesh-audit-task-events", &audits),
+        ] {
+            let shared = eventually(Duration::from_secs(20), || async {
+                let a = owned(&replicas[0], consumer).await?;
+                let b = owned(&replicas[1], consumer).await?;
+                (a + b == partitions && a > 0 && b > 0).then_some(())
+            })
+            .await;
+            assert!(
+                shared.is_some(),
+                "{consumer}: the replicas do not share the partitions"
+            );
+        }
+        Self {
+            broker,
+            db,
+            kafka,
+            task_addr,
+            task,
+            reminders,
+            audits,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_replicas_partitions_move_to_the_survivor() {
-    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
-        .await
-        .expect("broker");
-    let brokers = broker.bootstrap_servers();
-    let db = TestDb::create().await.expect("db");
-    let mut migrate = taskmesh();
-    migrate
-        .arg("migrate")
-        .env("DATABASE_URL", db.url())
-        .env("KAFKA_BROKERS", &brokers);
-    let migrated = run(migrate, Duration::from_secs(60)).await;
-    assert!(migrated.success, "{}", migrated.text);
-    let partitions = KafkaConfig::local(brokers.clone()).partitions as u32;
-
-    let task_addr = free_port();
-    let task = serve_at("task", &db, &brokers, task_addr, task_addr);
-    let mut reminders = [
-        serve("reminder", &db, &brokers, task_addr),
-        serve("reminder", &db, &brokers, task_addr),
-    ];
-    let mut audits = [
-        serve("audit", &db, &brokers, task_addr),
-        serve("audit", &db, &brokers, task_addr),
-    ];
-    for served in [&task].into_iter().chain(&reminders).chain(&audits) {
-        let ready = eventually(Duration::from_secs(30), || async {
-            (health(served.addr, "readiness").await == Some(SERVING)).then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "{} is not ready", served.addr);
-    }
-    // Both replicas of each consumer share the partitions.
-    for (consumer, replicas) in [
-        ("taskmesh-reminder", &reminders),
-        ("taskmesh-audit-task-events", &audits),
-    ] {
-        let shared = eventually(Duration::from_secs(20), || async {
-            let a = owned(&replicas[0], consumer).await?;
-            let b = owned(&replicas[1], consumer).await?;
-            (a + b == partitions && a > 0 && b > 0).then_some(())
-        })
-        .await;
-        assert!(
-            shared.is_some(),
-            "{consumer}: the replicas do not share the partitions"
-        );
-    }
+    let Cluster {
+        broker: _broker,
+        db,
+        kafka,
+        task_addr,
+        task,
+        mut reminders,
+        mut audits,
+    } = Cluster::start().await;
+    let partitions = kafka.partitions as u32;
 
     // One replica of each dies.
     let killed = Instant::now();
@@ -283,49 +321,19 @@ fn task_created(user: &str, title: &str, reminder: bool) -> CloudEvent {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_events_inside_batches_are_dead_lettered_alone_under_two_replicas() {
-    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
-        .await
-        .expect("broker");
-    let brokers = broker.bootstrap_servers();
-    let kafka = KafkaConfig::local(brokers.clone());
-    let db = TestDb::create().await.expect("db");
-    let mut migrate = taskmesh();
-    migrate
-        .arg("migrate")
-        .env("DATABASE_URL", db.url())
-        .env("KAFKA_BROKERS", &brokers);
-    let migrated = run(migrate, Duration::from_secs(60)).await;
-    assert!(migrated.success, "{}", migrated.text);
-    let partitions = kafka.partitions as u32;
-    let task_addr = free_port();
-    let _task = serve_at("task", &db, &brokers, task_addr, task_addr);
-    let reminders = [
-        serve("reminder", &db, &brokers, task_addr),
-        serve("reminder", &db, &brokers, task_addr),
-    ];
-    let audits = [
-        serve("audit", &db, &brokers, task_addr),
-        serve("audit", &db, &brokers, task_addr),
-    ];
-    for (consumer, replicas) in [
-        ("taskmesh-reminder", &reminders),
-        ("taskmesh-audit-task-events", &audits),
-    ] {
-        let shared = eventually(Duration::from_secs(30), || async {
-            let a = owned(&replicas[0], consumer).await?;
-            let b = owned(&replicas[1], consumer).await?;
-            (a + b == partitions && a > 0 && b > 0).then_some(())
-        })
-        .await;
-        assert!(
-            shared.is_some(),
-            "{consumer}: the replicas do not share the partitions"
-        );
-    }
+    let Cluster {
+        broker: _broker,
+        db,
+        kafka,
+        task,
+        reminders,
+        audits,
+        ..
+    } = Cluster::start().await;
 
     // 60 good events of 12 users (every partition gets some), with a bad one (a payload that
     // does not decode) after every 15th, all published at once so that the consumers fetch
-    // them in batches: each bad event fails its batch, which is applied again up to it.
+    // them in batches: each bad event fails its batch, which is then applied event by event.
     let (good, bad) = (60, 4);
     let mut events = Vec::new();
     for i in 0..good {
@@ -428,5 +436,5 @@ async fn bad_events_inside_batches_are_dead_lettered_alone_under_two_replicas() 
         (0, 0, 12),
         "every chain is whole"
     );
-    drop((reminders, audits));
+    drop((task, reminders, audits));
 }
