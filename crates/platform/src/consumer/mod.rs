@@ -5,9 +5,9 @@
 //!
 //! Failures are told apart ([`HandleError`]):
 //! - **transient** (the database is away, a pool or statement timeout, a serialization failure
-//!   or deadlock): the consumer keeps the events from the failing one on, pauses its
-//!   partitions and tries again after a capped backoff, for as long as it takes, reporting
-//!   itself degraded. It never dead-letters such an event.
+//!   or deadlock): the consumer keeps the events from the failing one on, stops receiving
+//!   and tries again after a capped backoff, for as long as it takes, reporting itself
+//!   degraded. It never dead-letters such an event.
 //! - **rejected** (the record is not a taskmesh CloudEvent, the payload does not decode, the
 //!   command is invalid): moved to the topic's dead-letter topic (`<topic>.dlq`, the reason in
 //!   headers) at once, and the consumer goes on.

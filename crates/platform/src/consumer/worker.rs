@@ -1,8 +1,8 @@
 //! The consuming loop of one consumer: receives batches from the partitions it holds leases
 //! on, applies them, stores offsets after the commit, dead-letters what can never be applied,
-//! and pauses on transient failures. Between batches it applies lease changes to the Kafka
-//! client (assigning partitions it took, unassigning those it gives up before releasing
-//! them) and follows the lag probe's readings.
+//! and waits (receiving nothing) after transient failures. Between batches it applies lease
+//! changes to the Kafka client (assigning partitions it took, unassigning those it gives up
+//! before releasing them) and follows the lag probe's readings.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,13 +41,13 @@ pub(super) struct Worker<H> {
     /// Delays after a failed receive: short, since librdkafka reconnects by itself and this
     /// only keeps an error from spinning.
     receive_backoff: Backoff,
-    /// While waiting after a transient failure: when to try again.
+    /// While waiting after a transient failure (or a failed receive): when to try again.
+    /// Nothing is received meanwhile, but the partitions are not paused in the client:
+    /// pausing discards what librdkafka has fetched and fetches it again from after the last
+    /// message handed out, which a broker that serves only whole stored record batches (the
+    /// embedded one) may skip; and resuming can discard a just-assigned partition's
+    /// committed-offset lookup. librdkafka stops fetching once its queue limits are full.
     paused_until: Option<Instant>,
-    /// Whether the partitions are paused in the client (after a failed event; a receive error
-    /// only waits). Only paused partitions are resumed: resuming bumps a partition's op
-    /// version, which discards what librdkafka has in flight for it (a committed-offset
-    /// lookup, a fetch), and can leave it reading nothing.
-    paused: bool,
     /// The next offset to consume of each assigned partition, as stored after a commit (what
     /// is committed when a partition is given up).
     stored: BTreeMap<i32, i64>,
@@ -104,7 +104,6 @@ impl<H: Handler> Worker<H> {
                 std::time::Duration::from_secs(2),
             ),
             paused_until: None,
-            paused: false,
             stored: BTreeMap::new(),
             assigned: BTreeSet::new(),
             carry: Vec::new(),
@@ -166,7 +165,7 @@ impl<H: Handler> Worker<H> {
                     self.follow(consumer, reading).await;
                 }
                 () = sleep_until(paused_until), if paused_until.is_some() => {
-                    self.resume(consumer);
+                    self.paused_until = None;
                     let carried = std::mem::take(&mut self.carry);
                     if !carried.is_empty() {
                         self.handle(consumer, &carried).await?;
@@ -279,11 +278,6 @@ impl<H: Handler> Worker<H> {
         match consumer.incremental_assign(&list) {
             Ok(()) => {
                 self.assigned.extend(&new);
-                if self.paused
-                    && let Err(error) = consumer.pause(&list)
-                {
-                    tracing::warn!(consumer = %self.settings.name, %error, "cannot pause partitions");
-                }
                 tracing::info!(consumer = %self.settings.name, partitions = ?new, "consuming partitions");
             }
             Err(error) => {
@@ -327,14 +321,6 @@ impl<H: Handler> Worker<H> {
             self.stored.remove(&partition);
             self.assigned.remove(&partition);
         }
-        // librdkafka keeps a partition's pause across unassign and assign: lift it first.
-        // (Only then: resuming bumps the partition's op version, which would also discard the
-        // committed-offset lookup of a partition just assigned.)
-        if self.paused
-            && let Err(error) = consumer.resume(&list)
-        {
-            tracing::debug!(%error, "cannot resume partitions before unassigning them");
-        }
         if let Err(error) = consumer.incremental_unassign(&list) {
             // Start over with exactly what is still ours (from the committed offsets).
             tracing::warn!(consumer = %self.settings.name, %error, "cannot unassign partitions; assigning anew");
@@ -349,7 +335,6 @@ impl<H: Handler> Worker<H> {
         if self.assigned.is_empty() {
             // Whatever failed is no longer ours to retry.
             self.paused_until = None;
-            self.paused = false;
             self.failing.events = false;
         }
         self.publish_owned();
@@ -377,31 +362,10 @@ impl<H: Handler> Worker<H> {
             .set(self.assigned.len() as f64);
     }
 
-    /// The wait after a transient failure is over: resume what was paused.
-    fn resume(&mut self, consumer: &StreamConsumer) {
-        self.paused_until = None;
-        if !std::mem::take(&mut self.paused) {
-            return;
-        }
-        let resumed = consumer
-            .assignment()
-            .and_then(|assignment| consumer.resume(&assignment));
-        if let Err(error) = resumed {
-            tracing::warn!(consumer = %self.settings.name, %error, "cannot resume partitions");
-        }
-    }
-
-    /// After a transient failure: keep `unapplied` to apply first, pause every partition and
-    /// try again after the next backoff delay.
-    fn pause(&mut self, consumer: &StreamConsumer, unapplied: &[OwnedMessage], why: &str) {
+    /// After a transient failure: keep `unapplied` to apply first, and try again after the
+    /// next backoff delay (receiving nothing meanwhile).
+    fn pause(&mut self, unapplied: &[OwnedMessage], why: &str) {
         self.carry = unapplied.to_vec();
-        let paused = consumer
-            .assignment()
-            .and_then(|assignment| consumer.pause(&assignment));
-        if let Err(error) = paused {
-            tracing::warn!(consumer = %self.settings.name, %error, "cannot pause partitions");
-        }
-        self.paused = true;
         self.failing.events = true;
         self.ctx.health.degraded(&why);
         self.paused_until = Some(Instant::now() + self.backoff.next_delay());
@@ -470,7 +434,7 @@ impl<H: Handler> Worker<H> {
                 Err(Failure::Transient(reason)) => {
                     metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => "retried")
                         .increment(1);
-                    self.pause(consumer, &batch[i..], &reason);
+                    self.pause(&batch[i..], &reason);
                     return Ok(());
                 }
                 Err(Failure::Interrupted) => return Ok(()),
@@ -508,8 +472,8 @@ impl<H: Handler> Worker<H> {
                 self.stored
                     .insert(message.partition(), message.offset() + 1);
             }
-            // The partition was given up meanwhile: its new owner gets the event again and
-            // skips it as a duplicate.
+            // The partition is no longer assigned (the client refused to unassign it and was
+            // reset): its new owner gets the event again and skips it as a duplicate.
             Err(error) => {
                 tracing::info!(%error, consumer = %self.settings.name, partition = message.partition(), offset = message.offset(), "offset not stored");
             }

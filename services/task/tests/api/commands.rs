@@ -202,8 +202,8 @@ async fn commands_apply_once_and_bad_ones_are_dead_lettered() {
 }
 
 /// Commands arriving together are applied in one transaction; a bad one among them fails the
-/// batch, is dead-lettered alone, and the others (a redelivery included; those after it
-/// fetched again) take effect exactly once.
+/// batch, is dead-lettered alone, and the others (a redelivery included; the batch is then
+/// applied event by event) take effect exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_command_among_good_ones_is_dead_lettered_alone() {
     let (mesh, mut client) = start(MeshOptions::default()).await;
