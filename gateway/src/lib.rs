@@ -10,40 +10,43 @@
 //!
 //! # Layout
 //! - [`Gateway`]: configuration, binding and serving.
+//! - [`CorsOrigins`]: which other sites' pages may call it.
 //! - `hub`: the Kafka consumer and per-user fan-out.
 //! - `live`: the live stream (replay + live, no gap, no duplicate).
 //! - `proxy`: forwarding of service calls.
+//! - `slots`: live streams per user.
 //! - `grpc_web`: grpc-web translation for grpc-web requests only.
 
+mod cors;
 mod grpc_web;
 mod hub;
 mod live;
 mod proxy;
+mod slots;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use axum::{Router, response::Html, routing::get};
-use http::{HeaderName, Method};
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
-    grpc::reflection,
+    grpc::{MAX_REQUEST_BYTES, reflection},
     kafka::KafkaConfig,
+    net::ConnectionLimits,
     runtime::Supervisor,
 };
 use taskmesh_proto::gateway::v1::live_service_server::LiveServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    service::Routes,
-    transport::{Channel, Endpoint, server::TcpIncoming},
+    service::{Routes, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
 };
 use tower::ServiceExt;
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    services::ServeDir,
-};
+use tower_http::services::ServeDir;
 
+pub use cors::{BadOrigin, CorsOrigins};
 pub use live::LiveServiceImpl;
+pub use slots::DEFAULT_MAX_STREAMS_PER_USER;
 
 /// The full name of the gateway's own LiveService, a health service name.
 pub const LIVE_SERVICE: &str =
@@ -69,6 +72,12 @@ pub struct GatewayConfig {
     pub metrics: bool,
     /// The built web app (`web/dist`); `None` serves a short page naming the APIs.
     pub web_dir: Option<PathBuf>,
+    /// The origins whose pages may call the gateway cross-origin.
+    pub cors: CorsOrigins,
+    /// How many connections it holds at once, and how long one may be idle.
+    pub connection_limits: ConnectionLimits,
+    /// Live streams one user may hold at once; one more ends the oldest.
+    pub max_streams_per_user: usize,
 }
 
 /// A bound, not yet serving gateway.
@@ -115,15 +124,16 @@ impl Gateway {
         let forward = hub.clone().start(&config.kafka).await?;
         supervisor.spawn("live event consumer", forward);
 
-        let live = LiveServiceServer::with_interceptor(
-            LiveServiceImpl::new(
-                hub,
-                task_channel.clone(),
-                reminder_channel.clone(),
-                shutdown.clone(),
-            ),
-            AuthInterceptor::new(config.verifier.clone()),
-        );
+        let live = LiveServiceServer::new(LiveServiceImpl::new(
+            hub,
+            task_channel.clone(),
+            reminder_channel.clone(),
+            shutdown.clone(),
+            config.verifier.leeway(),
+            config.max_streams_per_user,
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let live = InterceptedService::new(live, AuthInterceptor::new(config.verifier.clone()));
         supervisor.health().add_service(LIVE_SERVICE);
         let (health, health_service) = tonic_health::server::health_reporter();
         let routes = reflection(Routes::new(live).add_service(health_service))?;
@@ -170,27 +180,28 @@ impl Gateway {
             None => router.route("/", get(|| async { Html(INDEX) })),
         };
 
-        let cors = CorsLayer::new()
-            .allow_origin(AllowOrigin::mirror_request())
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers(tower_http::cors::Any)
-            .expose_headers([
-                HeaderName::from_static("grpc-status"),
-                HeaderName::from_static("grpc-message"),
-                HeaderName::from_static("grpc-status-details-bin"),
-            ])
-            .max_age(Duration::from_secs(3600));
-
-        tracing::info!(addr = %listener.local_addr()?, "gateway listening (gRPC, grpc-web, web app)");
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let cors = config.cors.layer();
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            cors = %config.cors,
+            "gateway listening (gRPC, grpc-web, web app)"
+        );
+        let incoming =
+            taskmesh_platform::net::incoming(listener, config.connection_limits, "gateway");
         // CORS outermost so preflight requests are answered before anything else; grpc-web
         // translation inside it, so every gRPC service (local or forwarded) speaks grpc-web.
+        let (ping_every, ping_timeout) = taskmesh_platform::grpc::HTTP2_KEEPALIVE;
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
+            .http2_keepalive_interval(Some(ping_every))
+            .http2_keepalive_timeout(Some(ping_timeout))
             .layer(cors)
             .layer(grpc_web::GrpcWebOnlyLayer)
             // Inside grpc-web translation: grpc-web calls are counted as the gRPC calls they are.
             .layer(taskmesh_platform::metrics::RpcLayer::new("gateway"))
+            // Inside the metrics (shed calls are counted, as UNAVAILABLE): past the in-flight
+            // limit a call is refused at once (the web app's files are not counted).
+            .layer(taskmesh_platform::shed::ShedLayer::default())
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
         supervisor.run(health, server).await?;

@@ -10,7 +10,11 @@
 //! 3. then takes live events: `seq <= pos` is a duplicate and dropped, `seq == pos + 1` is
 //!    sent, `seq > pos + 1` (a gap: the relay published out of the stream's view, or this
 //!    stream lagged) re-reads the change logs;
-//! 4. after 15 s of silence sends a heartbeat. While the hub's Kafka consumer is failing it
+//! 4. ends with `UNAUTHENTICATED` when the caller's token expires (its `exp` plus the
+//!    verifier's leeway): a client renews its token and resumes from its last cursor;
+//! 5. ends with `RESOURCE_EXHAUSTED` when its user opened more streams than allowed (the
+//!    oldest makes room, see `slots`);
+//! 6. after 15 s of silence sends a heartbeat. While the hub's Kafka consumer is failing it
 //!    re-reads the change logs first (a safety net for anything Kafka did not bring), and
 //!    once the consumer recovers every stream re-reads them once, at a random moment within
 //!    a heartbeat period (so tens of thousands of streams do not all ask at once). An idle stream on a healthy
@@ -44,7 +48,13 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::hub::{Hub, LiveEvent, Log};
+use crate::{
+    hub::{Hub, LiveEvent, Log},
+    slots::Slots,
+};
+
+/// Longest one replay page may take.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often an idle stream gets a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -56,6 +66,8 @@ pub struct LiveServiceImpl {
     tasks: TaskServiceClient<Channel>,
     reminders: ReminderServiceClient<Channel>,
     shutdown: CancellationToken,
+    leeway: Duration,
+    slots: Slots,
 }
 
 impl LiveServiceImpl {
@@ -64,14 +76,31 @@ impl LiveServiceImpl {
         tasks: Channel,
         reminders: Channel,
         shutdown: CancellationToken,
+        leeway: Duration,
+        max_streams_per_user: usize,
     ) -> Self {
         Self {
             hub,
             tasks: TaskServiceClient::new(tasks),
             reminders: ReminderServiceClient::new(reminders),
             shutdown,
+            leeway,
+            slots: Slots::new(max_streams_per_user),
         }
     }
+}
+
+/// When a stream of a token expiring at `expires_at` (seconds since the Unix epoch, UTC)
+/// ends: then plus `leeway`, as the verifier would refuse it.
+fn token_end(expires_at: u64, leeway: Duration) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(expires_at)
+        .saturating_add(leeway)
+        .saturating_sub(now);
+    // At most a year ahead: an Instant far in the future can overflow.
+    tokio::time::Instant::now() + left.min(Duration::from_secs(366 * 24 * 3600))
 }
 
 /// The oneof variant for a change, or `None` for a type this gateway does not stream.
@@ -148,6 +177,10 @@ enum Wake {
     Recheck,
     /// The gateway is shutting down.
     Shutdown,
+    /// The caller's token expired.
+    Expired,
+    /// A newer stream of the same user took this one's place.
+    Evicted,
 }
 
 /// Resolves at `at`, or never.
@@ -194,6 +227,9 @@ struct Logs {
 impl Logs {
     fn authed<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
+        // A page that takes longer fails the stream (the client resumes from its cursor)
+        // rather than holding it open on a stuck upstream.
+        request.set_timeout(REPLAY_TIMEOUT);
         request
             .metadata_mut()
             .insert("authorization", self.token.clone());
@@ -289,6 +325,8 @@ impl LiveService for LiveServiceImpl {
             token,
         };
         let shutdown = self.shutdown.clone();
+        let token_ends = token_end(caller.expires_at, self.leeway);
+        let slot = self.slots.take(&caller.user);
         // A log without a position starts from its latest change ("from now").
         let mut cursor = start;
         for log in Log::ALL {
@@ -306,6 +344,7 @@ impl LiveService for LiveServiceImpl {
         let stream = async_stream::try_stream! {
             // Counted as open for as long as the stream lives.
             let _open = open;
+            let slot = slot;
             // Replay, then keep going live; a gap or lag sends us back here.
             let mut caught_up_sent = false;
             let mut heartbeat_due = false;
@@ -348,6 +387,8 @@ impl LiveService for LiveServiceImpl {
                 let resync_needed = loop {
                     let wake = tokio::select! {
                         () = shutdown.cancelled() => Wake::Shutdown,
+                        () = tokio::time::sleep_until(token_ends) => Wake::Expired,
+                        () = slot.evicted.cancelled() => Wake::Evicted,
                         received = live.recv() => Wake::Event(received),
                         changed = hub_health.changed() => match changed {
                             Ok(()) => Wake::Health,
@@ -359,6 +400,16 @@ impl LiveService for LiveServiceImpl {
                     };
                     match wake {
                         Wake::Shutdown => return,
+                        Wake::Evicted => {
+                            Err(Status::resource_exhausted(
+                                "too many live streams for this user: this one, the oldest, was closed",
+                            ))?;
+                        }
+                        Wake::Expired => {
+                            Err(Status::unauthenticated(
+                                "the token expired: renew it and resume from the last cursor",
+                            ))?;
+                        }
                         Wake::Silence => {
                             if hub_health.borrow().degraded {
                                 // Kafka may be losing events: look in the change logs first.

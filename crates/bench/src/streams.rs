@@ -115,6 +115,13 @@ pub(crate) async fn gateway_process(args: GatewayProcess) -> anyhow::Result<()> 
         verifier: Verifier::hs256(&SecretString::from(TEST_SECRET)),
         metrics: false,
         web_dir: None,
+        cors: taskmesh_gateway::CorsOrigins::Any,
+        // Every grpc-web stream is a connection of its own: 10,000 of the 50,000.
+        connection_limits: taskmesh_platform::net::ConnectionLimits {
+            max_connections: 1_000_000,
+            ..Default::default()
+        },
+        max_streams_per_user: taskmesh_gateway::DEFAULT_MAX_STREAMS_PER_USER,
     };
     let gateway = Gateway::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).await?;
     announce(gateway.local_addr()?).await?;

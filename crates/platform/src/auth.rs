@@ -1,10 +1,14 @@
 //! JWT authentication. Every service verifies the bearer token itself; nothing trusts the
 //! network.
 //!
-//! Tokens (RFC 7519) carry `sub` (the user id), `exp` (required), `aud` = `taskmesh`, an
-//! optional `iss` and `roles` (an array; `admin` unlocks admin RPCs). Keys are either an HS256
-//! secret (development) or public keys (RS256 or EdDSA, from a PEM file with one or more keys
-//! or a JWKS file whose `kid`s select the key, for rotation).
+//! Tokens (RFC 7519) carry `sub` (the user id), `exp` (required), `aud` = `taskmesh`, `iss`
+//! (required when the verifier is configured with an issuer), an optional `nbf` (checked) and
+//! `roles` (an array; `admin` unlocks admin RPCs). `exp` and `nbf` are checked with a leeway
+//! for clock skew ([`DEFAULT_LEEWAY`], configurable). A token whose header has a `crit`
+//! parameter is refused: taskmesh understands no JWS extension (RFC 7515 §4.1.11). Keys are
+//! either an HS256 secret (development) or public keys (RS256 or EdDSA, from a PEM file with
+//! one or more keys or a JWKS file whose `kid`s select the key, for rotation); the algorithm
+//! is the key's, never the token's (`alg: none` and HS/RS confusion are refused).
 
 use std::{fmt, path::Path, sync::Arc, time::Duration};
 
@@ -23,6 +27,9 @@ pub const AUDIENCE: &str = "taskmesh";
 /// read it here: never use it outside a developer's machine.
 pub const DEV_SECRET: &str = "taskmesh-insecure-development-secret-do-not-deploy";
 
+/// The default leeway for `exp` and `nbf` (clock skew between the issuer and taskmesh).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
 /// Errors of loading keys, verifying or minting tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -35,9 +42,14 @@ pub enum AuthError {
     /// The token names a `kid` no configured key has.
     #[error("unknown key id {0:?}")]
     UnknownKeyId(String),
-    /// The token's `sub` is empty or longer than 256 bytes.
-    #[error("token subject must be 1 to 256 bytes")]
+    /// The token's `sub` is empty, longer than 256 bytes or holds a control character (NUL
+    /// included).
+    #[error("token subject must be 1 to 256 bytes without control characters")]
     BadSubject,
+    /// The token's header lists critical extensions (`crit`), which taskmesh does not
+    /// understand (RFC 7515 §4.1.11).
+    #[error("token header has critical extensions taskmesh does not understand")]
+    CriticalExtension,
     /// A key file could not be read.
     #[error("cannot read key file {path}")]
     KeyFile {
@@ -62,6 +74,9 @@ pub struct Caller {
     pub user: String,
     /// The token's roles.
     pub roles: Vec<String>,
+    /// When the token expires: its `exp`, seconds since the Unix epoch (UTC). Long-lived
+    /// calls (live streams) end at this time plus the verifier's leeway.
+    pub expires_at: u64,
 }
 
 impl Caller {
@@ -95,9 +110,12 @@ pub struct Claims {
     pub iat: u64,
     /// Audience; must be (or include) `taskmesh`.
     pub aud: Audience,
-    /// Issuer, checked when the verifier is configured with one.
+    /// Issuer, required and checked when the verifier is configured with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// Not before, seconds since the Unix epoch (UTC); checked with the leeway when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Roles, e.g. `["admin"]`.
     #[serde(default)]
     pub roles: Vec<String>,
@@ -131,6 +149,8 @@ enum Keys {
 pub struct Verifier {
     keys: Arc<Keys>,
     issuer: Option<String>,
+    leeway: Duration,
+    rate_limit: Option<crate::quota::RateLimit>,
 }
 
 impl fmt::Debug for Verifier {
@@ -151,6 +171,8 @@ impl Verifier {
                 secret.expose_secret().as_bytes(),
             ))),
             issuer: None,
+            leeway: DEFAULT_LEEWAY,
+            rate_limit: None,
         }
     }
 
@@ -177,25 +199,50 @@ impl Verifier {
         Ok(Self {
             keys: Arc::new(Keys::Public(keys)),
             issuer: None,
+            leeway: DEFAULT_LEEWAY,
+            rate_limit: None,
         })
     }
 
-    /// Requires tokens to carry this `iss`.
+    /// Requires tokens to carry this `iss` (a token without one is refused).
     pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
         self.issuer = issuer;
+        self
+    }
+
+    /// Sets the leeway for `exp` and `nbf` (whole seconds; default [`DEFAULT_LEEWAY`]).
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The leeway for `exp` and `nbf`.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
+    }
+
+    /// Limits each user's calls through [`AuthInterceptor`] to `limit` (shared by every
+    /// clone of this verifier; none by default).
+    pub fn with_rate_limit(mut self, limit: Option<crate::quota::RateLimit>) -> Self {
+        self.rate_limit = limit;
         self
     }
 
     /// Verifies a token and returns its caller.
     ///
     /// # Errors
-    /// [`AuthError::InvalidToken`] for a bad signature, expiry, audience or issuer,
-    /// [`AuthError::UnknownKeyId`], [`AuthError::BadSubject`].
+    /// [`AuthError::InvalidToken`] for a malformed token, a bad signature, an algorithm that is
+    /// not the key's, expiry, `nbf` in the future, a wrong audience, a missing or wrong issuer;
+    /// [`AuthError::CriticalExtension`], [`AuthError::UnknownKeyId`],
+    /// [`AuthError::BadSubject`].
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header = decode_header(token).map_err(AuthError::InvalidToken)?;
+        if header.crit.is_some() {
+            return Err(AuthError::CriticalExtension);
+        }
         let claims = match &*self.keys {
             Keys::Secret(key) => self.decode(token, key, Algorithm::HS256)?,
             Keys::Public(keys) => {
-                let header = decode_header(token).map_err(AuthError::InvalidToken)?;
                 let candidates: Vec<&PublicKey> = match &header.kid {
                     Some(kid) if keys.iter().any(|k| k.kid.is_some()) => {
                         let found: Vec<_> = keys
@@ -231,12 +278,16 @@ impl Verifier {
                 }
             }
         };
-        if claims.sub.is_empty() || claims.sub.len() > 256 {
+        if claims.sub.is_empty()
+            || claims.sub.len() > 256
+            || claims.sub.chars().any(char::is_control)
+        {
             return Err(AuthError::BadSubject);
         }
         Ok(Caller {
             user: claims.sub,
             roles: claims.roles,
+            expires_at: claims.exp,
         })
     }
 
@@ -248,10 +299,13 @@ impl Verifier {
     ) -> Result<Claims, AuthError> {
         let mut validation = Validation::new(algorithm);
         validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
-        validation.leeway = 30;
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
         if let Some(issuer) = &self.issuer {
+            validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
             validation.set_issuer(&[issuer]);
+        } else {
+            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         }
         decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
@@ -396,14 +450,17 @@ impl Signer {
             iat: now,
             aud: Audience::One(AUDIENCE.to_owned()),
             iss: self.issuer.clone(),
+            nbf: None,
             roles: roles.to_vec(),
         };
         encode(&self.header, &claims, &self.key).map_err(AuthError::Sign)
     }
 }
 
-/// A tonic interceptor that verifies the bearer token and stores the [`Caller`] in the
-/// request extensions; requests without a valid token get `UNAUTHENTICATED`.
+/// A tonic interceptor that verifies the bearer token, takes the call from the caller's
+/// quota (when the verifier has a rate limit) and stores the [`Caller`] in the request
+/// extensions; requests without a valid token get `UNAUTHENTICATED`, over quota
+/// `RESOURCE_EXHAUSTED` ([`crate::quota`]).
 #[derive(Clone, Debug)]
 pub struct AuthInterceptor {
     verifier: Verifier,
@@ -419,6 +476,9 @@ impl AuthInterceptor {
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.verifier.verify_metadata(request.metadata())?;
+        if let Some(limit) = &self.verifier.rate_limit {
+            limit.check(&caller.user)?;
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
     }
@@ -462,6 +522,7 @@ mod tests {
             iat: 0,
             aud: Audience::One(AUDIENCE.into()),
             iss: None,
+            nbf: None,
             roles: vec![],
         };
         let token = encode(&signer.header, &claims, &signer.key).unwrap();
@@ -477,6 +538,7 @@ mod tests {
             iat: 0,
             aud: Audience::Many(vec!["other".into(), AUDIENCE.into()]),
             iss: None,
+            nbf: None,
             roles: vec![],
         };
         let token = encode(&signer.header, &claims, &signer.key).unwrap();
@@ -495,6 +557,7 @@ mod tests {
             iat: 0,
             aud: Audience::One("someone-else".into()),
             iss: None,
+            nbf: None,
             roles: vec![],
         };
         let token = encode(&signer.header, &claims, &signer.key).unwrap();
@@ -552,5 +615,127 @@ mod tests {
         for token in ["", "a.b.c", "....", "eyJhbGciOiJub25lIn0.e30."] {
             assert!(Verifier::hs256(&secret()).verify(token).is_err());
         }
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A token of `claims` (any JSON) with `header`, signed with the test secret.
+    fn hs_token(header: &Header, claims: &serde_json::Value) -> String {
+        encode(header, claims, &EncodingKey::from_secret(b"test-secret")).unwrap()
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "sub": "alice", "aud": AUDIENCE, "exp": now() + 600, "iat": now(),
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            claims[key] = value.clone();
+        }
+        claims
+    }
+
+    #[test]
+    fn a_token_without_iss_is_refused_when_an_issuer_is_configured() {
+        let verifier =
+            Verifier::hs256(&secret()).with_issuer(Some("https://issuer.example".into()));
+        let token = hs_token(&Header::default(), &claims(serde_json::json!({})));
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
+        let token = hs_token(
+            &Header::default(),
+            &claims(serde_json::json!({"iss": "https://issuer.example"})),
+        );
+        assert_eq!(verifier.verify(&token).unwrap().user, "alice");
+    }
+
+    #[test]
+    fn nbf_is_checked_with_the_leeway() {
+        let verifier = Verifier::hs256(&secret()).with_leeway(Duration::from_secs(30));
+        let future = hs_token(
+            &Header::default(),
+            &claims(serde_json::json!({"nbf": now() + 120})),
+        );
+        assert!(verifier.verify(&future).is_err());
+        let within = hs_token(
+            &Header::default(),
+            &claims(serde_json::json!({"nbf": now() + 10})),
+        );
+        assert!(verifier.verify(&within).is_ok());
+        let malformed = hs_token(
+            &Header::default(),
+            &claims(serde_json::json!({"nbf": "tomorrow"})),
+        );
+        assert!(verifier.verify(&malformed).is_err());
+    }
+
+    #[test]
+    fn expiry_is_checked_with_a_configurable_leeway() {
+        let token = hs_token(
+            &Header::default(),
+            &claims(serde_json::json!({"exp": now() - 20})),
+        );
+        let default = Verifier::hs256(&secret());
+        assert_eq!(default.leeway(), DEFAULT_LEEWAY);
+        assert!(default.verify(&token).is_ok(), "20 s past is within 30 s");
+        let strict = Verifier::hs256(&secret()).with_leeway(Duration::from_secs(5));
+        assert!(strict.verify(&token).is_err());
+        let caller = default.verify(&token).unwrap();
+        assert_eq!(caller.expires_at, now() - 20);
+    }
+
+    #[test]
+    fn a_crit_header_is_refused() {
+        let header = Header {
+            crit: Some(vec!["exp".into()]),
+            ..Header::default()
+        };
+        let token = hs_token(&header, &claims(serde_json::json!({})));
+        assert!(matches!(
+            Verifier::hs256(&secret()).verify(&token),
+            Err(AuthError::CriticalExtension)
+        ));
+    }
+
+    #[test]
+    fn a_subject_with_control_characters_is_refused() {
+        for sub in ["al\u{0}ice", "bob\n", "\u{7f}"] {
+            let token = hs_token(
+                &Header::default(),
+                &claims(serde_json::json!({ "sub": sub })),
+            );
+            assert!(
+                matches!(
+                    Verifier::hs256(&secret()).verify(&token),
+                    Err(AuthError::BadSubject)
+                ),
+                "{sub:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn alg_none_and_hs_rs_confusion_are_refused() {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let body = URL_SAFE_NO_PAD.encode(claims(serde_json::json!({})).to_string());
+        let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#));
+        assert!(Verifier::hs256(&secret()).verify(&none).is_err());
+        let public = Verifier::from_public_keys_file(&testdata("rsa.pub")).unwrap();
+        assert!(public.verify(&none).is_err());
+        // HS256 signed with the RSA public key's PEM as the secret: the classic confusion.
+        let pem = std::fs::read(testdata("rsa.pub")).unwrap();
+        let confused = encode(
+            &Header::default(),
+            &claims(serde_json::json!({})),
+            &EncodingKey::from_secret(&pem),
+        )
+        .unwrap();
+        assert!(public.verify(&confused).is_err());
     }
 }

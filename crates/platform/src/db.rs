@@ -106,7 +106,15 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
         }
         conn.close().await?;
     }
-    let options = options.options([("search_path", schema)]);
+    let options = options.options([
+        ("search_path", schema),
+        ("statement_timeout", STATEMENT_TIMEOUT),
+        ("lock_timeout", LOCK_TIMEOUT),
+        (
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        ),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         // A call waits at most this long for a connection: during a database outage callers
@@ -132,6 +140,18 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
         .await?)
 }
 
+/// Longest one statement of a pooled connection may run before PostgreSQL cancels it
+/// (SQLSTATE 57014: a call gets `DEADLINE_EXCEEDED`, a consumer counts a failed attempt).
+/// Work that is long by nature (retention purges, migrations) sets its own.
+pub const STATEMENT_TIMEOUT: &str = "30s";
+
+/// Longest a statement of a pooled connection waits for a lock (SQLSTATE 55P03).
+pub const LOCK_TIMEOUT: &str = "10s";
+
+/// Longest a pooled connection may sit idle inside a transaction before PostgreSQL ends its
+/// session (a stuck caller must not hold locks for ever).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+
 /// How long a pool's caller waits for a connection before the call fails (`UNAVAILABLE`).
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -140,7 +160,17 @@ pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// # Errors
 /// [`DbError::Migrate`].
 pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> {
-    migrator.run(pool).await?;
+    // A migration may rewrite a big table: no statement or lock limit on its own
+    // connection, which is closed afterwards rather than going back to the pool.
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("SET lock_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    migrator.run(&mut conn).await?;
+    conn.close().await?;
     Ok(())
 }
 

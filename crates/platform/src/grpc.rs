@@ -1,10 +1,21 @@
 //! gRPC server plumbing shared by every component: serving with graceful shutdown, health
 //! (`grpc.health.v1`), server reflection (v1 and v1alpha, so `grpcurl` of any age works), and
 //! the `INVALID_ARGUMENT` with field violations that bad input gets (AIP-193).
+//!
+//! Errors are bounded whatever the input: a violation's field path and description are cut
+//! to [`MAX_FIELD_CHARS`] and [`MAX_DESCRIPTION_CHARS`] characters, a response carries at
+//! most [`MAX_VIOLATIONS`] of them (and says how many more there were), and the message
+//! that repeats them for detail-blind clients stops at [`MAX_MESSAGE_CHARS`]. An error must
+//! fit the HTTP/2 header limits of every hop: an oversized one used to tear down the
+//! gateway's connection that other users' calls shared. Echo user input with [`echo`].
+
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, service::Routes, transport::server::TcpIncoming};
+use tonic::{Code, Status, service::Routes};
+
+use crate::net::ConnectionLimits;
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 /// Server reflection services (v1 and v1alpha) over every taskmesh file.
@@ -23,8 +34,14 @@ pub fn reflection(routes: Routes) -> Result<Routes, tonic_reflection::server::Er
     Ok(routes.add_service(v1).add_service(v1alpha))
 }
 
+/// How often a server pings an HTTP/2 peer that sent nothing, and how long it waits for the
+/// answer before closing the connection (a peer that vanished without closing).
+pub const HTTP2_KEEPALIVE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(20));
+
 /// Serves `routes` (HTTP/2 gRPC) of `component` (its label on the RPC metrics) on `listener`
-/// until `shutdown` is cancelled, then finishes in-flight calls.
+/// until `shutdown` is cancelled, then finishes in-flight calls. Connections are accepted
+/// within the default [`ConnectionLimits`].
 ///
 /// # Errors
 /// A transport error of the server.
@@ -34,17 +51,56 @@ pub async fn serve(
     routes: Routes,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::net::incoming(listener, ConnectionLimits::default(), component);
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE.1))
+        // Counts and times every call, shed ones included (as UNAVAILABLE).
         .layer(crate::metrics::RpcLayer::new(component))
+        // Sheds calls past the in-flight limit before they reach a handler or the pool.
+        .layer(crate::shed::ShedLayer::default())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
 
-/// Field violations collected while validating a request (`google.rpc.BadRequest`).
+/// Largest request message a server decodes, in bytes (tonic's default is 4 MiB); a larger
+/// one is refused with `RESOURCE_EXHAUSTED` before it is parsed. The largest valid task
+/// (20,000 characters of description, 1,000 exdates, 20 tags and reminders) is well under.
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+
+/// Most field violations one error carries; the rest are counted in a last one.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest field path of a violation, in characters.
+pub const MAX_FIELD_CHARS: usize = 128;
+/// Longest description of a violation, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+/// Longest `grpc-message` of an `INVALID_ARGUMENT`, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+/// Longest piece of user input an error message repeats, in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `text` cut to `max` characters, with `…` when it was longer.
+pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+    }
+}
+
+/// User input to repeat in an error message: at most [`MAX_ECHO_CHARS`] characters, debug
+/// quoted (so control characters and quotes show as escapes).
+pub fn echo(text: &str) -> String {
+    format!("{:?}", truncate(text, MAX_ECHO_CHARS))
+}
+
+/// Field violations collected while validating a request (`google.rpc.BadRequest`); bounded
+/// (see the module docs).
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    kept: Vec<FieldViolation>,
+    omitted: usize,
+}
 
 impl Violations {
     /// No violation yet.
@@ -52,14 +108,31 @@ impl Violations {
         Self::default()
     }
 
-    /// Records that `field` (a path such as `task.due.time_zone`) is wrong, and why.
+    /// Records that `field` (a path such as `task.due.time_zone`) is wrong, and why; past
+    /// [`MAX_VIOLATIONS`] it is only counted.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        if self.kept.len() == MAX_VIOLATIONS {
+            self.omitted += 1;
+            return;
+        }
+        let (field, description) = (field.into(), description.into());
+        self.kept.push(FieldViolation::new(
+            truncate(&field, MAX_FIELD_CHARS),
+            truncate(&description, MAX_DESCRIPTION_CHARS),
+        ));
+    }
+
+    /// Records every violation of `other` after this one's.
+    pub fn extend(&mut self, other: Violations) {
+        for violation in other.kept {
+            self.add(violation.field, violation.description);
+        }
+        self.omitted += other.omitted;
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.kept.is_empty()
     }
 
     /// `Ok(())` when empty, else the `INVALID_ARGUMENT` status carrying every violation.
@@ -67,26 +140,32 @@ impl Violations {
     /// # Errors
     /// The status, as described.
     pub fn check(self) -> Result<(), Status> {
-        if self.0.is_empty() {
+        if self.kept.is_empty() {
             Ok(())
         } else {
             Err(self.into_status())
         }
     }
 
-    /// The `INVALID_ARGUMENT` status carrying every violation; its message lists them too, so
-    /// clients that ignore details (grpcurl, browsers' consoles) still show what is wrong.
-    pub fn into_status(self) -> Status {
+    /// The `INVALID_ARGUMENT` status carrying the violations (the first [`MAX_VIOLATIONS`],
+    /// then one on field `*` counting the rest); its message lists them too, up to
+    /// [`MAX_MESSAGE_CHARS`], so clients that ignore details (grpcurl, browsers' consoles)
+    /// still show what is wrong.
+    pub fn into_status(mut self) -> Status {
+        if self.omitted > 0 {
+            let more = format!("and {} more violations not listed", self.omitted);
+            self.kept.push(FieldViolation::new("*", more));
+        }
         let message = self
-            .0
+            .kept
             .iter()
             .map(|v| format!("{}: {}", v.field, v.description))
             .collect::<Vec<_>>()
             .join("; ");
         Status::with_error_details(
             Code::InvalidArgument,
-            message,
-            ErrorDetails::with_bad_request(self.0),
+            truncate(&message, MAX_MESSAGE_CHARS),
+            ErrorDetails::with_bad_request(self.kept),
         )
     }
 }
@@ -111,6 +190,18 @@ pub fn database_status(error: &sqlx::Error) -> Status {
     }
 }
 
+/// What is left of a call's deadline (its client's `grpc-timeout`, see
+/// [`crate::metrics::Deadline`]), for the timeout of an upstream call it makes on the
+/// client's behalf; `None` when the client set none.
+pub fn remaining<T>(request: &tonic::Request<T>) -> Option<Duration> {
+    let deadline = request.extensions().get::<crate::metrics::Deadline>()?;
+    Some(
+        deadline
+            .0
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+}
+
 /// A single-violation `INVALID_ARGUMENT`.
 pub fn invalid_argument(field: &str, description: &str) -> Status {
     let mut violations = Violations::new();
@@ -131,4 +222,43 @@ pub fn field_violations(status: &Status) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_are_bounded_in_number_and_size() {
+        let mut violations = Violations::new();
+        let long = "x".repeat(100_000);
+        for i in 0..10_000 {
+            violations.add(format!("update_mask.paths[{i}]{long}"), long.clone());
+        }
+        let status = violations.into_status();
+        let found = field_violations(&status);
+        assert_eq!(found.len(), MAX_VIOLATIONS + 1);
+        assert!(found.iter().all(|(field, description)| {
+            field.chars().count() <= MAX_FIELD_CHARS + 1
+                && description.chars().count() <= MAX_DESCRIPTION_CHARS + 1
+        }));
+        assert_eq!(found[MAX_VIOLATIONS].0, "*");
+        assert!(found[MAX_VIOLATIONS].1.contains("9980 more"));
+        assert!(status.message().chars().count() <= MAX_MESSAGE_CHARS + 1);
+        assert!(
+            status.details().len() < 20_000,
+            "{}",
+            status.details().len()
+        );
+    }
+
+    #[test]
+    fn echo_cuts_long_input_on_a_character_boundary() {
+        assert_eq!(echo("Europe/Berlin"), "\"Europe/Berlin\"");
+        let long = "é".repeat(1000);
+        let echoed = echo(&long);
+        assert_eq!(echoed.chars().count(), MAX_ECHO_CHARS + 3);
+        assert!(echoed.ends_with("…\""));
+        assert_eq!(echo("a\u{0}b"), "\"a\\0b\"");
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`changelog`]: the per-user change log (gapless sequences) every live-streamed change
 //!   goes through.
 //! - [`cloudevents`]: the CloudEvents 1.0 Kafka binary-mode envelope.
+//! - [`compute`]: CPU-heavy request work on a bounded pool, off the async workers.
 //! - [`consumer`]: idempotent Kafka consumers with retries and dead-lettering.
 //! - [`cursor`]: the opaque live-stream cursor (one position per change log).
 //! - [`db`]: PostgreSQL pools bound to a service's own schema, database creation, migrations.
@@ -15,11 +16,14 @@
 //!   helpers (`INVALID_ARGUMENT` with field violations).
 //! - [`kafka`]: topic names, topic creation, the idempotent producer.
 //! - [`metrics`]: Prometheus metrics, `/metrics`, and the gRPC metrics layer.
+//! - [`net`]: accepting connections within limits (how many, how long idle).
 //! - [`outbox`]: the transactional outbox and its relay to Kafka.
-//! - [`pages`]: AIP-158 page tokens.
+//! - [`pages`]: AIP-158 page tokens, HMAC-signed.
+//! - [`quota`]: per-user request quotas (`RESOURCE_EXHAUSTED` with `RetryInfo`).
 //! - [`requests`]: AIP-155 request-id deduplication.
 //! - [`retention`]: the hourly purge of change-log entries, request ids and dedupe records.
 //! - [`runtime`]: the component runtime: supervised background tasks, health, backoff.
+//! - [`shed`]: load shedding (`UNAVAILABLE` past a number of calls in flight).
 //! - [`shutdown`]: SIGTERM/ctrl-c handling.
 //! - [`telemetry`]: `tracing` subscriber set-up, OTLP export of spans.
 //! - [`trace`]: W3C trace context through gRPC, the outbox and Kafka.
@@ -30,6 +34,7 @@ pub mod auth;
 pub mod broker;
 pub mod changelog;
 pub mod cloudevents;
+pub mod compute;
 pub mod consumer;
 pub mod cursor;
 pub mod db;
@@ -37,11 +42,14 @@ pub mod dlq;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;
+pub mod net;
 pub mod outbox;
 pub mod pages;
+pub mod quota;
 pub mod requests;
 pub mod retention;
 pub mod runtime;
+pub mod shed;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -3,6 +3,12 @@
 //! [`RpcLayer`], which counts and times every gRPC call and runs it in a span continuing the
 //! caller's trace ([`crate::trace`]).
 //!
+//! Labels are bounded whatever clients send: `service` and `method` are the call's only when
+//! the descriptor sets the mesh serves (taskmesh's, health, reflection) know the method, else
+//! both are `unknown` (the path is chosen by the client, before authentication); counter and
+//! histogram series nobody updated for [`IDLE_TIMEOUT`] leave the exposition (gauges stay:
+//! a state such as `taskmesh_background_task_degraded` is set when it changes).
+//!
 //! Names follow Prometheus conventions (`taskmesh_` prefix, base units, `_total` counters,
 //! `_seconds` histograms):
 //! - `taskmesh_rpc_requests_total{component, service, method, code}`,
@@ -23,14 +29,17 @@
 //!   (the gateway).
 
 use std::{
+    collections::HashSet,
     future::Future,
     pin::Pin,
     sync::OnceLock,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +49,62 @@ const BUCKETS: [f64; 16] = [
     15.0, 60.0,
 ];
 
+/// How long a counter or histogram series may go without an update before it leaves the
+/// exposition (a method nobody calls any more); Prometheus reads its return as a reset.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The `service` and `method` labels of a call whose method no served descriptor declares.
+const UNKNOWN: &str = "unknown";
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Every `package.Service/Method` the mesh's servers may answer: taskmesh's contracts,
+/// `grpc.health.v1` and both reflection versions.
+fn known_methods() -> &'static HashSet<String> {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known = HashSet::new();
+        for set in [
+            taskmesh_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        known
+    })
+}
+
+/// The `service` and `method` labels of a call to `path` (`/package.Service/Method`): its
+/// own when a served descriptor declares it, else [`UNKNOWN`] for both. `None` when the path
+/// is not a gRPC call's at all (the web app's files, `/metrics`).
+fn call_labels(path: &str) -> Option<(String, String)> {
+    let name = path.strip_prefix('/')?;
+    let (service, method) = name.split_once('/')?;
+    if !service.contains('.') {
+        return None;
+    }
+    Some(if known_methods().contains(name) {
+        (service.to_owned(), method.to_owned())
+    } else {
+        (UNKNOWN.to_owned(), UNKNOWN.to_owned())
+    })
+}
 
 /// Installs the process-wide recorder on first use, with every metric's help text; `None`
 /// when another recorder was installed first (then nothing is exported).
@@ -50,6 +114,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
                 .ok()?
+                .idle_timeout(
+                    MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+                    Some(IDLE_TIMEOUT),
+                )
                 .install_recorder()
                 .ok()?;
             describe();
@@ -214,13 +282,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // `/package.Service/Method`; anything else (the web app's files) is not a call.
-        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/') {
-            Some((service, method)) if service.contains('.') => {
-                (service.to_owned(), method.to_owned())
-            }
-            _ => return Box::pin(self.inner.call(request)),
+        let Some((service, method)) = call_labels(request.uri().path()) else {
+            return Box::pin(self.inner.call(request));
         };
         let start = Instant::now();
         // Answer DEADLINE_EXCEEDED a little before the client's deadline: tonic's own timer
@@ -228,6 +293,10 @@ where
         // tonic client whose timer runs out before the answer arrives.
         let deadline = grpc_timeout(request.headers())
             .and_then(|timeout| start.checked_add(timeout - margin(timeout)));
+        if let Some(deadline) = deadline {
+            // For the handler's own upstream calls ([`crate::grpc::remaining`]).
+            request.extensions_mut().insert(Deadline(deadline));
+        }
         let component = self.component;
         let span =
             tracing::info_span!("grpc", otel.name = %format!("{service}/{method}"), component);
@@ -246,6 +315,10 @@ where
                     Err(_) => Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http()),
                 },
             };
+            let response = response.map(|mut r| {
+                bound_error_headers(r.headers_mut());
+                r
+            });
             // An error status comes in the headers (trailers-only); a success in the
             // trailers, after the headers this measures.
             let code = match &response {
@@ -266,6 +339,40 @@ where
         Box::pin(tracing::Instrument::instrument(measured, span))
     }
 }
+
+/// Longest `grpc-message` header a response may carry (percent-encoded bytes).
+const MAX_GRPC_MESSAGE_BYTES: usize = 4096;
+/// Longest `grpc-status-details-bin` header a response may carry (base64 bytes).
+const MAX_STATUS_DETAILS_BYTES: usize = 16 * 1024;
+
+/// The last guard of the HTTP/2 header limits of every hop (an error built from unbounded
+/// input once tore down the gateway's shared upstream connection): an oversized
+/// `grpc-message` is replaced by a short one, oversized details are dropped. The errors the
+/// services build are bounded already ([`crate::grpc::Violations`]); this catches a defect.
+fn bound_error_headers(headers: &mut http::HeaderMap) {
+    if headers
+        .get("grpc-message")
+        .is_some_and(|v| v.len() > MAX_GRPC_MESSAGE_BYTES)
+    {
+        tracing::error!("an error message exceeded {MAX_GRPC_MESSAGE_BYTES} bytes; replaced");
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("error message too long to send"),
+        );
+    }
+    if headers
+        .get("grpc-status-details-bin")
+        .is_some_and(|v| v.len() > MAX_STATUS_DETAILS_BYTES)
+    {
+        tracing::error!("error details exceeded {MAX_STATUS_DETAILS_BYTES} bytes; dropped");
+        headers.remove("grpc-status-details-bin");
+    }
+}
+
+/// When a call must have answered (the client's `grpc-timeout` less the margin), in the
+/// request extensions of a call that has one.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Instant);
 
 /// How much before the client's deadline a call is answered `DEADLINE_EXCEEDED`: a twentieth
 /// of the timeout, between 1 ms (but never more than a tenth) and 50 ms.
@@ -302,6 +409,57 @@ mod tests {
     use std::time::Duration;
 
     use super::grpc_timeout;
+
+    #[test]
+    fn oversized_error_headers_are_cut() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-message", "x".repeat(100_000).parse().unwrap());
+        headers.insert(
+            "grpc-status-details-bin",
+            "A".repeat(100_000).parse().unwrap(),
+        );
+        super::bound_error_headers(&mut headers);
+        assert_eq!(headers["grpc-message"], "error message too long to send");
+        assert!(headers.get("grpc-status-details-bin").is_none());
+        let mut small = http::HeaderMap::new();
+        small.insert("grpc-message", "bad input".parse().unwrap());
+        super::bound_error_headers(&mut small);
+        assert_eq!(small["grpc-message"], "bad input");
+    }
+
+    #[test]
+    fn only_declared_methods_are_labelled_by_name() {
+        use super::call_labels;
+        let known = |s: &str, m: &str| Some((s.to_owned(), m.to_owned()));
+        assert_eq!(
+            call_labels("/taskmesh.task.v1.TaskService/CreateTask"),
+            known("taskmesh.task.v1.TaskService", "CreateTask")
+        );
+        assert_eq!(
+            call_labels("/grpc.health.v1.Health/Check"),
+            known("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            call_labels("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            known(
+                "grpc.reflection.v1alpha.ServerReflection",
+                "ServerReflectionInfo"
+            )
+        );
+        for made_up in [
+            "/taskmesh.task.v1.TaskService/Nope123",
+            "/x.y/z",
+            "/taskmesh.task.v1.TaskService/CreateTask/extra",
+        ] {
+            assert_eq!(
+                call_labels(made_up),
+                known("unknown", "unknown"),
+                "{made_up}"
+            );
+        }
+        assert_eq!(call_labels("/index.html"), None);
+        assert_eq!(call_labels("/metrics"), None);
+    }
 
     #[test]
     fn grpc_timeouts_parse_by_the_spec() {

@@ -8,6 +8,9 @@ use sqlx::PgPool;
 
 use crate::runtime::{Backoff, TaskContext};
 
+/// Longest one table's purge may run (its own statement timeout).
+const PURGE_TIMEOUT: &str = "10min";
+
 /// The bookkeeping tables and their time columns of a service with a change log.
 pub const WITH_CHANGE_LOG: &[(&str, &str)] = &[
     ("changes", "create_time"),
@@ -33,13 +36,20 @@ pub async fn purge(
 ) -> Result<u64, sqlx::Error> {
     let mut rows = 0;
     for (table, column) in tables {
+        let mut tx = pool.begin().await?;
+        // A first purge after a long pause may delete millions of rows: longer than the
+        // pool's statement timeout allows a call.
+        sqlx::query(&format!("SET LOCAL statement_timeout = '{PURGE_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
         rows += sqlx::query(&format!(
             "DELETE FROM {table} WHERE {column} < now() - make_interval(secs => $1)"
         ))
         .bind(retention.as_secs_f64())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
     }
     Ok(rows)
 }

@@ -14,8 +14,11 @@
 //! - [`google`] — vendored googleapis types (`google.type.Date`, field behaviours).
 //! - [`FILE_DESCRIPTOR_SET`] — every file, for server reflection.
 //! - [`catalogue`] — every CloudEvent type with its payload message and topic.
+//! - [`codec`] — the protobuf codec of every client and server (malformed input is
+//!   `INVALID_ARGUMENT`).
 
 pub mod catalogue;
+pub mod codec;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every taskmesh `.proto` file and its
 /// imports, with source info, for gRPC server reflection.

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
+use taskmesh_gateway::CorsOrigins;
 
 /// taskmesh: an event-driven task backend.
 #[derive(Debug, Parser)]
@@ -129,9 +130,38 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_JWT_PUBLIC_KEYS")]
     pub(crate) jwt_public_keys: Option<PathBuf>,
 
-    /// Required `iss` claim, if any.
+    /// Required `iss` claim, if any (a token without `iss` is then refused).
     #[arg(long, env = "TASKMESH_JWT_ISSUER")]
     pub(crate) jwt_issuer: Option<String>,
+
+    /// Clock skew allowed when checking a token's `exp` and `nbf` (whole seconds count; e.g.
+    /// `30s`). A live stream ends this long after its token's `exp`.
+    #[arg(long, env = "TASKMESH_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) jwt_leeway: Duration,
+
+    /// Calls per second each user may make to a component (its sustained rate; over it a
+    /// call gets RESOURCE_EXHAUSTED with RetryInfo). 0 turns the limit off.
+    #[arg(long, env = "TASKMESH_RATE_LIMIT", default_value_t = 100)]
+    pub(crate) rate_limit: u32,
+
+    /// Calls each user may make at once above the sustained rate.
+    #[arg(long, env = "TASKMESH_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub(crate) rate_limit_burst: u32,
+
+    /// Live streams one user may hold on the gateway at once; opening one more ends the
+    /// user's oldest with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TASKMESH_MAX_STREAMS_PER_USER", default_value_t = 20)]
+    pub(crate) max_streams_per_user: usize,
+
+    /// Most connections the gateway holds open at once; past it new ones are closed at once
+    /// (logged).
+    #[arg(long, env = "TASKMESH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub(crate) max_connections: usize,
+
+    /// How long a gateway connection may go without a byte either way before it is closed
+    /// (live streams send a heartbeat every 15 s).
+    #[arg(long, env = "TASKMESH_IDLE_CONNECTION_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub(crate) idle_connection_timeout: Duration,
 
     /// How long change-log entries are kept for stream resumption.
     #[arg(long, env = "TASKMESH_CHANGE_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -140,6 +170,16 @@ pub(crate) struct Common {
     /// How long audit entries are kept (AuditService's retention job).
     #[arg(long, env = "TASKMESH_AUDIT_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
     pub(crate) audit_retention: Duration,
+}
+
+impl Common {
+    /// The gateway's connection limits.
+    pub(crate) fn connection_limits(&self) -> taskmesh_platform::net::ConnectionLimits {
+        taskmesh_platform::net::ConnectionLimits {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_connection_timeout,
+        }
+    }
 }
 
 /// `taskmesh dev`.
@@ -173,6 +213,11 @@ pub(crate) struct DevArgs {
     /// The built web app to serve.
     #[arg(long, env = "TASKMESH_WEB_DIR", default_value = "web/dist")]
     pub(crate) web_dir: PathBuf,
+
+    /// Origins whose pages may call the gateway cross-origin (CORS), comma-separated
+    /// `scheme://host[:port]`, `*` for any, empty for only its own.
+    #[arg(long, env = "TASKMESH_CORS_ALLOWED_ORIGINS", default_value = "*")]
+    pub(crate) cors_allowed_origins: CorsOrigins,
 }
 
 /// `taskmesh dlq`.
@@ -302,6 +347,12 @@ pub(crate) struct ServeArgs {
     /// The built web app, for the gateway; unset serves a short index page.
     #[arg(long, env = "TASKMESH_WEB_DIR")]
     pub(crate) web_dir: Option<PathBuf>,
+
+    /// Origins whose pages may call the gateway cross-origin (CORS), comma-separated
+    /// `scheme://host[:port]`, or `*` for any; empty: only the gateway's own origin (the web
+    /// app it serves).
+    #[arg(long, env = "TASKMESH_CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub(crate) cors_allowed_origins: CorsOrigins,
 }
 
 /// The mesh's components.

@@ -4,13 +4,17 @@
 //! a ConfigMap may hold), the JWT verifier, and a one-line summary with every secret redacted
 //! that each command logs at start.
 
-use std::path::{Path, PathBuf};
+use std::{
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use taskmesh_platform::{
     auth::{DEV_SECRET, Verifier},
     kafka::KafkaConfig,
+    quota::RateLimit,
 };
 
 use crate::cli::Common;
@@ -114,6 +118,15 @@ pub(crate) enum KeySource {
     PublicKeyFile(PathBuf),
 }
 
+/// The per-user rate limit, if on.
+fn rate_limit(common: &Common) -> Option<RateLimit> {
+    let rate = NonZeroU32::new(common.rate_limit)?;
+    Some(RateLimit::new(
+        rate,
+        NonZeroU32::new(common.rate_limit_burst).unwrap_or(rate),
+    ))
+}
+
 /// The verifier: public keys when configured, else the secret, else (`dev` only) the
 /// development secret; and where its keys came from.
 ///
@@ -156,7 +169,13 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
              TASKMESH_JWT_SECRET (at least {MIN_SECRET_BYTES} random bytes)"
         );
     };
-    Ok((verifier.with_issuer(common.jwt_issuer.clone()), keys))
+    Ok((
+        verifier
+            .with_issuer(common.jwt_issuer.clone())
+            .with_leeway(common.jwt_leeway)
+            .with_rate_limit(rate_limit(common)),
+        keys,
+    ))
 }
 
 /// `url` with its password (in the user information or a `password` parameter) replaced by
@@ -242,7 +261,14 @@ pub(crate) fn summary(
         .as_deref()
         .map(|i| format!(", issuer {i}"))
         .unwrap_or_default();
-    parts.push(format!("tokens: {keys}{issuer}"));
+    parts.push(format!(
+        "tokens: {keys}{issuer}, leeway {}; rate limit {}",
+        humantime::format_duration(common.jwt_leeway),
+        match common.rate_limit {
+            0 => "off".to_owned(),
+            rate => format!("{rate}/s per user, burst {}", common.rate_limit_burst),
+        }
+    ));
     parts.join("; ")
 }
 

@@ -7,9 +7,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use taskmesh_audit::AuditServer;
-use taskmesh_gateway::{Gateway, GatewayConfig};
+use taskmesh_gateway::{CorsOrigins, Gateway, GatewayConfig};
 use taskmesh_platform::{
-    auth::Verifier, db, kafka::KafkaConfig, runtime::Failure, shutdown::CancellationToken,
+    auth::Verifier, db, kafka::KafkaConfig, net::ConnectionLimits, runtime::Failure,
+    shutdown::CancellationToken,
 };
 use taskmesh_recurrence::RecurrenceServer;
 use taskmesh_reminder::ReminderServer;
@@ -42,11 +43,17 @@ pub struct MeshConfig {
     pub scheduler: bool,
     /// Run RecurrenceService's outbox relay (tests turn it off to hold its commands).
     pub recurrence_relay: bool,
+    /// The origins whose pages may call the gateway cross-origin.
+    pub cors: CorsOrigins,
+    /// The gateway's connection limits.
+    pub connection_limits: ConnectionLimits,
+    /// Live streams one user may hold at once on the gateway.
+    pub max_streams_per_user: usize,
 }
 
 impl MeshConfig {
     /// Everything on, as `taskmesh dev` runs it: pools of 16, retention 7 days (changes) and
-    /// 90 days (audit), no web app.
+    /// 90 days (audit), no web app, cross-origin calls from any origin.
     pub fn new(database_url: String, kafka: KafkaConfig, verifier: Verifier) -> Self {
         Self {
             database_url,
@@ -60,6 +67,9 @@ impl MeshConfig {
             relay: true,
             scheduler: true,
             recurrence_relay: true,
+            cors: CorsOrigins::Any,
+            connection_limits: ConnectionLimits::default(),
+            max_streams_per_user: taskmesh_gateway::DEFAULT_MAX_STREAMS_PER_USER,
         }
     }
 }
@@ -158,6 +168,9 @@ impl Mesh {
                 verifier: config.verifier.clone(),
                 metrics: true,
                 web_dir: config.web_dir.clone(),
+                cors: config.cors.clone(),
+                connection_limits: config.connection_limits,
+                max_streams_per_user: config.max_streams_per_user,
             },
         )
         .await

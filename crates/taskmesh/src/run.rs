@@ -111,6 +111,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     config.change_retention = common.change_retention;
     config.audit_retention = common.audit_retention;
     config.gateway_listen = args.listen;
+    config.cors = args.cors_allowed_origins.clone();
+    config.connection_limits = common.connection_limits();
+    config.max_streams_per_user = common.max_streams_per_user;
     config.web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
     let mesh = Mesh::bind(config).await?;
     let gateway_addr = mesh.addrs.gateway;
@@ -247,6 +250,9 @@ async fn serve_component(
                     verifier,
                     metrics: false,
                     web_dir: args.web_dir.clone(),
+                    cors: args.cors_allowed_origins.clone(),
+                    connection_limits: common.connection_limits(),
+                    max_streams_per_user: common.max_streams_per_user,
                 },
             )
             .await?

@@ -204,6 +204,19 @@ impl Mesh {
         Self::start_with(options, kafka, Some(broker), |_| {}).await
     }
 
+    /// Like [`Mesh::start`], with a last say on the configuration (`customize`: limits,
+    /// CORS, a verifier with an issuer or a rate limit, ...).
+    pub async fn start_configured(
+        options: MeshOptions,
+        customize: impl FnOnce(&mut MeshConfig),
+    ) -> anyhow::Result<Self> {
+        init_tracing();
+        let broker =
+            EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/").await?;
+        let kafka = KafkaConfig::local(broker.bootstrap_servers());
+        Self::start_with(options, kafka, Some(broker), customize).await
+    }
+
     /// Like [`Mesh::start`], on Kafka of the caller's (e.g. behind a TLS terminator; `broker`
     /// is kept running as long as the mesh), with a last say on the configuration
     /// (`customize`, e.g. a database URL asking for TLS).

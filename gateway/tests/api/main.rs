@@ -1,9 +1,11 @@
 //! The gateway end to end: real PostgreSQL, an embedded Kafka-protocol broker, TaskService,
 //! and clients speaking native gRPC (HTTP/2) and grpc-web (HTTP/1.1, tonic-web's client).
 
+mod hostile;
 mod live;
 mod metrics;
 mod proxy;
+mod tokens;
 mod tracing_e2e;
 
 use hyper_util::{

@@ -203,10 +203,7 @@ fn validate(topic: &str, event: &CloudEvent) -> Result<Valid, HandleError> {
 
 /// At most 64 characters of `text`, for a reason that quotes what a client sent.
 fn bounded(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    taskmesh_platform::grpc::truncate(text, 64).into_owned()
 }
 
 #[cfg(test)]

@@ -31,10 +31,13 @@ use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
     consumer::{self, ConsumerSettings},
+    grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
+    pages::PageTokens,
     runtime::{self, Supervisor},
 };
 use taskmesh_proto::audit::v1::audit_service_server::AuditServiceServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes};
 
 pub use service::AuditServiceImpl;
@@ -53,10 +56,11 @@ pub fn consumer_name(topic: Topic) -> String {
     format!("taskmesh-audit-{}", topic.base_name())
 }
 
-/// gRPC routes of AuditService, behind JWT verification.
-pub fn routes(pool: PgPool, verifier: Verifier) -> Routes {
-    Routes::new(AuditServiceServer::with_interceptor(
-        AuditServiceImpl::new(pool),
+/// gRPC routes of AuditService, behind JWT verification, signing page tokens with `tokens`.
+pub fn routes(pool: PgPool, verifier: Verifier, tokens: PageTokens) -> Routes {
+    Routes::new(InterceptedService::new(
+        AuditServiceServer::new(AuditServiceImpl::new(pool, tokens))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         AuthInterceptor::new(verifier),
     ))
 }
@@ -100,7 +104,8 @@ impl AuditServer {
                 consumer::run(pool, kafka, settings, handler, ctx)
             });
         }
-        let routes = routes(self.pool, self.verifier);
+        let tokens = PageTokens::load(&self.pool).await?;
+        let routes = routes(self.pool, self.verifier, tokens);
         runtime::serve_grpc(supervisor, listener, routes, &[AUDIT_SERVICE]).await
     }
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
-use taskmesh_platform::pages;
+use taskmesh_platform::pages::PageTokens;
 use uuid::Uuid;
 
 use crate::entries::{ENTRY_COLUMNS, EntryRow};
@@ -16,6 +16,15 @@ pub(crate) type Invalid = (&'static str, String);
 
 /// One page of entries and the token of the next (empty on the last page).
 pub(crate) type Page = (Vec<EntryRow>, String);
+
+/// What a List call asks of its page: how many entries, from where (its `page_token`, empty
+/// for the first page), and the service's token signer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Paging<'a> {
+    pub(crate) tokens: &'a PageTokens,
+    pub(crate) size: i64,
+    pub(crate) token: &'a str,
+}
 
 /// The token of the chain-ordered Lists: the last position shown and what the list is of.
 #[derive(Deserialize, Serialize)]
@@ -28,32 +37,32 @@ struct ChainToken {
 /// next page, whose token `token_of` makes from the page's last row.
 fn paged<T: Serialize>(
     mut rows: Vec<EntryRow>,
-    size: i64,
+    paging: Paging<'_>,
     token_of: impl Fn(&EntryRow) -> T,
 ) -> Page {
-    let more = usize::try_from(size).is_ok_and(|size| rows.len() > size);
+    let more = usize::try_from(paging.size).is_ok_and(|size| rows.len() > size);
     if more {
         rows.pop();
     }
     let token = match rows.last() {
-        Some(last) if more => pages::encode(&token_of(last)),
+        Some(last) if more => paging.tokens.encode(&token_of(last)),
         _ => String::new(),
     };
     (rows, token)
 }
 
-fn chain_page(rows: Vec<EntryRow>, size: i64, of: &str) -> Page {
-    paged(rows, size, |last| ChainToken {
+fn chain_page(rows: Vec<EntryRow>, paging: Paging<'_>, of: &str) -> Page {
+    paged(rows, paging, |last| ChainToken {
         of: of.to_owned(),
         position: last.content.chain_position,
     })
 }
 
-fn chain_position(token: &str, of: &str) -> Result<Option<i64>, Invalid> {
-    if token.is_empty() {
+fn chain_position(paging: Paging<'_>, of: &str) -> Result<Option<i64>, Invalid> {
+    if paging.token.is_empty() {
         return Ok(None);
     }
-    match pages::decode::<ChainToken>(token) {
+    match paging.tokens.decode::<ChainToken>(paging.token) {
         Some(t) if t.of == of => Ok(Some(t.position)),
         _ => Err(("page_token", "is not a token of this list".into())),
     }
@@ -73,13 +82,12 @@ pub(crate) async fn history(
     conn: &mut PgConnection,
     user: &str,
     task: &str,
-    size: i64,
-    token: &str,
+    paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let after = if token.is_empty() {
+    let after = if paging.token.is_empty() {
         None
     } else {
-        match pages::decode::<HistoryToken>(token) {
+        match paging.tokens.decode::<HistoryToken>(paging.token) {
             Some(t) if t.task == task => Some((t.time, t.id)),
             _ => {
                 return Ok(Err((
@@ -100,10 +108,10 @@ pub(crate) async fn history(
     .bind(task)
     .bind(after.map(|(time, _)| time))
     .bind(after.map_or(Uuid::nil(), |(_, id)| id))
-    .bind(size + 1)
+    .bind(paging.size + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Ok(paged(rows, size, |last| HistoryToken {
+    Ok(Ok(paged(rows, paging, |last| HistoryToken {
         task: task.to_owned(),
         time: last.content.event_time,
         id: last.content.id,
@@ -130,10 +138,9 @@ pub(crate) async fn knows_task(
 pub(crate) async fn activity(
     conn: &mut PgConnection,
     user: &str,
-    size: i64,
-    token: &str,
+    paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let before = match chain_position(token, "activity") {
+    let before = match chain_position(paging, "activity") {
         Ok(before) => before.unwrap_or(i64::MAX),
         Err(invalid) => return Ok(Err(invalid)),
     };
@@ -143,10 +150,10 @@ pub(crate) async fn activity(
     ))
     .bind(user)
     .bind(before)
-    .bind(size + 1)
+    .bind(paging.size + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Ok(chain_page(rows, size, "activity")))
+    Ok(Ok(chain_page(rows, paging, "activity")))
 }
 
 /// A ListAuditEntries filter: a conjunction (`AND`) of `user = "…"`, `resource = "…"`,
@@ -261,13 +268,12 @@ pub(crate) async fn query(
     text: &str,
     filter: &Filter,
     desc: bool,
-    size: i64,
-    token: &str,
+    paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let after = if token.is_empty() {
+    let after = if paging.token.is_empty() {
         None
     } else {
-        match pages::decode::<QueryToken>(token) {
+        match paging.tokens.decode::<QueryToken>(paging.token) {
             Some(t) if t.filter == text && t.desc == desc => Some((t.time, t.id)),
             _ => {
                 return Ok(Err((
@@ -295,9 +301,9 @@ pub(crate) async fn query(
             .push(")");
     }
     sql.push(format!(" ORDER BY event_time {order}, id {order} LIMIT "))
-        .push_bind(size + 1);
+        .push_bind(paging.size + 1);
     let rows: Vec<EntryRow> = sql.build_query_as().fetch_all(&mut *conn).await?;
-    Ok(Ok(paged(rows, size, |last| QueryToken {
+    Ok(Ok(paged(rows, paging, |last| QueryToken {
         filter: text.to_owned(),
         desc,
         time: last.content.event_time,

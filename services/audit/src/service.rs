@@ -2,7 +2,7 @@
 //! query across users, and chain verification.
 
 use sqlx::PgPool;
-use taskmesh_platform::{auth::Caller, grpc::Violations};
+use taskmesh_platform::{auth::Caller, grpc::Violations, pages::PageTokens};
 use taskmesh_proto::audit::v1::{self as pb, audit_service_server::AuditService};
 use tonic::{Request, Response, Status};
 
@@ -21,12 +21,22 @@ const MAX_PAGE: i32 = 1000;
 #[derive(Clone, Debug)]
 pub struct AuditServiceImpl {
     pool: PgPool,
+    tokens: PageTokens,
 }
 
 impl AuditServiceImpl {
-    /// A service on `pool` (search_path = the `audit` schema).
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A service on `pool` (search_path = the `audit` schema), signing page tokens with
+    /// `tokens`.
+    pub fn new(pool: PgPool, tokens: PageTokens) -> Self {
+        Self { pool, tokens }
+    }
+
+    fn paging<'a>(&'a self, size: i64, token: &'a str) -> list::Paging<'a> {
+        list::Paging {
+            tokens: &self.tokens,
+            size,
+            token,
+        }
     }
 }
 
@@ -77,9 +87,14 @@ impl AuditService for AuditServiceImpl {
         };
         v.check()?;
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
-        let found = list::history(&mut conn, &caller.user, &task, size, &req.page_token)
-            .await
-            .map_err(AuditError::from)?;
+        let found = list::history(
+            &mut conn,
+            &caller.user,
+            &task,
+            self.paging(size, &req.page_token),
+        )
+        .await
+        .map_err(AuditError::from)?;
         let (entries, next_page_token) = page(found)?;
         // Nothing about the task in the caller's log: not theirs, or no such task.
         if entries.is_empty()
@@ -105,7 +120,7 @@ impl AuditService for AuditServiceImpl {
         let size = page_size(req.page_size, &mut v);
         v.check()?;
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
-        let found = list::activity(&mut conn, &caller.user, size, &req.page_token)
+        let found = list::activity(&mut conn, &caller.user, self.paging(size, &req.page_token))
             .await
             .map_err(AuditError::from)?;
         let (entries, next_page_token) = page(found)?;
@@ -140,9 +155,15 @@ impl AuditService for AuditServiceImpl {
         });
         v.check()?;
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
-        let found = list::query(&mut conn, &req.filter, &filter, desc, size, &req.page_token)
-            .await
-            .map_err(AuditError::from)?;
+        let found = list::query(
+            &mut conn,
+            &req.filter,
+            &filter,
+            desc,
+            self.paging(size, &req.page_token),
+        )
+        .await
+        .map_err(AuditError::from)?;
         let (entries, next_page_token) = page(found)?;
         Ok(Response::new(pb::ListAuditEntriesResponse {
             entries,

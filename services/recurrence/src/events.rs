@@ -257,7 +257,7 @@ pub(crate) async fn next_after(
         occurrence.wall_time,
     );
     let current = due.clone();
-    let next = tokio::task::spawn_blocking(move || {
+    let next = taskmesh_platform::compute::run(move || {
         let position = SeriesPosition {
             rrule: &recurrence.rrule,
             due: &current,

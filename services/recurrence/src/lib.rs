@@ -28,6 +28,7 @@ use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
     changelog::Log,
     consumer::{self, ConsumerSettings},
+    grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
     retention::WITHOUT_CHANGE_LOG,
@@ -37,6 +38,7 @@ use taskmesh_proto::{
     recurrence::v1::recurrence_service_server::RecurrenceServiceServer,
     task::v1::task_service_client::TaskServiceClient,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes, transport::Channel};
 
 pub use service::RecurrenceServiceImpl;
@@ -82,8 +84,8 @@ pub fn routes(
     tasks: TaskServiceClient<Channel>,
 ) -> Routes {
     let service = RecurrenceServiceImpl::new(pool, kafka.topic(Topic::TaskCommands), tasks);
-    Routes::new(RecurrenceServiceServer::with_interceptor(
-        service,
+    Routes::new(InterceptedService::new(
+        RecurrenceServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         AuthInterceptor::new(verifier),
     ))
 }

@@ -49,7 +49,7 @@ fn carried_reminder(reminder: &pb::Reminder, due: &DueValue) -> Option<pb::Remin
         Trigger::RelativeToDue(offset) => Trigger::RelativeToDue(*offset),
         Trigger::AbsoluteTime(ts) => {
             let seconds = offset_seconds(instant(ts)?, due);
-            if seconds.abs() > MAX_OFFSET_SECONDS {
+            if seconds.unsigned_abs() > MAX_OFFSET_SECONDS.unsigned_abs() {
                 return None;
             }
             Trigger::RelativeToDue(prost_types::Duration { seconds, nanos: 0 })

@@ -57,6 +57,11 @@ impl RecurrenceServiceImpl {
         if let Some(auth) = request.metadata().get("authorization") {
             read.metadata_mut().insert("authorization", auth.clone());
         }
+        // The read gets what is left of the caller's deadline, or 10 s.
+        read.set_timeout(
+            taskmesh_platform::grpc::remaining(request)
+                .unwrap_or(std::time::Duration::from_secs(10)),
+        );
         // TaskService's span of the read continues this call's trace.
         if let Some(traceparent) =
             taskmesh_platform::trace::current_traceparent().and_then(|t| t.parse().ok())
@@ -328,7 +333,10 @@ impl RecurrenceService for RecurrenceServiceImpl {
         request: Request<pb::ValidateRuleRequest>,
     ) -> Result<Response<pb::ValidateRuleResponse>, Status> {
         Caller::of(&request)?;
-        let response = rules::validate(request.get_ref(), taskmesh_domain::now());
+        let req = request.into_inner();
+        let response =
+            taskmesh_platform::compute::run(move || rules::validate(&req, taskmesh_domain::now()))
+                .await?;
         Ok(Response::new(response))
     }
 
@@ -338,10 +346,9 @@ impl RecurrenceService for RecurrenceServiceImpl {
     ) -> Result<Response<pb::PreviewOccurrencesResponse>, Status> {
         Caller::of(&request)?;
         let req = request.into_inner();
-        // Expanding walks the calendar; keep it off the async workers.
-        let response = tokio::task::spawn_blocking(move || rules::preview(&req))
-            .await
-            .map_err(|_| Status::internal("internal error"))?
+        // Expanding walks the calendar: on the bounded pool, off the async workers.
+        let response = taskmesh_platform::compute::run(move || rules::preview(&req))
+            .await?
             .map_err(Violations::into_status)?;
         Ok(Response::new(response))
     }

@@ -25,12 +25,15 @@ use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
     changelog::Log,
     consumer::{self, ConsumerSettings},
+    grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
+    pages::PageTokens,
     retention::WITH_CHANGE_LOG,
     runtime::{self, Supervisor},
 };
 use taskmesh_proto::reminder::v1::reminder_service_server::ReminderServiceServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes};
 
 pub use scheduler::{Fired, Scheduler};
@@ -63,11 +66,12 @@ pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error:
     Relay::new(pool, kafka, LOG.channel)
 }
 
-/// gRPC routes of ReminderService, behind JWT verification.
-pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier) -> Routes {
-    let service = ReminderServiceImpl::new(pool, kafka.topic(Topic::Reminders));
-    Routes::new(ReminderServiceServer::with_interceptor(
-        service,
+/// gRPC routes of ReminderService, behind JWT verification, signing page tokens with
+/// `tokens`.
+pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier, tokens: PageTokens) -> Routes {
+    let service = ReminderServiceImpl::new(pool, kafka.topic(Topic::Reminders), tokens);
+    Routes::new(InterceptedService::new(
+        ReminderServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         AuthInterceptor::new(verifier),
     ))
 }
@@ -121,7 +125,8 @@ impl ReminderServer {
         supervisor.spawn("task-events consumer", |ctx| {
             consumer::run(pool, kafka, settings, events::TaskEventHandler, ctx)
         });
-        let routes = routes(self.pool, &self.kafka, self.verifier);
+        let tokens = PageTokens::load(&self.pool).await?;
+        let routes = routes(self.pool, &self.kafka, self.verifier, tokens);
         runtime::serve_grpc(supervisor, listener, routes, &[REMINDER_SERVICE]).await
     }
 }

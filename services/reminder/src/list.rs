@@ -5,11 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
-use taskmesh_platform::{
-    changelog,
-    grpc::Violations,
-    pages::{decode as decode_token, encode as encode_token},
-};
+use taskmesh_platform::{changelog, grpc::Violations, pages::PageTokens};
 use taskmesh_proto::reminder::v1 as pb;
 use uuid::Uuid;
 
@@ -91,6 +87,7 @@ struct ReminderToken {
 /// One page of `user`'s reminders, soonest first.
 pub(crate) async fn reminders(
     pool: &PgPool,
+    tokens: &PageTokens,
     user: &str,
     filter_text: &str,
     page_size: i64,
@@ -104,7 +101,7 @@ pub(crate) async fn reminders(
     let after = if page_token.is_empty() {
         None
     } else {
-        match decode_token::<ReminderToken>(page_token) {
+        match tokens.decode::<ReminderToken>(page_token) {
             Some(token) if token.q == filter_text => Some(token),
             _ => {
                 v.add("page_token", "is not a token of this query");
@@ -150,7 +147,7 @@ pub(crate) async fn reminders(
     if rows.len() as i64 > page_size {
         rows.truncate(usize::try_from(page_size).unwrap_or(0));
         if let Some(last) = rows.last() {
-            next = encode_token(&ReminderToken {
+            next = tokens.encode(&ReminderToken {
                 f: last.fire_at.timestamp_micros(),
                 t: last.task_id,
                 r: last.reminder_id.clone(),
@@ -174,6 +171,7 @@ struct NotificationToken {
 /// `unread = false`.
 pub(crate) async fn notifications(
     pool: &PgPool,
+    tokens: &PageTokens,
     user: &str,
     filter_text: &str,
     page_size: i64,
@@ -199,7 +197,7 @@ pub(crate) async fn notifications(
     let after = if page_token.is_empty() {
         None
     } else {
-        match decode_token::<NotificationToken>(page_token) {
+        match tokens.decode::<NotificationToken>(page_token) {
             Some(token) if token.q == filter_text => Some(token),
             _ => {
                 v.add("page_token", "is not a token of this query");
@@ -246,7 +244,7 @@ pub(crate) async fn notifications(
     if rows.len() as i64 > page_size {
         rows.truncate(usize::try_from(page_size).unwrap_or(0));
         if let Some(last) = rows.last() {
-            next = encode_token(&NotificationToken {
+            next = tokens.encode(&NotificationToken {
                 c: last.create_time.timestamp_micros(),
                 i: last.id,
                 q: filter_text.to_owned(),

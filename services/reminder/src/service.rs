@@ -9,6 +9,7 @@ use taskmesh_platform::{
     changelog::{self, Change, Writer},
     cursor::Cursor,
     grpc::{Violations, invalid_argument},
+    pages::PageTokens,
     requests,
 };
 use taskmesh_proto::{
@@ -39,13 +40,18 @@ const MAX_SNOOZE_SECONDS: i64 = 30 * 24 * 3600;
 pub struct ReminderServiceImpl {
     pool: PgPool,
     topic: String,
+    tokens: PageTokens,
 }
 
 impl ReminderServiceImpl {
     /// A service on `pool` (search_path = the `reminder` schema) publishing through the
-    /// outbox to `topic` (`reminders` with its prefix).
-    pub fn new(pool: PgPool, topic: String) -> Self {
-        Self { pool, topic }
+    /// outbox to `topic` (`reminders` with its prefix), signing page tokens with `tokens`.
+    pub fn new(pool: PgPool, topic: String, tokens: PageTokens) -> Self {
+        Self {
+            pool,
+            topic,
+            tokens,
+        }
     }
 
     fn writer<'a>(&'a self, caller: &'a Caller, request_id: &'a str) -> Writer<'a> {
@@ -153,8 +159,15 @@ impl ReminderService for ReminderServiceImpl {
         let mut v = Violations::new();
         let size = page_size(req.page_size, 50, &mut v);
         v.check()?;
-        let (reminders, next_page_token) =
-            list::reminders(&self.pool, &caller.user, &req.filter, size, &req.page_token).await?;
+        let (reminders, next_page_token) = list::reminders(
+            &self.pool,
+            &self.tokens,
+            &caller.user,
+            &req.filter,
+            size,
+            &req.page_token,
+        )
+        .await?;
         Ok(Response::new(pb::ListRemindersResponse {
             reminders,
             next_page_token,
@@ -312,9 +325,15 @@ impl ReminderService for ReminderServiceImpl {
         let mut v = Violations::new();
         let size = page_size(req.page_size, 50, &mut v);
         v.check()?;
-        let (notifications, next_page_token, latest) =
-            list::notifications(&self.pool, &caller.user, &req.filter, size, &req.page_token)
-                .await?;
+        let (notifications, next_page_token, latest) = list::notifications(
+            &self.pool,
+            &self.tokens,
+            &caller.user,
+            &req.filter,
+            size,
+            &req.page_token,
+        )
+        .await?;
         let cursor = Cursor {
             task: None,
             notification: Some(latest),

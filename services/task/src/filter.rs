@@ -504,11 +504,7 @@ fn sql_op(op: &'static str) -> &'static str {
 
 /// User input shortened for an error message.
 fn echo(text: &str) -> String {
-    if text.chars().count() <= MAX_ECHO_CHARS {
-        text.to_owned()
-    } else {
-        text.chars().take(MAX_ECHO_CHARS).chain(['…']).collect()
-    }
+    taskmesh_platform::grpc::truncate(text, MAX_ECHO_CHARS).into_owned()
 }
 
 /// One sortable field of AIP-132 `order_by`.

@@ -29,12 +29,15 @@ use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
     consumer::{self, ConsumerSettings},
+    grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
+    pages::PageTokens,
     retention::WITH_CHANGE_LOG,
     runtime::{self, Supervisor},
 };
 use taskmesh_proto::task::v1::task_service_server::TaskServiceServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes};
 
 pub use service::TaskServiceImpl;
@@ -59,14 +62,15 @@ pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error:
     Relay::new(pool, kafka, changes::CHANNEL)
 }
 
-/// gRPC routes of TaskService (behind JWT verification) and its health status.
-pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier) -> Routes {
+/// gRPC routes of TaskService (behind JWT verification), signing page tokens with `tokens`.
+pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier, tokens: PageTokens) -> Routes {
     let service = TaskServiceImpl::new(
         pool,
         kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents),
+        tokens,
     );
-    Routes::new(TaskServiceServer::with_interceptor(
-        service,
+    Routes::new(InterceptedService::new(
+        TaskServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         AuthInterceptor::new(verifier),
     ))
 }
@@ -119,7 +123,8 @@ impl TaskServer {
         supervisor.spawn("task-commands consumer", |ctx| {
             consumer::run(pool, kafka, settings, handler, ctx)
         });
-        let routes = routes(self.pool, &self.kafka, self.verifier);
+        let tokens = PageTokens::load(&self.pool).await?;
+        let routes = routes(self.pool, &self.kafka, self.verifier, tokens);
         runtime::serve_grpc(supervisor, listener, routes, &[TASK_SERVICE]).await
     }
 }

@@ -6,10 +6,9 @@
 //! `INVALID_ARGUMENT`. Each page is read in a REPEATABLE READ snapshot together with the
 //! user's change-log position, which becomes the response's stream cursor.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
-use taskmesh_platform::{changelog, grpc::Violations};
+use taskmesh_platform::{changelog, grpc::Violations, pages::PageTokens};
 use taskmesh_proto::task::v1 as pb;
 use uuid::Uuid;
 
@@ -92,6 +91,7 @@ fn after_condition(keys: &[OrderKey], first: usize) -> String {
 /// snapshot.
 pub(crate) async fn tasks(
     pool: &PgPool,
+    tokens: &PageTokens,
     user: &str,
     q: &ListQuery,
 ) -> Result<(Vec<pb::Task>, String, i64), TaskError> {
@@ -105,13 +105,9 @@ pub(crate) async fn tasks(
     let token = if q.page_token.is_empty() {
         None
     } else {
-        let decoded = URL_SAFE_NO_PAD
-            .decode(&q.page_token)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<PageToken>(&bytes).ok())
-            .filter(|t| {
-                t.f == fingerprint(q) && keys.as_ref().is_some_and(|k| k.len() == t.k.len())
-            });
+        let decoded = tokens.decode::<PageToken>(&q.page_token).filter(|t| {
+            t.f == fingerprint(q) && keys.as_ref().is_some_and(|k| k.len() == t.k.len())
+        });
         if decoded.is_none() {
             v.add(
                 "page_token",
@@ -189,7 +185,7 @@ pub(crate) async fn tasks(
                 k,
                 i: task.id,
             };
-            next = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default());
+            next = tokens.encode(&token);
         }
         tasks.push(task.to_proto());
     }

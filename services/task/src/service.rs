@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use taskmesh_platform::{
     auth::Caller,
     grpc::{Violations, invalid_argument},
+    pages::PageTokens,
 };
 use taskmesh_proto::task::v1::{self as pb, task_service_server::TaskService};
 use tonic::{Request, Response, Status};
@@ -23,13 +24,19 @@ use crate::{
 pub struct TaskServiceImpl {
     pool: PgPool,
     topic: String,
+    tokens: PageTokens,
 }
 
 impl TaskServiceImpl {
     /// A service writing to `pool` (search_path = the `task` schema) and publishing through
-    /// the outbox to `topic` (`task-events` with its prefix).
-    pub fn new(pool: PgPool, topic: String) -> Self {
-        Self { pool, topic }
+    /// the outbox to `topic` (`task-events` with its prefix), signing page tokens with
+    /// `tokens`.
+    pub fn new(pool: PgPool, topic: String, tokens: PageTokens) -> Self {
+        Self {
+            pool,
+            topic,
+            tokens,
+        }
     }
 
     /// CompleteTask (`complete`) and UncompleteTask.
@@ -121,11 +128,21 @@ impl TaskService for TaskServiceImpl {
         request: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::request_id(&req.request_id, &mut v);
-        let fields = match &req.task {
-            Some(task) => validate::task_fields(task, "task.", &mut v),
+        let fields = match req.task.take() {
+            // Checking a rule expands it: on the bounded pool, before the transaction.
+            Some(task) if task.recurrence.is_some() => {
+                let (fields, found) = taskmesh_platform::compute::run(move || {
+                    let mut v = Violations::new();
+                    (validate::task_fields(&task, "task.", &mut v), v)
+                })
+                .await?;
+                v.extend(found);
+                fields
+            }
+            Some(task) => validate::task_fields(&task, "task.", &mut v),
             None => {
                 v.add("task", "is required");
                 None
@@ -172,7 +189,7 @@ impl TaskService for TaskServiceImpl {
             page_token: req.page_token,
         };
         let (tasks, next_page_token, sequence) =
-            list::tasks(&self.pool, &caller.user, &query).await?;
+            list::tasks(&self.pool, &self.tokens, &caller.user, &query).await?;
         let cursor = taskmesh_platform::cursor::Cursor {
             task: Some(sequence),
             notification: None,
@@ -296,7 +313,6 @@ impl TaskService for TaskServiceImpl {
         &self,
         request: Request<pb::ListTagsRequest>,
     ) -> Result<Response<pb::ListTagsResponse>, Status> {
-        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -304,14 +320,8 @@ impl TaskService for TaskServiceImpl {
         let after = if req.page_token.is_empty() {
             None
         } else {
-            let parsed = URL_SAFE_NO_PAD
-                .decode(&req.page_token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| {
-                    let (id, name) = s.split_once(' ')?;
-                    Some((name.to_owned(), Uuid::parse_str(id).ok()?))
-                });
+            // The last tag shown: its name and id.
+            let parsed = self.tokens.decode::<(String, Uuid)>(&req.page_token);
             if parsed.is_none() {
                 v.add("page_token", "is not a token of a previous ListTags call");
             }
@@ -320,7 +330,7 @@ impl TaskService for TaskServiceImpl {
         v.check()?;
         let (tags, next) = tags::list(&self.pool, &caller.user, size, after).await?;
         let next_page_token = next
-            .map(|(name, id)| URL_SAFE_NO_PAD.encode(format!("{id} {name}")))
+            .map(|last| self.tokens.encode(&last))
             .unwrap_or_default();
         Ok(Response::new(pb::ListTagsResponse {
             tags,

@@ -244,7 +244,9 @@ fn reminders(
                         format!("{at}.relative_to_due"),
                         "needs the task to have a due",
                     );
-                } else if d.nanos != 0 || d.seconds.abs() > MAX_OFFSET_SECONDS {
+                } else if d.nanos != 0
+                    || d.seconds.unsigned_abs() > MAX_OFFSET_SECONDS.unsigned_abs()
+                {
                     v.add(
                         format!("{at}.relative_to_due"),
                         "must be whole seconds between -366 and +366 days",
