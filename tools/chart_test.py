@@ -308,6 +308,11 @@ def main():
         (lambda v: v["kafka"]["sasl"].update(passwordSecret="taskmesh", password="x"), "both kafka.sasl.passwordSecret and password"),
         (lambda v: v["database"]["tls"].__setitem__("sslmode", "verify"), "a bad database.tls.sslmode"),
         (lambda v: v["database"]["tls"].__setitem__("bogus", "x"), "an unknown database.tls key"),
+        (lambda v: v.__setitem__("corsAllowedOrigins", "evil.example"), "a CORS origin without a scheme"),
+        (lambda v: v.__setitem__("corsAllowedOrigins", "https://app.example/path"), "a CORS origin with a path"),
+        (lambda v: v["limits"].__setitem__("maxStreamsPerUser", 0), "no live streams per user"),
+        (lambda v: v["limits"].__setitem__("rateLimit", -1), "a negative rate limit"),
+        (lambda v: v["jwt"].__setitem__("leeway", "soon"), "a bad JWT leeway"),
     ]
     for change, why in bad:
         rejected(chart, change, why)

@@ -202,6 +202,9 @@ impl Gateway {
             // Inside the metrics (shed calls are counted, as UNAVAILABLE): past the in-flight
             // limit a call is refused at once (the web app's files are not counted).
             .layer(taskmesh_platform::shed::ShedLayer::default())
+            // Keeps a connection with a request in progress (a live stream) from being
+            // closed as idle.
+            .layer(taskmesh_platform::net::CallTrackerLayer)
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
         supervisor.run(health, server).await?;

@@ -50,7 +50,7 @@ use tonic::{
 
 use crate::{
     hub::{Hub, LiveEvent, Log},
-    slots::Slots,
+    slots::{Slot, Slots},
 };
 
 /// Longest one replay page may take.
@@ -177,10 +177,6 @@ enum Wake {
     Recheck,
     /// The gateway is shutting down.
     Shutdown,
-    /// The caller's token expired.
-    Expired,
-    /// A newer stream of the same user took this one's place.
-    Evicted,
 }
 
 /// Resolves at `at`, or never.
@@ -326,7 +322,6 @@ impl LiveService for LiveServiceImpl {
         };
         let shutdown = self.shutdown.clone();
         let token_ends = token_end(caller.expires_at, self.leeway);
-        let slot = self.slots.take(&caller.user);
         // A log without a position starts from its latest change ("from now").
         let mut cursor = start;
         for log in Log::ALL {
@@ -339,12 +334,13 @@ impl LiveService for LiveServiceImpl {
                 advance(&mut cursor, log, latest);
             }
         }
+        // Taken once nothing can fail any more: a stream that does not open evicts nobody.
+        let slot = self.slots.take(&caller.user);
         tracing::debug!(user = %caller.user, ?cursor, "live stream opened");
         let open = OpenStream::new();
         let stream = async_stream::try_stream! {
             // Counted as open for as long as the stream lives.
             let _open = open;
-            let slot = slot;
             // Replay, then keep going live; a gap or lag sends us back here.
             let mut caught_up_sent = false;
             let mut heartbeat_due = false;
@@ -387,8 +383,6 @@ impl LiveService for LiveServiceImpl {
                 let resync_needed = loop {
                     let wake = tokio::select! {
                         () = shutdown.cancelled() => Wake::Shutdown,
-                        () = tokio::time::sleep_until(token_ends) => Wake::Expired,
-                        () = slot.evicted.cancelled() => Wake::Evicted,
                         received = live.recv() => Wake::Event(received),
                         changed = hub_health.changed() => match changed {
                             Ok(()) => Wake::Health,
@@ -400,16 +394,6 @@ impl LiveService for LiveServiceImpl {
                     };
                     match wake {
                         Wake::Shutdown => return,
-                        Wake::Evicted => {
-                            Err(Status::resource_exhausted(
-                                "too many live streams for this user: this one, the oldest, was closed",
-                            ))?;
-                        }
-                        Wake::Expired => {
-                            Err(Status::unauthenticated(
-                                "the token expired: renew it and resume from the last cursor",
-                            ))?;
-                        }
                         Wake::Silence => {
                             if hub_health.borrow().degraded {
                                 // Kafka may be losing events: look in the change logs first.
@@ -446,8 +430,64 @@ impl LiveService for LiveServiceImpl {
                 }
             }
         };
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(run_apart(Box::pin(stream), token_ends, slot)))
     }
+}
+
+/// Messages a stream may have ready that its client has not read yet.
+const BUFFERED: usize = 16;
+
+/// How long a stream's ending waits for a client that stopped reading before it is dropped.
+const ENDING_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `inner` in a task of its own that hands its messages over a small buffer, and ends
+/// it with `UNAUTHENTICATED` at `token_ends` or `RESOURCE_EXHAUSTED` when `slot` is taken by a
+/// newer stream. The task notices both even when the client stopped reading (which stops
+/// hyper from polling the response body), and then drops `inner` with everything it holds
+/// (its hub subscription, its place in the open-streams gauge).
+fn run_apart(
+    mut inner: ChangeStream,
+    token_ends: tokio::time::Instant,
+    slot: Slot,
+) -> ChangeStream {
+    let (sender, receiver) = tokio::sync::mpsc::channel(BUFFERED);
+    tokio::spawn(async move {
+        let ending = loop {
+            let next = tokio::select! {
+                next = futures::StreamExt::next(&mut inner) => next,
+                () = tokio::time::sleep_until(token_ends) => break expired(),
+                () = slot.evicted.cancelled() => break evicted(),
+                // The client went away.
+                () = sender.closed() => return,
+            };
+            let Some(message) = next else { return };
+            let last = message.is_err();
+            tokio::select! {
+                sent = sender.send(message) => {
+                    if sent.is_err() || last {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(token_ends) => break expired(),
+                () = slot.evicted.cancelled() => break evicted(),
+            }
+        };
+        drop(inner);
+        drop(slot);
+        // Delivered after what the client has not read yet, if it reads again soon.
+        let _ = tokio::time::timeout(ENDING_WAIT, sender.send(Err(ending))).await;
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+}
+
+fn expired() -> Status {
+    Status::unauthenticated("the token expired: renew it and resume from the last cursor")
+}
+
+fn evicted() -> Status {
+    Status::resource_exhausted(
+        "too many live streams for this user: this one, the oldest, was closed",
+    )
 }
 
 /// One open live stream in `taskmesh_live_streams_open`, for as long as it lives.

@@ -206,6 +206,8 @@ pub fn classify(error: &sqlx::Error) -> Failure {
                     || code == "40001" // serialization_failure
                     || code == "40P01" // deadlock_detected
                     || code == "25006" // read_only_sql_transaction: a failover in progress
+                    // idle_in_transaction_session_timeout ended the session
+                    || code == "25P03"
                     || code == "58000" =>
             // system_error (I/O)
             {

@@ -4,8 +4,9 @@
 //!
 //! Errors are bounded whatever the input: a violation's field path and description are cut
 //! to [`MAX_FIELD_CHARS`] and [`MAX_DESCRIPTION_CHARS`] characters, a response carries at
-//! most [`MAX_VIOLATIONS`] of them (and says how many more there were), and the message
-//! that repeats them for detail-blind clients stops at [`MAX_MESSAGE_CHARS`]. An error must
+//! most [`MAX_VIOLATIONS`] of them and [`MAX_DETAILS_BYTES`] of their text (and says how
+//! many more there were), and the message that repeats them for detail-blind clients stops
+//! at [`MAX_MESSAGE_BYTES`]. An error must
 //! fit the HTTP/2 header limits of every hop: an oversized one used to tear down the
 //! gateway's connection that other users' calls shared. Echo user input with [`echo`].
 
@@ -59,13 +60,15 @@ pub async fn serve(
         .layer(crate::metrics::RpcLayer::new(component))
         // Sheds calls past the in-flight limit before they reach a handler or the pool.
         .layer(crate::shed::ShedLayer::default())
+        // Keeps a connection with a call in progress from being closed as idle.
+        .layer(crate::net::CallTrackerLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
 
 /// Largest request message a server decodes, in bytes (tonic's default is 4 MiB); a larger
-/// one is refused with `RESOURCE_EXHAUSTED` before it is parsed. The largest valid task
+/// one is refused before it is parsed, with tonic's `OUT_OF_RANGE`. The largest valid task
 /// (20,000 characters of description, 1,000 exdates, 20 tags and reminders) is well under.
 pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
 
@@ -75,10 +78,25 @@ pub const MAX_VIOLATIONS: usize = 20;
 pub const MAX_FIELD_CHARS: usize = 128;
 /// Longest description of a violation, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
-/// Longest `grpc-message` of an `INVALID_ARGUMENT`, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 1024;
+/// Longest `grpc-message` of an `INVALID_ARGUMENT`, in UTF-8 bytes (at most three times
+/// that once percent-encoded).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Most bytes of field paths and descriptions one error carries in its details.
+pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
 /// Longest piece of user input an error message repeats, in characters.
 pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` when it was longer.
+pub fn truncate_bytes(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
 
 /// `text` cut to `max` characters, with `…` when it was longer.
 pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
@@ -99,6 +117,7 @@ pub fn echo(text: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Violations {
     kept: Vec<FieldViolation>,
+    kept_bytes: usize,
     omitted: usize,
 }
 
@@ -109,17 +128,18 @@ impl Violations {
     }
 
     /// Records that `field` (a path such as `task.due.time_zone`) is wrong, and why; past
-    /// [`MAX_VIOLATIONS`] it is only counted.
+    /// [`MAX_VIOLATIONS`] or [`MAX_DETAILS_BYTES`] it is only counted.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        if self.kept.len() == MAX_VIOLATIONS {
+        let (field, description) = (field.into(), description.into());
+        let field = truncate(&field, MAX_FIELD_CHARS);
+        let description = truncate(&description, MAX_DESCRIPTION_CHARS);
+        let bytes = field.len() + description.len();
+        if self.kept.len() == MAX_VIOLATIONS || self.kept_bytes + bytes > MAX_DETAILS_BYTES {
             self.omitted += 1;
             return;
         }
-        let (field, description) = (field.into(), description.into());
-        self.kept.push(FieldViolation::new(
-            truncate(&field, MAX_FIELD_CHARS),
-            truncate(&description, MAX_DESCRIPTION_CHARS),
-        ));
+        self.kept_bytes += bytes;
+        self.kept.push(FieldViolation::new(field, description));
     }
 
     /// Records every violation of `other` after this one's.
@@ -149,7 +169,7 @@ impl Violations {
 
     /// The `INVALID_ARGUMENT` status carrying the violations (the first [`MAX_VIOLATIONS`],
     /// then one on field `*` counting the rest); its message lists them too, up to
-    /// [`MAX_MESSAGE_CHARS`], so clients that ignore details (grpcurl, browsers' consoles)
+    /// [`MAX_MESSAGE_BYTES`], so clients that ignore details (grpcurl, browsers' consoles)
     /// still show what is wrong.
     pub fn into_status(mut self) -> Status {
         if self.omitted > 0 {
@@ -164,7 +184,7 @@ impl Violations {
             .join("; ");
         Status::with_error_details(
             Code::InvalidArgument,
-            truncate(&message, MAX_MESSAGE_CHARS),
+            truncate_bytes(&message, MAX_MESSAGE_BYTES),
             ErrorDetails::with_bad_request(self.kept),
         )
     }
@@ -244,12 +264,30 @@ mod tests {
         }));
         assert_eq!(found[MAX_VIOLATIONS].0, "*");
         assert!(found[MAX_VIOLATIONS].1.contains("9980 more"));
-        assert!(status.message().chars().count() <= MAX_MESSAGE_CHARS + 1);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
         assert!(
-            status.details().len() < 20_000,
+            status.details().len() < 12_000,
             "{}",
             status.details().len()
         );
+    }
+
+    #[test]
+    fn wide_characters_stay_within_the_byte_budgets() {
+        let mut violations = Violations::new();
+        for _ in 0..10_000 {
+            violations.add("😀".repeat(300), "😀".repeat(300));
+        }
+        let status = violations.into_status();
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(
+            status.details().len() < 12_000,
+            "{}",
+            status.details().len()
+        );
+        let found = field_violations(&status);
+        assert_eq!(found.last().unwrap().0, "*");
+        assert_eq!(truncate_bytes("ab😀", 5), "ab…");
     }
 
     #[test]

@@ -354,7 +354,7 @@ fn bound_error_headers(headers: &mut http::HeaderMap) {
         .get("grpc-message")
         .is_some_and(|v| v.len() > MAX_GRPC_MESSAGE_BYTES)
     {
-        tracing::error!("an error message exceeded {MAX_GRPC_MESSAGE_BYTES} bytes; replaced");
+        tracing::warn!("an error message exceeded {MAX_GRPC_MESSAGE_BYTES} bytes; replaced");
         headers.insert(
             "grpc-message",
             http::HeaderValue::from_static("error message too long to send"),
@@ -364,7 +364,7 @@ fn bound_error_headers(headers: &mut http::HeaderMap) {
         .get("grpc-status-details-bin")
         .is_some_and(|v| v.len() > MAX_STATUS_DETAILS_BYTES)
     {
-        tracing::error!("error details exceeded {MAX_STATUS_DETAILS_BYTES} bytes; dropped");
+        tracing::warn!("error details exceeded {MAX_STATUS_DETAILS_BYTES} bytes; dropped");
         headers.remove("grpc-status-details-bin");
     }
 }

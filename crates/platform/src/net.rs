@@ -1,21 +1,31 @@
 //! Accepting connections within limits, for every gRPC listener: at most
 //! [`ConnectionLimits::max_connections`] open at once per listener (past it a new connection
-//! is closed at once, with a warning at most every 10 s), and a connection that neither
-//! sends nor receives a byte for [`ConnectionLimits::idle_timeout`] is closed. Without them,
-//! 1,000 TCP connections that sent nothing, and 250 that sent an HTTP/2 preface and then
-//! nothing, stayed open for ever.
+//! is closed at once, with a warning at most every 10 s), and a connection with no call in
+//! progress for [`ConnectionLimits::idle_timeout`] is closed. Without them, 1,000 TCP
+//! connections that sent nothing, and 250 that sent an HTTP/2 preface and then nothing,
+//! stayed open for ever.
 //!
-//! Idleness counts both directions, so a live stream that receives only heartbeats (every
-//! 15 s) is not idle; an HTTP/2 client whose pooled connection went quiet reconnects on its
-//! next call.
+//! A connection is idle when no call is open on it: [`CallTrackerLayer`] counts the calls
+//! (from the request until its response body ends), so a live stream keeps its connection
+//! however quiet it is, while HTTP/2 keepalive pings or a client that sends bytes without
+//! calls do not. A client whose pooled connection was closed reconnects on its next call.
+//!
+//! The cap is per listener, not per client address: behind an ingress every client shares
+//! its address, so per-client connection limits belong to the ingress.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
+
+use bytes::Bytes;
 
 use futures::Stream;
 use tokio::{
@@ -29,10 +39,47 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// Connection limits of one listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Most connections open at once.
+    /// Most connections open at once (at least 1 is used).
     pub max_connections: usize,
-    /// How long a connection may go without a byte either way.
+    /// How long a connection may have no call in progress (1 s to a day is used).
     pub idle_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// These limits within their sane ranges.
+    fn clamped(self) -> Self {
+        Self {
+            max_connections: self.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+            idle_timeout: self
+                .idle_timeout
+                .clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// What a connection's calls did: how many are open, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    open_calls: AtomicUsize,
+    last_call_end: Mutex<Instant>,
+}
+
+impl Activity {
+    fn last_call_end(&self) -> Instant {
+        *self
+            .last_call_end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The connect info of a [`LimitedConnection`] (in every request's extensions): the TCP
+/// addresses, and the connection's call activity for [`CallTrackerLayer`].
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// Local and remote address.
+    pub tcp: TcpConnectInfo,
+    activity: Arc<Activity>,
 }
 
 impl Default for ConnectionLimits {
@@ -46,12 +93,14 @@ impl Default for ConnectionLimits {
 }
 
 /// The connections `listener` accepts, within `limits`; `label` names the listener in logs.
-/// Accept errors (e.g. out of file descriptors) are logged and retried after 100 ms.
+/// Accept errors of one connection are skipped; others (out of file descriptors) are logged
+/// and retried after 100 ms.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
     label: &'static str,
 ) -> impl Stream<Item = io::Result<LimitedConnection>> + Send + 'static {
+    let limits = limits.clamped();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let state = (listener, permits, None::<Instant>, 0_u64);
     futures::stream::unfold(
@@ -60,6 +109,18 @@ pub fn incoming(
             loop {
                 let stream = match listener.accept().await {
                     Ok((stream, _)) => stream,
+                    // A connection that failed before it was accepted: the next one.
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            io::ErrorKind::ConnectionAborted
+                                | io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue;
+                    }
+                    // Out of file descriptors or memory: wait a little rather than spin.
                     Err(error) => {
                         tracing::warn!(%error, listener = label, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,10 +143,14 @@ pub fn incoming(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let activity = Arc::new(Activity {
+                    open_calls: AtomicUsize::new(0),
+                    last_call_end: Mutex::new(Instant::now()),
+                });
                 let connection = LimitedConnection {
                     stream,
                     timeout: limits.idle_timeout,
-                    last_activity: Instant::now(),
+                    activity,
                     idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
                     _permit: permit,
                 };
@@ -100,34 +165,42 @@ pub fn incoming(
 pub struct LimitedConnection {
     stream: TcpStream,
     timeout: Duration,
-    last_activity: Instant,
+    activity: Arc<Activity>,
     idle: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl LimitedConnection {
-    /// `Err(TimedOut)` once the connection has been idle for its timeout; otherwise keeps
-    /// the timer armed (at the last activity plus the timeout) and says nothing.
+    /// `Err(TimedOut)` once the connection has had no call for its timeout; otherwise keeps
+    /// the timer armed (at the last call's end plus the timeout, or a timeout from now while
+    /// calls are open) and says nothing.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         loop {
             if self.idle.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }
-            let deadline = self.last_activity + self.timeout;
-            if deadline <= Instant::now() {
+            let now = Instant::now();
+            let deadline = if self.activity.open_calls.load(Ordering::Acquire) > 0 {
+                now + self.timeout
+            } else {
+                self.activity.last_call_end() + self.timeout
+            };
+            if deadline <= now {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
             }
-            // There was activity since the timer was set: wait from it.
             self.idle.as_mut().reset(deadline);
         }
     }
 }
 
 impl Connected for LimitedConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            tcp: self.stream.connect_info(),
+            activity: self.activity.clone(),
+        }
     }
 }
 
@@ -137,14 +210,8 @@ impl AsyncRead for LimitedConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    self.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
+            Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => {
                 self.check_idle(cx)?;
                 Poll::Pending
@@ -159,13 +226,20 @@ impl AsyncWrite for LimitedConnection {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let written = ready!(Pin::new(&mut self.stream).poll_write(cx, data))?;
-        self.last_activity = Instant::now();
-        Poll::Ready(Ok(written))
+        let written = Pin::new(&mut self.stream).poll_write(cx, data);
+        if written.is_pending() {
+            // A peer that stopped reading: the timer must run here too.
+            self.check_idle(cx)?;
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let flushed = Pin::new(&mut self.stream).poll_flush(cx);
+        if flushed.is_pending() {
+            self.check_idle(cx)?;
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -177,13 +251,123 @@ impl AsyncWrite for LimitedConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs))?;
-        self.last_activity = Instant::now();
-        Poll::Ready(Ok(written))
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if written.is_pending() {
+            self.check_idle(cx)?;
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+/// Counts the calls open on each [`LimitedConnection`] (a call is open from its request until
+/// its response body ends or is dropped), so that a connection is idle only without calls.
+/// Requests not from a [`LimitedConnection`] pass untouched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallTrackerLayer;
+
+impl<S> tower::Layer<S> for CallTrackerLayer {
+    type Service = CallTracker<S>;
+
+    fn layer(&self, inner: S) -> CallTracker<S> {
+        CallTracker { inner }
+    }
+}
+
+/// The service of [`CallTrackerLayer`].
+#[derive(Clone, Debug)]
+pub struct CallTracker<S> {
+    inner: S,
+}
+
+/// An open call; it ends when dropped.
+struct OpenCall(Arc<Activity>);
+
+impl OpenCall {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.open_calls.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        *self
+            .0
+            .last_call_end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.open_calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its call open until it ends or is dropped.
+struct TrackedBody {
+    inner: tonic::body::Body,
+    open: Option<OpenCall>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() {
+            self.open = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for CallTracker<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: http_body::Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let open = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| OpenCall::start(info.activity.clone()));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| {
+                let inner = tonic::body::Body::new(body);
+                match open {
+                    Some(open) => tonic::body::Body::new(TrackedBody {
+                        inner,
+                        open: Some(open),
+                    }),
+                    None => inner,
+                }
+            }))
+        })
     }
 }
 
@@ -193,18 +377,21 @@ mod tests {
 
     use super::*;
 
-    async fn listener(
-        limits: ConnectionLimits,
-    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    /// A listener whose server echoes what it reads; a connection whose first byte is `c`
+    /// holds a call open (as a live stream would) for as long as it lives.
+    async fn listener(limits: ConnectionLimits) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut incoming = Box::pin(incoming(listener, limits, "test"));
             while let Some(Ok(mut connection)) = futures::StreamExt::next(&mut incoming).await {
-                // An echo server: what a peer sends is activity both ways.
                 tokio::spawn(async move {
+                    let mut open = None;
                     let mut buf = [0; 64];
                     while let Ok(n @ 1..) = connection.read(&mut buf).await {
+                        if buf[0] == b'c' && open.is_none() {
+                            open = Some(OpenCall::start(connection.connect_info().activity));
+                        }
                         if connection.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -212,27 +399,46 @@ mod tests {
                 });
             }
         });
-        (addr, server)
+        addr
+    }
+
+    /// Whether the server closes `socket` within `wait`.
+    async fn closed(socket: &mut TcpStream, wait: Duration) -> bool {
+        let mut buf = [0; 64];
+        tokio::time::timeout(wait, async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 
     #[tokio::test]
-    async fn idle_connections_are_closed_and_active_ones_kept() {
+    async fn connections_without_calls_are_closed_and_those_with_one_kept() {
         let limits = ConnectionLimits {
             max_connections: 10,
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(1),
         };
-        let (addr, _server) = listener(limits).await;
+        let addr = listener(limits).await;
         let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Bytes without a call do not count.
         let mut chatty = TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0; 8];
-        for _ in 0..6 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            chatty.write_all(b"hi").await.unwrap();
-            assert_eq!(chatty.read(&mut buf).await.unwrap(), 2);
+        let mut calling = TcpStream::connect(addr).await.unwrap();
+        calling.write_all(b"c").await.unwrap();
+        for _ in 0..4 {
+            chatty.write_all(b"hi").await.ok();
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        // 600 ms without a byte: the server has closed the silent one.
-        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
-        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+        assert!(closed(&mut silent, Duration::from_secs(10)).await);
+        assert!(closed(&mut chatty, Duration::from_secs(10)).await);
+        // Well past the timeout, the connection with its call open still answers.
+        calling.write_all(b"x").await.unwrap();
+        let mut buf = [0; 8];
+        assert!(calling.read(&mut buf).await.unwrap() >= 1);
     }
 
     #[tokio::test]
@@ -241,7 +447,7 @@ mod tests {
             max_connections: 2,
             idle_timeout: Duration::from_secs(60),
         };
-        let (addr, _server) = listener(limits).await;
+        let addr = listener(limits).await;
         let mut kept = Vec::new();
         for _ in 0..2 {
             let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -251,9 +457,7 @@ mod tests {
             kept.push(stream);
         }
         let mut third = TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0; 1];
-        let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await;
-        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+        assert!(closed(&mut third, Duration::from_secs(10)).await);
         // A place frees when a connection ends.
         drop(kept.pop());
         let mut accepted = None;
@@ -268,5 +472,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(accepted.is_some());
+    }
+
+    #[test]
+    fn limits_are_kept_in_range() {
+        let clamped = ConnectionLimits {
+            max_connections: 0,
+            idle_timeout: Duration::MAX,
+        }
+        .clamped();
+        assert_eq!(clamped.max_connections, 1);
+        assert_eq!(clamped.idle_timeout, Duration::from_secs(24 * 3600));
     }
 }

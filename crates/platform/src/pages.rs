@@ -17,8 +17,9 @@ use sha2::Sha256;
 /// Bytes of the tag appended to a token (HMAC-SHA256 truncated; RFC 2104 §5 allows it).
 const TAG_BYTES: usize = 16;
 
-/// Longest page token accepted, in characters (anything longer is not ours).
-pub const MAX_TOKEN_CHARS: usize = 4096;
+/// Longest page token accepted, in characters (anything longer is not ours: a token holds a
+/// sort key and the filter it was made for, at most 2,000 characters).
+pub const MAX_TOKEN_CHARS: usize = 16 * 1024;
 
 /// Signs and checks page tokens with a service's key. Cheap to clone.
 #[derive(Clone)]

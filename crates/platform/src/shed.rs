@@ -72,13 +72,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // Only calls (gRPC, grpc-web) are counted: the web app's files and `/metrics` are
-        // served as before.
+        // Only calls (a `/package.Service/Method` path, whatever the content type claims)
+        // are counted: the web app's files and `/metrics` are served as before.
         let call = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split_once('/')
+            .is_some_and(|(service, _)| service.contains('.'));
         if !call {
             return Box::pin(self.inner.call(request));
         }
@@ -106,10 +107,7 @@ mod tests {
 
     fn grpc_request() -> http::Request<()> {
         let mut request = http::Request::new(());
-        request.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
+        *request.uri_mut() = "/taskmesh.task.v1.TaskService/GetTask".parse().unwrap();
         request
     }
 

@@ -139,7 +139,7 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) jwt_leeway: Duration,
 
-    /// Calls per second each user may make to a component (its sustained rate; over it a
+    /// Calls per second each user may make to this process (its sustained rate; over it a
     /// call gets RESOURCE_EXHAUSTED with RetryInfo). 0 turns the limit off.
     #[arg(long, env = "TASKMESH_RATE_LIMIT", default_value_t = 100)]
     pub(crate) rate_limit: u32,
@@ -158,8 +158,8 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub(crate) max_connections: usize,
 
-    /// How long a gateway connection may go without a byte either way before it is closed
-    /// (live streams send a heartbeat every 15 s).
+    /// How long a gateway connection may have no call in progress before it is closed (an
+    /// open live stream is a call in progress).
     #[arg(long, env = "TASKMESH_IDLE_CONNECTION_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) idle_connection_timeout: Duration,
 

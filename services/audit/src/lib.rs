@@ -27,6 +27,8 @@ pub mod service;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
@@ -104,7 +106,9 @@ impl AuditServer {
                 consumer::run(pool, kafka, settings, handler, ctx)
             });
         }
-        let tokens = PageTokens::load(&self.pool).await?;
+        let tokens = PageTokens::load(&self.pool).await.context(
+            "cannot read the page-token key (is the schema migrated? `taskmesh migrate`)",
+        )?;
         let routes = routes(self.pool, self.verifier, tokens);
         runtime::serve_grpc(supervisor, listener, routes, &[AUDIT_SERVICE]).await
     }

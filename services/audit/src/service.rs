@@ -16,6 +16,8 @@ use crate::{
 const DEFAULT_PAGE: i64 = 100;
 /// Most entries per page.
 const MAX_PAGE: i32 = 1000;
+/// Longest ListAuditEntries filter, in characters.
+const MAX_FILTER_CHARS: usize = 2000;
 
 /// The AuditService gRPC server state. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -141,6 +143,12 @@ impl AuditService for AuditServiceImpl {
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = page_size(req.page_size, &mut v);
+        if req.filter.chars().count() > MAX_FILTER_CHARS {
+            v.add(
+                "filter",
+                format!("must be at most {MAX_FILTER_CHARS} characters"),
+            );
+        }
         let desc = match req.order_by.trim() {
             "" | "event_time" | "event_time asc" => false,
             "event_time desc" => true,

@@ -257,7 +257,9 @@ pub(crate) async fn next_after(
         occurrence.wall_time,
     );
     let current = due.clone();
-    let next = taskmesh_platform::compute::run(move || {
+    // Inside the series' transaction: a plain blocking task, not the bounded pool (whose
+    // queue must not hold a transaction open).
+    let next = tokio::task::spawn_blocking(move || {
         let position = SeriesPosition {
             rrule: &recurrence.rrule,
             due: &current,

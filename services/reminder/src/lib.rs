@@ -20,6 +20,8 @@ pub mod service;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
@@ -125,7 +127,9 @@ impl ReminderServer {
         supervisor.spawn("task-events consumer", |ctx| {
             consumer::run(pool, kafka, settings, events::TaskEventHandler, ctx)
         });
-        let tokens = PageTokens::load(&self.pool).await?;
+        let tokens = PageTokens::load(&self.pool).await.context(
+            "cannot read the page-token key (is the schema migrated? `taskmesh migrate`)",
+        )?;
         let routes = routes(self.pool, &self.kafka, self.verifier, tokens);
         runtime::serve_grpc(supervisor, listener, routes, &[REMINDER_SERVICE]).await
     }

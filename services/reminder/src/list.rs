@@ -84,6 +84,19 @@ struct ReminderToken {
     q: String,
 }
 
+/// Longest List filter, in characters.
+const MAX_FILTER_CHARS: usize = 2000;
+
+/// A violation of `filter` when it is longer than [`MAX_FILTER_CHARS`].
+fn check_filter_length(filter_text: &str, v: &mut Violations) {
+    if filter_text.chars().count() > MAX_FILTER_CHARS {
+        v.add(
+            "filter",
+            format!("must be at most {MAX_FILTER_CHARS} characters"),
+        );
+    }
+}
+
 /// One page of `user`'s reminders, soonest first.
 pub(crate) async fn reminders(
     pool: &PgPool,
@@ -94,6 +107,7 @@ pub(crate) async fn reminders(
     page_token: &str,
 ) -> Result<(Vec<pb::ScheduledReminder>, String), ReminderError> {
     let mut v = Violations::new();
+    check_filter_length(filter_text, &mut v);
     let filter = reminder_filter(filter_text).unwrap_or_else(|problem| {
         v.add("filter", problem);
         ReminderFilter::default()
@@ -178,6 +192,7 @@ pub(crate) async fn notifications(
     page_token: &str,
 ) -> Result<(Vec<pb::Notification>, String, i64), ReminderError> {
     let mut v = Violations::new();
+    check_filter_length(filter_text, &mut v);
     let unread = match filter_text
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -25,6 +25,8 @@ mod validate;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
@@ -123,7 +125,9 @@ impl TaskServer {
         supervisor.spawn("task-commands consumer", |ctx| {
             consumer::run(pool, kafka, settings, handler, ctx)
         });
-        let tokens = PageTokens::load(&self.pool).await?;
+        let tokens = PageTokens::load(&self.pool).await.context(
+            "cannot read the page-token key (is the schema migrated? `taskmesh migrate`)",
+        )?;
         let routes = routes(self.pool, &self.kafka, self.verifier, tokens);
         runtime::serve_grpc(supervisor, listener, routes, &[TASK_SERVICE]).await
     }

@@ -112,7 +112,8 @@ fn mask_paths(
             None => v.add(
                 "update_mask",
                 format!(
-                    "unknown or read-only field {path:?}; allowed: {}",
+                    "unknown or read-only field {}; allowed: {}",
+                    taskmesh_platform::grpc::echo(path),
                     allowed.join(", ")
                 ),
             ),

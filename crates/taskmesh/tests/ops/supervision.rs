@@ -94,6 +94,10 @@ async fn a_failed_task_turns_the_component_not_serving_and_stops_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_exits_non_zero_when_a_consumer_cannot_start() {
     let db = TestDb::create().await.expect("db");
+    // Migrated, as `taskmesh migrate` (the chart's Job) leaves it before `serve` starts.
+    taskmesh::mesh::migrate(&db.url(), 2)
+        .await
+        .expect("migrates");
     let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
         .await
         .expect("broker");
