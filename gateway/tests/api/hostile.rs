@@ -537,16 +537,86 @@ async fn costly_rules_queue_on_their_pool_and_another_users_calls_go_on() {
                     .await
             }
         });
-        let results = join_all(rules).await;
+        // And the same rules set on a task of hers (UpdateTask checks them).
+        let due = Due {
+            value: Some(due::Value::Time(Timestamp {
+                seconds: 2_000_000_000,
+                nanos: 0,
+            })),
+            time_zone: "Europe/Berlin".into(),
+        };
+        let mut tasks = tasks_grpc(&mesh).await;
+        let target = tasks
+            .create_task(authed(
+                "alice",
+                CreateTaskRequest {
+                    task: Some(Task {
+                        title: "target".into(),
+                        due: Some(due),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let updates = (0..30).map(|i| {
+            let mut client = tasks.clone();
+            let name = target.name.clone();
+            async move {
+                client
+                    .update_task(authed(
+                        "alice",
+                        UpdateTaskRequest {
+                            task: Some(Task {
+                                name,
+                                recurrence: Some(taskmesh_proto::task::v1::Recurrence {
+                                    rrule: format!(
+                                        "FREQ=HOURLY;BYMONTH=2;BYMONTHDAY=30;BYMINUTE={i}"
+                                    ),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(FieldMask {
+                                paths: vec!["recurrence".into()],
+                            }),
+                        },
+                    ))
+                    .await
+            }
+        });
+        let (results, updated) = tokio::join!(join_all(rules), join_all(updates));
         stop.send(true).unwrap();
-        results
+        (results, updated)
     };
-    let (results, failures) = tokio::join!(alice, bob);
+    let ((results, updated), failures) = tokio::join!(alice, bob);
     assert!(failures.is_empty(), "bob's calls failed: {failures:?}");
+    // Alice's rules were answered, or shed once the pool's queue was full (she asked for
+    // more than it holds at once); never anything else.
+    let shed = |status: &tonic::Status| status.code() == Code::Unavailable;
+    let mut answered = 0;
     for result in results {
-        let response = result.unwrap().into_inner();
-        assert!(!response.valid);
+        match result {
+            Ok(response) => {
+                assert!(!response.into_inner().valid);
+                answered += 1;
+            }
+            Err(status) => assert!(shed(&status), "{status:?}"),
+        }
     }
+    for result in updated {
+        let status = result.unwrap_err();
+        if !shed(&status) {
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert_eq!(field_violations(&status)[0].0, "task.recurrence.rrule");
+            answered += 1;
+        }
+    }
+    assert!(answered > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

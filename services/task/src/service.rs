@@ -16,7 +16,8 @@ use crate::{
     error::TaskError,
     list::{self, ListQuery},
     model::{TAGS, TASKS},
-    tags, tasks, validate,
+    tags, tasks,
+    validate::{self, CheckedRule},
 };
 
 /// The TaskService gRPC server state. Cheap to clone.
@@ -36,6 +37,43 @@ impl TaskServiceImpl {
             pool,
             topic,
             tokens,
+        }
+    }
+
+    /// UpdateTask's check of a new rule or due, outside its transaction: the task as it is
+    /// now (another user's is `NOT_FOUND`, a stale `etag` `ABORTED`) with the `mask`ed fields
+    /// of `input`, validated on the bounded pool. `Ok(None)` when the result has no rule.
+    ///
+    /// # Errors
+    /// The task's read; `INVALID_ARGUMENT` with the violations when the merge is invalid.
+    async fn precheck_rule(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        etag: &str,
+        mask: &[&'static str],
+        input: &pb::Task,
+    ) -> Result<Option<CheckedRule>, Status> {
+        let mut conn = self.pool.acquire().await.map_err(TaskError::from)?;
+        let current = tasks::fetch(&mut conn, &caller.user, id, false)
+            .await?
+            .to_proto();
+        drop(conn);
+        if !etag.is_empty() && etag != current.etag {
+            return Err(TaskError::EtagMismatch.into());
+        }
+        let mut merged = current;
+        for path in mask {
+            tasks::copy_field(path, input, &mut merged);
+        }
+        let (fields, violations, merged) = taskmesh_platform::compute::run(move || {
+            let mut v = Violations::new();
+            (validate::task_fields(&merged, "task.", &mut v), v, merged)
+        })
+        .await?;
+        match fields {
+            Some(fields) => Ok(CheckedRule::of(&merged, &fields)),
+            None => Err(violations.into_status()),
         }
     }
 
@@ -216,8 +254,16 @@ impl TaskService for TaskServiceImpl {
         };
         v.check()?;
         let id = parse_name(&input.name, TASKS, "task.name")?;
-        let mask = paths.clone();
         let etag = input.etag.clone();
+        // A new rule or due is expanded on the bounded pool before the transaction, against
+        // the task as it is now; the transaction reuses that check if the task is unchanged.
+        let prechecked = if paths.iter().any(|p| matches!(*p, "recurrence" | "due")) {
+            self.precheck_rule(&caller, id, &etag, &paths, &input)
+                .await?
+        } else {
+            None
+        };
+        let mask = paths.clone();
         let task = tasks::update(
             &self.pool,
             &self.writer(&caller, ""),
@@ -229,8 +275,13 @@ impl TaskService for TaskServiceImpl {
                 for path in &mask {
                     tasks::copy_field(path, &input, &mut merged);
                 }
+                // The stored rule was checked when it was written.
+                let checked = CheckedRule::stored(current)
+                    .filter(|c| c.covers(&merged))
+                    .or(prechecked);
                 let mut v = Violations::new();
-                validate::task_fields(&merged, "task.", &mut v).ok_or(TaskError::Invalid(v))
+                validate::task_fields_checked(&merged, "task.", &mut v, checked.as_ref())
+                    .ok_or(TaskError::Invalid(v))
             },
         )
         .await?;

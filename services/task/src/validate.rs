@@ -27,6 +27,60 @@ const MAX_OFFSET_SECONDS: i64 = 366 * 24 * 3600;
 /// Validates every user-settable field of `task`; violations name fields under `prefix`
 /// (e.g. `task.`).
 pub(crate) fn task_fields(task: &pb::Task, prefix: &str, v: &mut Violations) -> Option<TaskFields> {
+    task_fields_checked(task, prefix, v, None)
+}
+
+/// A recurrence rule already expanded and found valid with a due (RFC 5545: the due is its
+/// `DTSTART`), and its normal form: validating a task with the same rule and due need not
+/// expand it again (the costly part).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CheckedRule {
+    /// The rule as the task holds it.
+    pub(crate) rrule: String,
+    /// The due it was checked with.
+    pub(crate) due: Option<pb::Due>,
+    /// Its normal form.
+    pub(crate) normalized: String,
+}
+
+impl CheckedRule {
+    /// The rule of a stored task: validated when it was written, stored in normal form.
+    pub(crate) fn stored(task: &pb::Task) -> Option<Self> {
+        let rrule = task.recurrence.as_ref()?.rrule.clone();
+        Some(Self {
+            normalized: rrule.clone(),
+            rrule,
+            due: task.due.clone(),
+        })
+    }
+
+    /// Whether `task` holds this rule with this due.
+    pub(crate) fn covers(&self, task: &pb::Task) -> bool {
+        task.recurrence
+            .as_ref()
+            .is_some_and(|r| r.rrule == self.rrule)
+            && task.due == self.due
+    }
+
+    /// The checked rule of `task` once `fields` (its validated fields) are known.
+    pub(crate) fn of(task: &pb::Task, fields: &TaskFields) -> Option<Self> {
+        Some(Self {
+            rrule: task.recurrence.as_ref()?.rrule.clone(),
+            due: task.due.clone(),
+            normalized: fields.recurrence.as_ref()?.rrule.clone(),
+        })
+    }
+}
+
+/// [`task_fields`], without expanding the rule again when `checked` covers the task's rule
+/// and due.
+pub(crate) fn task_fields_checked(
+    task: &pb::Task,
+    prefix: &str,
+    v: &mut Violations,
+    checked: Option<&CheckedRule>,
+) -> Option<TaskFields> {
+    let checked = checked.filter(|c| c.covers(task));
     let title = task.title.trim().to_owned();
     if title.is_empty() {
         v.add(format!("{prefix}title"), "must not be empty");
@@ -78,7 +132,7 @@ pub(crate) fn task_fields(task: &pb::Task, prefix: &str, v: &mut Violations) -> 
     let recurrence = task
         .recurrence
         .as_ref()
-        .and_then(|r| recurrence(r, due.as_ref(), &format!("{prefix}recurrence"), v));
+        .and_then(|r| recurrence(r, due.as_ref(), checked, &format!("{prefix}recurrence"), v));
     if task.recurrence.is_some() && task.due.is_none() {
         v.add(
             format!("{prefix}recurrence"),
@@ -268,6 +322,7 @@ fn reminders(
 fn recurrence(
     r: &pb::Recurrence,
     due: Option<&DueValue>,
+    checked: Option<&CheckedRule>,
     field: &str,
     v: &mut Violations,
 ) -> Option<RecurrenceValue> {
@@ -284,17 +339,21 @@ fn recurrence(
     }
     // The rule is checked against the due as `DTSTART` in the due's zone (RFC 5545); without
     // a due the task is rejected for that already.
-    let rule = match Rule::for_due(&r.rrule, due?) {
-        Ok(rule) => rule,
-        Err(problems) => {
-            for problem in problems {
-                v.add(format!("{field}.rrule"), problem.to_string());
+    let due = due?;
+    let rrule = match checked {
+        Some(checked) => checked.normalized.clone(),
+        None => match Rule::for_due(&r.rrule, due) {
+            Ok(rule) => rule.normalized(),
+            Err(problems) => {
+                for problem in problems {
+                    v.add(format!("{field}.rrule"), problem.to_string());
+                }
+                return None;
             }
-            return None;
-        }
+        },
     };
     Some(RecurrenceValue {
-        rrule: rule.normalized(),
+        rrule,
         anchor: anchor_value(r.anchor),
         exdates,
     })
