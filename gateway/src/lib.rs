@@ -52,6 +52,15 @@ pub use slots::DEFAULT_MAX_STREAMS_PER_USER;
 pub const LIVE_SERVICE: &str =
     <LiveServiceServer<LiveServiceImpl> as tonic::server::NamedService>::NAME;
 
+/// Calls one HTTP/2 connection to the gateway may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
+
+/// How long a connection to the gateway lives before it is asked to go (GOAWAY).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+
+/// How long its calls in flight may still run after that.
+const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(300);
+
 /// What the gateway needs.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -195,6 +204,14 @@ impl Gateway {
             .accept_http1(true)
             .http2_keepalive_interval(Some(ping_every))
             .http2_keepalive_timeout(Some(ping_timeout))
+            // A client's calls at once on one connection (its live streams included): what a
+            // connection can hold is bounded, whatever the client does.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            // Connections are renewed now and then (GOAWAY, then the calls in flight get the
+            // grace period; live streams resume from their cursor on a new connection), so
+            // none is held for ever by a call that never ends.
+            .max_connection_age(MAX_CONNECTION_AGE)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
             .layer(cors)
             .layer(grpc_web::GrpcWebOnlyLayer)
             // Inside grpc-web translation: grpc-web calls are counted as the gRPC calls they are.

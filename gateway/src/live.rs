@@ -435,10 +435,7 @@ impl LiveService for LiveServiceImpl {
 }
 
 /// Messages a stream may have ready that its client has not read yet.
-const BUFFERED: usize = 16;
-
-/// How long a stream's ending waits for a client that stopped reading before it is dropped.
-const ENDING_WAIT: Duration = Duration::from_secs(60);
+const BUFFERED: usize = 4;
 
 /// Runs `inner` in a task of its own that hands its messages over a small buffer, and ends
 /// it with `UNAUTHENTICATED` at `token_ends` or `RESOURCE_EXHAUSTED` when `slot` is taken by a
@@ -450,9 +447,14 @@ fn run_apart(
     token_ends: tokio::time::Instant,
     slot: Slot,
 ) -> ChangeStream {
+    use tracing::Instrument as _;
     let (sender, receiver) = tokio::sync::mpsc::channel(BUFFERED);
-    tokio::spawn(async move {
-        let ending = loop {
+    // The ending is kept apart from the buffer: a client that reads again, however late,
+    // gets what was buffered and then it.
+    let ending = std::sync::Arc::new(std::sync::Mutex::new(None::<Status>));
+    let ended = ending.clone();
+    let task = async move {
+        let why = loop {
             let next = tokio::select! {
                 next = futures::StreamExt::next(&mut inner) => next,
                 () = tokio::time::sleep_until(token_ends) => break expired(),
@@ -472,12 +474,22 @@ fn run_apart(
                 () = slot.evicted.cancelled() => break evicted(),
             }
         };
-        drop(inner);
-        drop(slot);
-        // Delivered after what the client has not read yet, if it reads again soon.
-        let _ = tokio::time::timeout(ENDING_WAIT, sender.send(Err(ending))).await;
+        // Set before the sender goes (with this task), so the receiver finds it.
+        *ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
+    let last = futures::stream::once(async move {
+        ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    Box::pin(futures::StreamExt::chain(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+        futures::StreamExt::filter_map(last, |ending| async move { ending.map(Err) }),
+    ))
 }
 
 fn expired() -> Status {

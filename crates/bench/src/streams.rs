@@ -75,7 +75,7 @@ use crate::{
 };
 
 /// HTTP/2 connections the native streams are multiplexed over.
-const NATIVE_CONNECTIONS: usize = 8;
+const NATIVE_CONNECTIONS: usize = 64;
 /// Loopback source addresses of the grpc-web connections (127.0.0.2 onwards).
 const SOURCE_ADDRESSES: u8 = 4;
 /// Every fifth stream is grpc-web.

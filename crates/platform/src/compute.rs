@@ -12,12 +12,13 @@ use std::sync::{
 use tokio::sync::Semaphore;
 use tonic::Status;
 
-/// Jobs that may wait for a core per core; one more is refused (`UNAVAILABLE`) rather than
-/// queued for longer than its caller would wait.
+/// Jobs admitted (running or waiting) per core; one more is refused (`UNAVAILABLE`) rather
+/// than queued for longer than its caller would wait.
 const QUEUE_PER_CORE: usize = 32;
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
 }
 
 /// One permit per core (`std::thread::available_parallelism`).
@@ -62,10 +63,12 @@ pub async fn run<T: Send + 'static>(
         .await
         .map_err(|_| Status::internal("internal error"))?;
     permit.forget();
+    // Back to the pool (and out of the queue) when the job ends, however its caller fared,
+    // or when it never runs (a runtime shutting down drops it).
+    let returned = Returned;
     let job = tokio::task::spawn_blocking(move || {
-        // Back to the pool (and out of the queue) when the job ends, however its caller fared.
         let _admitted = admitted;
-        let _permit = Returned;
+        let _returned = returned;
         work()
     });
     job.await.map_err(|error| {

@@ -342,8 +342,10 @@ where
 
 /// Longest `grpc-message` header a response may carry (percent-encoded bytes).
 const MAX_GRPC_MESSAGE_BYTES: usize = 4096;
-/// Longest `grpc-status-details-bin` header a response may carry (base64 bytes).
-const MAX_STATUS_DETAILS_BYTES: usize = 16 * 1024;
+/// Longest `grpc-status-details-bin` header a response may carry (base64 bytes): with the
+/// message, under the 16 KiB header list a tonic client (the gateway's upstream channels)
+/// accepts.
+const MAX_STATUS_DETAILS_BYTES: usize = 10 * 1024;
 
 /// The last guard of the HTTP/2 header limits of every hop (an error built from unbounded
 /// input once tore down the gateway's shared upstream connection): an oversized

@@ -5,10 +5,12 @@
 //! connections that sent nothing, and 250 that sent an HTTP/2 preface and then nothing,
 //! stayed open for ever.
 //!
-//! A connection is idle when no call is open on it: [`CallTrackerLayer`] counts the calls
-//! (from the request until its response body ends), so a live stream keeps its connection
-//! however quiet it is, while HTTP/2 keepalive pings or a client that sends bytes without
-//! calls do not. A client whose pooled connection was closed reconnects on its next call.
+//! A connection is idle when none of its calls waits on the server and none made progress
+//! for the timeout: [`CallTrackerLayer`] follows each call from its request until its
+//! response body ends. A live stream waiting for its next event keeps its connection however
+//! quiet it is; HTTP/2 keepalive pings, bytes without calls, and a call whose client stopped
+//! taking its frames do not. A client whose pooled connection was closed reconnects on its
+//! next call.
 //!
 //! The cap is per listener, not per client address: behind an ingress every client shares
 //! its address, so per-client connection limits belong to the ingress.
@@ -21,7 +23,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -57,19 +59,28 @@ impl ConnectionLimits {
     }
 }
 
-/// What a connection's calls did: how many are open, and when the last one ended.
+/// What a connection's calls are doing: how many wait on the server (a handler running, a
+/// stream waiting for its next message), and when a call last made progress (started,
+/// handed hyper a frame, ended).
 #[derive(Debug)]
 struct Activity {
-    open_calls: AtomicUsize,
-    last_call_end: Mutex<Instant>,
+    waiting_calls: AtomicUsize,
+    last_progress: Mutex<Instant>,
 }
 
 impl Activity {
-    fn last_call_end(&self) -> Instant {
+    fn last_progress(&self) -> Instant {
         *self
-            .last_call_end
+            .last_progress
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn progressed(&self) {
+        *self
+            .last_progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 }
 
@@ -144,8 +155,8 @@ pub fn incoming(
                 };
                 let _ = stream.set_nodelay(true);
                 let activity = Arc::new(Activity {
-                    open_calls: AtomicUsize::new(0),
-                    last_call_end: Mutex::new(Instant::now()),
+                    waiting_calls: AtomicUsize::new(0),
+                    last_progress: Mutex::new(Instant::now()),
                 });
                 let connection = LimitedConnection {
                     stream,
@@ -180,10 +191,10 @@ impl LimitedConnection {
                 return Ok(());
             }
             let now = Instant::now();
-            let deadline = if self.activity.open_calls.load(Ordering::Acquire) > 0 {
+            let deadline = if self.activity.waiting_calls.load(Ordering::Acquire) > 0 {
                 now + self.timeout
             } else {
-                self.activity.last_call_end() + self.timeout
+                self.activity.last_progress() + self.timeout
             };
             if deadline <= now {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
@@ -283,24 +294,44 @@ pub struct CallTracker<S> {
     inner: S,
 }
 
-/// An open call; it ends when dropped.
-struct OpenCall(Arc<Activity>);
+/// An open call: waiting on the server from its start until it hands hyper a frame, and
+/// again whenever its body has nothing ready; ends when dropped. A call whose frames the
+/// client does not take (hyper stops asking for more) is not waiting, so its connection
+/// goes idle.
+struct OpenCall {
+    activity: Arc<Activity>,
+    waiting: bool,
+}
 
 impl OpenCall {
     fn start(activity: Arc<Activity>) -> Self {
-        activity.open_calls.fetch_add(1, Ordering::AcqRel);
-        Self(activity)
+        activity.waiting_calls.fetch_add(1, Ordering::AcqRel);
+        activity.progressed();
+        Self {
+            activity,
+            waiting: true,
+        }
+    }
+
+    /// Waits on the server (`true`: its body had nothing ready) or not (it handed a frame).
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting == self.waiting {
+            return;
+        }
+        self.waiting = waiting;
+        if waiting {
+            self.activity.waiting_calls.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.activity.waiting_calls.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.activity.progressed();
     }
 }
 
 impl Drop for OpenCall {
     fn drop(&mut self) {
-        *self
-            .0
-            .last_call_end
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        self.0.open_calls.fetch_sub(1, Ordering::AcqRel);
+        self.set_waiting(false);
+        self.activity.progressed();
     }
 }
 
@@ -318,11 +349,22 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if frame.is_none() {
-            self.open = None;
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                if let Some(open) = &mut self.open {
+                    open.set_waiting(true);
+                }
+            }
+            Poll::Ready(Some(_)) => {
+                if let Some(open) = &mut self.open {
+                    open.set_waiting(false);
+                    open.activity.progressed();
+                }
+            }
+            Poll::Ready(None) => self.open = None,
         }
-        Poll::Ready(frame)
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -378,7 +420,8 @@ mod tests {
     use super::*;
 
     /// A listener whose server echoes what it reads; a connection whose first byte is `c`
-    /// holds a call open (as a live stream would) for as long as it lives.
+    /// holds a call waiting on the server (a live stream between events) for as long as it
+    /// lives, one whose first byte is `s` a call whose client stopped taking its frames.
     async fn listener(limits: ConnectionLimits) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -389,8 +432,11 @@ mod tests {
                     let mut open = None;
                     let mut buf = [0; 64];
                     while let Ok(n @ 1..) = connection.read(&mut buf).await {
-                        if buf[0] == b'c' && open.is_none() {
-                            open = Some(OpenCall::start(connection.connect_info().activity));
+                        if matches!(buf[0], b'c' | b's') && open.is_none() {
+                            let mut call = OpenCall::start(connection.connect_info().activity);
+                            // A frame handed to hyper that the client never takes.
+                            call.set_waiting(buf[0] == b'c');
+                            open = Some(call);
                         }
                         if connection.write_all(&buf[..n]).await.is_err() {
                             break;
@@ -418,7 +464,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_without_calls_are_closed_and_those_with_one_kept() {
+    async fn connections_without_a_call_waiting_are_closed_and_those_with_one_kept() {
         let limits = ConnectionLimits {
             max_connections: 10,
             idle_timeout: Duration::from_secs(1),
@@ -429,12 +475,15 @@ mod tests {
         let mut chatty = TcpStream::connect(addr).await.unwrap();
         let mut calling = TcpStream::connect(addr).await.unwrap();
         calling.write_all(b"c").await.unwrap();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(b"s").await.unwrap();
         for _ in 0..4 {
             chatty.write_all(b"hi").await.ok();
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         assert!(closed(&mut silent, Duration::from_secs(10)).await);
         assert!(closed(&mut chatty, Duration::from_secs(10)).await);
+        assert!(closed(&mut stalled, Duration::from_secs(10)).await);
         // Well past the timeout, the connection with its call open still answers.
         calling.write_all(b"x").await.unwrap();
         let mut buf = [0; 8];

@@ -62,9 +62,14 @@ impl TaskServiceImpl {
         if !etag.is_empty() && etag != current.etag {
             return Err(TaskError::EtagMismatch.into());
         }
+        let stored = CheckedRule::stored(&current);
         let mut merged = current;
         for path in mask {
             tasks::copy_field(path, input, &mut merged);
+        }
+        if merged.recurrence.is_none() || stored.is_some_and(|s| s.covers(&merged)) {
+            // No rule, or the stored one with its due: nothing costly to check.
+            return Ok(None);
         }
         let (fields, violations, merged) = taskmesh_platform::compute::run(move || {
             let mut v = Violations::new();
@@ -257,7 +262,8 @@ impl TaskService for TaskServiceImpl {
         let etag = input.etag.clone();
         // A new rule or due is expanded on the bounded pool before the transaction, against
         // the task as it is now; the transaction reuses that check if the task is unchanged.
-        let prechecked = if paths.iter().any(|p| matches!(*p, "recurrence" | "due")) {
+        let rule_touched = paths.iter().any(|p| matches!(*p, "recurrence" | "due"));
+        let prechecked = if rule_touched {
             self.precheck_rule(&caller, id, &etag, &paths, &input)
                 .await?
         } else {
@@ -278,7 +284,12 @@ impl TaskService for TaskServiceImpl {
                 // The stored rule was checked when it was written.
                 let checked = CheckedRule::stored(current)
                     .filter(|c| c.covers(&merged))
-                    .or(prechecked);
+                    .or(prechecked.filter(|c| c.covers(&merged)));
+                if checked.is_none() && merged.recurrence.is_some() && rule_touched {
+                    // The task changed since the check (a concurrent update): expanding the
+                    // rule here would hold the user's lock; the client retries.
+                    return Err(TaskError::EtagMismatch);
+                }
                 let mut v = Violations::new();
                 validate::task_fields_checked(&merged, "task.", &mut v, checked.as_ref())
                     .ok_or(TaskError::Invalid(v))

@@ -227,7 +227,11 @@ fn changed_fields(
     after: &TaskFields,
 ) -> Vec<&'static str> {
     let mut ignored = taskmesh_platform::grpc::Violations::new();
-    let Some(before) = crate::validate::task_fields(before, "", &mut ignored) else {
+    // The stored rule was checked when it was written: not expanded again here.
+    let stored = crate::validate::CheckedRule::stored(before);
+    let Some(before) =
+        crate::validate::task_fields_checked(before, "", &mut ignored, stored.as_ref())
+    else {
         // Stored tasks are valid; should one not be, treat every masked field as changed.
         return mask.to_vec();
     };
