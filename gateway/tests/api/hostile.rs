@@ -69,6 +69,17 @@ async fn keep_reading(
     failures
 }
 
+/// A due in 2033 in `zone` (any text: validation is what some tests are after).
+fn due_in(zone: impl Into<String>) -> Due {
+    Due {
+        value: Some(due::Value::Time(Timestamp {
+            seconds: 2_000_000_000,
+            nanos: 0,
+        })),
+        time_zone: zone.into(),
+    }
+}
+
 /// Checks an error a huge bad input got: INVALID_ARGUMENT, bounded in count and size.
 fn assert_bounded(status: &tonic::Status) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -121,13 +132,7 @@ async fn errors_about_huge_inputs_are_bounded_and_another_users_calls_go_on() {
                     CreateTaskRequest {
                         task: Some(Task {
                             title: "t".into(),
-                            due: Some(Due {
-                                value: Some(due::Value::Time(Timestamp {
-                                    seconds: 2_000_000_000,
-                                    nanos: 0,
-                                })),
-                                time_zone: "Z".repeat(10_000),
-                            }),
+                            due: Some(due_in("Z".repeat(10_000))),
                             ..Default::default()
                         }),
                         request_id: String::new(),
@@ -302,13 +307,7 @@ async fn crafted_tokens_nul_subjects_and_extreme_values_are_client_errors() {
             CreateTaskRequest {
                 task: Some(Task {
                     title: "t".into(),
-                    due: Some(Due {
-                        value: Some(due::Value::Time(Timestamp {
-                            seconds: 2_000_000_000,
-                            nanos: 0,
-                        })),
-                        time_zone: "UTC".into(),
-                    }),
+                    due: Some(due_in("UTC")),
                     reminders: vec![Reminder {
                         id: String::new(),
                         trigger: Some(reminder::Trigger::RelativeToDue(prost_types::Duration {
@@ -538,13 +537,7 @@ async fn costly_rules_queue_on_their_pool_and_another_users_calls_go_on() {
             }
         });
         // And the same rules set on a task of hers (UpdateTask checks them).
-        let due = Due {
-            value: Some(due::Value::Time(Timestamp {
-                seconds: 2_000_000_000,
-                nanos: 0,
-            })),
-            time_zone: "Europe/Berlin".into(),
-        };
+        let due = due_in("Europe/Berlin");
         let mut tasks = tasks_grpc(&mesh).await;
         let target = tasks
             .create_task(authed(
