@@ -52,6 +52,14 @@ export function isUnauthenticated(err: unknown): boolean {
   return ConnectError.from(err).code === Code.Unauthenticated;
 }
 
+/**
+ * Whether the call was refused or ended for a quota (a live stream: the user opened more
+ * than the gateway allows, and this one, the oldest, was closed).
+ */
+export function isResourceExhausted(err: unknown): boolean {
+  return ConnectError.from(err).code === Code.ResourceExhausted;
+}
+
 /** Whether the call was cancelled by our own abort signal. */
 export function isCanceled(err: unknown): boolean {
   return ConnectError.from(err).code === Code.Canceled;

@@ -15,14 +15,14 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Notification } from "./gen/taskmesh/reminder/v1/reminder_pb";
 import type { StreamChangesResponse } from "./gen/taskmesh/gateway/v1/live_service_pb";
 import type { Task } from "./gen/taskmesh/task/v1/task_pb";
-import { describe, isUnauthenticated, type Api } from "./api";
+import { describe, isResourceExhausted, isUnauthenticated, type Api } from "./api";
 
 /** The stream's state, for the connection indicator. */
 export type Connection =
   | { state: "connecting" }
   | { state: "live" }
   | { state: "reconnecting"; retryAt: number; error: string }
-  /** A bug stopped syncing; only a page reload helps. */
+  /** Syncing stopped (a bug, or a newer tab took this one's stream); only a reload helps. */
   | { state: "failed"; error: string };
 
 /** What the app shows: immutable snapshots, replaced on every change. */
@@ -175,6 +175,18 @@ export class Sync {
         if (isUnauthenticated(err)) {
           this.stop();
           this.options.onUnauthenticated(describe(err));
+          return;
+        }
+        if (isResourceExhausted(err)) {
+          // A newer stream of this account took this one's place: reconnecting would only
+          // close another tab's, and that one would close ours again.
+          this.stop();
+          this.set({
+            connection: {
+              state: "failed",
+              error: "Too many tabs of this account are open: close some, then reload this one.",
+            },
+          });
           return;
         }
         error = this.abort.signal.aborted ? "The live stream went silent." : describe(err);

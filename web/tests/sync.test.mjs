@@ -1,7 +1,7 @@
 // The sync engine (src/sync.ts) on its own, against a scripted fake of the gateway's APIs:
 // ordering by version, final deletions, resuming from the last cursor, backoff that resets
 // once caught up, resync reloads (and no tight loop when resync repeats), the silence
-// watchdog, and stopping on UNAUTHENTICATED.
+// watchdog, and stopping on UNAUTHENTICATED and on RESOURCE_EXHAUSTED.
 
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
@@ -178,5 +178,18 @@ test("UNAUTHENTICATED stops syncing and reports once", async () => {
   await sleep(100);
   assert.equal(calls.streams.length, 1);
   assert.match(reports[0], /token expired/);
+  sync.stop();
+});
+
+test("RESOURCE_EXHAUSTED (a newer tab took the stream's place) stops syncing without reconnecting", async () => {
+  const displaced = new ConnectError("too many live streams", Code.ResourceExhausted);
+  const { api, calls } = fakeApi({
+    streams: [{ messages: [caughtUp("c1")], end: displaced }, { messages: [caughtUp("c2")], end: "hang" }],
+  });
+  const sync = start(api);
+  await until(() => sync.get().connection.state === "failed");
+  await sleep(100);
+  assert.equal(calls.streams.length, 1, "it did not reconnect (that would close another tab's stream)");
+  assert.match(sync.get().connection.error, /Too many tabs/);
   sync.stop();
 });
