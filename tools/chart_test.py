@@ -76,6 +76,12 @@ def check(chart, values_file):
             if container[probe]["grpc"].get("service") != service:
                 fail(f"{label}: {name} {probe} asks for grpc.health.v1 service "
                      f"{container[probe]['grpc'].get('service')!r}, expected {service!r}")
+            # On the internal listener (TASKMESH_METRICS_LISTEN), apart from the public
+            # port's connection cap and load shedding.
+            internal = {p["containerPort"] for p in container["ports"] if p["name"] == "metrics"}
+            if container[probe]["grpc"].get("port") not in internal:
+                fail(f"{label}: {name} {probe} probes port {container[probe]['grpc'].get('port')}, "
+                     f"not the internal listener {sorted(internal)}")
         security = container["securityContext"]
         if not (security["readOnlyRootFilesystem"] and security["runAsNonRoot"]):
             fail(f"{label}: {name} is not non-root and read-only")

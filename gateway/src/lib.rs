@@ -29,7 +29,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use axum::{Router, response::Html, routing::get};
 use taskmesh_platform::{
     auth::{AuthInterceptor, Verifier},
-    grpc::{MAX_REQUEST_BYTES, reflection},
+    grpc::MAX_REQUEST_BYTES,
     kafka::KafkaConfig,
     net::ConnectionLimits,
     runtime::Supervisor,
@@ -77,8 +77,10 @@ pub struct GatewayConfig {
     /// Token verification.
     pub verifier: Verifier,
     /// Whether to serve Prometheus `/metrics` on this port too (`taskmesh dev`; a `serve`
-    /// process has its own metrics listener).
+    /// process has an internal listener for it, see `introspection`).
     pub metrics: bool,
+    /// Where `/metrics`, health and reflection are served besides (or instead of) this port.
+    pub introspection: taskmesh_platform::runtime::Introspection,
     /// The built web app (`web/dist`); `None` serves a short page naming the APIs.
     pub web_dir: Option<PathBuf>,
     /// The origins whose pages may call the gateway cross-origin.
@@ -145,7 +147,13 @@ impl Gateway {
         let live = InterceptedService::new(live, AuthInterceptor::new(config.verifier.clone()));
         supervisor.health().add_service(LIVE_SERVICE);
         let (health, health_service) = tonic_health::server::health_reporter();
-        let routes = reflection(Routes::new(live).add_service(health_service))?;
+        config
+            .introspection
+            .serve_internal(&mut supervisor, health_service.clone())
+            .await?;
+        let routes = config
+            .introspection
+            .public_routes(Routes::new(live), health_service)?;
         let mut router: Router = routes.into_axum_router();
         if config.metrics {
             router = router.merge(taskmesh_platform::metrics::router());

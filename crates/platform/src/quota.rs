@@ -13,6 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
@@ -71,23 +72,35 @@ impl RateLimit {
             return Ok(());
         };
         let wait = not_until.wait_time_from(self.limiter.clock().now());
-        let mut details = ErrorDetails::with_retry_info(Some(wait));
-        details.add_quota_failure_violation(
+        Err(exhausted(
             "requests per user",
-            format!(
+            &format!(
                 "at most {} requests per second (bursts of {})",
                 self.requests_per_second, self.burst
             ),
-        );
-        Err(Status::with_error_details(
-            Code::ResourceExhausted,
-            format!(
-                "request quota exceeded: retry in {} ms",
-                wait.as_millis().max(1)
-            ),
-            details,
+            Some(wait),
         ))
     }
+}
+
+/// `RESOURCE_EXHAUSTED` for the quota `subject` (e.g. `"tasks per user"`) described by
+/// `description`, with a `google.rpc.QuotaFailure` naming it and, when waiting helps, a
+/// `google.rpc.RetryInfo` of `retry` (AIP-193). The message says the quota and, with
+/// `retry`, when to try again (in milliseconds).
+pub fn exhausted(subject: &str, description: &str, retry: Option<Duration>) -> Status {
+    let mut details = ErrorDetails::new();
+    if let Some(wait) = retry {
+        details.set_retry_info(Some(wait));
+    }
+    details.add_quota_failure_violation(subject, description);
+    let message = match retry {
+        Some(wait) => format!(
+            "quota exceeded ({subject}: {description}): retry in {} ms",
+            wait.as_millis().max(1)
+        ),
+        None => format!("quota exceeded ({subject}: {description})"),
+    };
+    Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 
 #[cfg(test)]

@@ -153,6 +153,12 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_MAX_STREAMS_PER_USER", default_value_t = 20)]
     pub(crate) max_streams_per_user: usize,
 
+    /// Tasks one user may have (completed ones count, deleted ones do not); past it
+    /// CreateTask gets RESOURCE_EXHAUSTED with a QuotaFailure. A series' next occurrences
+    /// count but are never refused. 0 turns the limit off.
+    #[arg(long, env = "TASKMESH_MAX_TASKS_PER_USER", default_value_t = taskmesh_task::DEFAULT_MAX_TASKS_PER_USER)]
+    pub(crate) max_tasks_per_user: u64,
+
     /// Most connections the gateway holds open at once; past it new ones are closed at once
     /// (logged).
     #[arg(long, env = "TASKMESH_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -308,9 +314,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "TASKMESH_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
 
-    /// Where Prometheus scrapes `/metrics` (HTTP).
+    /// The internal listener: Prometheus `/metrics` (HTTP), `grpc.health.v1` and server
+    /// reflection (gRPC), for probes and scrapers, apart from the public port's limits.
     #[arg(long, env = "TASKMESH_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     pub(crate) metrics_listen: SocketAddr,
+
+    /// Whether server reflection is also served on the public port (`false`: only on the
+    /// internal listener). Health is served on both.
+    #[arg(long, env = "TASKMESH_PUBLIC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) public_reflection: bool,
 
     /// TaskService address, for the gateway and RecurrenceService.
     #[arg(

@@ -262,11 +262,15 @@ pub(crate) fn summary(
         .map(|i| format!(", issuer {i}"))
         .unwrap_or_default();
     parts.push(format!(
-        "tokens: {keys}{issuer}, leeway {}; rate limit {}",
+        "tokens: {keys}{issuer}, leeway {}; rate limit {}; tasks per user {}",
         humantime::format_duration(common.jwt_leeway),
         match common.rate_limit {
             0 => "off".to_owned(),
             rate => format!("{rate}/s per user, burst {}", common.rate_limit_burst),
+        },
+        match common.max_tasks_per_user {
+            0 => "unlimited".to_owned(),
+            max => max.to_string(),
         }
     ));
     parts.join("; ")

@@ -3,13 +3,17 @@
 //! that one component failing stops them all. `taskmesh dev` runs it, and so does the test
 //! harness (`taskmesh-testkit`), so tests run what developers run.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU64, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use taskmesh_audit::AuditServer;
 use taskmesh_gateway::{CorsOrigins, Gateway, GatewayConfig};
 use taskmesh_platform::{
-    auth::Verifier, db, kafka::KafkaConfig, net::ConnectionLimits, runtime::Failure,
+    auth::Verifier,
+    db,
+    kafka::KafkaConfig,
+    net::ConnectionLimits,
+    runtime::{Failure, Introspection},
     shutdown::CancellationToken,
 };
 use taskmesh_recurrence::RecurrenceServer;
@@ -49,11 +53,14 @@ pub struct MeshConfig {
     pub connection_limits: ConnectionLimits,
     /// Live streams one user may hold at once on the gateway.
     pub max_streams_per_user: usize,
+    /// Tasks one user may have (see `TaskServer::max_tasks_per_user`); `None`: no limit.
+    pub max_tasks_per_user: Option<NonZeroU64>,
 }
 
 impl MeshConfig {
     /// Everything on, as `taskmesh dev` runs it: pools of 16, retention 7 days (changes) and
-    /// 90 days (audit), no web app, cross-origin calls from any origin.
+    /// 90 days (audit), no web app, cross-origin calls from any origin, 100,000 tasks per
+    /// user.
     pub fn new(database_url: String, kafka: KafkaConfig, verifier: Verifier) -> Self {
         Self {
             database_url,
@@ -70,6 +77,7 @@ impl MeshConfig {
             cors: CorsOrigins::Any,
             connection_limits: ConnectionLimits::default(),
             max_streams_per_user: taskmesh_gateway::DEFAULT_MAX_STREAMS_PER_USER,
+            max_tasks_per_user: NonZeroU64::new(taskmesh_task::DEFAULT_MAX_TASKS_PER_USER),
         }
     }
 }
@@ -171,6 +179,7 @@ impl Mesh {
                 cors: config.cors.clone(),
                 connection_limits: config.connection_limits,
                 max_streams_per_user: config.max_streams_per_user,
+                introspection: Introspection::default(),
             },
         )
         .await
@@ -217,6 +226,8 @@ impl Mesh {
             verifier: config.verifier.clone(),
             retention: config.change_retention,
             relay: config.relay,
+            max_tasks_per_user: config.max_tasks_per_user,
+            introspection: Introspection::default(),
         };
         let reminder = ReminderServer {
             pool: pools.reminder,
@@ -225,6 +236,7 @@ impl Mesh {
             retention: config.change_retention,
             relay: true,
             scheduler: config.scheduler,
+            introspection: Introspection::default(),
         };
         let recurrence = RecurrenceServer {
             pool: pools.recurrence,
@@ -233,6 +245,7 @@ impl Mesh {
             task_service: format!("http://{}", addrs.task),
             retention: config.change_retention,
             relay: config.recurrence_relay,
+            introspection: Introspection::default(),
         };
         let audit = AuditServer {
             pool: pools.audit,
@@ -240,6 +253,7 @@ impl Mesh {
             verifier: config.verifier.clone(),
             retention: config.audit_retention,
             dedupe_retention: config.change_retention,
+            introspection: Introspection::default(),
         };
         // A component that stops with an error (a failure, or one that never started) stops
         // the others.

@@ -11,6 +11,7 @@ use taskmesh_platform::{
     auth::{DEV_SECRET, Signer, Verifier},
     db,
     kafka::KafkaConfig,
+    runtime::Introspection,
     shutdown,
 };
 use taskmesh_recurrence::RecurrenceServer;
@@ -114,6 +115,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     config.cors = args.cors_allowed_origins.clone();
     config.connection_limits = common.connection_limits();
     config.max_streams_per_user = common.max_streams_per_user;
+    config.max_tasks_per_user = std::num::NonZeroU64::new(common.max_tasks_per_user);
     config.web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
     let mesh = Mesh::bind(config).await?;
     let gateway_addr = mesh.addrs.gateway;
@@ -193,21 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("KAFKA_BROKERS is required")?;
     let kafka = config::kafka(common, brokers)?;
     tracing::info!(component = ?args.component, config = %config::summary(common, Some(&kafka), Some(&keys)), "starting");
-    let metrics_listener = TcpListener::bind(args.metrics_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for /metrics", args.metrics_listen))?;
-    let metrics = tokio::spawn(taskmesh_platform::metrics::serve(
-        metrics_listener,
-        shutdown.clone(),
-    ));
-    let served = serve_component(&args, common, verifier, kafka, shutdown.clone()).await;
-    // However the component ended (a failure before its supervisor ran included), the
-    // metrics listener ends with it.
-    shutdown.cancel();
-    if let Ok(Err(error)) = metrics.await {
-        tracing::warn!(%error, "metrics listener failed");
-    }
-    served
+    serve_component(&args, common, verifier, kafka, shutdown).await
 }
 
 /// Runs the component `args` names until `shutdown`.
@@ -218,6 +206,10 @@ async fn serve_component(
     kafka: KafkaConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    let introspection = Introspection {
+        internal_listen: Some(args.metrics_listen),
+        public_reflection: args.public_reflection,
+    };
     match args.component {
         Component::Task => {
             let addr = args
@@ -231,6 +223,8 @@ async fn serve_component(
                 verifier,
                 retention: common.change_retention,
                 relay: true,
+                max_tasks_per_user: std::num::NonZeroU64::new(common.max_tasks_per_user),
+                introspection,
             }
             .serve(listener, shutdown)
             .await
@@ -253,6 +247,7 @@ async fn serve_component(
                     cors: args.cors_allowed_origins.clone(),
                     connection_limits: common.connection_limits(),
                     max_streams_per_user: common.max_streams_per_user,
+                    introspection,
                 },
             )
             .await?
@@ -272,6 +267,7 @@ async fn serve_component(
                 retention: common.change_retention,
                 relay: true,
                 scheduler: true,
+                introspection,
             }
             .serve(listener, shutdown)
             .await
@@ -289,6 +285,7 @@ async fn serve_component(
                 task_service: args.task_service.clone(),
                 retention: common.change_retention,
                 relay: true,
+                introspection,
             }
             .serve(listener, shutdown)
             .await
@@ -305,6 +302,7 @@ async fn serve_component(
                 verifier,
                 retention: common.audit_retention,
                 dedupe_retention: common.change_retention,
+                introspection,
             }
             .serve(listener, shutdown)
             .await

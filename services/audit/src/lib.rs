@@ -36,7 +36,7 @@ use taskmesh_platform::{
     grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
     pages::PageTokens,
-    runtime::{self, Supervisor},
+    runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::audit::v1::audit_service_server::AuditServiceServer;
 use tonic::service::interceptor::InterceptedService;
@@ -80,6 +80,8 @@ pub struct AuditServer {
     pub retention: Duration,
     /// How long consumed-event records (dedupe) are kept.
     pub dedupe_retention: Duration,
+    /// Where `/metrics`, health and reflection are served (see [`Introspection`]).
+    pub introspection: Introspection,
 }
 
 impl AuditServer {
@@ -110,6 +112,13 @@ impl AuditServer {
             "cannot read the page-token key (is the schema migrated? `taskmesh migrate`)",
         )?;
         let routes = routes(self.pool, self.verifier, tokens);
-        runtime::serve_grpc(supervisor, listener, routes, &[AUDIT_SERVICE]).await
+        runtime::serve_grpc(
+            supervisor,
+            listener,
+            routes,
+            &[AUDIT_SERVICE],
+            self.introspection,
+        )
+        .await
     }
 }

@@ -230,7 +230,7 @@ async fn late_successor(
 
 /// The next occurrence after `task` (a recurring task with a due) done at `done`, given
 /// its place in the series. The expansion runs on a blocking thread: a rule may take up to
-/// the walk's budget (250 ms).
+/// the walk's budget (500,000 periods of the rule).
 pub(crate) async fn next_after(
     task: &task_pb::Task,
     occurrence: &OccurrenceRow,

@@ -32,7 +32,7 @@ use taskmesh_platform::{
     kafka::{KafkaConfig, Topic},
     outbox::Relay,
     retention::WITHOUT_CHANGE_LOG,
-    runtime::{self, Supervisor},
+    runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::{
     recurrence::v1::recurrence_service_server::RecurrenceServiceServer,
@@ -106,6 +106,8 @@ pub struct RecurrenceServer {
     /// Whether to run the outbox relay in this process (tests turn it off to hold commands
     /// in the outbox).
     pub relay: bool,
+    /// Where `/metrics`, health and reflection are served (see [`Introspection`]).
+    pub introspection: Introspection,
 }
 
 impl RecurrenceServer {
@@ -142,6 +144,13 @@ impl RecurrenceServer {
             consumer::run(pool, kafka, settings, handler, ctx)
         });
         let routes = routes(self.pool, &self.kafka, self.verifier, tasks);
-        runtime::serve_grpc(supervisor, listener, routes, &[RECURRENCE_SERVICE]).await
+        runtime::serve_grpc(
+            supervisor,
+            listener,
+            routes,
+            &[RECURRENCE_SERVICE],
+            self.introspection,
+        )
+        .await
     }
 }

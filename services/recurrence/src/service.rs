@@ -332,11 +332,12 @@ impl RecurrenceService for RecurrenceServiceImpl {
         &self,
         request: Request<pb::ValidateRuleRequest>,
     ) -> Result<Response<pb::ValidateRuleResponse>, Status> {
-        Caller::of(&request)?;
+        let user = Caller::of(&request)?.user.clone();
         let req = request.into_inner();
-        let response =
-            taskmesh_platform::compute::run(move || rules::validate(&req, taskmesh_domain::now()))
-                .await?;
+        let response = taskmesh_platform::compute::run(&user, move || {
+            rules::validate(&req, taskmesh_domain::now())
+        })
+        .await?;
         Ok(Response::new(response))
     }
 
@@ -344,10 +345,10 @@ impl RecurrenceService for RecurrenceServiceImpl {
         &self,
         request: Request<pb::PreviewOccurrencesRequest>,
     ) -> Result<Response<pb::PreviewOccurrencesResponse>, Status> {
-        Caller::of(&request)?;
+        let user = Caller::of(&request)?.user.clone();
         let req = request.into_inner();
         // Expanding walks the calendar: on the bounded pool, off the async workers.
-        let response = taskmesh_platform::compute::run(move || rules::preview(&req))
+        let response = taskmesh_platform::compute::run(&user, move || rules::preview(&req))
             .await?
             .map_err(Violations::into_status)?;
         Ok(Response::new(response))

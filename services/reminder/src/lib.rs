@@ -32,7 +32,7 @@ use taskmesh_platform::{
     outbox::Relay,
     pages::PageTokens,
     retention::WITH_CHANGE_LOG,
-    runtime::{self, Supervisor},
+    runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::reminder::v1::reminder_service_server::ReminderServiceServer;
 use tonic::service::interceptor::InterceptedService;
@@ -94,6 +94,8 @@ pub struct ReminderServer {
     /// Whether to run the scheduler in this process (tests drive [`Scheduler::fire_due`]
     /// with their own clock instead).
     pub scheduler: bool,
+    /// Where `/metrics`, health and reflection are served (see [`Introspection`]).
+    pub introspection: Introspection,
 }
 
 impl ReminderServer {
@@ -131,6 +133,13 @@ impl ReminderServer {
             "cannot read the page-token key (is the schema migrated? `taskmesh migrate`)",
         )?;
         let routes = routes(self.pool, &self.kafka, self.verifier, tokens);
-        runtime::serve_grpc(supervisor, listener, routes, &[REMINDER_SERVICE]).await
+        runtime::serve_grpc(
+            supervisor,
+            listener,
+            routes,
+            &[REMINDER_SERVICE],
+            self.introspection,
+        )
+        .await
     }
 }

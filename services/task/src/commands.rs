@@ -78,7 +78,7 @@ impl Handler for CommandHandler {
                         .map(|r| id_of(&r.previous_task, TASKS))
                         .transpose()?,
                 };
-                tasks::create(&mut *tx, &self.writer(&ctx), fields, lineage)
+                tasks::create(&mut *tx, &self.writer(&ctx), fields, lineage, None)
                     .await
                     .map_err(from_task_error)?;
             }

@@ -21,6 +21,9 @@ pub(crate) enum TaskError {
     /// The change log no longer holds the changes after the requested position.
     #[error("changes after sequence {0} are no longer retained")]
     ChangesExpired(i64),
+    /// The user has the most tasks the tasks-per-user quota allows (the quota).
+    #[error("at most {0} tasks per user; delete tasks to create more")]
+    TooManyTasks(u64),
     /// A database failure.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -43,6 +46,11 @@ impl From<TaskError> for Status {
             TaskError::EtagMismatch => Status::aborted(error.to_string()),
             TaskError::TagExists(_) => Status::already_exists(error.to_string()),
             TaskError::ChangesExpired(_) => Status::failed_precondition(error.to_string()),
+            TaskError::TooManyTasks(max) => taskmesh_platform::quota::exhausted(
+                "tasks per user",
+                &format!("at most {max} tasks per user; delete tasks to create more"),
+                None,
+            ),
             TaskError::Database(e) => taskmesh_platform::grpc::database_status(&e),
             TaskError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.

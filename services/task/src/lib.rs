@@ -23,7 +23,7 @@ mod tags;
 mod tasks;
 mod validate;
 
-use std::time::Duration;
+use std::{num::NonZeroU64, time::Duration};
 
 use anyhow::Context as _;
 
@@ -36,7 +36,7 @@ use taskmesh_platform::{
     outbox::Relay,
     pages::PageTokens,
     retention::WITH_CHANGE_LOG,
-    runtime::{self, Supervisor},
+    runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::task::v1::task_service_server::TaskServiceServer;
 use tonic::service::interceptor::InterceptedService;
@@ -64,18 +64,29 @@ pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error:
     Relay::new(pool, kafka, changes::CHANNEL)
 }
 
-/// gRPC routes of TaskService (behind JWT verification), signing page tokens with `tokens`.
-pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier, tokens: PageTokens) -> Routes {
+/// gRPC routes of TaskService (behind JWT verification), signing page tokens with `tokens`
+/// and refusing a user's CreateTask past `max_tasks` tasks (`None`: no limit).
+pub fn routes(
+    pool: PgPool,
+    kafka: &KafkaConfig,
+    verifier: Verifier,
+    tokens: PageTokens,
+    max_tasks: Option<NonZeroU64>,
+) -> Routes {
     let service = TaskServiceImpl::new(
         pool,
         kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents),
         tokens,
+        max_tasks,
     );
     Routes::new(InterceptedService::new(
         TaskServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         AuthInterceptor::new(verifier),
     ))
 }
+
+/// Tasks one user may have by default (see [`TaskServer::max_tasks_per_user`]).
+pub const DEFAULT_MAX_TASKS_PER_USER: u64 = 100_000;
 
 /// How long change-log entries and request ids are kept by default (7 days).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -93,6 +104,12 @@ pub struct TaskServer {
     pub retention: Duration,
     /// Whether to run the outbox relay in this process (tests turn it off to hold events).
     pub relay: bool,
+    /// Tasks one user may have (completed ones count; deleted ones do not): CreateTask past
+    /// it gets `RESOURCE_EXHAUSTED` with a `QuotaFailure`. The occurrences a series creates
+    /// count but are never refused. `None`: no limit.
+    pub max_tasks_per_user: Option<NonZeroU64>,
+    /// Where `/metrics`, health and reflection are served (see [`Introspection`]).
+    pub introspection: Introspection,
 }
 
 impl TaskServer {
@@ -128,7 +145,20 @@ impl TaskServer {
         let tokens = PageTokens::load(&self.pool).await.context(
             "cannot read the page-token key (is the schema migrated? `taskmesh migrate`)",
         )?;
-        let routes = routes(self.pool, &self.kafka, self.verifier, tokens);
-        runtime::serve_grpc(supervisor, listener, routes, &[TASK_SERVICE]).await
+        let routes = routes(
+            self.pool,
+            &self.kafka,
+            self.verifier,
+            tokens,
+            self.max_tasks_per_user,
+        );
+        runtime::serve_grpc(
+            supervisor,
+            listener,
+            routes,
+            &[TASK_SERVICE],
+            self.introspection,
+        )
+        .await
     }
 }

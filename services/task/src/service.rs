@@ -1,6 +1,8 @@
 //! The tonic `TaskService` implementation: authentication, request validation and mapping onto
 //! the store functions.
 
+use std::num::NonZeroU64;
+
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::Caller,
@@ -26,17 +28,25 @@ pub struct TaskServiceImpl {
     pool: PgPool,
     topic: String,
     tokens: PageTokens,
+    max_tasks: Option<NonZeroU64>,
 }
 
 impl TaskServiceImpl {
     /// A service writing to `pool` (search_path = the `task` schema) and publishing through
     /// the outbox to `topic` (`task-events` with its prefix), signing page tokens with
-    /// `tokens`.
-    pub fn new(pool: PgPool, topic: String, tokens: PageTokens) -> Self {
+    /// `tokens`; CreateTask refuses a user who has `max_tasks` tasks already (`None`: no
+    /// limit).
+    pub fn new(
+        pool: PgPool,
+        topic: String,
+        tokens: PageTokens,
+        max_tasks: Option<NonZeroU64>,
+    ) -> Self {
         Self {
             pool,
             topic,
             tokens,
+            max_tasks,
         }
     }
 
@@ -71,11 +81,12 @@ impl TaskServiceImpl {
             // No rule, or the stored one with its due: nothing costly to check.
             return Ok(None);
         }
-        let (fields, violations, merged) = taskmesh_platform::compute::run(move || {
-            let mut v = Violations::new();
-            (validate::task_fields(&merged, "task.", &mut v), v, merged)
-        })
-        .await?;
+        let (fields, violations, merged) =
+            taskmesh_platform::compute::run(&caller.user, move || {
+                let mut v = Violations::new();
+                (validate::task_fields(&merged, "task.", &mut v), v, merged)
+            })
+            .await?;
         match fields {
             Some(fields) => Ok(CheckedRule::of(&merged, &fields)),
             None => Err(violations.into_status()),
@@ -178,7 +189,7 @@ impl TaskService for TaskServiceImpl {
         let fields = match req.task.take() {
             // Checking a rule expands it: on the bounded pool, before the transaction.
             Some(task) if task.recurrence.is_some() => {
-                let (fields, found) = taskmesh_platform::compute::run(move || {
+                let (fields, found) = taskmesh_platform::compute::run(&caller.user, move || {
                     let mut v = Violations::new();
                     (validate::task_fields(&task, "task.", &mut v), v)
                 })
@@ -196,7 +207,14 @@ impl TaskService for TaskServiceImpl {
             return Err(v.into_status());
         };
         let writer = self.writer(&caller, &req.request_id);
-        let task = tasks::create(&self.pool, &writer, fields, tasks::Lineage::default()).await?;
+        let task = tasks::create(
+            &self.pool,
+            &writer,
+            fields,
+            tasks::Lineage::default(),
+            self.max_tasks,
+        )
+        .await?;
         Ok(Response::new(pb::CreateTaskResponse { task: Some(task) }))
     }
 

@@ -2,7 +2,7 @@
 //! write is one transaction holding the user's change-log lock, with its change-log row and
 //! its event.
 
-use std::sync::LazyLock;
+use std::{num::NonZeroU64, sync::LazyLock};
 
 use prost::Message;
 use sqlx::{Acquire, PgConnection, Postgres};
@@ -55,11 +55,15 @@ pub(crate) struct Lineage {
 }
 
 /// Creates a task; with a `request_id`, a retry returns the first result and writes nothing.
+/// With `max_tasks`, a user who already has that many tasks gets
+/// [`TaskError::TooManyTasks`] and nothing is written (`None` for the occurrences a series
+/// creates: they count, but a series never stops for the quota).
 pub(crate) async fn create<'c>(
     db: impl Acquire<'c, Database = Postgres>,
     writer: &Writer<'_>,
     fields: TaskFields,
     lineage: Lineage,
+    max_tasks: Option<NonZeroU64>,
 ) -> Result<pb::Task, TaskError> {
     let mut tx = db.begin().await?;
     changes::lock_user(&mut tx, writer.user).await?;
@@ -77,8 +81,7 @@ pub(crate) async fn create<'c>(
         .recurrence
         .as_ref()
         .map(|_| lineage.series.unwrap_or_else(Uuid::now_v7));
-    let task = write_row(
-        &mut tx,
+    let task = row_query(
         &INSERT_TASK,
         id,
         writer.user,
@@ -90,7 +93,10 @@ pub(crate) async fn create<'c>(
         },
         time,
     )
+    .bind(max_tasks.map(|max| i64::try_from(max.get()).unwrap_or(i64::MAX)))
+    .fetch_optional(&mut *tx)
     .await?
+    .ok_or_else(|| TaskError::TooManyTasks(max_tasks.map_or(0, NonZeroU64::get)))?
     .to_proto();
     let payload = task.clone();
     changes::record(
@@ -130,19 +136,25 @@ fn returning_task(sql: &str) -> String {
     format!("WITH t AS ({sql} RETURNING *) SELECT {TASK_COLUMNS} FROM t")
 }
 
-/// Inserts a task row and returns it; parameters as in [`write_row`].
+/// Inserts a task row and returns it, unless its user already has `$18` tasks or more (then
+/// no row; `$18` NULL: no limit). The count is `task_counts`, kept by triggers (migration
+/// `20261203000001_task_counts`) and read inside the insert, so the quota costs no
+/// statement; the caller holds the user's change-log lock, so two creates of one user do
+/// not both pass on the same count. Other parameters as in [`row_query`].
 static INSERT_TASK: LazyLock<String> = LazyLock::new(|| {
     returning_task(
         "INSERT INTO tasks (id, user_id, title, description, priority, tag_ids, due_at, \
          due_time, due_date, due_time_zone, reminders, rrule, recurrence_anchor, exdates, \
          series_id, previous_task_id, state, version, create_time, update_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, 1, 1, \
-         $16, $16)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, 1, 1, \
+         $16, $16 \
+         WHERE $18::bigint IS NULL \
+            OR coalesce((SELECT tasks FROM task_counts WHERE user_id = $2), 0) < $18",
     )
 });
 
 /// Updates a task row's user-settable fields, bumps its version and returns it; a series id
-/// and a previous occurrence are kept once assigned. Parameters as in [`write_row`].
+/// and a previous occurrence are kept once assigned. Parameters as in [`row_query`].
 static UPDATE_TASK: LazyLock<String> = LazyLock::new(|| {
     returning_task(
         "UPDATE tasks SET title = $3, description = $4, priority = $5, tag_ids = $6, \
@@ -154,20 +166,19 @@ static UPDATE_TASK: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Runs `sql` ([`INSERT_TASK`] or [`UPDATE_TASK`]) with `$1` id, `$2` user, `$3..$14` the
+/// `sql` ([`INSERT_TASK`] or [`UPDATE_TASK`]) bound with `$1` id, `$2` user, `$3..$14` the
 /// fields, `$15` a series id for a recurring task, `$16` the write time (UTC), `$17` the
-/// occurrence this one follows; returns the row written.
+/// occurrence this one follows.
 #[allow(clippy::too_many_arguments)]
-async fn write_row(
-    conn: &mut PgConnection,
-    sql: &str,
+fn row_query<'q>(
+    sql: &'q str,
     id: Uuid,
-    user: &str,
-    fields: &TaskFields,
-    tag_ids: &[Uuid],
+    user: &'q str,
+    fields: &'q TaskFields,
+    tag_ids: &'q [Uuid],
     lineage: Lineage,
     time: chrono::DateTime<chrono::Utc>,
-) -> Result<TaskRow, TaskError> {
+) -> sqlx::query::QueryAs<'q, Postgres, TaskRow, sqlx::postgres::PgArguments> {
     let due = due_columns(fields);
     let recurrence = fields.recurrence.as_ref();
     sqlx::query_as::<_, TaskRow>(sql)
@@ -188,9 +199,6 @@ async fn write_row(
         .bind(lineage.series)
         .bind(time)
         .bind(lineage.previous_task)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))
 }
 
 /// The `tasks` columns a due is stored in.
@@ -304,8 +312,7 @@ pub(crate) async fn update<'c>(
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
     let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
-    let task = write_row(
-        &mut tx,
+    let task = row_query(
         &UPDATE_TASK,
         id,
         writer.user,
@@ -317,7 +324,9 @@ pub(crate) async fn update<'c>(
         },
         time,
     )
+    .fetch_optional(&mut *tx)
     .await?
+    .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))?
     .to_proto();
     let mut previous = pb::Task::default();
     for path in &changed {

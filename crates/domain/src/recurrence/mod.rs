@@ -17,22 +17,27 @@ mod parts;
 use std::{
     collections::HashSet,
     panic::{AssertUnwindSafe, catch_unwind},
-    time::{Duration, Instant},
 };
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
 
 pub use next::{Anchor, EndReason, Next, NextError, SeriesPosition, next_occurrence, wall_time_of};
 use parts::Parts;
 
-/// The most occurrences one expansion walks through before it gives up (a rule that matches
-/// nothing for a very long time, or an `after` far in the future of an hourly rule).
+/// The most occurrences one expansion walks through before it gives up (e.g. an `after` far
+/// in the future of an hourly rule).
 const MAX_STEPS: usize = 500_000;
 
-/// The longest one expansion may run before it gives up. The `rrule` crate gives up by
-/// itself after 100,000 empty iterations in a row, so one step is bounded too.
-const MAX_TIME: Duration = Duration::from_millis(250);
+/// The most periods (`INTERVAL` times the `FREQ` unit: years, months, weeks, days or hours,
+/// in the rule's zone) one expansion walks from `DTSTART` before it gives up. The `rrule`
+/// crate builds each period's candidate days whether or not they match, so this, not the
+/// number of occurrences, bounds the work of a rule that rarely matches: 57 years of an
+/// hourly rule. The crate gives up by itself after 100,000 periods in a row without an
+/// occurrence, so one step is bounded too, and an expansion walks at most
+/// `MAX_PERIODS + 100,000` periods. The budget is deterministic: the same rule gets the same
+/// answer on a busy machine and an idle one.
+const MAX_PERIODS: i64 = 500_000;
 
 /// How a walk through the occurrences ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +218,7 @@ impl Rule {
     /// Up to `limit` occurrences (UTC, ascending) strictly after `after` (or from `DTSTART`,
     /// inclusive, when `None`), leaving out `exdates`; and whether the rule ran out (`COUNT`
     /// or `UNTIL`) before `limit` were found (`false` also when the expansion gave up, after
-    /// 500,000 occurrences or 250 ms). `DTSTART` is always the first occurrence, and `COUNT`
+    /// 500,000 occurrences or 500,000 periods from `DTSTART`). `DTSTART` is always the first occurrence, and `COUNT`
     /// counts it and the `EXDATE`s (RFC 5545 sections 3.8.5.3 and 3.8.5.1).
     pub fn occurrences(
         &self,
@@ -245,7 +250,17 @@ impl Rule {
         let count = self
             .count()
             .map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
-        let deadline = Instant::now() + MAX_TIME;
+        let freq = self.parts.get("FREQ");
+        let interval = self
+            .parts
+            .get("INTERVAL")
+            .and_then(|i| i.parse::<i64>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let origin = calendar_place(freq, wall_clock(self.dtstart, self.zone));
+        let too_far = |time: DateTime<Utc>| {
+            (calendar_place(freq, wall_clock(time, self.zone)) - origin) / interval > MAX_PERIODS
+        };
         let mut visited = 0;
         let mut visit = |time: DateTime<Utc>| {
             visited += 1;
@@ -258,7 +273,7 @@ impl Rule {
                 return Walked::Stopped;
             }
             for (step, time) in times.enumerate() {
-                if step >= MAX_STEPS || Instant::now() > deadline {
+                if step >= MAX_STEPS || too_far(time) {
                     return Walked::GaveUp;
                 }
                 if !visit(time) {
@@ -273,6 +288,22 @@ impl Rule {
             Ok(walked) => walked,
             Err(_) => Walked::GaveUp,
         }
+    }
+}
+
+/// A period's place on the calendar in the unit of `freq` (a `FREQ` value), counted from an
+/// arbitrary origin: the year, the month (`year × 12 + month`), the week (days since the
+/// common era divided by 7), the day or the hour, read on the wall clock of the rule's zone.
+/// The difference of two places divided by `INTERVAL` is the number of periods the crate
+/// walks between them.
+fn calendar_place(freq: Option<&str>, wall: NaiveDateTime) -> i64 {
+    let days = i64::from(wall.date().num_days_from_ce());
+    match freq {
+        Some("YEARLY") => i64::from(wall.year()),
+        Some("MONTHLY") => i64::from(wall.year()) * 12 + i64::from(wall.month0()),
+        Some("WEEKLY") => days.div_euclid(7),
+        Some("HOURLY") => days * 24 + i64::from(wall.hour()),
+        _ => days,
     }
 }
 

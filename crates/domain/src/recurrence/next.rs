@@ -81,7 +81,7 @@ pub enum NextError {
     /// The stored rule is not valid (any more).
     Invalid(Vec<RuleViolation>),
     /// The next occurrence is too far from the current one to be found within the
-    /// expansion's budget (500,000 occurrences or 250 ms), e.g. an hourly rule from a due
+    /// expansion's budget (500,000 occurrences or 500,000 periods of the rule), e.g. an hourly rule from a due
     /// decades ago.
     TooFar,
 }

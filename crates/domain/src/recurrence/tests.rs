@@ -701,3 +701,46 @@ fn an_expansion_that_would_run_too_long_gives_up() {
         Err(NextError::TooFar)
     );
 }
+
+#[test]
+fn the_walk_budget_counts_periods_not_time() {
+    // An hourly series 50 years behind (438,000 hours) is within the budget of 500,000
+    // periods, on any machine however busy; one 60 years behind (525,960 hours) is not.
+    let next_from = |due: &str| {
+        let due = due_at(due, "UTC");
+        next_occurrence(
+            &SeriesPosition {
+                rrule: "FREQ=HOURLY",
+                due: &due,
+                wall_time: None,
+                anchor: Anchor::Due,
+                exdates: &[],
+                used: 1,
+            },
+            utc("2026-11-23T10:30:00Z"),
+        )
+    };
+    assert!(matches!(
+        next_from("1976-11-23T10:00:00Z"),
+        Ok(Next::Occurrence { due, .. }) if due == due_at("2026-11-23T11:00:00Z", "UTC")
+    ));
+    assert_eq!(next_from("1966-11-23T10:00:00Z"), Err(NextError::TooFar));
+}
+
+#[test]
+fn a_rule_that_rarely_matches_stops_at_the_period_budget() {
+    // Noon of each February 29, walked hour by hour: the budget of 500,000 hours (about 57
+    // years) holds the 15 leap days from 2000 to 2056, and the expansion gives up there.
+    let (times, exhausted) = expand(
+        "FREQ=HOURLY;BYMONTH=2;BYMONTHDAY=29;BYHOUR=12;BYMINUTE=0;BYSECOND=0",
+        "2000-02-29T12:00:00Z",
+        "UTC",
+        100,
+    );
+    assert!(!exhausted, "gave up, did not run out");
+    let expected: Vec<String> = (2000..=2056)
+        .step_by(4)
+        .map(|year| format!("{year}-02-29T12:00:00Z"))
+        .collect();
+    assert_eq!(times, expected);
+}

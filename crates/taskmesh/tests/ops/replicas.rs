@@ -39,6 +39,32 @@ struct Served {
     child: KillOnDrop,
     addr: SocketAddr,
     metrics: SocketAddr,
+    /// Where its standard error goes (warnings and errors), for a failure message.
+    log: std::path::PathBuf,
+}
+
+impl Served {
+    /// Whether it exited, and the end of its log: what a failed test shows.
+    fn report(&mut self) -> String {
+        let exited = self.child.0.try_wait().ok().flatten();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: String = log
+            .chars()
+            .rev()
+            .take(4_000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("{} (exited: {exited:?}); its log ends:\n{tail}", self.addr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.child.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 fn serve(component: &str, db: &TestDb, brokers: &str, task_service: SocketAddr) -> Served {
@@ -53,6 +79,12 @@ fn serve_at(
     addr: SocketAddr,
 ) -> Served {
     let metrics = free_port();
+    let log = std::env::temp_dir().join(format!(
+        "taskmesh-replicas-{}-{component}-{}.log",
+        std::process::id(),
+        addr.port()
+    ));
+    let stderr = std::fs::File::create(&log).expect("a log file");
     let child = taskmesh()
         .args(["serve", component])
         .env("DATABASE_URL", db.url())
@@ -63,7 +95,7 @@ fn serve_at(
         .env("TASKMESH_TASK_SERVICE", format!("http://{task_service}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map(KillOnDrop)
         .expect("serve starts");
@@ -71,6 +103,7 @@ fn serve_at(
         child,
         addr,
         metrics,
+        log,
     }
 }
 
@@ -115,21 +148,26 @@ impl Cluster {
         let partitions = kafka.partitions as u32;
 
         let task_addr = free_port();
-        let task = serve_at("task", &db, &brokers, task_addr, task_addr);
-        let reminders = [
+        let mut task = serve_at("task", &db, &brokers, task_addr, task_addr);
+        let mut reminders = [
             serve("reminder", &db, &brokers, task_addr),
             serve("reminder", &db, &brokers, task_addr),
         ];
-        let audits = [
+        let mut audits = [
             serve("audit", &db, &brokers, task_addr),
             serve("audit", &db, &brokers, task_addr),
         ];
-        for served in [&task].into_iter().chain(&reminders).chain(&audits) {
-            let ready = eventually(Duration::from_secs(30), || async {
-                (health(served.addr, "readiness").await == Some(SERVING)).then_some(())
+        for served in [&mut task]
+            .into_iter()
+            .chain(&mut reminders)
+            .chain(&mut audits)
+        {
+            let addr = served.addr;
+            let ready = eventually(Duration::from_secs(60), || async {
+                (health(addr, "readiness").await == Some(SERVING)).then_some(())
             })
             .await;
-            assert!(ready.is_some(), "{} is not ready", served.addr);
+            assert!(ready.is_some(), "not ready: {}", served.report());
         }
         // Both replicas of each consumer share the partitions.
         for (consumer, replicas) in [

@@ -47,6 +47,7 @@ async fn a_failed_task_turns_the_component_not_serving_and_stops_it() {
         listener,
         tonic::service::Routes::default(),
         &[],
+        runtime::Introspection::default(),
     ));
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -130,6 +131,89 @@ async fn serve_exits_non_zero_when_a_consumer_cannot_start() {
         ran.text
     );
     eprintln!("serve audit: start to exit with a broken consumer: {took:?}");
+}
+
+/// The services `addr` lists by server reflection (v1), or the status it answered with.
+async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await?
+        .into_inner();
+    let response = responses.message().await?.expect("a response");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => panic!("not a service list: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_answers_probes_scrapes_and_reflection_on_its_internal_listener() {
+    let db = TestDb::create().await.expect("db");
+    taskmesh::mesh::migrate(&db.url(), 2)
+        .await
+        .expect("migrates");
+    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
+        .await
+        .expect("broker");
+    KafkaConfig::local(broker.bootstrap_servers())
+        .create_topics()
+        .await
+        .expect("topics");
+    let free = || {
+        std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (public, internal) = (free(), free());
+    let _served = taskmesh()
+        .args(["serve", "task"])
+        .env("DATABASE_URL", db.url())
+        .env("KAFKA_BROKERS", broker.bootstrap_servers())
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("TASKMESH_LISTEN", public.to_string())
+        .env("TASKMESH_METRICS_LISTEN", internal.to_string())
+        .env("TASKMESH_PUBLIC_REFLECTION", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(taskmesh_testkit::KillOnDrop)
+        .expect("serve starts");
+    // The probes' health on the internal listener, the same status on the public port.
+    let ready = taskmesh_testkit::eventually(Duration::from_secs(60), || async {
+        (health(internal, "readiness").await == Some(SERVING)).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "readiness on the internal listener");
+    assert_eq!(health(internal, "liveness").await, Some(SERVING));
+    assert_eq!(health(public, "readiness").await, Some(SERVING));
+    // Reflection only on the internal listener.
+    let listed = reflected_services(internal).await.expect("reflection");
+    assert!(
+        listed.iter().any(|s| s == "taskmesh.task.v1.TaskService"),
+        "{listed:?}"
+    );
+    let refused = reflected_services(public).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    // And the metrics, over HTTP/1.1, on the same listener.
+    let metrics = taskmesh_testkit::metrics_text(internal)
+        .await
+        .expect("/metrics");
+    assert!(metrics.contains("taskmesh_"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

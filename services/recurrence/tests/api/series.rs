@@ -226,6 +226,7 @@ async fn a_replacement_instance_publishes_pending_commands_once() {
         task_service: format!("http://{}", mesh.task_addr),
         retention: Duration::from_secs(3600),
         relay: true,
+        introspection: Default::default(),
     };
     let handle = tokio::spawn(replacement.serve(listener, shutdown.clone()));
     outbox_drained(&mesh.recurrence_pool).await;

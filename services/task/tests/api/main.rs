@@ -6,4 +6,5 @@ mod crud;
 mod events;
 mod helpers;
 mod list;
+mod quota;
 mod validation;

@@ -1,0 +1,153 @@
+//! The tasks-per-user quota: past it CreateTask is `RESOURCE_EXHAUSTED` with a
+//! `QuotaFailure` and writes nothing, other users are untouched, deleting makes room, a retry
+//! of an earlier request still gets its task, and a series' next occurrence is never refused.
+
+use std::{num::NonZeroU64, time::Duration};
+
+use taskmesh_proto::task::v1::{
+    CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, ListTasksRequest, Priority,
+    Recurrence, Task,
+};
+use taskmesh_testkit::{Mesh, MeshOptions, authed, eventually};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{Client, create, due, task};
+
+async fn count(client: &mut Client, user: &str) -> usize {
+    client
+        .list_tasks(authed(
+            user,
+            ListTasksRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .len()
+}
+
+fn create_request(title: &str, request_id: &str) -> CreateTaskRequest {
+    CreateTaskRequest {
+        task: Some(task(title, Priority::Medium)),
+        request_id: request_id.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_at_the_task_quota_is_refused_and_nothing_else_is() {
+    let mesh = Mesh::start_configured(MeshOptions::default(), |config| {
+        config.max_tasks_per_user = NonZeroU64::new(3);
+    })
+    .await
+    .unwrap();
+    let mut client = Client::connect(format!("http://{}", mesh.task_addr))
+        .await
+        .unwrap();
+    // Three tasks: one recurring daily, one made with a request id, one plain.
+    let recurring = create(
+        &mut client,
+        "alice",
+        Task {
+            title: "water plants".into(),
+            due: Some(due("2026-12-07T08:00:00Z", "Europe/Berlin")),
+            recurrence: Some(Recurrence {
+                rrule: "FREQ=DAILY".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let second = client
+        .create_task(authed("alice", create_request("second", "req-2")))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let third = create(&mut client, "alice", task("third", Priority::Medium)).await;
+
+    // The fourth is refused with the quota named, and nothing is written.
+    let refused = client
+        .create_task(authed("alice", create_request("fourth", "req-4")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let details = refused.get_error_details();
+    let quota = details.quota_failure().expect("a QuotaFailure");
+    assert_eq!(quota.violations[0].subject, "tasks per user");
+    assert!(quota.violations[0].description.contains("at most 3 tasks"));
+    assert!(
+        details.retry_info().is_none(),
+        "waiting does not help: no RetryInfo"
+    );
+    assert_eq!(count(&mut client, "alice").await, 3);
+
+    // A retry of a request that succeeded still gets its task.
+    let retried = client
+        .create_task(authed("alice", create_request("second", "req-2")))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(retried.name, second.name);
+
+    // Another user is untouched.
+    create(&mut client, "bob", task("bob's", Priority::Medium)).await;
+
+    // Completing the recurring task makes its next occurrence, past the quota: a series
+    // never stops for it.
+    client
+        .complete_task(authed(
+            "alice",
+            CompleteTaskRequest {
+                name: recurring.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let four = eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move { (count(&mut client, "alice").await == 4).then_some(()) }
+    })
+    .await;
+    assert!(four.is_some(), "the series' next occurrence was created");
+
+    // At 4 of 3, deleting one is not enough; deleting two makes room for one.
+    client
+        .delete_task(authed(
+            "alice",
+            DeleteTaskRequest {
+                name: second.name.clone(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let still = client
+        .create_task(authed("alice", create_request("fourth", "req-4")))
+        .await
+        .unwrap_err();
+    assert_eq!(still.code(), Code::ResourceExhausted);
+    client
+        .delete_task(authed(
+            "alice",
+            DeleteTaskRequest {
+                name: third.name.clone(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .create_task(authed("alice", create_request("fourth", "req-4")))
+        .await
+        .expect("room again after deleting");
+    assert_eq!(count(&mut client, "alice").await, 3);
+}
