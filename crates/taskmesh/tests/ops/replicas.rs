@@ -41,9 +41,92 @@ struct Served {
     metrics: SocketAddr,
     /// Where its standard error goes (warnings and errors), for a failure message.
     log: std::path::PathBuf,
+    /// What it was started with, to start it again on other ports.
+    component: String,
+    database_url: String,
+    brokers: String,
+    task_service: Option<SocketAddr>,
 }
 
 impl Served {
+    /// Starts `taskmesh serve component` on free ports (TaskService at `task_service`; `None`:
+    /// this is TaskService).
+    fn start(
+        component: &str,
+        database_url: &str,
+        brokers: &str,
+        task_service: Option<SocketAddr>,
+    ) -> Self {
+        let (addr, metrics) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!(
+            "taskmesh-replicas-{}-{component}-{}.log",
+            std::process::id(),
+            addr.port()
+        ));
+        let stderr = std::fs::File::create(&log).expect("a log file");
+        let child = taskmesh()
+            .args(["serve", component])
+            .env("DATABASE_URL", database_url)
+            .env("KAFKA_BROKERS", brokers)
+            .env("TASKMESH_JWT_SECRET", SECRET)
+            .env("TASKMESH_LISTEN", addr.to_string())
+            .env("TASKMESH_METRICS_LISTEN", metrics.to_string())
+            .env(
+                "TASKMESH_TASK_SERVICE",
+                format!("http://{}", task_service.unwrap_or(addr)),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map(KillOnDrop)
+            .expect("serve starts");
+        Self {
+            child,
+            addr,
+            metrics,
+            log,
+            component: component.to_owned(),
+            database_url: database_url.to_owned(),
+            brokers: brokers.to_owned(),
+            task_service,
+        }
+    }
+
+    /// Waits until it is ready. A free port found by binding and closing can be taken by
+    /// another process (an outgoing connection of a test running beside this one) before
+    /// `serve` binds it: a process that exited because its address was in use is started
+    /// again on other ports.
+    async fn ready(&mut self) {
+        for _ in 0..3 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut ready = None;
+            while ready.is_none() && Instant::now() < deadline {
+                if matches!(self.child.0.try_wait(), Ok(Some(_))) {
+                    ready = Some(false);
+                } else if health(self.addr, "readiness").await == Some(SERVING) {
+                    ready = Some(true);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if ready == Some(true) {
+                return;
+            }
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if ready.is_none() || !log.contains("in use") {
+                break;
+            }
+            *self = Self::start(
+                &self.component,
+                &self.database_url,
+                &self.brokers,
+                self.task_service,
+            );
+        }
+        panic!("not ready: {}", self.report());
+    }
+
     /// Whether it exited, and the end of its log: what a failed test shows.
     fn report(&mut self) -> String {
         let exited = self.child.0.try_wait().ok().flatten();
@@ -64,46 +147,6 @@ impl Drop for Served {
     fn drop(&mut self) {
         self.child.kill();
         let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn serve(component: &str, db: &TestDb, brokers: &str, task_service: SocketAddr) -> Served {
-    serve_at(component, db, brokers, task_service, free_port())
-}
-
-fn serve_at(
-    component: &str,
-    db: &TestDb,
-    brokers: &str,
-    task_service: SocketAddr,
-    addr: SocketAddr,
-) -> Served {
-    let metrics = free_port();
-    let log = std::env::temp_dir().join(format!(
-        "taskmesh-replicas-{}-{component}-{}.log",
-        std::process::id(),
-        addr.port()
-    ));
-    let stderr = std::fs::File::create(&log).expect("a log file");
-    let child = taskmesh()
-        .args(["serve", component])
-        .env("DATABASE_URL", db.url())
-        .env("KAFKA_BROKERS", brokers)
-        .env("TASKMESH_JWT_SECRET", SECRET)
-        .env("TASKMESH_LISTEN", addr.to_string())
-        .env("TASKMESH_METRICS_LISTEN", metrics.to_string())
-        .env("TASKMESH_TASK_SERVICE", format!("http://{task_service}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .map(KillOnDrop)
-        .expect("serve starts");
-    Served {
-        child,
-        addr,
-        metrics,
-        log,
     }
 }
 
@@ -147,27 +190,20 @@ impl Cluster {
         let kafka = KafkaConfig::local(brokers.clone());
         let partitions = kafka.partitions as u32;
 
-        let task_addr = free_port();
-        let mut task = serve_at("task", &db, &brokers, task_addr, task_addr);
+        // TaskService first: the others are pointed at its address.
+        let mut task = Served::start("task", &db.url(), &brokers, None);
+        task.ready().await;
+        let task_addr = task.addr;
         let mut reminders = [
-            serve("reminder", &db, &brokers, task_addr),
-            serve("reminder", &db, &brokers, task_addr),
+            Served::start("reminder", &db.url(), &brokers, Some(task_addr)),
+            Served::start("reminder", &db.url(), &brokers, Some(task_addr)),
         ];
         let mut audits = [
-            serve("audit", &db, &brokers, task_addr),
-            serve("audit", &db, &brokers, task_addr),
+            Served::start("audit", &db.url(), &brokers, Some(task_addr)),
+            Served::start("audit", &db.url(), &brokers, Some(task_addr)),
         ];
-        for served in [&mut task]
-            .into_iter()
-            .chain(&mut reminders)
-            .chain(&mut audits)
-        {
-            let addr = served.addr;
-            let ready = eventually(Duration::from_secs(60), || async {
-                (health(addr, "readiness").await == Some(SERVING)).then_some(())
-            })
-            .await;
-            assert!(ready.is_some(), "not ready: {}", served.report());
+        for served in reminders.iter_mut().chain(&mut audits) {
+            served.ready().await;
         }
         // Both replicas of each consumer share the partitions.
         for (consumer, replicas) in [
