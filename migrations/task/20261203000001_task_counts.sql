@@ -1,6 +1,10 @@
 -- Tasks per user, for the tasks-per-user quota (TASKMESH_MAX_TASKS_PER_USER): kept by
 -- statement-level triggers on tasks, so CreateTask reads the count inside its INSERT
 -- (no extra statement) and a set-based write updates each user's count once.
+-- No insert or delete of tasks between the count below and the triggers (the migration Job
+-- runs while the old TaskService may still write).
+LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE task_counts (
     user_id text   PRIMARY KEY,
     tasks   bigint NOT NULL CHECK (tasks >= 0)
@@ -32,3 +36,12 @@ CREATE TRIGGER tasks_counted_on_insert AFTER INSERT ON tasks
 CREATE TRIGGER tasks_counted_on_delete AFTER DELETE ON tasks
     REFERENCING OLD TABLE AS deleted
     FOR EACH STATEMENT EXECUTE FUNCTION count_deleted_tasks();
+
+CREATE FUNCTION count_truncated_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM task_counts;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER tasks_counted_on_truncate AFTER TRUNCATE ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION count_truncated_tasks();

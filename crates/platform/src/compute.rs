@@ -5,9 +5,10 @@
 //! work outside any transaction, so a queued job holds no lock and no connection.
 //!
 //! Each user has a share of the queue ([`PER_USER_PER_CORE`] jobs per core), so one user's
-//! flood of costly rules gets `RESOURCE_EXHAUSTED` for its own extra calls and another
-//! user's rule check waits behind at most that many of the flooder's jobs, each bounded by
-//! the expansion's deterministic budget (see `taskmesh_domain::recurrence`).
+//! flood of costly rules gets `RESOURCE_EXHAUSTED` for its own extra calls instead of
+//! filling the queue (which would refuse everyone's rule checks); another user's check
+//! waits behind at most that many of the flooder's jobs (and those of other users), each
+//! bounded by the expansion's deterministic budget (see `taskmesh_domain::recurrence`).
 
 use std::{
     collections::HashMap,
@@ -134,19 +135,6 @@ pub fn run<T: Send + 'static>(
     }
 }
 
-/// Submits a no-op job of `user` until one is refused (the test's held jobs are admitted
-/// asynchronously), and returns the refusal.
-#[cfg(test)]
-async fn eventually_refused(user: &str) -> Status {
-    for _ in 0..1_000 {
-        if let Err(status) = Admitted::admit(user) {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{user} was never refused");
-}
-
 /// Gives a forgotten permit back to [`permits`] when dropped.
 struct Returned;
 
@@ -231,7 +219,8 @@ mod tests {
                     .ok();
             })));
         }
-        let refused = super::eventually_refused("flooder").await;
+        // Admitted at the call: one more is refused at once.
+        let refused = super::Admitted::admit("flooder").err().expect("refused");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         let details = refused.get_error_details();
         assert_eq!(

@@ -186,6 +186,9 @@ fn sqlite_url(dir: &std::path::Path) -> anyhow::Result<String> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The recorder first, so nothing a task records before the internal listener is up (a
+    // degraded task, the partitions a consumer owns) is lost.
+    taskmesh_platform::metrics::handle();
     let shutdown = shutdown::on_signal();
     let common = &args.common;
     let (verifier, keys) = config::verifier(common, false)?;

@@ -617,7 +617,12 @@ async fn costly_rules_queue_on_their_pool_and_another_users_calls_go_on() {
     );
     // Alice's rules were answered, or refused past her share of the pool (she asked for
     // more than it gives one user at once); never anything else.
-    let shed = |status: &tonic::Status| status.code() == Code::ResourceExhausted;
+    let shed = |status: &tonic::Status| {
+        status.code() == Code::ResourceExhausted
+            && tonic_types::StatusExt::get_error_details(status)
+                .quota_failure()
+                .is_some_and(|q| q.violations[0].subject == "rule checks per user")
+    };
     let mut answered = 0;
     for result in results {
         match result {

@@ -21,8 +21,10 @@ pub(crate) enum TaskError {
     /// The change log no longer holds the changes after the requested position.
     #[error("changes after sequence {0} are no longer retained")]
     ChangesExpired(i64),
-    /// The user has the most tasks the tasks-per-user quota allows (the quota).
-    #[error("at most {0} tasks per user; delete tasks to create more")]
+    /// The user has the most tasks the tasks-per-user quota allows (the quota), and the call
+    /// would add one (CreateTask, or CompleteTask of a recurring task, whose series then
+    /// creates the next occurrence).
+    #[error("at most {0} tasks per user; delete tasks to make room")]
     TooManyTasks(u64),
     /// A database failure.
     #[error("database error")]
@@ -48,7 +50,10 @@ impl From<TaskError> for Status {
             TaskError::ChangesExpired(_) => Status::failed_precondition(error.to_string()),
             TaskError::TooManyTasks(max) => taskmesh_platform::quota::exhausted(
                 "tasks per user",
-                &format!("at most {max} tasks per user; delete tasks to create more"),
+                &format!(
+                    "at most {max} tasks per user (completing a recurring task adds its next \
+                     occurrence); delete tasks to make room"
+                ),
                 None,
             ),
             TaskError::Database(e) => taskmesh_platform::grpc::database_status(&e),

@@ -112,6 +112,7 @@ impl TaskServiceImpl {
             id,
             etag,
             complete,
+            self.max_tasks,
         )
         .await?)
     }

@@ -393,6 +393,7 @@ pub(crate) async fn set_completed<'c>(
     id: Uuid,
     etag: &str,
     complete: bool,
+    max_tasks: Option<NonZeroU64>,
 ) -> Result<pb::Task, TaskError> {
     let method = if complete {
         "CompleteTask"
@@ -409,6 +410,21 @@ pub(crate) async fn set_completed<'c>(
     }
     let before = fetch(&mut tx, writer.user, id, true).await?.to_proto();
     check_etag(etag, &before)?;
+    // Completing a recurring task makes its series create the next occurrence, which the
+    // quota never refuses (a series must not stop half-way): so a user at the quota cannot
+    // complete one, or completing would add tasks past it without bound.
+    if let (true, Some(_), Some(max)) = (complete, &before.recurrence, max_tasks)
+        && before.state != pb::task::State::Completed as i32
+    {
+        let tasks: Option<i64> =
+            sqlx::query_scalar("SELECT tasks FROM task_counts WHERE user_id = $1")
+                .bind(writer.user)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if u64::try_from(tasks.unwrap_or(0)).unwrap_or(0) >= max.get() {
+            return Err(TaskError::TooManyTasks(max.get()));
+        }
+    }
     let target = if complete {
         pb::task::State::Completed
     } else {

@@ -704,13 +704,15 @@ fn an_expansion_that_would_run_too_long_gives_up() {
 
 #[test]
 fn the_walk_budget_counts_periods_not_time() {
-    // An hourly series 50 years behind (438,000 hours) is within the budget of 500,000
-    // periods, on any machine however busy; one 60 years behind (525,960 hours) is not.
+    // Daily at 10:00, walked hour by hour: a series 50 years behind (438,000 hours, 18,000
+    // occurrences) is within the budget of 500,000 periods, on any machine however busy;
+    // one 60 years behind (525,960 hours, but only 22,000 occurrences, far below the
+    // occurrence budget) is not.
     let next_from = |due: &str| {
         let due = due_at(due, "UTC");
         next_occurrence(
             &SeriesPosition {
-                rrule: "FREQ=HOURLY",
+                rrule: "FREQ=HOURLY;BYHOUR=10;BYMINUTE=0;BYSECOND=0",
                 due: &due,
                 wall_time: None,
                 anchor: Anchor::Due,
@@ -722,7 +724,7 @@ fn the_walk_budget_counts_periods_not_time() {
     };
     assert!(matches!(
         next_from("1976-11-23T10:00:00Z"),
-        Ok(Next::Occurrence { due, .. }) if due == due_at("2026-11-23T11:00:00Z", "UTC")
+        Ok(Next::Occurrence { due, .. }) if due == due_at("2026-11-24T10:00:00Z", "UTC")
     ));
     assert_eq!(next_from("1966-11-23T10:00:00Z"), Err(NextError::TooFar));
 }

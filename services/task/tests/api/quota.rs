@@ -100,18 +100,50 @@ async fn a_user_at_the_task_quota_is_refused_and_nothing_else_is() {
     // Another user is untouched.
     create(&mut client, "bob", task("bob's", Priority::Medium)).await;
 
-    // Completing the recurring task makes its next occurrence, past the quota: a series
-    // never stops for it.
-    client
-        .complete_task(authed(
-            "alice",
-            CompleteTaskRequest {
-                name: recurring.name.clone(),
-                ..Default::default()
-            },
-        ))
+    // At the quota a recurring task cannot be completed: its series would add a task.
+    let completer = client.clone();
+    let complete = move |name: String| {
+        let mut client = completer.clone();
+        async move {
+            client
+                .complete_task(authed(
+                    "alice",
+                    CompleteTaskRequest {
+                        name,
+                        ..Default::default()
+                    },
+                ))
+                .await
+        }
+    };
+    let refused = complete(recurring.name.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let deleter = client.clone();
+    let delete = move |name: String| {
+        let mut client = deleter.clone();
+        async move {
+            client
+                .delete_task(authed(
+                    "alice",
+                    DeleteTaskRequest {
+                        name,
+                        etag: String::new(),
+                    },
+                ))
+                .await
+                .expect("delete succeeds");
+        }
+    };
+    // Below it, it can; and its next occurrence is made even when a task created meanwhile
+    // (before the series' command arrives) filled the quota: a series never stops half-way.
+    delete(third.name.clone()).await;
+    complete(recurring.name.clone())
         .await
-        .unwrap();
+        .expect("completes below the quota");
+    client
+        .create_task(authed("alice", create_request("fills it", "req-5")))
+        .await
+        .expect("the third task again, before the next occurrence arrives");
     let four = eventually(Duration::from_secs(20), || {
         let mut client = client.clone();
         async move { (count(&mut client, "alice").await == 4).then_some(()) }
@@ -120,31 +152,13 @@ async fn a_user_at_the_task_quota_is_refused_and_nothing_else_is() {
     assert!(four.is_some(), "the series' next occurrence was created");
 
     // At 4 of 3, deleting one is not enough; deleting two makes room for one.
-    client
-        .delete_task(authed(
-            "alice",
-            DeleteTaskRequest {
-                name: second.name.clone(),
-                etag: String::new(),
-            },
-        ))
-        .await
-        .unwrap();
+    delete(second.name.clone()).await;
     let still = client
         .create_task(authed("alice", create_request("fourth", "req-4")))
         .await
         .unwrap_err();
     assert_eq!(still.code(), Code::ResourceExhausted);
-    client
-        .delete_task(authed(
-            "alice",
-            DeleteTaskRequest {
-                name: third.name.clone(),
-                etag: String::new(),
-            },
-        ))
-        .await
-        .unwrap();
+    delete(recurring.name.clone()).await;
     client
         .create_task(authed("alice", create_request("fourth", "req-4")))
         .await
