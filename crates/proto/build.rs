@@ -1,6 +1,7 @@
 //! Compiles `proto/` with protox (a protobuf compiler in Rust, so no `protoc` on the machine)
 //! and generates prost messages and tonic clients/servers. The descriptor set, with imports and
-//! source info (comments), is written to `OUT_DIR` for gRPC server reflection.
+//! source info (comments), is written to `OUT_DIR` for gRPC server reflection, and so is one
+//! of `google/rpc/error_details.proto` (the detail types errors carry).
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("taskmesh_descriptor.bin"), fds.encode_to_vec())?;
+
+    // The error detail types the services send, for reflection only (the Rust crates use
+    // tonic-types' copies): clients such as grpcurl can then decode the details.
+    let details = protox::Compiler::new([&root])?
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files([root.join("google/rpc/error_details.proto")])?
+        .file_descriptor_set();
+    std::fs::write(
+        out_dir.join("error_details_descriptor.bin"),
+        details.encode_to_vec(),
+    )?;
 
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)

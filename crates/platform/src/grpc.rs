@@ -19,7 +19,9 @@ use tonic::{Code, Status, service::Routes};
 use crate::net::ConnectionLimits;
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// Server reflection services (v1 and v1alpha) over every taskmesh file.
+/// Server reflection services (v1 and v1alpha) over every taskmesh file, `grpc.health.v1`
+/// and the error detail types the services send (`google.rpc.BadRequest`, `RetryInfo`,
+/// `QuotaFailure`), so `grpcurl` prints an error's details.
 ///
 /// # Errors
 /// When the embedded descriptor set does not decode (a build defect).
@@ -27,10 +29,12 @@ pub fn reflection(routes: Routes) -> Result<Routes, tonic_reflection::server::Er
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(taskmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(taskmesh_proto::ERROR_DETAILS_DESCRIPTOR_SET)
         .build_v1()?;
     let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(taskmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(taskmesh_proto::ERROR_DETAILS_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok(routes.add_service(v1).add_service(v1alpha))
 }

@@ -13,6 +13,7 @@
 //! - [`taskmesh::gateway::v1`] — the gateway's `LiveService` stream.
 //! - [`google`] — vendored googleapis types (`google.type.Date`, field behaviours).
 //! - [`FILE_DESCRIPTOR_SET`] — every file, for server reflection.
+//! - [`ERROR_DETAILS_DESCRIPTOR_SET`] — the error detail types, for server reflection.
 //! - [`catalogue`] — every CloudEvent type with its payload message and topic.
 //! - [`codec`] — the protobuf codec of every client and server (malformed input is
 //!   `INVALID_ARGUMENT`).
@@ -24,6 +25,12 @@ pub mod codec;
 /// imports, with source info, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/taskmesh_descriptor.bin"));
+
+/// The encoded descriptor set of `google/rpc/error_details.proto` (with its imports): the
+/// error detail types the services send (`BadRequest`, `RetryInfo`, `QuotaFailure`), for
+/// server reflection, so a client like `grpcurl` can decode `grpc-status-details-bin`.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));
 
 /// Vendored googleapis packages.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

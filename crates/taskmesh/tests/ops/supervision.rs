@@ -133,11 +133,13 @@ async fn serve_exits_non_zero_when_a_consumer_cannot_start() {
     eprintln!("serve audit: start to exit with a broken consumer: {took:?}");
 }
 
-/// The services `addr` lists by server reflection (v1), or the status it answered with.
-async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>, tonic::Status> {
+/// What `addr` answers `request` by server reflection (v1), or the status it answered with.
+async fn reflect(
+    addr: SocketAddr,
+    request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+) -> Result<tonic_reflection::pb::v1::server_reflection_response::MessageResponse, tonic::Status> {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
@@ -146,18 +148,49 @@ async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>, tonic::Stat
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let request = ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+        message_request: Some(request),
     };
     let mut responses = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::once(request))
         .await?
         .into_inner();
     let response = responses.message().await?.expect("a response");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
+    Ok(response.message_response.expect("an answer"))
+}
+
+/// The services `addr` lists by server reflection, or the status it answered with.
+async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::{
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    match reflect(addr, MessageRequest::ListServices(String::new())).await? {
+        MessageResponse::ListServicesResponse(list) => {
             Ok(list.service.into_iter().map(|s| s.name).collect())
         }
         other => panic!("not a service list: {other:?}"),
+    }
+}
+
+/// The names of the files `addr` gives for `symbol` by server reflection (the file that
+/// declares it first), or empty when it does not know it.
+async fn reflected_files(addr: SocketAddr, symbol: &str) -> Vec<String> {
+    use prost::Message as _;
+    use tonic_reflection::pb::v1::{
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    match reflect(
+        addr,
+        MessageRequest::FileContainingSymbol(symbol.to_owned()),
+    )
+    .await
+    {
+        Ok(MessageResponse::FileDescriptorResponse(files)) => files
+            .file_descriptor_proto
+            .iter()
+            .filter_map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok())
+            .filter_map(|file| file.name)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -207,6 +240,19 @@ async fn serve_answers_probes_scrapes_and_reflection_on_its_internal_listener() 
         listed.iter().any(|s| s == "taskmesh.task.v1.TaskService"),
         "{listed:?}"
     );
+    // With the error detail types the services send, so grpcurl can print an error's details.
+    for detail in [
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+        "google.rpc.QuotaFailure",
+    ] {
+        let files = reflected_files(internal, detail).await;
+        assert_eq!(
+            files.first().map(String::as_str),
+            Some("google/rpc/error_details.proto"),
+            "{detail}: {files:?}"
+        );
+    }
     let refused = reflected_services(public).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
     // And the metrics, over HTTP/1.1, on the same listener.
