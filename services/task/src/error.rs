@@ -21,11 +21,16 @@ pub(crate) enum TaskError {
     /// The change log no longer holds the changes after the requested position.
     #[error("changes after sequence {0} are no longer retained")]
     ChangesExpired(i64),
-    /// The user has the most tasks the tasks-per-user quota allows (the quota), and the call
-    /// would add one (CreateTask, or CompleteTask of a recurring task, whose series then
-    /// creates the next occurrence).
-    #[error("at most {0} tasks per user; delete tasks to make room")]
-    TooManyTasks(u64),
+    /// The user has the most tasks the tasks-per-user quota allows (`max`), and the call
+    /// would add one: CreateTask, or (`completing`) CompleteTask of a recurring task, whose
+    /// series then creates the next occurrence.
+    #[error("at most {max} tasks per user; delete tasks to make room")]
+    TooManyTasks {
+        /// The quota.
+        max: u64,
+        /// Whether the call completes a recurring task.
+        completing: bool,
+    },
     /// A database failure.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -48,12 +53,16 @@ impl From<TaskError> for Status {
             TaskError::EtagMismatch => Status::aborted(error.to_string()),
             TaskError::TagExists(_) => Status::already_exists(error.to_string()),
             TaskError::ChangesExpired(_) => Status::failed_precondition(error.to_string()),
-            TaskError::TooManyTasks(max) => taskmesh_platform::quota::exhausted(
+            TaskError::TooManyTasks { max, completing } => taskmesh_platform::quota::exhausted(
                 "tasks per user",
-                &format!(
-                    "at most {max} tasks per user (completing a recurring task adds its next \
-                     occurrence); delete tasks to make room"
-                ),
+                &if completing {
+                    format!(
+                        "at most {max} tasks per user, and completing a recurring task adds \
+                         its next occurrence; delete tasks to make room"
+                    )
+                } else {
+                    format!("at most {max} tasks per user; delete tasks to make room")
+                },
                 None,
             ),
             TaskError::Database(e) => taskmesh_platform::grpc::database_status(&e),

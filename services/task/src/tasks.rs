@@ -96,7 +96,10 @@ pub(crate) async fn create<'c>(
     .bind(max_tasks.map(|max| i64::try_from(max.get()).unwrap_or(i64::MAX)))
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| TaskError::TooManyTasks(max_tasks.map_or(0, NonZeroU64::get)))?
+    .ok_or_else(|| TaskError::TooManyTasks {
+        max: max_tasks.map_or(0, NonZeroU64::get),
+        completing: false,
+    })?
     .to_proto();
     let payload = task.clone();
     changes::record(
@@ -411,18 +414,26 @@ pub(crate) async fn set_completed<'c>(
     let before = fetch(&mut tx, writer.user, id, true).await?.to_proto();
     check_etag(etag, &before)?;
     // Completing a recurring task makes its series create the next occurrence, which the
-    // quota never refuses (a series must not stop half-way): so a user at the quota cannot
-    // complete one, or completing would add tasks past it without bound.
+    // quota never refuses (a series must not stop half-way): so at the quota a user cannot
+    // complete one that has not led to a next occurrence yet, or completing and reopening
+    // would add tasks past the quota without bound. (Occurrences on their way are not
+    // counted: completing several at once just below the quota overshoots it by as many.)
     if let (true, Some(_), Some(max)) = (complete, &before.recurrence, max_tasks)
         && before.state != pb::task::State::Completed as i32
     {
-        let tasks: Option<i64> =
-            sqlx::query_scalar("SELECT tasks FROM task_counts WHERE user_id = $1")
-                .bind(writer.user)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if u64::try_from(tasks.unwrap_or(0)).unwrap_or(0) >= max.get() {
-            return Err(TaskError::TooManyTasks(max.get()));
+        let (tasks, followed): (Option<i64>, bool) = sqlx::query_as(
+            "SELECT (SELECT tasks FROM task_counts WHERE user_id = $1), \
+                    EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND previous_task_id = $2)",
+        )
+        .bind(writer.user)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !followed && u64::try_from(tasks.unwrap_or(0)).unwrap_or(0) >= max.get() {
+            return Err(TaskError::TooManyTasks {
+                max: max.get(),
+                completing: true,
+            });
         }
     }
     let target = if complete {

@@ -17,7 +17,7 @@ use taskmesh_testkit::{EventReader, MeshOptions, authed, eventually, publish};
 
 use crate::helpers::{Client, due, start};
 
-fn command(event_type: &str, message: &str, subject: &str, data: Vec<u8>) -> CloudEvent {
+pub(crate) fn command(event_type: &str, message: &str, subject: &str, data: Vec<u8>) -> CloudEvent {
     CloudEvent {
         id: uuid::Uuid::now_v7(),
         source: "/taskmesh/recurrence".into(),
@@ -31,7 +31,7 @@ fn command(event_type: &str, message: &str, subject: &str, data: Vec<u8>) -> Clo
     }
 }
 
-fn context(request_id: &str) -> Option<ChangeContext> {
+pub(crate) fn context(request_id: &str) -> Option<ChangeContext> {
     Some(ChangeContext {
         user: "alice".into(),
         actor: "service:recurrence".into(),

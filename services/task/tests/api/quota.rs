@@ -1,18 +1,27 @@
 //! The tasks-per-user quota: past it CreateTask is `RESOURCE_EXHAUSTED` with a
 //! `QuotaFailure` and writes nothing, other users are untouched, deleting makes room, a retry
-//! of an earlier request still gets its task, and a series' next occurrence is never refused.
+//! of an earlier request still gets its task, a series' next occurrence is never refused, and
+//! so a recurring task that would make one cannot be completed at the quota.
 
 use std::{num::NonZeroU64, time::Duration};
 
-use taskmesh_proto::task::v1::{
-    CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, ListTasksRequest, Priority,
-    Recurrence, Task,
+use prost::Message as _;
+use taskmesh_platform::kafka::Topic;
+use taskmesh_proto::{
+    events::v1::CreateTaskCommand,
+    task::v1::{
+        CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, ListTasksRequest, Priority,
+        Recurrence, Task, UncompleteTaskRequest,
+    },
 };
-use taskmesh_testkit::{Mesh, MeshOptions, authed, eventually};
+use taskmesh_testkit::{Mesh, MeshOptions, authed, eventually, publish};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Client, create, due, task};
+use crate::{
+    commands::{command, context},
+    helpers::{Client, create, due, task},
+};
 
 async fn count(client: &mut Client, user: &str) -> usize {
     client
@@ -102,22 +111,82 @@ async fn a_user_at_the_task_quota_is_refused_and_nothing_else_is() {
 
     // At the quota a recurring task cannot be completed: its series would add a task.
     let completer = client.clone();
-    let complete = move |name: String| {
+    let complete = move |name: String, complete: bool| {
         let mut client = completer.clone();
         async move {
-            client
-                .complete_task(authed(
-                    "alice",
-                    CompleteTaskRequest {
-                        name,
-                        ..Default::default()
-                    },
-                ))
-                .await
+            if complete {
+                client
+                    .complete_task(authed(
+                        "alice",
+                        CompleteTaskRequest {
+                            name,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop)
+            } else {
+                client
+                    .uncomplete_task(authed(
+                        "alice",
+                        UncompleteTaskRequest {
+                            name,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop)
+            }
         }
     };
-    let refused = complete(recurring.name.clone()).await.unwrap_err();
+    let refused = complete(recurring.name.clone(), true).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("completing a recurring task"));
+
+    // A series' next occurrence (its command) is applied even at the quota: a series never
+    // stops half-way.
+    let occurrence = CreateTaskCommand {
+        context: context("quota/occurrence-2"),
+        task: Some(Task {
+            title: "next of a series".into(),
+            due: Some(due("2026-12-08T08:00:00Z", "Europe/Berlin")),
+            recurrence: Some(Recurrence {
+                rrule: "FREQ=DAILY".into(),
+                series: format!("series/{}", uuid::Uuid::now_v7()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    publish(
+        &mesh.kafka,
+        Topic::TaskCommands,
+        &command(
+            "dev.taskmesh.task.create.v1",
+            "taskmesh.events.v1.CreateTaskCommand",
+            "",
+            occurrence.encode_to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    let counter = client.clone();
+    let alice_has = move |n: usize| {
+        let client = counter.clone();
+        async move {
+            eventually(Duration::from_secs(20), || {
+                let mut client = client.clone();
+                async move { (count(&mut client, "alice").await == n).then_some(()) }
+            })
+            .await
+            .is_some()
+        }
+    };
+    assert!(
+        alice_has(4).await,
+        "the occurrence was created past the quota"
+    );
+
     let deleter = client.clone();
     let delete = move |name: String| {
         let mut client = deleter.clone();
@@ -134,30 +203,30 @@ async fn a_user_at_the_task_quota_is_refused_and_nothing_else_is() {
                 .expect("delete succeeds");
         }
     };
-    // Below it, it can; and its next occurrence is made even when a task created meanwhile
-    // (before the series' command arrives) filled the quota: a series never stops half-way.
+    // At 4 of 3, deleting one is not enough to create; at 2 of 3 the recurring task can be
+    // completed, and its next occurrence makes 3.
     delete(third.name.clone()).await;
-    complete(recurring.name.clone())
-        .await
-        .expect("completes below the quota");
-    client
-        .create_task(authed("alice", create_request("fills it", "req-5")))
-        .await
-        .expect("the third task again, before the next occurrence arrives");
-    let four = eventually(Duration::from_secs(20), || {
-        let mut client = client.clone();
-        async move { (count(&mut client, "alice").await == 4).then_some(()) }
-    })
-    .await;
-    assert!(four.is_some(), "the series' next occurrence was created");
-
-    // At 4 of 3, deleting one is not enough; deleting two makes room for one.
-    delete(second.name.clone()).await;
     let still = client
         .create_task(authed("alice", create_request("fourth", "req-4")))
         .await
         .unwrap_err();
     assert_eq!(still.code(), Code::ResourceExhausted);
+    delete(second.name.clone()).await;
+    complete(recurring.name.clone(), true)
+        .await
+        .expect("completes below the quota");
+    assert!(
+        alice_has(3).await,
+        "the series' next occurrence was created"
+    );
+    // Reopened and completed again at the quota: it led to its next occurrence already, so
+    // completing it adds nothing and is allowed.
+    complete(recurring.name.clone(), false).await.unwrap();
+    complete(recurring.name.clone(), true)
+        .await
+        .expect("re-completing adds no task");
+
+    // Deleting makes room again.
     delete(recurring.name.clone()).await;
     client
         .create_task(authed("alice", create_request("fourth", "req-4")))
