@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use taskmesh_testkit::{Mesh, MeshOptions};
+use taskmesh_testkit::MeshOptions;
 
 use crate::{Scale, load::CpuClock, rpc, table::Table};
 
 /// Starts the mesh, lets it settle, and reads the CPU (this process and PostgreSQL) over
 /// `scale.idle`; then the same for a bare tonic server alone.
 pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
-    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let mesh = crate::mesh::start(MeshOptions::default()).await?;
     // Start-up work (migrations, first lease rounds, connections) is not idling.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let clock = CpuClock::start();

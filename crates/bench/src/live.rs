@@ -30,7 +30,7 @@ use taskmesh_proto::{
     },
     task::v1::Task,
 };
-use taskmesh_testkit::{Mesh, MeshOptions};
+use taskmesh_testkit::MeshOptions;
 use tonic_web::GrpcWebClientLayer;
 
 use crate::{Scale, load::open_loop, rpc, table::Table};
@@ -78,7 +78,7 @@ pub(crate) async fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) 
 
 /// Runs the scenario and its broker baseline; adds their rows to `table`.
 pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
-    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let mesh = crate::mesh::start(MeshOptions::default()).await?;
     let users = scale.live_users;
     let tokens = rpc::bearer_tokens("live-", users)?;
 

@@ -92,27 +92,66 @@ pub(crate) struct CpuUse {
     pub(crate) postgres: f64,
     /// Server processes this one started (the streams scenario's).
     pub(crate) children: f64,
+    /// The broker's own process, with `--broker-process` (else it is part of `bench`).
+    pub(crate) broker: f64,
 }
 
 impl CpuUse {
     /// CPU milliseconds per call at `rate` calls per second: this process and PostgreSQL
     /// (and server processes started), divided by the calls.
     pub(crate) fn per_call_ms(&self, rate: f64) -> f64 {
-        (self.bench + self.postgres + self.children) * 1_000.0 / rate.max(1e-9)
+        (self.bench + self.postgres + self.children + self.broker) * 1_000.0 / rate.max(1e-9)
     }
 }
 
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.bench == 0.0 && self.postgres == 0.0 && self.children == 0.0 {
+        if self.bench == 0.0 && self.postgres == 0.0 && self.children == 0.0 && self.broker == 0.0
+        {
             return write!(f, "-");
         }
         write!(f, "{:.2} + pg {:.2}", self.bench, self.postgres)?;
         if self.children > 0.0 {
             write!(f, " + srv {:.2}", self.children)?;
         }
+        if self.broker > 0.0 {
+            write!(f, " + broker {:.2}", self.broker)?;
+        }
         Ok(())
     }
+}
+
+/// The broker processes every [`CpuClock`] counts (`--broker-process`; see `mesh`).
+static BROKERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Counts process `pid`, a broker, in every [`CpuClock`] started from now on.
+pub(crate) fn count_broker(pid: u32) {
+    BROKERS.lock().expect("broker pids").push(pid);
+}
+
+/// Stops counting broker process `pid` (it is going away).
+pub(crate) fn forget_broker(pid: u32) {
+    BROKERS.lock().expect("broker pids").retain(|&p| p != pid);
+}
+
+/// Each of `pids` with its CPU seconds now.
+fn readings(pids: impl IntoIterator<Item = u32>) -> Vec<(u32, f64)> {
+    pids.into_iter()
+        .map(|pid| {
+            (
+                pid,
+                cpu_seconds(&format!("/proc/{pid}/stat")).unwrap_or(0.0),
+            )
+        })
+        .collect()
+}
+
+/// CPU seconds used by each of `since`'s processes since its reading.
+fn used(since: &[(u32, f64)]) -> f64 {
+    since
+        .iter()
+        .map(|(pid, first)| cpu_seconds(&format!("/proc/{pid}/stat")).map_or(0.0, |last| last - first))
+        .sum()
 }
 
 /// CPU time counters from the start of a run. PostgreSQL backends come and go (pgbench's
@@ -124,21 +163,15 @@ pub(crate) struct CpuClock {
     sampler: tokio::task::JoinHandle<()>,
     /// Child processes' pids and their CPU seconds at the start.
     children: Vec<(u32, f64)>,
+    /// Broker processes' pids and their CPU seconds at the start.
+    brokers: Vec<(u32, f64)>,
 }
 
 impl CpuClock {
     /// Like [`CpuClock::start`], also counting the processes `pids` (which outlive the run).
     pub(crate) fn start_with(pids: Vec<u32>) -> Self {
         let mut clock = Self::start();
-        clock.children = pids
-            .into_iter()
-            .map(|pid| {
-                (
-                    pid,
-                    cpu_seconds(&format!("/proc/{pid}/stat")).unwrap_or(0.0),
-                )
-            })
-            .collect();
+        clock.children = readings(pids);
         clock
     }
 
@@ -161,6 +194,7 @@ impl CpuClock {
             postgres,
             sampler,
             children: Vec::new(),
+            brokers: readings(BROKERS.lock().expect("broker pids").clone()),
         }
     }
 
@@ -176,17 +210,11 @@ impl CpuClock {
             .values()
             .map(|(first, last)| last - first)
             .sum();
-        let children: f64 = self
-            .children
-            .iter()
-            .map(|(pid, first)| {
-                cpu_seconds(&format!("/proc/{pid}/stat")).map_or(0.0, |last| last - first)
-            })
-            .sum();
         CpuUse {
             bench: (cpu_seconds("/proc/self/stat").unwrap_or(0.0) - self.bench) / wall,
             postgres: postgres / wall,
-            children: children / wall,
+            children: used(&self.children) / wall,
+            broker: used(&self.brokers) / wall,
         }
     }
 }

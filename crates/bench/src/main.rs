@@ -11,11 +11,13 @@
 //! cargo run --release -p taskmesh-bench -- reminders [--total 100000] [--burst 1000]
 //! cargo run --release -p taskmesh-bench -- streams      # 10,000 then 50,000 idle streams
 //! cargo run --release -p taskmesh-bench -- idle         # the CPU of a mesh nobody calls
+//! cargo run --release -p taskmesh-bench -- --broker-process pipeline  # broker apart
 //! ```
 
 mod idle;
 mod live;
 mod load;
+mod mesh;
 mod pipeline;
 mod reminders;
 mod rpc;
@@ -35,6 +37,11 @@ struct Cli {
     /// Every scenario at small scale, seconds in all (CI runs this so the suite cannot rot).
     #[arg(long, global = true)]
     quick: bool,
+
+    /// The broker in a process of its own, so the table tells the mesh's CPU from the
+    /// development broker's (`+ broker`).
+    #[arg(long, global = true)]
+    broker_process: bool,
 
     /// One scenario; none runs all of them.
     #[command(subcommand)]
@@ -68,6 +75,9 @@ enum Scenario {
     /// A bare tonic Health server alone in a process (started by `streams`; not for people).
     #[command(hide = true)]
     HealthProcess,
+    /// The embedded broker alone in a process (`--broker-process`; not for people).
+    #[command(hide = true)]
+    BrokerProcess,
 }
 
 /// How big and long the runs are.
@@ -144,6 +154,9 @@ impl Scale {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     statements::install();
+    if cli.broker_process {
+        mesh::use_broker_process();
+    }
     let scale = Scale::new(cli.quick);
     let reminder_args = |args: reminders::Args| {
         if cli.quick {
@@ -160,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Some(Scenario::GatewayProcess(args)) => return streams::gateway_process(args).await,
         Some(Scenario::HealthProcess) => return streams::health_process().await,
+        Some(Scenario::BrokerProcess) => return mesh::broker_process().await,
         Some(Scenario::Reminders(args)) => reminders::run(reminder_args(args), &mut table).await?,
         Some(Scenario::CreateTask) => rpc::run(&scale, &mut table).await?,
         Some(Scenario::LiveUpdate) => live::run(&scale, &mut table).await?,

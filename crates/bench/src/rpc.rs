@@ -41,7 +41,7 @@ const POOL: usize = 8;
 
 /// Runs the scenario and its two baselines; adds their rows to `table`.
 pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
-    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let mesh = crate::mesh::start(MeshOptions::default()).await?;
     let mesh_channels = connect(mesh.gateway_addr).await?;
     let tokens = bearer_tokens("bench-", USERS)?;
     let create = |i: u64| {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use taskmesh_proto::task::v1::{ListTasksRequest, task_service_client::TaskServiceClient};
-use taskmesh_testkit::{Mesh, MeshOptions};
+use taskmesh_testkit::MeshOptions;
 
 use crate::{Scale, load::open_loop, rpc, table::Table};
 
@@ -83,7 +83,7 @@ const WORDS: [&str; 64] = [
 
 /// Runs the scenario; adds its rows to `table`.
 pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> {
-    let mesh = Mesh::start(MeshOptions::default()).await?;
+    let mesh = crate::mesh::start(MeshOptions::default()).await?;
     let (tasks, users) = (scale.search_tasks, scale.search_users);
     let started = std::time::Instant::now();
     sqlx::query(

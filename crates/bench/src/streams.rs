@@ -162,7 +162,7 @@ pub(crate) async fn health_process() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn announce(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn announce(addr: SocketAddr) -> anyhow::Result<()> {
     let mut stdout = tokio::io::stdout();
     stdout
         .write_all(format!("listening {addr}\n").as_bytes())
@@ -173,7 +173,7 @@ async fn announce(addr: SocketAddr) -> anyhow::Result<()> {
 
 /// Calls `on_line` for each line on stdin; cancels `shutdown` when stdin closes (the parent
 /// is done or gone).
-async fn read_stdin<F, Fut>(shutdown: CancellationToken, on_line: F)
+pub(crate) async fn read_stdin<F, Fut>(shutdown: CancellationToken, on_line: F)
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = ()>,
@@ -186,15 +186,15 @@ where
 }
 
 /// A server in a child process (this binary, a hidden subcommand); killed when dropped.
-struct ChildServer {
+pub(crate) struct ChildServer {
     process: Child,
     stdin: ChildStdin,
-    addr: SocketAddr,
-    pid: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pid: u32,
 }
 
 impl ChildServer {
-    async fn spawn(args: &[&str]) -> anyhow::Result<Self> {
+    pub(crate) async fn spawn(args: &[&str]) -> anyhow::Result<Self> {
         let mut process = tokio::process::Command::new(std::env::current_exe()?)
             .args(args)
             .stdin(Stdio::piped())
@@ -627,7 +627,7 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     let fds = raise_fd_limit();
     let most = scale.stream_levels.iter().copied().max().unwrap_or(0);
     let tokens = rpc::bearer_tokens("streams-", most.div_ceil(STREAMS_PER_USER))?;
-    let mesh = Mesh::start(MeshOptions {
+    let mesh = crate::mesh::start(MeshOptions {
         relay: false,
         ..MeshOptions::default()
     })

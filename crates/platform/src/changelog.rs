@@ -98,7 +98,38 @@ pub async fn record(
     time: DateTime<Utc>,
     change: Change<'_>,
 ) -> Result<i64, sqlx::Error> {
-    let sequences = record_all(conn, log, time, vec![(writer.clone(), change)]).await?;
+    let sequences = write(conn, log, time, vec![(writer.clone(), change)], None).await?;
+    Ok(sequences.first().copied().unwrap_or_default())
+}
+
+/// The response a request finished with (AIP-155): what a retry of its `request_id` gets.
+#[derive(Debug)]
+pub struct Finish<'a> {
+    /// The RPC's name, e.g. `CreateTask` (as given to [`crate::requests::claim`]).
+    pub method: &'a str,
+    /// The resource it acted on.
+    pub resource_id: Uuid,
+    /// The encoded response message.
+    pub response: Vec<u8>,
+}
+
+/// [`record`], and stores `finish` as the response of the writer's `request_id` (claimed
+/// with [`crate::requests::claim`]; the service's schema has its `requests` table) in the
+/// same statement, so finishing a request costs no round trip of its own. Without a
+/// `request_id` it is [`record`].
+///
+/// # Errors
+/// The database error.
+pub async fn record_finishing(
+    conn: &mut PgConnection,
+    log: &Log,
+    writer: &Writer<'_>,
+    time: DateTime<Utc>,
+    change: Change<'_>,
+    finish: Finish<'_>,
+) -> Result<i64, sqlx::Error> {
+    let finish = (!writer.request_id.is_empty()).then_some(finish);
+    let sequences = write(conn, log, time, vec![(writer.clone(), change)], finish).await?;
     Ok(sequences.first().copied().unwrap_or_default())
 }
 
@@ -115,9 +146,25 @@ pub async fn record_all(
     time: DateTime<Utc>,
     changes: Vec<(Writer<'_>, Change<'_>)>,
 ) -> Result<Vec<i64>, sqlx::Error> {
+    write(conn, log, time, changes, None).await
+}
+
+/// [`record_all`], and with `finish` the response of the first writer's request stored by
+/// the same statement.
+async fn write(
+    conn: &mut PgConnection,
+    log: &Log,
+    time: DateTime<Utc>,
+    changes: Vec<(Writer<'_>, Change<'_>)>,
+    finish: Option<Finish<'_>>,
+) -> Result<Vec<i64>, sqlx::Error> {
     if changes.is_empty() {
         return Ok(Vec::new());
     }
+    let finishing = finish.map(|finish| {
+        let writer = &changes[0].0;
+        (writer.user.to_owned(), writer.request_id.to_owned(), finish)
+    });
     let mut counts: HashMap<&str, i64> = HashMap::new();
     for (writer, _) in &changes {
         *counts.entry(writer.user).or_default() += 1;
@@ -149,14 +196,24 @@ pub async fn record_all(
         sequences.push(sequence);
         events.push((writer.topic, event(log, &writer, time, change, sequence)));
     }
-    // The change-log rows, the outbox rows and the relay's wake-up in one round trip.
+    // The change-log rows, the outbox rows and the relay's wake-up in one round trip; and
+    // the request's response (a data-modifying WITH runs whether or not it is read).
+    const WRITE: &str = "c AS (INSERT INTO changes (user_id, sequence, event_id, event_type, \
+         subject, create_time, payload) SELECT e.record_key, s.sequence, e.event_id, \
+         e.event_type, e.subject, e.event_time, e.payload FROM e \
+         JOIN unnest($11::bigint[]) WITH ORDINALITY AS s(sequence, n) USING (n))";
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "WITH e AS (SELECT * FROM {}), o AS ({}), \
-             c AS (INSERT INTO changes (user_id, sequence, event_id, event_type, subject, \
-             create_time, payload) SELECT e.record_key, s.sequence, e.event_id, e.event_type, \
-             e.subject, e.event_time, e.payload FROM e JOIN unnest($11::bigint[]) WITH ORDINALITY \
-             AS s(sequence, n) USING (n)) \
+            "WITH e AS (SELECT * FROM {}), o AS ({}), {WRITE} SELECT pg_notify($12, '')",
+            outbox::EVENTS_UNNEST,
+            outbox::INSERT_FROM_E
+        )
+    });
+    static FINISHING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH e AS (SELECT * FROM {}), o AS ({}), {WRITE}, \
+             f AS (UPDATE requests SET resource_id = $13, response = $14 \
+             WHERE user_id = $15 AND method = $16 AND request_id = $17) \
              SELECT pg_notify($12, '')",
             outbox::EVENTS_UNNEST,
             outbox::INSERT_FROM_E
@@ -164,11 +221,23 @@ pub async fn record_all(
     });
     let refs: Vec<(&str, &cloudevents::CloudEvent)> =
         events.iter().map(|(topic, e)| (*topic, e)).collect();
-    outbox::bind_events(sqlx::query(SQL.as_str()), &refs)
+    let sql = if finishing.is_some() {
+        FINISHING.as_str()
+    } else {
+        SQL.as_str()
+    };
+    let mut query = outbox::bind_events(sqlx::query(sql), &refs)
         .bind(&sequences)
-        .bind(log.channel)
-        .execute(&mut *conn)
-        .await?;
+        .bind(log.channel);
+    if let Some((user, request_id, finish)) = finishing {
+        query = query
+            .bind(finish.resource_id)
+            .bind(finish.response)
+            .bind(user)
+            .bind(finish.method)
+            .bind(request_id);
+    }
+    query.execute(&mut *conn).await?;
     Ok(sequences)
 }
 

@@ -78,6 +78,12 @@ pub(crate) struct Common {
     )]
     pub(crate) database_url: String,
 
+    /// Connections of each service's PostgreSQL pool (per process; `dev` has one per
+    /// service): the RPCs in flight plus, per consumer of the process, up to 4 transactions
+    /// (one per partition applied at once). See the README's "Sizing".
+    #[arg(long, env = "TASKMESH_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub(crate) database_pool_size: u32,
+
     /// Kafka bootstrap servers (`host:port,...`). For `dev`, unset means the embedded broker.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub(crate) kafka_brokers: Option<String>,

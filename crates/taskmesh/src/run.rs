@@ -38,7 +38,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// A pool on `schema` of `DATABASE_URL`.
 async fn pool(common: &Common, schema: &str) -> anyhow::Result<sqlx::PgPool> {
-    let pool = db::connect(&common.database_url, schema, 16)
+    let pool = db::connect(&common.database_url, schema, common.database_pool_size)
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     Ok(pool)
@@ -109,6 +109,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         crate::web::ensure_built(args.web_dir.clone()).await;
     }
     let mut config = MeshConfig::new(common.database_url.clone(), kafka, verifier);
+    config.pool_size = common.database_pool_size;
     config.change_retention = common.change_retention;
     config.audit_retention = common.audit_retention;
     config.gateway_listen = args.listen;

@@ -27,6 +27,25 @@ pub(crate) async fn record(
     changelog::record(conn, &LOG, writer, time, change).await
 }
 
+/// Records `change` and finishes the writer's request with `response` (see
+/// [`changelog::record_finishing`]): one statement for both.
+pub(crate) async fn record_finishing(
+    conn: &mut PgConnection,
+    writer: &Writer<'_>,
+    time: DateTime<Utc>,
+    change: Change<'_>,
+    method: &str,
+    resource_id: uuid::Uuid,
+    response: &impl prost::Message,
+) -> Result<i64, sqlx::Error> {
+    let finish = changelog::Finish {
+        method,
+        resource_id,
+        response: response.encode_to_vec(),
+    };
+    changelog::record_finishing(conn, &LOG, writer, time, change, finish).await
+}
+
 /// CloudEvent types TaskService produces on `task-events`.
 pub(crate) mod types {
     /// A task was created.

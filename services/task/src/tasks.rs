@@ -102,7 +102,7 @@ pub(crate) async fn create<'c>(
     })?
     .to_proto();
     let payload = task.clone();
-    changes::record(
+    changes::record_finishing(
         &mut tx,
         writer,
         time,
@@ -118,13 +118,7 @@ pub(crate) async fn create<'c>(
                 .encode_to_vec()
             }),
         },
-    )
-    .await?;
-    taskmesh_platform::requests::finish(
-        &mut tx,
-        writer.user,
         "CreateTask",
-        writer.request_id,
         id,
         &task,
     )
@@ -498,9 +492,7 @@ pub(crate) async fn set_completed<'c>(
             }),
         }
     };
-    changes::record(&mut tx, writer, time, change).await?;
-    taskmesh_platform::requests::finish(&mut tx, writer.user, method, writer.request_id, id, &task)
-        .await?;
+    changes::record_finishing(&mut tx, writer, time, change, method, id, &task).await?;
     tx.commit().await?;
     Ok(task)
 }

@@ -53,7 +53,7 @@ pub(super) async fn batch<H: Handler, E>(
     pool: &PgPool,
     consumer: &str,
     handler: &H,
-    events: &[Result<CloudEvent, E>],
+    events: &[&Result<CloudEvent, E>],
 ) -> Result<Vec<Option<Outcome>>, usize> {
     let span = tracing::debug_span!("consume.batch", consumer = %consumer, events = events.len());
     tracing::Instrument::instrument(batch_in_span(pool, consumer, handler, events), span).await
@@ -64,7 +64,7 @@ async fn batch_in_span<H: Handler, E>(
     pool: &PgPool,
     consumer: &str,
     handler: &H,
-    events: &[Result<CloudEvent, E>],
+    events: &[&Result<CloudEvent, E>],
 ) -> Result<Vec<Option<Outcome>>, usize> {
     let mut tx = pool.begin().await.map_err(|_| 0_usize)?;
     // A batch holds its locks longer than one event would, and two batches may take them in

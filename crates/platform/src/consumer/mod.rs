@@ -13,9 +13,11 @@
 //!   headers) at once, and the consumer goes on.
 //! - **failed** (anything unexpected): retried a few times with backoff, then dead-lettered.
 //!
-//! Events that have already arrived are applied together, up to [`BATCH`] in one transaction
-//! (one commit, one WAL flush); a lone event is never held back waiting for company. If any
-//! event of a batch fails, the transaction is rolled back and every event of the batch is
+//! Events that have already arrived are applied together, up to [`BATCH`] of a partition in
+//! one transaction (one commit, one WAL flush), the partitions concurrently (up to
+//! [`PARTITIONS_IN_FLIGHT`] transactions at once, each partition's in order); a lone event
+//! is never held back waiting for company. If any event of a batch fails, the transaction is
+//! rolled back and every event of the batch (and those after it in its partition) is
 //! applied on its own: a bad event costs its batch one retry and is dead-lettered alone. (No
 //! seeking back: a fetch from an offset inside a stored record batch is not served by every
 //! broker, and with partitions assigned by leases rather than group membership there is no
@@ -144,6 +146,13 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Most events applied in one transaction.
 pub const BATCH: usize = 128;
+
+/// Most transactions one consumer runs at once, each for events of its own partition (a
+/// partition's events are applied in order, one transaction after the other). Records are
+/// keyed by user, so concurrent transactions touch different users' rows. Each takes a
+/// connection of the service's pool while it runs: size the pool for the RPCs plus this
+/// many per consumer of the process.
+pub const PARTITIONS_IN_FLIGHT: usize = 4;
 
 /// Longest an idle fetch of these consumers waits at the broker, in milliseconds (at least;
 /// [`KafkaConfig::fetch_wait_max_ms`] when larger).

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio::{sync::watch, time::Instant};
 
 use super::{
-    BATCH, ConsumerSettings, Handler,
+    BATCH, ConsumerSettings, Handler, PARTITIONS_IN_FLIGHT,
     apply::{self, Failure, Outcome},
     dead_letter::DeadLetters,
     lag,
@@ -26,6 +26,10 @@ use crate::{
     cloudevents::CloudEvent,
     runtime::{Backoff, TaskContext},
 };
+
+/// Most messages taken from the client for one pass: a full transaction for each partition
+/// applied at once.
+const GATHER: usize = BATCH * PARTITIONS_IN_FLIGHT;
 
 /// One consumer's state; see the module docs.
 pub(super) struct Worker<H> {
@@ -364,17 +368,20 @@ impl<H: Handler> Worker<H> {
 
     /// After a transient failure: keep `unapplied` to apply first, and try again after the
     /// next backoff delay (receiving nothing meanwhile).
-    fn pause(&mut self, unapplied: &[OwnedMessage], why: &str) {
-        self.carry = unapplied.to_vec();
+    fn pause(&mut self, unapplied: Vec<OwnedMessage>, why: &str) {
+        self.carry = unapplied;
         self.failing.events = true;
         self.ctx.health.degraded(&why);
         self.paused_until = Some(Instant::now() + self.backoff.next_delay());
     }
 
-    /// Applies a batch: all together first; if that fails, every event of it one by one
-    /// (with retries), so a bad event costs its batch one retry and is dead-lettered alone.
-    /// After a transient failure the events from the failing one on are kept and applied
-    /// first when the wait is over.
+    /// Applies a batch: each partition's events together first, the partitions concurrently
+    /// (up to [`PARTITIONS_IN_FLIGHT`] transactions at once, each partition's in order, at
+    /// most [`BATCH`] events per transaction); the events of a transaction that failed, and
+    /// those after them in their partition, then one by one (with retries), so a bad event
+    /// costs its batch one retry and is dead-lettered alone. After a transient failure the
+    /// events not applied yet are kept and applied first when the wait is over; the other
+    /// partitions' applied events still have their offsets stored.
     ///
     /// # Errors
     /// None today; the signature leaves room for failures that must stop the consumer.
@@ -385,20 +392,28 @@ impl<H: Handler> Worker<H> {
     ) -> anyhow::Result<()> {
         let name = self.settings.name.clone();
         let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
-        let together = if batch.len() > 1 {
-            apply::batch(&self.pool, &name, &self.handler, &events)
-                .await
-                .ok()
-        } else {
-            None
-        };
+        let together = self.together(batch, &events).await;
+        // Once an event failed transiently: why, and the events kept to apply after the wait.
+        let mut pausing: Option<(String, Vec<OwnedMessage>)> = None;
         for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
             let started = std::time::Instant::now();
-            let outcome = match (together.as_ref().and_then(|o| o[i]), event) {
-                (Some(outcome), _) => Ok(outcome),
+            let settled = together[i];
+            if let Some((_, kept)) = &mut pausing
+                && settled.is_none()
+            {
+                // Applied together events precede, in their partition, every kept one; the
+                // rest waits with the event that failed.
+                kept.push(message.clone());
+                continue;
+            }
+            let outcome = match (settled, event) {
+                (Some(Settled::Applied(outcome)), _) => Ok(outcome),
+                (_, Err(error)) => Err(Failure::DeadLetter(format!(
+                    "not a taskmesh CloudEvent: {error}"
+                ))),
                 // Shutting down: leave the rest unstored; they are delivered again.
-                (None, _) if self.ctx.shutdown.is_cancelled() => return Ok(()),
-                (None, Ok(event)) => {
+                (_, Ok(_)) if self.ctx.shutdown.is_cancelled() => return Ok(()),
+                (_, Ok(event)) => {
                     tracing::Instrument::instrument(
                         apply::one(
                             &self.pool,
@@ -411,9 +426,6 @@ impl<H: Handler> Worker<H> {
                     )
                     .await
                 }
-                (None, Err(error)) => Err(Failure::DeadLetter(format!(
-                    "not a taskmesh CloudEvent: {error}"
-                ))),
             };
             let label = match outcome {
                 Ok(Outcome::Applied) => "applied",
@@ -434,8 +446,8 @@ impl<H: Handler> Worker<H> {
                 Err(Failure::Transient(reason)) => {
                     metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => "retried")
                         .increment(1);
-                    self.pause(&batch[i..], &reason);
-                    return Ok(());
+                    pausing = Some((reason, vec![message.clone()]));
+                    continue;
                 }
                 Err(Failure::Interrupted) => return Ok(()),
             };
@@ -450,12 +462,60 @@ impl<H: Handler> Worker<H> {
             }
             self.store(consumer, message);
         }
+        if let Some((reason, kept)) = pausing {
+            self.pause(kept, &reason);
+            return Ok(());
+        }
         // The events that failed went through.
         if self.failing.events {
             self.backoff.reset();
         }
         self.healed(|f| f.events = false);
         Ok(())
+    }
+
+    /// The first pass over a batch: each partition's events in transactions of up to
+    /// [`BATCH`], in order, the partitions concurrently (up to [`PARTITIONS_IN_FLIGHT`]); a
+    /// partition stops at its first transaction that fails. Per event, what became of it, or
+    /// `None` when it is left to the one-by-one pass (its transaction failed or came after
+    /// one that did, or it was alone).
+    async fn together(
+        &self,
+        batch: &[OwnedMessage],
+        events: &[Result<CloudEvent, crate::cloudevents::EnvelopeError>],
+    ) -> Vec<Option<Settled>> {
+        let mut partitions: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, message) in batch.iter().enumerate() {
+            partitions.entry(message.partition()).or_default().push(i);
+        }
+        let name = self.settings.name.as_str();
+        let (pool, handler) = (&self.pool, &self.handler);
+        let applied: Vec<Vec<(usize, Option<Settled>)>> =
+            futures::stream::iter(partitions.into_values().map(|positions| async move {
+                let mut settled = Vec::with_capacity(positions.len());
+                for chunk in positions.chunks(BATCH) {
+                    // A lone event goes the one-by-one way (fewer statements).
+                    if chunk.len() < 2 {
+                        break;
+                    }
+                    let slice: Vec<_> = chunk.iter().map(|&i| &events[i]).collect();
+                    let Ok(outcomes) = apply::batch(pool, name, handler, &slice).await else {
+                        break;
+                    };
+                    settled.extend(chunk.iter().zip(outcomes).map(|(&i, outcome)| {
+                        (i, Some(outcome.map_or(Settled::Malformed, Settled::Applied)))
+                    }));
+                }
+                settled
+            }))
+            .buffer_unordered(PARTITIONS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut together = vec![None; batch.len()];
+        for (i, settled) in applied.into_iter().flatten() {
+            together[i] = settled;
+        }
+        together
     }
 
     /// Clears a failure; reports the task recovered when none is left.
@@ -489,6 +549,15 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// What the first, set-based pass made of an event.
+#[derive(Clone, Copy, Debug)]
+enum Settled {
+    /// Its transaction committed: applied now, or a redelivery.
+    Applied(Outcome),
+    /// It is not a CloudEvent (its transaction committed without it): dead-letter it.
+    Malformed,
+}
+
 /// Waits until `deadline` (never, for `None`).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -497,11 +566,11 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `first` and up to [`BATCH`] - 1 more messages that have already arrived, as owned copies
+/// `first` and up to [`GATHER`] - 1 more messages that have already arrived, as owned copies
 /// (a transient failure keeps the unapplied ones past the next receive).
 fn more(consumer: &StreamConsumer, first: OwnedMessage) -> Vec<OwnedMessage> {
     let mut batch = vec![first];
-    while batch.len() < BATCH {
+    while batch.len() < GATHER {
         match consumer.recv().now_or_never() {
             Some(Ok(message)) => batch.push(message.detach()),
             Some(Err(error)) => {
