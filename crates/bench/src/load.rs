@@ -106,8 +106,7 @@ impl CpuUse {
 
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.bench == 0.0 && self.postgres == 0.0 && self.children == 0.0 && self.broker == 0.0
-        {
+        if self.bench == 0.0 && self.postgres == 0.0 && self.children == 0.0 && self.broker == 0.0 {
             return write!(f, "-");
         }
         write!(f, "{:.2} + pg {:.2}", self.bench, self.postgres)?;
@@ -150,7 +149,9 @@ fn readings(pids: impl IntoIterator<Item = u32>) -> Vec<(u32, f64)> {
 fn used(since: &[(u32, f64)]) -> f64 {
     since
         .iter()
-        .map(|(pid, first)| cpu_seconds(&format!("/proc/{pid}/stat")).map_or(0.0, |last| last - first))
+        .map(|(pid, first)| {
+            cpu_seconds(&format!("/proc/{pid}/stat")).map_or(0.0, |last| last - first)
+        })
         .sum()
 }
 

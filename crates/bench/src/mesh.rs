@@ -63,6 +63,7 @@ pub(crate) async fn start(options: MeshOptions) -> anyhow::Result<BenchMesh> {
             broker: None,
         });
     }
+    taskmesh_testkit::init_tracing();
     let broker = ChildServer::spawn(&["broker-process"]).await?;
     let kafka = KafkaConfig::local(broker.addr.to_string());
     let mesh = Mesh::start_with(options, kafka, None, |_| {}).await?;

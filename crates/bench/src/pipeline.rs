@@ -80,7 +80,11 @@ pub(crate) async fn run(scale: &Scale, events: usize, table: &mut Table) -> anyh
     let mut relayed: Option<Duration> = None;
     let deadline = started + Duration::from_secs(600);
     while finished.len() < consumers.len() {
-        if relayed.is_none() && count(&mesh.pool, "SELECT count(*) FROM outbox").await? == 0 {
+        if relayed.is_none()
+            && !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM outbox)")
+                .fetch_one(&mesh.pool)
+                .await?
+        {
             relayed = Some(started.elapsed());
         }
         for (name, pool) in consumers {

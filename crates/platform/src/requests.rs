@@ -22,7 +22,7 @@ pub fn validate(request_id: &str, v: &mut Violations) {
 }
 
 /// Claims `request_id` for this transaction. `Ok(None)`: first time, go ahead (and call
-/// [`finish`]); `Ok(Some(bytes))`: already done, here is its response. A concurrent first call
+/// [`finish`], or record the change with [`crate::changelog::record_finishing`]); `Ok(Some(bytes))`: already done, here is its response. A concurrent first call
 /// makes this wait until it commits (or rolls back, and then this one goes ahead).
 pub async fn claim(
     conn: &mut PgConnection,

@@ -483,6 +483,34 @@ pub async fn publish(kafka: &KafkaConfig, topic: Topic, event: &CloudEvent) -> a
     Ok(())
 }
 
+/// Publishes `events` to `topic` with one producer, every record queued before any is
+/// awaited (so they reach a consumer as a backlog), each keyed by its `key`.
+///
+/// # Errors
+/// When the producer cannot be created or a record is not acknowledged within 30 s.
+pub async fn publish_all(
+    kafka: &KafkaConfig,
+    topic: Topic,
+    events: &[CloudEvent],
+) -> anyhow::Result<()> {
+    let producer = kafka.producer()?;
+    let topic = kafka.topic(topic);
+    let mut deliveries = Vec::with_capacity(events.len());
+    for event in events {
+        let record = rdkafka::producer::FutureRecord::to(&topic)
+            .key(&event.key)
+            .payload(&event.data)
+            .headers(event.headers());
+        deliveries.push(producer.send(record, Duration::from_secs(30)));
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("publish failed: {error}"))?;
+    }
+    Ok(())
+}
+
 /// A child process (e.g. the `taskmesh` binary under test) killed with SIGKILL and reaped when
 /// dropped, so a failing test leaves no process behind holding ports.
 #[derive(Debug)]

@@ -38,6 +38,9 @@ pub(crate) async fn record_finishing(
     resource_id: uuid::Uuid,
     response: &impl prost::Message,
 ) -> Result<i64, sqlx::Error> {
+    if writer.request_id.is_empty() {
+        return record(conn, writer, time, change).await;
+    }
     let finish = changelog::Finish {
         method,
         resource_id,

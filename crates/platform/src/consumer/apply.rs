@@ -26,7 +26,7 @@ pub(super) enum Outcome {
 pub(super) enum Failure {
     /// It can never be applied: move it to the dead-letter topic, for this reason.
     DeadLetter(String),
-    /// It can be applied later: keep it (and what came after it) and retry after a pause.
+    /// It can be applied later: keep it (and what is not applied yet) and retry after a pause.
     Transient(String),
     /// Shutdown came while retrying: leave the offset, the event is delivered again later.
     Interrupted,

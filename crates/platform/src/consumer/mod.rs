@@ -5,7 +5,7 @@
 //!
 //! Failures are told apart ([`HandleError`]):
 //! - **transient** (the database is away, a pool or statement timeout, a serialization failure
-//!   or deadlock): the consumer keeps the events from the failing one on, stops receiving
+//!   or deadlock): the consumer keeps the events it has not applied, stops receiving
 //!   and tries again after a capped backoff, for as long as it takes, reporting itself
 //!   degraded. It never dead-letters such an event.
 //! - **rejected** (the record is not a taskmesh CloudEvent, the payload does not decode, the
@@ -13,9 +13,10 @@
 //!   headers) at once, and the consumer goes on.
 //! - **failed** (anything unexpected): retried a few times with backoff, then dead-lettered.
 //!
-//! Events that have already arrived are applied together, up to [`BATCH`] of a partition in
-//! one transaction (one commit, one WAL flush), the partitions concurrently (up to
-//! [`PARTITIONS_IN_FLIGHT`] transactions at once, each partition's in order); a lone event
+//! Events that have already arrived are applied together, up to [`BATCH`] in one
+//! transaction (one commit, one WAL flush); when more than that has arrived, each
+//! partition's events go in transactions of their own, the partitions concurrently (up to
+//! [`PARTITIONS_IN_FLIGHT`] transactions at once, each partition's in order). A lone event
 //! is never held back waiting for company. If any event of a batch fails, the transaction is
 //! rolled back and every event of the batch (and those after it in its partition) is
 //! applied on its own: a bad event costs its batch one retry and is dead-lettered alone. (No
@@ -150,8 +151,9 @@ pub const BATCH: usize = 128;
 /// Most transactions one consumer runs at once, each for events of its own partition (a
 /// partition's events are applied in order, one transaction after the other). Records are
 /// keyed by user, so concurrent transactions touch different users' rows. Each takes a
-/// connection of the service's pool while it runs: size the pool for the RPCs plus this
-/// many per consumer of the process.
+/// connection of the service's pool while it runs: a consumer uses at most a quarter of its
+/// pool's connections this way (at least one), so the pool should hold the RPCs in flight
+/// plus this many per consumer of the process (README, "Sizing").
 pub const PARTITIONS_IN_FLIGHT: usize = 4;
 
 /// Longest an idle fetch of these consumers waits at the broker, in milliseconds (at least;

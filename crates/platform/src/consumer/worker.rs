@@ -375,9 +375,9 @@ impl<H: Handler> Worker<H> {
         self.paused_until = Some(Instant::now() + self.backoff.next_delay());
     }
 
-    /// Applies a batch: each partition's events together first, the partitions concurrently
-    /// (up to [`PARTITIONS_IN_FLIGHT`] transactions at once, each partition's in order, at
-    /// most [`BATCH`] events per transaction); the events of a transaction that failed, and
+    /// Applies a batch: together first (one transaction when it fits in [`BATCH`]; else each
+    /// partition's events in transactions of up to [`BATCH`], in order, the partitions
+    /// concurrently, up to [`PARTITIONS_IN_FLIGHT`] transactions at once); the events of a transaction that failed, and
     /// those after them in their partition, then one by one (with retries), so a bad event
     /// costs its batch one retry and is dead-lettered alone. After a transient failure the
     /// events not applied yet are kept and applied first when the wait is over; the other
@@ -390,20 +390,43 @@ impl<H: Handler> Worker<H> {
         consumer: &StreamConsumer,
         batch: &[OwnedMessage],
     ) -> anyhow::Result<()> {
+        let mut batch = std::borrow::Cow::Borrowed(batch);
+        loop {
+            let later = self.handle_once(consumer, &batch).await?;
+            if later.is_empty() || self.ctx.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            batch = std::borrow::Cow::Owned(later);
+        }
+    }
+
+    /// One pass of [`Worker::handle`]; returns the events of partitions whose transaction
+    /// failed that came after it (not applied yet, for the next pass: the one-by-one events
+    /// cover only the failed transaction, so a bad event costs one batch).
+    async fn handle_once(
+        &mut self,
+        consumer: &StreamConsumer,
+        batch: &[OwnedMessage],
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
         let name = self.settings.name.clone();
         let events: Vec<_> = batch.iter().map(CloudEvent::from_message).collect();
         let together = self.together(batch, &events).await;
         // Once an event failed transiently: why, and the events kept to apply after the wait.
         let mut pausing: Option<(String, Vec<OwnedMessage>)> = None;
+        let mut later = Vec::new();
         for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
             let started = std::time::Instant::now();
             let settled = together[i];
             if let Some((_, kept)) = &mut pausing
-                && settled.is_none()
+                && !matches!(settled, Some(Settled::Applied(_) | Settled::Malformed))
             {
                 // Applied together events precede, in their partition, every kept one; the
                 // rest waits with the event that failed.
                 kept.push(message.clone());
+                continue;
+            }
+            if matches!(settled, Some(Settled::Later)) {
+                later.push(message.clone());
                 continue;
             }
             let outcome = match (settled, event) {
@@ -412,7 +435,7 @@ impl<H: Handler> Worker<H> {
                     "not a taskmesh CloudEvent: {error}"
                 ))),
                 // Shutting down: leave the rest unstored; they are delivered again.
-                (_, Ok(_)) if self.ctx.shutdown.is_cancelled() => return Ok(()),
+                (_, Ok(_)) if self.ctx.shutdown.is_cancelled() => return Ok(Vec::new()),
                 (_, Ok(event)) => {
                     tracing::Instrument::instrument(
                         apply::one(
@@ -439,7 +462,7 @@ impl<H: Handler> Worker<H> {
                         .send(message, &name, &reason, &self.ctx)
                         .await
                     {
-                        return Ok(());
+                        return Ok(Vec::new());
                     }
                     "dead_lettered"
                 }
@@ -449,7 +472,7 @@ impl<H: Handler> Worker<H> {
                     pausing = Some((reason, vec![message.clone()]));
                     continue;
                 }
-                Err(Failure::Interrupted) => return Ok(()),
+                Err(Failure::Interrupted) => return Ok(Vec::new()),
             };
             metrics::counter!("taskmesh_consumer_events_total", "consumer" => name.clone(), "outcome" => label)
                 .increment(1);
@@ -464,38 +487,49 @@ impl<H: Handler> Worker<H> {
         }
         if let Some((reason, kept)) = pausing {
             self.pause(kept, &reason);
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The events that failed went through.
         if self.failing.events {
             self.backoff.reset();
         }
         self.healed(|f| f.events = false);
-        Ok(())
+        Ok(later)
     }
 
-    /// The first pass over a batch: each partition's events in transactions of up to
-    /// [`BATCH`], in order, the partitions concurrently (up to [`PARTITIONS_IN_FLIGHT`]); a
-    /// partition stops at its first transaction that fails. Per event, what became of it, or
-    /// `None` when it is left to the one-by-one pass (its transaction failed or came after
-    /// one that did, or it was alone).
+    /// The first pass over a batch: a batch of up to [`BATCH`] in one transaction; a larger
+    /// one, each partition's events in transactions of up to [`BATCH`], in order, the
+    /// partitions concurrently (up to [`PARTITIONS_IN_FLIGHT`], see [`in_flight`]); a
+    /// partition stops at its first transaction that fails, or at shutdown. Per event, what
+    /// became of it ([`Settled::Later`] after the transaction that stopped its partition),
+    /// or `None` when it is left to the one-by-one pass (its transaction failed, or it was
+    /// alone).
     async fn together(
         &self,
         batch: &[OwnedMessage],
         events: &[Result<CloudEvent, crate::cloudevents::EnvelopeError>],
     ) -> Vec<Option<Settled>> {
+        // What fits in one transaction goes in one (fewest statements); more than that is
+        // split by partition, the partitions applied concurrently. Either way a group keeps
+        // each partition's events in their order.
         let mut partitions: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (i, message) in batch.iter().enumerate() {
-            partitions.entry(message.partition()).or_default().push(i);
+            let group = if batch.len() <= BATCH {
+                0
+            } else {
+                message.partition()
+            };
+            partitions.entry(group).or_default().push(i);
         }
         let name = self.settings.name.as_str();
-        let (pool, handler) = (&self.pool, &self.handler);
+        let (pool, handler, shutdown) = (&self.pool, &self.handler, &self.ctx.shutdown);
         let applied: Vec<Vec<(usize, Option<Settled>)>> =
             futures::stream::iter(partitions.into_values().map(|positions| async move {
                 let mut settled = Vec::with_capacity(positions.len());
-                for chunk in positions.chunks(BATCH) {
+                let mut chunks = positions.chunks(BATCH);
+                for chunk in chunks.by_ref() {
                     // A lone event goes the one-by-one way (fewer statements).
-                    if chunk.len() < 2 {
+                    if chunk.len() < 2 || shutdown.is_cancelled() {
                         break;
                     }
                     let slice: Vec<_> = chunk.iter().map(|&i| &events[i]).collect();
@@ -503,12 +537,18 @@ impl<H: Handler> Worker<H> {
                         break;
                     };
                     settled.extend(chunk.iter().zip(outcomes).map(|(&i, outcome)| {
-                        (i, Some(outcome.map_or(Settled::Malformed, Settled::Applied)))
+                        (
+                            i,
+                            Some(outcome.map_or(Settled::Malformed, Settled::Applied)),
+                        )
                     }));
                 }
+                // The chunk that stopped the partition goes one by one; the ones after it
+                // wait for the next pass.
+                settled.extend(chunks.flatten().map(|&i| (i, Some(Settled::Later))));
                 settled
             }))
-            .buffer_unordered(PARTITIONS_IN_FLIGHT)
+            .buffer_unordered(in_flight(pool))
             .collect()
             .await;
         let mut together = vec![None; batch.len()];
@@ -556,6 +596,17 @@ enum Settled {
     Applied(Outcome),
     /// It is not a CloudEvent (its transaction committed without it): dead-letter it.
     Malformed,
+    /// Not tried: an earlier transaction of its partition failed (or shutdown came), and
+    /// that one's events go one by one first. Left for the next pass.
+    Later,
+}
+
+/// Transactions of one consumer at once: [`PARTITIONS_IN_FLIGHT`], fewer on a small pool (a
+/// quarter of its connections, at least one), so consumers sharing a pool leave connections
+/// to the RPCs.
+fn in_flight(pool: &PgPool) -> usize {
+    let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
+    (connections / 4).clamp(1, PARTITIONS_IN_FLIGHT)
 }
 
 /// Waits until `deadline` (never, for `None`).

@@ -13,7 +13,7 @@ use taskmesh_proto::{
     events::v1::{AddExdateCommand, ChangeContext, CreateTaskCommand, EndSeriesCommand},
     task::v1::{GetTaskRequest, ListTasksRequest, Recurrence, Task},
 };
-use taskmesh_testkit::{EventReader, MeshOptions, authed, eventually, publish};
+use taskmesh_testkit::{EventReader, MeshOptions, authed, eventually, publish, publish_all};
 
 use crate::helpers::{Client, due, start};
 
@@ -286,4 +286,93 @@ async fn a_bad_command_among_good_ones_is_dead_lettered_alone() {
     // Nothing more arrives later (the redelivered `first` included).
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(tasks_of_alice(&mut client).await.len(), 3);
+}
+
+/// A backlog of commands from several users (so several partitions), more than one
+/// transaction takes, with a bad command early in it: every good command takes effect
+/// exactly once (the partitions' transactions ran concurrently, the bad one's partition went
+/// one by one for the failed transaction and then on in batches), and only the bad one is
+/// dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_over_partitions_with_a_bad_command_applies_every_good_one_once() {
+    let (mesh, _client) = start(MeshOptions::default()).await;
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let create = |user: &str, title: String, request_id: String| {
+        let command = CreateTaskCommand {
+            context: Some(ChangeContext {
+                user: user.into(),
+                actor: "service:recurrence".into(),
+                sequence: 0,
+                request_id,
+            }),
+            task: Some(Task {
+                title,
+                ..Default::default()
+            }),
+        };
+        let mut event = self::command(
+            "dev.taskmesh.task.create.v1",
+            "taskmesh.events.v1.CreateTaskCommand",
+            "",
+            command.encode_to_vec(),
+        );
+        event.key = user.into();
+        event
+    };
+    let per_user = 100;
+    let mut events = Vec::new();
+    for i in 0..per_user {
+        for user in users {
+            events.push(create(user, format!("backlog {i}"), format!("backlog/{i}")));
+        }
+        if i == 5 {
+            // No request id: an invalid command.
+            events.push(create("alice", "never".into(), String::new()));
+        }
+    }
+    let bad = events[users.len() * 6].id;
+    let kafka = &mesh.kafka;
+    publish_all(kafka, Topic::TaskCommands, &events)
+        .await
+        .unwrap();
+
+    let expected = (users.len() * per_user) as i64;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tasks WHERE title LIKE 'backlog %'")
+            .fetch_one(&mesh.pool)
+            .await
+            .unwrap()
+    };
+    let created = eventually(Duration::from_secs(60), || async {
+        let n = count().await;
+        (n >= expected).then_some(n)
+    })
+    .await;
+    assert_eq!(created, Some(expected), "every good command, once");
+    let per_user: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT user_id, count(*) FROM tasks WHERE title LIKE 'backlog %' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&mesh.pool)
+    .await
+    .unwrap();
+    assert!(
+        per_user.iter().all(|(_, n)| *n == 100) && per_user.len() == users.len(),
+        "{per_user:?}"
+    );
+    let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
+        .await
+        .unwrap();
+    let letters = reader
+        .collect_with_headers(3, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let ids: Vec<uuid::Uuid> = letters.iter().map(|(event, _)| event.id).collect();
+    assert_eq!(
+        ids,
+        [bad, bad],
+        "only the bad command, once per consumer: {ids:?}"
+    );
+    // Nothing more arrives later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count().await, expected);
 }
