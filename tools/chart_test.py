@@ -186,6 +186,11 @@ def check_production(objects):
     for _, obj in objects:
         kinds.setdefault(obj["kind"], []).append(obj)
     config = kinds["ConfigMap"][0]["data"]
+    ingress_host = values_of("values-production.yaml")["ingress"]["host"]
+    mcp_hosts = config.get("TASKMESH_MCP_ALLOWED_HOSTS", "").split(",")
+    mcp_origins = config.get("TASKMESH_MCP_ALLOWED_ORIGINS", "").split(",")
+    if ingress_host not in mcp_hosts or f"https://{ingress_host}" not in mcp_origins:
+        fail(f"{label}: the MCP endpoint does not accept the Ingress host {ingress_host}: {mcp_hosts} {mcp_origins}")
     properties = config.get("TASKMESH_KAFKA_PROPERTIES")
     if not properties:
         fail(f"{label}: the ConfigMap has no TASKMESH_KAFKA_PROPERTIES")
@@ -316,6 +321,9 @@ def main():
         (lambda v: v["database"]["tls"].__setitem__("bogus", "x"), "an unknown database.tls key"),
         (lambda v: v.__setitem__("corsAllowedOrigins", "evil.example"), "a CORS origin without a scheme"),
         (lambda v: v.__setitem__("corsAllowedOrigins", "https://app.example/path"), "a CORS origin with a path"),
+        (lambda v: v["mcp"].__setitem__("allowedOrigins", "evil.example"), "an MCP origin without a scheme"),
+        (lambda v: v["mcp"].__setitem__("allowedHosts", "a.example/path"), "an MCP host with a path"),
+        (lambda v: v["mcp"].__setitem__("bogus", "x"), "an unknown mcp key"),
         (lambda v: v["limits"].__setitem__("maxStreamsPerUser", 0), "no live streams per user"),
         (lambda v: v["limits"].__setitem__("rateLimit", -1), "a negative rate limit"),
         (lambda v: v["jwt"].__setitem__("leeway", "soon"), "a bad JWT leeway"),

@@ -16,11 +16,13 @@
 //! - `proxy`: forwarding of service calls.
 //! - `slots`: live streams per user.
 //! - `grpc_web`: grpc-web translation for grpc-web requests only.
+//! - [`mcp`]: the Model Context Protocol server at `/mcp` (and `taskmesh mcp --stdio`).
 
 mod cors;
 mod grpc_web;
 mod hub;
 mod live;
+pub mod mcp;
 mod proxy;
 mod slots;
 
@@ -46,6 +48,7 @@ use tower_http::services::ServeDir;
 
 pub use cors::{BadOrigin, CorsOrigins};
 pub use live::LiveServiceImpl;
+pub use mcp::McpAccess;
 pub use slots::DEFAULT_MAX_STREAMS_PER_USER;
 
 /// The full name of the gateway's own LiveService, a health service name.
@@ -89,6 +92,8 @@ pub struct GatewayConfig {
     pub connection_limits: ConnectionLimits,
     /// Live streams one user may hold at once; one more ends the oldest.
     pub max_streams_per_user: usize,
+    /// The `Host` and `Origin` values the MCP endpoint (`/mcp`) accepts.
+    pub mcp: McpAccess,
 }
 
 /// A bound, not yet serving gateway.
@@ -158,6 +163,19 @@ impl Gateway {
         if config.metrics {
             router = router.merge(taskmesh_platform::metrics::router());
         }
+        // MCP tools call the services directly, like the proxy, as each request's user.
+        let upstreams = mcp::Upstreams {
+            task: task_channel.clone(),
+            reminder: reminder_channel.clone(),
+            recurrence: recurrence_channel.clone(),
+            audit: audit_channel.clone(),
+        };
+        router = router.merge(mcp::router(
+            upstreams,
+            config.verifier.clone(),
+            &config.mcp,
+            shutdown.clone(),
+        ));
         for (service, channel) in [
             ("taskmesh.task.v1.TaskService", task_channel),
             ("taskmesh.reminder.v1.ReminderService", reminder_channel),
@@ -294,5 +312,5 @@ const INDEX: &str = "<!doctype html><meta charset=utf-8><title>taskmesh</title>\
 <h1>taskmesh gateway</h1><p>gRPC and grpc-web on this address: \
 <code>taskmesh.task.v1.TaskService</code>, <code>taskmesh.reminder.v1.ReminderService</code>, \
 <code>taskmesh.recurrence.v1.RecurrenceService</code>, <code>taskmesh.audit.v1.AuditService</code>, \
-<code>taskmesh.gateway.v1.LiveService</code>. \
+<code>taskmesh.gateway.v1.LiveService</code>; MCP (Streamable HTTP) at <code>/mcp</code>. \
 The web app is not built; see the README.</p>";

@@ -77,7 +77,19 @@ pub struct Caller {
     /// When the token expires: its `exp`, seconds since the Unix epoch (UTC). Long-lived
     /// calls (live streams) end at this time plus the verifier's leeway.
     pub expires_at: u64,
+    /// Who the change log and the audit trail name as making this caller's changes
+    /// (`ChangeContext.actor`): the user id, or `mcp:<user id>` when the call came through
+    /// the MCP server (metadata [`VIA_HEADER`] = `mcp`), i.e. the user's AI assistant made it.
+    pub actor: String,
 }
+
+/// gRPC metadata naming the surface a call came through; `mcp` marks a call the MCP server
+/// made for its user (the audit trail shows the assistant's changes as `mcp:<user>`). It
+/// grants nothing: the token still decides who the caller is and what it may touch.
+pub const VIA_HEADER: &str = "taskmesh-via";
+
+/// The [`VIA_HEADER`] value of the MCP server's calls.
+pub const VIA_MCP: &str = "mcp";
 
 impl Caller {
     /// Whether the caller holds the `admin` role.
@@ -216,6 +228,11 @@ impl Verifier {
         self
     }
 
+    /// The issuer tokens must name (`iss`), when one is configured.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
     /// The leeway for `exp` and `nbf`.
     pub fn leeway(&self) -> Duration {
         self.leeway
@@ -285,6 +302,7 @@ impl Verifier {
             return Err(AuthError::BadSubject);
         }
         Ok(Caller {
+            actor: claims.sub.clone(),
             user: claims.sub,
             roles: claims.roles,
             expires_at: claims.exp,
@@ -312,17 +330,22 @@ impl Verifier {
             .map_err(AuthError::InvalidToken)
     }
 
-    /// Verifies the `authorization: Bearer <token>` entry of gRPC metadata.
+    /// Verifies the `authorization: Bearer <token>` entry of gRPC metadata; a call with
+    /// [`VIA_HEADER`] `mcp` gets the actor `mcp:<user>`.
     ///
     /// # Errors
     /// `UNAUTHENTICATED` with a short reason; the detail is logged at debug level only.
     pub fn verify_metadata(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         let token =
             bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
-        self.verify(token).map_err(|error| {
+        let mut caller = self.verify(token).map_err(|error| {
             tracing::debug!(%error, "rejected token");
             Status::unauthenticated("invalid bearer token")
-        })
+        })?;
+        if metadata.get(VIA_HEADER).is_some_and(|via| via == VIA_MCP) {
+            caller.actor = format!("{VIA_MCP}:{}", caller.user);
+        }
+        Ok(caller)
     }
 }
 

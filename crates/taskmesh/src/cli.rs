@@ -61,6 +61,9 @@ pub(crate) enum Command {
     CheckConfig(CheckArgs),
     /// Print a JWT (as the last line) that the services accept.
     Token(TokenArgs),
+    /// Serve the MCP tools over stdin/stdout for a local MCP host (Claude Desktop, Claude
+    /// Code, an IDE), calling a running gateway as the user of `TASKMESH_TOKEN`.
+    Mcp(McpArgs),
     /// Dead-lettered events.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -230,6 +233,9 @@ pub(crate) struct DevArgs {
     /// `scheme://host[:port]`, `*` for any, empty for only its own.
     #[arg(long, env = "TASKMESH_CORS_ALLOWED_ORIGINS", default_value = "*")]
     pub(crate) cors_allowed_origins: CorsOrigins,
+
+    #[command(flatten)]
+    pub(crate) mcp: McpAccessArgs,
 }
 
 /// `taskmesh dlq`.
@@ -371,6 +377,70 @@ pub(crate) struct ServeArgs {
     /// app it serves).
     #[arg(long, env = "TASKMESH_CORS_ALLOWED_ORIGINS", default_value = "")]
     pub(crate) cors_allowed_origins: CorsOrigins,
+
+    #[command(flatten)]
+    pub(crate) mcp: McpAccessArgs,
+}
+
+/// Who may reach the gateway's MCP endpoint (`/mcp`).
+#[derive(Debug, Args)]
+pub(crate) struct McpAccessArgs {
+    /// Host names (or `host:port`) MCP requests may carry in `Host`, comma-separated; a name
+    /// without a port matches any port; `*` accepts any host. Guards against DNS rebinding:
+    /// list the names clients reach the gateway by.
+    #[arg(
+        long,
+        env = "TASKMESH_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub(crate) mcp_allowed_hosts: Vec<String>,
+
+    /// Browser origins allowed to call `/mcp` (`scheme://host:port`, `:*` for any port),
+    /// comma-separated; a request with another `Origin` gets 403 (requests without `Origin`,
+    /// i.e. not from a browser page, pass).
+    #[arg(
+        long,
+        env = "TASKMESH_MCP_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
+    )]
+    pub(crate) mcp_allowed_origins: Vec<String>,
+}
+
+impl McpAccessArgs {
+    /// The gateway's setting.
+    pub(crate) fn access(&self) -> taskmesh_gateway::McpAccess {
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|item| item.trim().to_owned())
+                .filter(|item| !item.is_empty())
+                .collect()
+        };
+        taskmesh_gateway::McpAccess {
+            allowed_hosts: list(&self.mcp_allowed_hosts),
+            allowed_origins: list(&self.mcp_allowed_origins),
+        }
+    }
+}
+
+/// `taskmesh mcp`.
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// Speak MCP over stdin/stdout (the only transport of this command; Streamable HTTP is
+    /// served by the gateway at `/mcp`).
+    #[arg(long, required = true)]
+    pub(crate) stdio: bool,
+
+    /// The gateway to call, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, env = "TASKMESH_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    pub(crate) gateway: String,
+
+    /// The bearer token the tools act with (e.g. the last line of `taskmesh token --sub
+    /// alice`).
+    #[arg(long, env = "TASKMESH_TOKEN", hide_env_values = true)]
+    pub(crate) token: SecretString,
 }
 
 /// The mesh's components.

@@ -49,6 +49,8 @@ pub struct MeshConfig {
     pub recurrence_relay: bool,
     /// The origins whose pages may call the gateway cross-origin.
     pub cors: CorsOrigins,
+    /// The `Host` and `Origin` values the gateway's MCP endpoint accepts.
+    pub mcp: taskmesh_gateway::McpAccess,
     /// The gateway's connection limits.
     pub connection_limits: ConnectionLimits,
     /// Live streams one user may hold at once on the gateway.
@@ -75,6 +77,7 @@ impl MeshConfig {
             scheduler: true,
             recurrence_relay: true,
             cors: CorsOrigins::Any,
+            mcp: taskmesh_gateway::McpAccess::default(),
             connection_limits: ConnectionLimits::default(),
             max_streams_per_user: taskmesh_gateway::DEFAULT_MAX_STREAMS_PER_USER,
             max_tasks_per_user: NonZeroU64::new(taskmesh_task::DEFAULT_MAX_TASKS_PER_USER),
@@ -177,6 +180,7 @@ impl Mesh {
                 metrics: true,
                 web_dir: config.web_dir.clone(),
                 cors: config.cors.clone(),
+                mcp: config.mcp.clone(),
                 connection_limits: config.connection_limits,
                 max_streams_per_user: config.max_streams_per_user,
                 introspection: Introspection::default(),

@@ -20,7 +20,10 @@ use taskmesh_task::TaskServer;
 use tokio::net::TcpListener;
 
 use crate::{
-    cli::{Cli, Command, Common, Component, DevArgs, DlqCommand, ReplayArgs, ServeArgs, TokenArgs},
+    cli::{
+        Cli, Command, Common, Component, DevArgs, DlqCommand, McpArgs, ReplayArgs, ServeArgs,
+        TokenArgs,
+    },
     config,
 };
 
@@ -33,6 +36,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig(args) => crate::check::run(&args).await,
         Command::Dlq(DlqCommand::Replay(args)) => replay(&args).await,
         Command::Token(args) => token(&args),
+        Command::Mcp(args) => mcp(&args).await,
     }
 }
 
@@ -114,6 +118,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     config.audit_retention = common.audit_retention;
     config.gateway_listen = args.listen;
     config.cors = args.cors_allowed_origins.clone();
+    config.mcp = args.mcp.access();
     config.connection_limits = common.connection_limits();
     config.max_streams_per_user = common.max_streams_per_user;
     config.max_tasks_per_user = std::num::NonZeroU64::new(common.max_tasks_per_user);
@@ -249,6 +254,7 @@ async fn serve_component(
                     metrics: false,
                     web_dir: args.web_dir.clone(),
                     cors: args.cors_allowed_origins.clone(),
+                    mcp: args.mcp.access(),
                     connection_limits: common.connection_limits(),
                     max_streams_per_user: common.max_streams_per_user,
                     introspection,
@@ -354,6 +360,16 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         kafka.topic(topic)
     );
     Ok(())
+}
+
+/// `taskmesh mcp --stdio`: the MCP tools on stdin/stdout (logs go to stderr), until the host
+/// closes stdin or a shutdown signal.
+async fn mcp(args: &McpArgs) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let shutdown = shutdown::on_signal();
+    taskmesh_gateway::mcp::serve_stdio(&args.gateway, args.token.expose_secret(), shutdown)
+        .await
+        .context("MCP over stdio")
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {

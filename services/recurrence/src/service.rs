@@ -136,7 +136,7 @@ impl RecurrenceServiceImpl {
         Outbox {
             topic: &self.topic,
             user: &caller.user,
-            actor: &caller.user,
+            actor: &caller.actor,
             now: taskmesh_domain::now(),
         }
     }

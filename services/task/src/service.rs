@@ -120,7 +120,7 @@ impl TaskServiceImpl {
     fn writer<'a>(&'a self, caller: &'a Caller, request_id: &'a str) -> Writer<'a> {
         Writer {
             user: &caller.user,
-            actor: &caller.user,
+            actor: &caller.actor,
             request_id,
             topic: &self.topic,
         }
