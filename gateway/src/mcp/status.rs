@@ -44,7 +44,11 @@ pub(crate) fn message(status: &Status, what: &str) -> String {
     text.chars().take(MAX_MESSAGE_CHARS).collect()
 }
 
-/// A request field path as the tools name it (`task.title` is the tool's `title`).
+/// A request field path as the tools name it: `task.title` is the tool's `title`, a
+/// resource `name` (or the `task` of a recurrence call) its `id`.
 fn field(path: &str) -> &str {
-    path.strip_prefix("task.").unwrap_or(path)
+    match path {
+        "name" | "task" | "task.name" => "id",
+        _ => path.strip_prefix("task.").unwrap_or(path),
+    }
 }

@@ -100,9 +100,6 @@ pub struct Tools {
     tool_router: ToolRouter<Self>,
 }
 
-/// A tool's result: structured output, or an error text for the model.
-type Outcome<T> = Result<Json<T>, String>;
-
 /// One tool call's access to the services, as the caller.
 struct Call {
     upstreams: Upstreams,
@@ -648,6 +645,9 @@ impl Tools {
     }
 }
 
+// Each tool returns `Result<Json<Output>, String>`: structured output (the macro derives the
+// `outputSchema` from `Json<Output>`, so the type is spelled out, not aliased), or an error
+// text for the model (`isError: true`).
 #[tool_router]
 impl Tools {
     /// Add a task (a to-do) for the user, optionally with notes, priority, tags, a due date,
@@ -663,7 +663,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<AddTaskInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
         let due = input.due.as_ref().map(|d| d.proto("due")).transpose();
         let reminders = input
@@ -710,7 +710,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<SearchInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TasksOutput> {
+    ) -> Result<Json<TasksOutput>, String> {
         let call = self.call(&context)?;
         let mut filter = Vec::new();
         match input.state.unwrap_or(StateFilter::Open) {
@@ -769,7 +769,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<TaskId>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let task = self.call(&context)?.get_task(&input.id).await?;
         Ok(Json(TaskOutput { task: task.into() }))
     }
@@ -787,7 +787,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<UpdateTaskInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
         let mut paths = Vec::new();
         let mut task = pb::Task {
@@ -843,7 +843,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<SetPriorityInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let task = pb::Task {
             name: input.id,
             priority: input.priority.proto() as i32,
@@ -869,7 +869,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<TagsInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
         let task = call
             .read_modify_write(&input.id, &["tags"], |task| {
@@ -896,7 +896,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<TagsInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
         let task = call
             .read_modify_write(&input.id, &["tags"], |task| {
@@ -924,7 +924,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<PageInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TagsOutput> {
+    ) -> Result<Json<TagsOutput>, String> {
         let call = self.call(&context)?;
         let request = call.request(ListTagsRequest {
             page_size: page_size(input.page_size),
@@ -951,7 +951,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<SetDueInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
         let due = input.due.as_ref().map(|d| d.proto("due")).transpose();
         let task = pb::Task {
@@ -977,7 +977,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<SetRecurringInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<RecurringOutput> {
+    ) -> Result<Json<RecurringOutput>, String> {
         let call = self.call(&context)?;
         let recurrence = match &input.recurrence {
             Some(r) => Some(call.recurrence_of(r).await?),
@@ -1012,7 +1012,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<TaskId>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<SkipOutput> {
+    ) -> Result<Json<SkipOutput>, String> {
         let call = self.call(&context)?;
         let request = call.request(SkipOccurrenceRequest {
             task: input.id.clone(),
@@ -1038,7 +1038,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<CompleteInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<CompleteOutput> {
+    ) -> Result<Json<CompleteOutput>, String> {
         let call = self.call(&context)?;
         let request = call.request(CompleteTaskRequest {
             name: input.id.clone(),
@@ -1076,7 +1076,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<TaskId>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
         let request = call.request(UncompleteTaskRequest {
             name: input.id,
@@ -1102,7 +1102,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<DeleteInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<DeleteOutput> {
+    ) -> Result<Json<DeleteOutput>, String> {
         let call = self.call(&context)?;
         let task = call.get_task(&input.id).await?;
         if task.recurrence.is_some() {
@@ -1148,7 +1148,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<CreateReminderInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<CreateReminderOutput> {
+    ) -> Result<Json<CreateReminderOutput>, String> {
         let call = self.call(&context)?;
         let new = ReminderInput {
             at: input.at,
@@ -1194,7 +1194,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<ListRemindersInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<RemindersOutput> {
+    ) -> Result<Json<RemindersOutput>, String> {
         let call = self.call(&context)?;
         let filter = input
             .task_id
@@ -1232,7 +1232,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<SnoozeInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<ReminderOutput> {
+    ) -> Result<Json<ReminderOutput>, String> {
         let call = self.call(&context)?;
         let request = call.request(SnoozeReminderRequest {
             name: input.id,
@@ -1265,7 +1265,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<ReminderId>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<ReminderOutput> {
+    ) -> Result<Json<ReminderOutput>, String> {
         let call = self.call(&context)?;
         let request = call.request(DismissReminderRequest { name: input.id });
         let response = call.reminders().dismiss_reminder(request).await;
@@ -1291,7 +1291,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<ListNotificationsInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<NotificationsOutput> {
+    ) -> Result<Json<NotificationsOutput>, String> {
         let call = self.call(&context)?;
         let filter = if input.unread_only.unwrap_or(false) {
             "unread = true"
@@ -1331,7 +1331,7 @@ impl Tools {
         &self,
         Parameters(input): Parameters<ActivityInput>,
         context: RequestContext<RoleServer>,
-    ) -> Outcome<ActivityOutput> {
+    ) -> Result<Json<ActivityOutput>, String> {
         let call = self.call(&context)?;
         let (page_size, page_token) = (page_size(input.page_size), input.cursor.unwrap_or_default());
         let (entries, next) = match input.task_id {
