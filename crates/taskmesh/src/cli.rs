@@ -434,7 +434,11 @@ pub(crate) struct McpArgs {
     pub(crate) stdio: bool,
 
     /// The gateway to call, e.g. `http://127.0.0.1:8080`.
-    #[arg(long, env = "TASKMESH_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TASKMESH_GATEWAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub(crate) gateway: String,
 
     /// The bearer token the tools act with (e.g. the last line of `taskmesh token --sub

@@ -57,7 +57,12 @@ impl DueInput {
                     day: i32::try_from(day.day()).unwrap_or_default(),
                 })
             }
-            _ => return Err(Problem::field(field, "needs exactly one of `time` and `date`")),
+            _ => {
+                return Err(Problem::field(
+                    field,
+                    "needs exactly one of `time` and `date`",
+                ));
+            }
         };
         Ok(task::Due {
             value: Some(value),

@@ -68,7 +68,9 @@ pub struct McpAccess {
 impl Default for McpAccess {
     fn default() -> Self {
         Self {
-            allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(str::to_owned).to_vec(),
+            allowed_hosts: ["localhost", "127.0.0.1", "::1"]
+                .map(str::to_owned)
+                .to_vec(),
             allowed_origins: ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
                 .map(str::to_owned)
                 .to_vec(),
@@ -222,7 +224,10 @@ where
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim);
             let verified = match token {
                 None => Err(None),
@@ -253,7 +258,9 @@ fn unauthorized(headers: &http::HeaderMap, error: Option<&str>) -> http::Respons
     let mut response = http::Response::new(Body::from("a valid bearer token is required\n"));
     *response.status_mut() = StatusCode::UNAUTHORIZED;
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
