@@ -351,11 +351,15 @@ impl Verifier {
 
 /// The token of an `authorization: Bearer <token>` metadata entry, if any.
 pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim())
+    bearer_token(metadata.get("authorization")?.to_str().ok()?)
+}
+
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme in any case,
+/// RFC 7235 section 2.1), if it is one.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn pem_keys(text: &str) -> Vec<PublicKey> {

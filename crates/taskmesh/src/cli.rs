@@ -386,42 +386,28 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct McpAccessArgs {
     /// Host names (or `host:port`) MCP requests may carry in `Host`, comma-separated; a name
-    /// without a port matches any port; `*` accepts any host. Guards against DNS rebinding:
-    /// list the names clients reach the gateway by.
-    #[arg(
-        long,
-        env = "TASKMESH_MCP_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,::1"
-    )]
-    pub(crate) mcp_allowed_hosts: Vec<String>,
+    /// without a port matches any port; `*` accepts any host; empty: the loopback names
+    /// (`localhost`, `127.0.0.1`, `::1`). Guards against DNS rebinding: list the names
+    /// clients reach the gateway by.
+    #[arg(long, env = "TASKMESH_MCP_ALLOWED_HOSTS", default_value = "")]
+    pub(crate) mcp_allowed_hosts: String,
 
-    /// Browser origins allowed to call `/mcp` (`scheme://host:port`, `:*` for any port),
-    /// comma-separated; a request with another `Origin` gets 403 (requests without `Origin`,
-    /// i.e. not from a browser page, pass).
-    #[arg(
-        long,
-        env = "TASKMESH_MCP_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
-    )]
-    pub(crate) mcp_allowed_origins: Vec<String>,
+    /// Browser origins allowed to call `/mcp` (`scheme://host[:port]`, `:*` for any port),
+    /// comma-separated; empty: the loopback origins on any port. A request with another
+    /// `Origin` gets 403 (requests without `Origin`, i.e. not from a browser page, pass).
+    #[arg(long, env = "TASKMESH_MCP_ALLOWED_ORIGINS", default_value = "")]
+    pub(crate) mcp_allowed_origins: String,
 }
 
 impl McpAccessArgs {
     /// The gateway's setting.
-    pub(crate) fn access(&self) -> taskmesh_gateway::McpAccess {
-        let list = |items: &[String]| {
-            items
-                .iter()
-                .map(|item| item.trim().to_owned())
-                .filter(|item| !item.is_empty())
-                .collect()
-        };
-        taskmesh_gateway::McpAccess {
-            allowed_hosts: list(&self.mcp_allowed_hosts),
-            allowed_origins: list(&self.mcp_allowed_origins),
-        }
+    ///
+    /// # Errors
+    /// An entry that is not a host (or `host:port`), or not an origin.
+    pub(crate) fn access(
+        &self,
+    ) -> Result<taskmesh_gateway::McpAccess, taskmesh_gateway::mcp::BadAccess> {
+        taskmesh_gateway::McpAccess::new([&self.mcp_allowed_hosts], [&self.mcp_allowed_origins])
     }
 }
 

@@ -118,7 +118,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     config.audit_retention = common.audit_retention;
     config.gateway_listen = args.listen;
     config.cors = args.cors_allowed_origins.clone();
-    config.mcp = args.mcp.access();
+    config.mcp = args
+        .mcp
+        .access()
+        .context("TASKMESH_MCP_ALLOWED_HOSTS / _ORIGINS")?;
     config.connection_limits = common.connection_limits();
     config.max_streams_per_user = common.max_streams_per_user;
     config.max_tasks_per_user = std::num::NonZeroU64::new(common.max_tasks_per_user);
@@ -126,7 +129,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let mesh = Mesh::bind(config).await?;
     let gateway_addr = mesh.addrs.gateway;
     tracing::info!(
-        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; the web app at http://{gateway_addr}/ (sign in with the last line of `taskmesh token --sub alice`)"
+        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; the web app at http://{gateway_addr}/, MCP at http://{gateway_addr}/mcp (sign in with the last line of `taskmesh token --sub alice`)"
     );
     let run = mesh.run(shutdown.clone());
     #[cfg(feature = "embedded-broker")]
@@ -254,7 +257,10 @@ async fn serve_component(
                     metrics: false,
                     web_dir: args.web_dir.clone(),
                     cors: args.cors_allowed_origins.clone(),
-                    mcp: args.mcp.access(),
+                    mcp: args
+                        .mcp
+                        .access()
+                        .context("TASKMESH_MCP_ALLOWED_HOSTS / _ORIGINS")?,
                     connection_limits: common.connection_limits(),
                     max_streams_per_user: common.max_streams_per_user,
                     introspection,

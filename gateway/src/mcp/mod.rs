@@ -14,11 +14,15 @@
 //!   (`taskmesh mcp --stdio`).
 //!
 //! # Layout
+//! - `access`: the `Host` and `Origin` allow-lists ([`McpAccess`]).
 //! - `tools`: the tools ([`Tools`]).
+//! - `limits`: requests in progress at once, in all and per user.
 //! - `inputs`, `views`: their input and output shapes and JSON Schemas.
 //! - `status`: service errors as tool errors.
 
+mod access;
 mod inputs;
+mod limits;
 mod status;
 mod tools;
 mod views;
@@ -38,10 +42,14 @@ use rmcp::{
         StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
     },
 };
-use taskmesh_platform::{auth::Verifier, grpc::MAX_REQUEST_BYTES};
+use taskmesh_platform::{
+    auth::{Verifier, bearer_token},
+    grpc::MAX_REQUEST_BYTES,
+};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt as _};
 
+pub use access::{BadAccess, DEFAULT_HOSTS, DEFAULT_ORIGINS, McpAccess};
 pub use tools::{Tools, Upstreams};
 
 /// The path of the MCP endpoint.
@@ -51,33 +59,6 @@ pub const PATH: &str = "/mcp";
 /// prefix before the resource's path, RFC 9728 section 3.1).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/mcp";
 
-/// Which `Host` and `Origin` values the MCP endpoint accepts (`TASKMESH_MCP_ALLOWED_HOSTS`,
-/// `TASKMESH_MCP_ALLOWED_ORIGINS`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct McpAccess {
-    /// Host names or `host:port` authorities requests may name in `Host` (a name without a
-    /// port matches any port); `*` alone accepts any. Default: the loopback names, which fit
-    /// `taskmesh dev`; a deployment lists the names clients use.
-    pub allowed_hosts: Vec<String>,
-    /// Browser origins (`scheme://host:port`, `:*` for any port) allowed in `Origin`; a
-    /// request with another `Origin` is 403, one without `Origin` (not a browser) passes.
-    /// Default: the loopback origins on any port.
-    pub allowed_origins: Vec<String>,
-}
-
-impl Default for McpAccess {
-    fn default() -> Self {
-        Self {
-            allowed_hosts: ["localhost", "127.0.0.1", "::1"]
-                .map(str::to_owned)
-                .to_vec(),
-            allowed_origins: ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
-                .map(str::to_owned)
-                .to_vec(),
-        }
-    }
-}
-
 /// The MCP routes of the gateway: [`PATH`] and [`METADATA_PATH`].
 pub(crate) fn router(
     upstreams: Upstreams,
@@ -85,43 +66,99 @@ pub(crate) fn router(
     access: &McpAccess,
     shutdown: CancellationToken,
 ) -> Router {
-    let mut config = StreamableHttpServerConfig::default()
+    let config = StreamableHttpServerConfig::default()
         // Stateless: any gateway replica answers any request; nothing is kept between them.
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_max_request_body_bytes(MAX_REQUEST_BYTES)
         .with_cancellation_token(shutdown)
-        .with_allowed_origins(access.allowed_origins.clone())
-        .enforce_origin_validation();
-    config = if access.allowed_hosts.iter().any(|h| h == "*") {
-        config.disable_allowed_hosts()
-    } else {
-        config.with_allowed_hosts(access.allowed_hosts.clone())
-    };
+        // `Host` and `Origin` are checked by `Authenticated`, before the token (see `access`).
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
+    let tools = Tools::per_request(upstreams);
     let service = StreamableHttpService::new(
-        move || Ok(Tools::per_request(upstreams.clone())),
+        move || Ok(tools.clone()),
         Arc::new(NeverSessionManager::default()),
         config,
     );
     let metadata = Arc::new(ResourceMetadata::of(&verifier));
+    let access = Arc::new(access.clone());
     Router::new()
         .route_service(
             PATH,
             Authenticated {
                 inner: service,
                 verifier,
+                access: access.clone(),
+                in_flight: limits::InFlight::default(),
             },
         )
         .route(
             METADATA_PATH,
-            get(move |headers: http::HeaderMap| {
-                let metadata = metadata.clone();
+            get(move |request: axum::extract::Request| {
+                let (metadata, access) = (metadata.clone(), access.clone());
                 async move {
-                    let document = metadata.document(&headers).to_string();
-                    ([(header::CONTENT_TYPE, "application/json")], document)
+                    if let Err(refused) = check_access(&access, &request) {
+                        return refused;
+                    }
+                    let document = metadata.document(&request).to_string();
+                    let mut response = http::Response::new(Body::from(document));
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    // It names the host the request came by: no shared cache may keep it.
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    response
                 }
             }),
         )
+}
+
+/// 403 unless the request's `Host` and `Origin` are allowed.
+#[allow(clippy::result_large_err)]
+fn check_access<B>(
+    access: &McpAccess,
+    request: &http::Request<B>,
+) -> Result<(), http::Response<Body>> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("?"));
+    if !access.host_allowed(host(request)) {
+        return Err(plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: this host name is not allowed\n",
+        ));
+    }
+    if !access.origin_allowed(origin) {
+        return Err(plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: this origin is not allowed\n",
+        ));
+    }
+    Ok(())
+}
+
+/// The host a request names: `Host` (HTTP/1.1) or the URI's authority (HTTP/2 `:authority`).
+fn host<B>(request: &http::Request<B>) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(http::uri::Authority::as_str))
+}
+
+/// A short plain-text answer.
+fn plain(status: StatusCode, text: &'static str) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// Serves the tools over stdin/stdout until the client closes stdin or `shutdown`, calling
@@ -134,6 +171,12 @@ pub async fn serve_stdio(
     token: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if !gateway.starts_with("http://") {
+        anyhow::bail!(
+            "--gateway must be an http:// address (this build calls the gateway without TLS); \
+             for a remote gateway use Streamable HTTP at https://<host>/mcp instead"
+        );
+    }
     let channel = tonic::transport::Endpoint::from_shared(gateway.to_owned())?
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect_lazy();
@@ -165,9 +208,9 @@ impl ResourceMetadata {
     }
 
     /// The document, its `resource` the URL this request reached [`PATH`] under.
-    fn document(&self, headers: &http::HeaderMap) -> serde_json::Value {
+    fn document<B>(&self, request: &http::Request<B>) -> serde_json::Value {
         serde_json::json!({
-            "resource": format!("{}{PATH}", base_url(headers)),
+            "resource": format!("{}{PATH}", base_url(request)),
             "authorization_servers": self.authorization_servers,
             "bearer_methods_supported": ["header"],
             "resource_name": "taskmesh",
@@ -175,27 +218,33 @@ impl ResourceMetadata {
     }
 }
 
-/// `scheme://host` of a request: `https` behind a proxy that says so
-/// (`X-Forwarded-Proto`), else `http`; the `Host` header (HTTP/1.1) or `:authority`.
-fn base_url(headers: &http::HeaderMap) -> String {
-    let scheme = match headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+/// `scheme://host` of a request (its host already allowed by [`check_access`]): `https`
+/// behind a proxy that says so (`X-Forwarded-Proto`), else `http`.
+fn base_url<B>(request: &http::Request<B>) -> String {
+    let scheme = match request
+        .headers()
+        .get("x-forwarded-proto")
+        .map(HeaderValue::as_bytes)
+    {
         Some(b"https") => "https",
         _ => "http",
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.len() <= 255 && !h.contains(['"', '\\', ' ', '/']))
+    let host = host(request)
+        .filter(|h| h.len() <= 255 && !h.contains(['"', '\\', ' ', '/', ',']))
         .unwrap_or("localhost");
     format!("{scheme}://{host}")
 }
 
-/// The MCP endpoint behind bearer authentication: a request without a valid token gets
-/// HTTP 401 with the RFC 9728 `WWW-Authenticate` challenge, never a tool error.
+/// The MCP endpoint behind its checks, in this order: a foreign `Host` or `Origin` gets
+/// 403; a request without a valid token HTTP 401 with the RFC 9728 `WWW-Authenticate`
+/// challenge, never a tool error; one over the in-flight limits 503 or 429 with
+/// `Retry-After`.
 #[derive(Clone)]
 struct Authenticated<S> {
     inner: S,
     verifier: Verifier,
+    access: Arc<McpAccess>,
+    in_flight: limits::InFlight,
 }
 
 impl<S, B> Service<http::Request<Body>> for Authenticated<S>
@@ -219,16 +268,17 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
         let verifier = self.verifier.clone();
+        let in_flight = self.in_flight.clone();
+        let access = self.access.clone();
         Box::pin(async move {
+            if let Err(refused) = check_access(&access, &request) {
+                return Ok(refused);
+            }
             let token = request
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(str::trim);
+                .and_then(bearer_token);
             let verified = match token {
                 None => Err(None),
                 Some(token) => verifier.verify(token).map_err(|error| {
@@ -236,9 +286,14 @@ where
                     Some("invalid_token")
                 }),
             };
-            if let Err(error) = verified {
-                return Ok(unauthorized(request.headers(), error));
-            }
+            let caller = match verified {
+                Ok(caller) => caller,
+                Err(error) => return Ok(unauthorized(&request, error)),
+            };
+            let _admitted = match in_flight.admit(&caller.user) {
+                Ok(admitted) => admitted,
+                Err(refused) => return Ok(busy(&refused)),
+            };
             match inner.oneshot(request).await {
                 Ok(response) => Ok(response.map(Body::new)),
                 Err(never) => match never {},
@@ -247,16 +302,38 @@ where
     }
 }
 
+/// HTTP 503 (the gateway is saturated) or 429 (the user has too many requests in progress),
+/// to be retried after a second.
+fn busy(refused: &limits::Refused) -> http::Response<Body> {
+    let (status, text) = match refused {
+        limits::Refused::Saturated => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the MCP endpoint is saturated; retry shortly\n",
+        ),
+        limits::Refused::UserBusy => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many MCP requests of this user in progress; retry shortly\n",
+        ),
+    };
+    let mut response = plain(status, text);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// HTTP 401 with the challenge pointing at the resource metadata (RFC 9728 section 5.1;
 /// RFC 6750 section 3 `error="invalid_token"` when a token was sent).
-fn unauthorized(headers: &http::HeaderMap, error: Option<&str>) -> http::Response<Body> {
-    let metadata = format!("{}{METADATA_PATH}", base_url(headers));
+fn unauthorized<B>(request: &http::Request<B>, error: Option<&str>) -> http::Response<Body> {
+    let metadata = format!("{}{METADATA_PATH}", base_url(request));
     let mut challenge = format!("Bearer resource_metadata=\"{metadata}\"");
     if let Some(error) = error {
         challenge.push_str(&format!(", error=\"{error}\""));
     }
-    let mut response = http::Response::new(Body::from("a valid bearer token is required\n"));
-    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let mut response = plain(
+        StatusCode::UNAUTHORIZED,
+        "a valid bearer token is required\n",
+    );
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
             .headers_mut()
