@@ -85,7 +85,10 @@ pub struct Caller {
 
 /// gRPC metadata naming the surface a call came through; `mcp` marks a call the MCP server
 /// made for its user (the audit trail shows the assistant's changes as `mcp:<user>`). It
-/// grants nothing: the token still decides who the caller is and what it may touch.
+/// grants nothing: the token still decides who the caller is and what it may touch. It is
+/// the client's own statement (`taskmesh mcp --stdio` sets it through the gateway's proxy
+/// too), so the actor says which surface the user's own token acted through, not who may
+/// act: a client can only mark its user's changes, never someone else's.
 pub const VIA_HEADER: &str = "taskmesh-via";
 
 /// The [`VIA_HEADER`] value of the MCP server's calls.

@@ -41,7 +41,11 @@ impl Drop for TelemetryGuard {
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
     crate::trace::install_propagator();
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tansu=warn,sqlx=warn,libsql=warn,h2=warn"));
+        // rmcp logs every stateless MCP request at info and a client's bad JSON-RPC ids (of
+        // any length) at warn: only its errors are ours to see.
+        .unwrap_or_else(|_| {
+            EnvFilter::new("info,tansu=warn,sqlx=warn,libsql=warn,h2=warn,rmcp=error")
+        });
     let logs = match format {
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),

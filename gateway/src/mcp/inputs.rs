@@ -71,10 +71,14 @@ impl DueInput {
     }
 }
 
-/// A reminder to add.
+/// A reminder.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReminderInput {
+    /// The id of a reminder the task has, to keep it (with its fired, snoozed or dismissed
+    /// state) when the list is replaced; absent for a new reminder.
+    #[schemars(length(min = 1, max = 64))]
+    pub(crate) id: Option<String>,
     /// Fire at this instant, RFC 3339 with an offset. Give either `at` or
     /// `minutes_before_due`.
     #[schemars(extend("format" = "date-time"))]
@@ -87,7 +91,7 @@ pub(crate) struct ReminderInput {
 }
 
 impl ReminderInput {
-    /// The protobuf `Reminder` (id assigned by TaskService).
+    /// The protobuf `Reminder` (without an id, TaskService assigns one).
     pub(crate) fn proto(&self, field: &str) -> Result<task::Reminder, Problem> {
         let trigger = match (&self.at, self.minutes_before_due) {
             (Some(at), None) => Trigger::AbsoluteTime(timestamp(at, &format!("{field}.at"))?),
@@ -103,7 +107,7 @@ impl ReminderInput {
             }
         };
         Ok(task::Reminder {
-            id: String::new(),
+            id: self.id.clone().unwrap_or_default(),
             trigger: Some(trigger),
         })
     }
@@ -189,11 +193,20 @@ impl RecurrenceInput {
                             .map(|day| format!("{day:?}"))
                             .collect(),
                     }),
-                    Preset::Monthly => {
-                        rule_preset::Preset::MonthlyOnDay(rule_preset::MonthlyOnDay {
-                            day: self.day_of_month.unwrap_or_default(),
-                        })
-                    }
+                    Preset::Monthly => match self.day_of_month {
+                        Some(day) => {
+                            rule_preset::Preset::MonthlyOnDay(rule_preset::MonthlyOnDay { day })
+                        }
+                        // The due date's day of the month (RFC 5545: from `DTSTART`).
+                        None => {
+                            let interval = self.interval.unwrap_or(1);
+                            return Ok(Rule::Text(if interval > 1 {
+                                format!("FREQ=MONTHLY;INTERVAL={interval}")
+                            } else {
+                                "FREQ=MONTHLY".to_owned()
+                            }));
+                        }
+                    },
                     Preset::MonthlyLastDay => {
                         rule_preset::Preset::MonthlyOnLastDay(rule_preset::MonthlyOnLastDay {})
                     }

@@ -45,10 +45,17 @@ pub(crate) fn message(status: &Status, what: &str) -> String {
 }
 
 /// A request field path as the tools name it: `task.title` is the tool's `title`, a
-/// resource `name` (or the `task` of a recurrence call) its `id`.
-fn field(path: &str) -> &str {
+/// resource `name` (or the `task` of a recurrence call) its `id`, `query` its `text`,
+/// `page_token` its `cursor`, a reminder's `relative_to_due` its `minutes_before_due`.
+fn field(path: &str) -> String {
+    let path = path.strip_prefix("task.").unwrap_or(path);
     match path {
-        "name" | "task" | "task.name" => "id",
-        _ => path.strip_prefix("task.").unwrap_or(path),
+        "name" | "task" => return "id".to_owned(),
+        "query" => return "text".to_owned(),
+        "page_token" => return "cursor".to_owned(),
+        "filter" => return "arguments".to_owned(),
+        _ => {}
     }
+    path.replace(".relative_to_due", ".minutes_before_due")
+        .replace(".absolute_time", ".at")
 }

@@ -21,9 +21,12 @@ mod tasks;
 use std::{sync::Arc, time::Duration};
 
 use rmcp::{
-    RoleServer, ServerHandler,
-    handler::server::router::tool::ToolRouter,
-    model::{Implementation, ServerCapabilities, ServerConfig},
+    ErrorData, RoleServer, ServerHandler,
+    handler::server::{router::tool::ToolRouter, tool::ToolCallContext},
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
+        Implementation, ServerCapabilities, ServerConfig,
+    },
     service::RequestContext,
     tool_handler,
 };
@@ -48,6 +51,13 @@ use super::{
 
 /// How long one service call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest service response a tool reads (a page of 100 tasks with long notes, or a task's
+/// history with its before and after values, is several MiB).
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Longest argument error text (serde's, which quotes the bad value), in characters.
+const MAX_ARGUMENT_ERROR_CHARS: usize = 300;
 
 /// Most items one list tool returns at once.
 const MAX_PAGE_SIZE: i32 = 100;
@@ -87,13 +97,23 @@ or the task is not the user's.
 more.";
 
 /// The MCP server: taskmesh's tools.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tools {
     upstreams: Upstreams,
     /// The token of every call (`taskmesh mcp --stdio`); `None` takes each request's own
     /// `authorization` header (Streamable HTTP, already verified by the endpoint).
     token: Option<Arc<str>>,
     tool_router: ToolRouter<Self>,
+}
+
+impl std::fmt::Debug for Tools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The stdio token is a credential: never in a log line.
+        f.debug_struct("Tools")
+            .field("upstreams", &self.upstreams)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// One tool call's access to the services, as the caller.
@@ -117,18 +137,22 @@ impl Call {
 
     fn tasks(&self) -> TaskServiceClient<Channel> {
         TaskServiceClient::new(self.upstreams.task.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     fn reminders(&self) -> ReminderServiceClient<Channel> {
         ReminderServiceClient::new(self.upstreams.reminder.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     fn recurrence(&self) -> RecurrenceServiceClient<Channel> {
         RecurrenceServiceClient::new(self.upstreams.recurrence.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     fn audit(&self) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.upstreams.audit.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     async fn get_task(&self, id: &str) -> Result<pb::Task, String> {
@@ -142,15 +166,24 @@ impl Call {
             .ok_or_else(|| "the service sent no task".to_owned())
     }
 
+    /// UpdateTask of `paths`. Without an etag, a concurrent change (`ABORTED`: the service
+    /// lost a race with another writer) is retried once: the caller did not ask to check.
     async fn update_task(&self, task: pb::Task, paths: &[&str]) -> Result<pb::Task, Status> {
-        let request = self.request(UpdateTaskRequest {
+        let checked = !task.etag.is_empty();
+        let request = UpdateTaskRequest {
             task: Some(task),
             update_mask: Some(prost_types::FieldMask {
                 paths: paths.iter().map(|&p| p.to_owned()).collect(),
             }),
-        });
-        let response = self.tasks().update_task(request).await?;
-        response
+        };
+        let mut response = self
+            .tasks()
+            .update_task(self.request(request.clone()))
+            .await;
+        if !checked && matches!(&response, Err(s) if s.code() == Code::Aborted) {
+            response = self.tasks().update_task(self.request(request)).await;
+        }
+        response?
             .into_inner()
             .task
             .ok_or_else(|| Status::internal("the service sent no task"))
@@ -266,7 +299,7 @@ impl Tools {
         }
     }
 
-    /// Every tool.
+    /// Every tool (built once per server: [`Tools`] clones share it).
     fn router() -> ToolRouter<Self> {
         Self::tasks_router()
             + Self::fields_router()
@@ -298,6 +331,35 @@ impl Tools {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Tools {
+    /// Runs a tool. Arguments that do not fit its input schema are a tool error (`isError`)
+    /// with serde's reason, cut to [`MAX_ARGUMENT_ERROR_CHARS`] (it quotes the offending
+    /// value); an unknown tool stays a JSON-RPC error, as the MCP spec says.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let call = ToolCallContext::new(self, request, context);
+        match self.tool_router.call(call).await {
+            Err(error)
+                if error.code == ErrorCode::INVALID_PARAMS
+                    && error.message.starts_with("failed to deserialize") =>
+            {
+                let mut text: String = error
+                    .message
+                    .chars()
+                    .take(MAX_ARGUMENT_ERROR_CHARS)
+                    .collect();
+                if text.len() < error.message.len() {
+                    text.push('…');
+                }
+                let text = format!("invalid input: {text}; see the tool's input schema");
+                Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into())
+            }
+            other => other,
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("taskmesh", env!("CARGO_PKG_VERSION")))

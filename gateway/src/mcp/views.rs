@@ -294,6 +294,9 @@ pub(crate) struct NotificationView {
     pub(crate) kind: String,
     /// The task it is about, `tasks/{uuid}`.
     pub(crate) task_id: String,
+    /// The reminder that fired, `tasks/{uuid}/reminders/{id}` (pass it to `snooze_reminder`
+    /// or `dismiss_reminder`); null for an overdue notice.
+    pub(crate) reminder_id: Option<String>,
     /// Short text, e.g. the task's title.
     pub(crate) title: String,
     /// Longer text, e.g. when the task is due.
@@ -315,6 +318,7 @@ impl From<reminder::Notification> for NotificationView {
             id: n.name,
             kind: kind.to_owned(),
             task_id: n.task,
+            reminder_id: (!n.reminder.is_empty()).then_some(n.reminder),
             title: n.title,
             body: n.body,
             create_time: rfc3339_opt(n.create_time.as_ref()).unwrap_or_default(),

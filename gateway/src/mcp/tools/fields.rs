@@ -33,8 +33,30 @@ pub(crate) struct SetPriorityInput {
 pub(crate) struct TagsInput {
     /// The task's id, `tasks/{uuid}`.
     id: String,
-    /// Tag names (case does not matter).
+    /// Tag names (case does not matter), 1 to 20.
+    #[schemars(length(min = 1, max = 20))]
     tags: Vec<String>,
+}
+
+impl TagsInput {
+    /// The tag names trimmed and lower-cased (how the service compares them), or a problem
+    /// when there are more than a task may have.
+    fn keys(&self) -> Result<std::collections::HashSet<String>, String> {
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!(
+                "invalid input: `tags` may name at most {MAX_TAGS} tags"
+            ));
+        }
+        Ok(self.tags.iter().map(|t| tag_key(t)).collect())
+    }
+}
+
+/// Most tags a task has (`Task.tags`).
+const MAX_TAGS: usize = 20;
+
+/// A tag name as the service compares it.
+fn tag_key(name: &str) -> String {
+    name.trim().to_lowercase()
 }
 
 /// The user's tags.
@@ -62,7 +84,7 @@ impl Tools {
     #[tool(annotations(
         title = "Set priority",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
@@ -98,15 +120,14 @@ impl Tools {
         context: RequestContext<RoleServer>,
     ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
+        input.keys()?;
         let task = call
             .read_modify_write(&input.id, &["tags"], |task| {
+                let mut have: std::collections::HashSet<String> =
+                    task.tags.iter().map(|t| tag_key(t)).collect();
                 for tag in &input.tags {
-                    if !task
-                        .tags
-                        .iter()
-                        .any(|t| t.to_lowercase() == tag.to_lowercase())
-                    {
-                        task.tags.push(tag.clone());
+                    if have.insert(tag_key(tag)) {
+                        task.tags.push(tag.trim().to_owned());
                     }
                 }
                 Ok(())
@@ -119,7 +140,7 @@ impl Tools {
     #[tool(annotations(
         title = "Remove tags",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
@@ -129,14 +150,10 @@ impl Tools {
         context: RequestContext<RoleServer>,
     ) -> Result<Json<TaskOutput>, String> {
         let call = self.call(&context)?;
+        let gone = input.keys()?;
         let task = call
             .read_modify_write(&input.id, &["tags"], |task| {
-                task.tags.retain(|t| {
-                    !input
-                        .tags
-                        .iter()
-                        .any(|gone| gone.to_lowercase() == t.to_lowercase())
-                });
+                task.tags.retain(|t| !gone.contains(&tag_key(t)));
                 Ok(())
             })
             .await?;
@@ -176,7 +193,7 @@ impl Tools {
     #[tool(annotations(
         title = "Set due date",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]

@@ -33,8 +33,9 @@ pub(crate) struct CreateReminderInput {
     /// `minutes_before_due`.
     #[schemars(extend("format" = "date-time"))]
     at: Option<String>,
-    /// Fire this many minutes before the task's due time (negative: after). Give either `at`
-    /// or `minutes_before_due`.
+    /// Fire this many minutes before the task's due time (0 at the due time, negative
+    /// after it); the task needs a due date. Give either `at` or `minutes_before_due`.
+    #[schemars(range(min = -527_040, max = 527_040))]
     minutes_before_due: Option<i64>,
 }
 
@@ -51,8 +52,11 @@ pub(crate) struct CreateReminderOutput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListRemindersInput {
-    /// Only this task's reminders, `tasks/{uuid}`; absent: all upcoming reminders.
+    /// Only this task's reminders, `tasks/{uuid}`.
     task_id: Option<String>,
+    /// Only reminders in this state. Absent: `scheduled` and `snoozed` ones (the upcoming
+    /// ones), or with `task_id` all of that task's. `fired` finds one to snooze.
+    state: Option<ReminderState>,
     /// How many at most, 1 to 100; default 20.
     #[schemars(range(min = 1, max = 100))]
     page_size: Option<i32>,
@@ -60,10 +64,39 @@ pub(crate) struct ListRemindersInput {
     cursor: Option<String>,
 }
 
+/// A reminder's state, to list by.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReminderState {
+    /// Waiting to fire.
+    Scheduled,
+    /// Fired (a notification was made); can be snoozed or dismissed.
+    Fired,
+    /// Fired, then snoozed: fires again.
+    Snoozed,
+    /// Dismissed: will not fire again.
+    Dismissed,
+    /// Its task was completed or deleted.
+    Cancelled,
+}
+
+impl ReminderState {
+    /// The AIP-160 literal of ListReminders' `state`.
+    fn literal(self) -> &'static str {
+        match self {
+            Self::Scheduled => "SCHEDULED",
+            Self::Fired => "FIRED",
+            Self::Snoozed => "SNOOZED",
+            Self::Dismissed => "DISMISSED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
 /// Reminders, soonest first.
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct RemindersOutput {
-    /// Scheduled and snoozed reminders (with `task_id`: that task's, whatever their state).
+    /// The reminders of this page.
     reminders: Vec<ScheduledReminderView>,
     /// Pass as `cursor` for more; null when there are no more.
     next_cursor: Option<String>,
@@ -156,14 +189,16 @@ impl Tools {
         context: RequestContext<RoleServer>,
     ) -> Result<Json<CreateReminderOutput>, String> {
         let call = self.call(&context)?;
+        // The reminder's id is chosen here (`[a-z0-9-]`, as the service requires), so the
+        // one added is found by it, whatever else changes the task meanwhile.
+        let id = uuid::Uuid::new_v4().to_string();
         let new = ReminderInput {
+            id: Some(id.clone()),
             at: input.at,
             minutes_before_due: input.minutes_before_due,
         }
         .proto("reminder")
         .map_err(|p| p.0)?;
-        let before = call.get_task(&input.task_id).await?;
-        let known: Vec<String> = before.reminders.iter().map(|r| r.id.clone()).collect();
         let task = call
             .read_modify_write(&input.task_id, &["reminders"], |task| {
                 task.reminders.push(new.clone());
@@ -174,8 +209,7 @@ impl Tools {
         let reminder = view
             .reminders
             .iter()
-            .rev()
-            .find(|r| !known.contains(&r.id))
+            .find(|r| r.id == id)
             .map(|r| ReminderView {
                 id: r.id.clone(),
                 at: r.at.clone(),
@@ -188,7 +222,8 @@ impl Tools {
         }))
     }
 
-    /// List upcoming reminders (scheduled or snoozed), soonest first, or one task's.
+    /// List reminders, soonest first: the upcoming ones (scheduled or snoozed), one task's,
+    /// or those in a state (e.g. `fired`, to snooze one).
     #[tool(annotations(
         title = "List reminders",
         read_only_hint = true,
@@ -202,11 +237,14 @@ impl Tools {
         context: RequestContext<RoleServer>,
     ) -> Result<Json<RemindersOutput>, String> {
         let call = self.call(&context)?;
-        let filter = input
-            .task_id
-            .as_deref()
-            .map(|task| format!("task = {}", quoted(task)))
-            .unwrap_or_default();
+        let mut filter = Vec::new();
+        if let Some(task) = input.task_id.as_deref() {
+            filter.push(format!("task = {}", quoted(task)));
+        }
+        if let Some(state) = input.state {
+            filter.push(format!("state = {}", state.literal()));
+        }
+        let filter = filter.join(" AND ");
         let request = call.request(ListRemindersRequest {
             page_size: page_size(input.page_size),
             page_token: input.cursor.unwrap_or_default(),
@@ -230,7 +268,7 @@ impl Tools {
     #[tool(annotations(
         title = "Snooze a reminder",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = false,
         open_world_hint = false
     ))]
@@ -263,7 +301,7 @@ impl Tools {
     #[tool(annotations(
         title = "Dismiss a reminder",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]

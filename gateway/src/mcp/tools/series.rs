@@ -12,12 +12,12 @@ use rmcp::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use taskmesh_proto::{
-    recurrence::v1::{GetSeriesRequest, PreviewOccurrencesRequest, SkipOccurrenceRequest},
+    recurrence::v1::{
+        GetSeriesRequest, PreviewOccurrencesRequest, SkipOccurrenceRequest, series::EndReason,
+    },
     task::v1::{self as pb, CompleteTaskRequest, UncompleteTaskRequest},
 };
-
-/// How long `complete_task` waits to name the next occurrence of a series.
-const NEXT_OCCURRENCE_WAIT: Duration = Duration::from_secs(5);
+use tokio_util::sync::CancellationToken;
 
 use super::{Call, TaskId, TaskOutput, Tools, task_error};
 use crate::mcp::{
@@ -25,6 +25,9 @@ use crate::mcp::{
     status,
     views::{TaskView, rfc3339},
 };
+
+/// How long `complete_task` waits to name the next occurrence of a series.
+const NEXT_OCCURRENCE_WAIT: Duration = Duration::from_secs(5);
 
 /// Input of `set_recurring`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -86,7 +89,7 @@ impl Tools {
     #[tool(annotations(
         title = "Set repetition",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
@@ -100,16 +103,26 @@ impl Tools {
             Some(r) => Some(call.recurrence_of(r).await?),
             None => None,
         };
-        let task = pb::Task {
-            name: input.id,
-            recurrence,
-            ..Default::default()
-        };
         let task = call
-            .update_task(task, &["recurrence"])
+            .read_modify_write(&input.id, &["recurrence"], |task| {
+                let mut new = recurrence.clone();
+                // The same rule again keeps its skipped occurrences; a new rule starts clean.
+                if let (Some(new), Some(old)) = (&mut new, &task.recurrence)
+                    && new.rrule.eq_ignore_ascii_case(&old.rrule)
+                {
+                    new.exdates.clone_from(&old.exdates);
+                }
+                task.recurrence = new;
+                Ok(())
+            })
+            .await?;
+        // The change is made: a preview that fails only leaves the list empty.
+        let next_occurrences = next_occurrences(&call, &task)
             .await
-            .map_err(task_error)?;
-        let next_occurrences = next_occurrences(&call, &task).await?;
+            .unwrap_or_else(|error| {
+                tracing::debug!(%error, "mcp: no preview of the next occurrences");
+                Vec::new()
+            });
         Ok(Json(RecurringOutput {
             task: task.into(),
             next_occurrences,
@@ -121,7 +134,7 @@ impl Tools {
     #[tool(annotations(
         title = "Skip an occurrence",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = false,
         open_world_hint = false
     ))]
@@ -147,7 +160,7 @@ impl Tools {
     #[tool(annotations(
         title = "Complete a task",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
@@ -172,7 +185,7 @@ impl Tools {
             .filter(|s| !s.is_empty());
         let (next_task, message) = match series {
             None => (None, "Completed.".to_owned()),
-            Some(series) => next_occurrence(&call, &series, &input.id).await,
+            Some(series) => next_occurrence(&call, &series, &task.name, &context.ct).await,
         };
         Ok(Json(CompleteOutput {
             task: task.into(),
@@ -185,7 +198,7 @@ impl Tools {
     #[tool(annotations(
         title = "Re-open a task",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
@@ -228,9 +241,15 @@ async fn next_occurrences(call: &Call, task: &pb::Task) -> Result<Vec<String>, S
                 u32::try_from(date.day).unwrap_or(1),
             )
             .ok_or_else(|| "the task's due date is invalid".to_owned())?;
+            // The day's first instant; where a DST change skips midnight, the hour after.
+            let midnight = day.and_time(chrono::NaiveTime::MIN);
             let start = zone
-                .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+                .from_local_datetime(&midnight)
                 .earliest()
+                .or_else(|| {
+                    let later = midnight + chrono::TimeDelta::hours(1);
+                    zone.from_local_datetime(&later).earliest()
+                })
                 .ok_or_else(|| "the task's due date does not exist in its zone".to_owned())?;
             let start = prost_types::Timestamp {
                 seconds: start.timestamp(),
@@ -269,9 +288,14 @@ async fn next_occurrences(call: &Call, task: &pb::Task) -> Result<Vec<String>, S
 }
 
 /// The task that followed `completed` in `series`, waited for up to
-/// [`NEXT_OCCURRENCE_WAIT`] (RecurrenceService creates it from the completion event), and
-/// what to tell the user.
-async fn next_occurrence(call: &Call, series: &str, completed: &str) -> (Option<pb::Task>, String) {
+/// [`NEXT_OCCURRENCE_WAIT`] (RecurrenceService creates it from the completion event) or
+/// until the client goes (`cancelled`), and what to tell the user.
+async fn next_occurrence(
+    call: &Call,
+    series: &str,
+    completed: &str,
+    cancelled: &CancellationToken,
+) -> (Option<pb::Task>, String) {
     let deadline = tokio::time::Instant::now() + NEXT_OCCURRENCE_WAIT;
     loop {
         let request = call.request(GetSeriesRequest {
@@ -280,10 +304,13 @@ async fn next_occurrence(call: &Call, series: &str, completed: &str) -> (Option<
         let found = call.recurrence().get_series(request).await;
         if let Ok(Some(series)) = found.map(|r| r.into_inner().series) {
             if series.ended {
-                return (
-                    None,
-                    "Completed. That was the last occurrence: the series has ended.".to_owned(),
-                );
+                let why = match EndReason::try_from(series.end_reason) {
+                    Ok(EndReason::CountReached | EndReason::UntilPassed) => {
+                        "That was the last occurrence: the series has ended."
+                    }
+                    _ => "Its series had been stopped: there is no next occurrence.",
+                };
+                return (None, format!("Completed. {why}"));
             }
             if !series.current_task.is_empty() && series.current_task != completed {
                 if let Ok(next) = call.get_task(&series.current_task).await {
@@ -306,6 +333,9 @@ async fn next_occurrence(call: &Call, series: &str, completed: &str) -> (Option<
                     .to_owned(),
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            () = cancelled.cancelled() => return (None, "Completed.".to_owned()),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
 }

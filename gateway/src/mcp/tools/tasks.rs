@@ -24,16 +24,20 @@ use crate::mcp::{
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddTaskInput {
     /// Short title, 1 to 500 characters.
+    #[schemars(length(min = 1, max = 500))]
     title: String,
     /// Notes, at most 20,000 characters.
+    #[schemars(length(max = 20_000))]
     description: Option<String>,
     /// How urgent; default `none`.
     priority: Option<PriorityName>,
     /// Tag names (at most 20, each 1 to 64 characters); new names create tags.
+    #[schemars(length(max = 20))]
     tags: Option<Vec<String>>,
     /// When it is due.
     due: Option<DueInput>,
     /// Reminders (at most 20); a reminder relative to the due needs `due`.
+    #[schemars(length(max = 20))]
     reminders: Option<Vec<ReminderInput>>,
     /// How it repeats; needs `due` (the first occurrence).
     recurrence: Option<RecurrenceInput>,
@@ -48,12 +52,14 @@ pub(crate) struct AddTaskInput {
 pub(crate) struct SearchInput {
     /// Words that must all appear in the title or notes (word prefixes match), at most 200
     /// characters.
+    #[schemars(length(max = 200))]
     text: Option<String>,
     /// `open` (default), `completed` or `any`.
     state: Option<StateFilter>,
     /// Only tasks at least this urgent.
     priority_at_least: Option<PriorityName>,
-    /// Only tasks that have every one of these tags.
+    /// Only tasks that have every one of these tags (at most 20).
+    #[schemars(length(max = 20))]
     tags: Option<Vec<String>>,
     /// Only tasks due before this instant (RFC 3339 with an offset).
     #[schemars(extend("format" = "date-time"))]
@@ -116,17 +122,24 @@ pub(crate) struct TasksOutput {
 pub(crate) struct UpdateTaskInput {
     /// The task's id, `tasks/{uuid}`.
     id: String,
-    /// New title.
+    /// New title, 1 to 500 characters.
+    #[schemars(length(min = 1, max = 500))]
     title: Option<String>,
-    /// New notes (empty string clears them).
+    /// New notes, at most 20,000 characters (an empty string clears them).
+    #[schemars(length(max = 20_000))]
     description: Option<String>,
     /// New priority.
     priority: Option<PriorityName>,
-    /// The complete new list of tags (replaces the old one; see `add_tags`/`remove_tags`).
+    /// The complete new list of tags (replaces the old one; see `add_tags`/`remove_tags`),
+    /// at most 20.
+    #[schemars(length(max = 20))]
     tags: Option<Vec<String>>,
     /// New due date (use `set_due_date` to remove it).
     due: Option<DueInput>,
-    /// The complete new list of reminders (replaces the old ones; see `create_reminder`).
+    /// The complete new list of reminders (replaces the old ones; see `create_reminder`),
+    /// at most 20: give a kept reminder's `id`, or it comes back as a new one and fires
+    /// again.
+    #[schemars(length(max = 20))]
     reminders: Option<Vec<ReminderInput>>,
     /// The task's `etag` as read: the update fails if the task changed since. Optional.
     etag: Option<String>,
@@ -235,8 +248,12 @@ impl Tools {
         if let Some(priority) = input.priority_at_least {
             filter.push(format!("priority >= {}", priority.filter_literal()));
         }
-        for tag in input.tags.iter().flatten() {
-            filter.push(format!("tags:{}", quoted(tag)));
+        let tags = input.tags.unwrap_or_default();
+        if tags.len() > 20 {
+            return Err("invalid input: `tags` may name at most 20 tags".to_owned());
+        }
+        for tag in &tags {
+            filter.push(format!("tags:{}", quoted(tag.trim())));
         }
         if let Some(before) = &input.due_before {
             let at = inputs::timestamp(before, "due_before").map_err(|p| p.0)?;
@@ -293,7 +310,7 @@ impl Tools {
     #[tool(annotations(
         title = "Update a task",
         read_only_hint = false,
-        destructive_hint = false,
+        destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
