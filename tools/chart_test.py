@@ -186,10 +186,12 @@ def check_production(objects):
     for _, obj in objects:
         kinds.setdefault(obj["kind"], []).append(obj)
     config = kinds["ConfigMap"][0]["data"]
-    ingress_host = values_of("values-production.yaml")["ingress"]["host"]
+    ingress = values_of("values-production.yaml")["ingress"]
+    ingress_host = ingress["host"]
+    scheme = "https" if ingress["tls"]["enabled"] else "http"
     mcp_hosts = config.get("TASKMESH_MCP_ALLOWED_HOSTS", "").split(",")
     mcp_origins = config.get("TASKMESH_MCP_ALLOWED_ORIGINS", "").split(",")
-    if ingress_host not in mcp_hosts or f"https://{ingress_host}" not in mcp_origins:
+    if ingress_host not in mcp_hosts or f"{scheme}://{ingress_host}" not in mcp_origins:
         fail(f"{label}: the MCP endpoint does not accept the Ingress host {ingress_host}: {mcp_hosts} {mcp_origins}")
     properties = config.get("TASKMESH_KAFKA_PROPERTIES")
     if not properties:

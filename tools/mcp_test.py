@@ -4,15 +4,22 @@
 Starts a real `taskmesh dev` (its own fresh PostgreSQL database, the embedded broker in
 memory), mints tokens for alice and bob with `taskmesh token`, and then:
 
-- checks the HTTP layer of `/mcp` directly (401 with a `WWW-Authenticate: Bearer
-  resource_metadata=...` challenge, the protected-resource metadata document, 401 for a
-  garbage token, 403 for a foreign `Origin`, 405 for GET);
+- checks the HTTP layer of `/mcp` directly (tools/mcp_test_http.py): 403 for a foreign
+  `Host` or `Origin` with or without a token, 401 with a `WWW-Authenticate: Bearer
+  resource_metadata=...` challenge naming this endpoint's metadata URL, the protected-resource
+  metadata document (its `resource` this endpoint, not cached, 403 for a foreign `Host`), 401
+  for a garbage token, 405 for GET;
 - over Streamable HTTP, in the SDK's newest protocol revision (2026-07-28: `server/discover`,
   no handshake) and in the previous one (2025-11-25: the `initialize` handshake), lists the
-  tools (schemas, descriptions, annotations) and runs a scripted conversation that calls every
-  tool, validating each successful result's `structuredContent` against the tool's
-  `outputSchema` (JSON Schema 2020-12) and checking that its text is the same JSON; bad input
-  must come back as `isError` results that do not break the session;
+  tools (schemas, descriptions, the exact read-only and destructive hints) and runs a scripted
+  conversation that calls every tool, validating each successful result's `structuredContent`
+  against the tool's `outputSchema` (JSON Schema 2020-12) and checking that its text is the
+  same JSON. It checks what the results mean: when a date-only task's reminder fires, that
+  completing a weekly task names its next occurrence past a skipped one, that setting the same
+  rule keeps the skipped occurrence, that a reminder kept by id keeps its id, and a reminder
+  that really fires, is snoozed (with its notification) and dismissed. Bad input, also
+  arguments that do not fit the input schema, must come back as bounded `isError` results
+  that do not break the session;
 - opens one more session offering 2025-06-18 (the oldest revision the spec lists);
 - checks that bob sees none of alice's tasks;
 - runs `taskmesh mcp --stdio --gateway <url>` (token from `TASKMESH_TOKEN`) through the SDK's
@@ -20,10 +27,12 @@ memory), mints tokens for alice and bob with `taskmesh token`, and then:
 
 Prints one `ok: ...` line per check; exits non-zero at the first failure, saying what failed.
 At the end (also on failure) it stops `taskmesh dev` (SIGTERM) and drops the database.
+Helpers: tools/mcp_test_support.py (checks, polling, days and instants) and
+tools/mcp_test_http.py (the HTTP layer).
 
 Environment: `TASKMESH_BIN` (default `target/debug/taskmesh`), `TASKMESH_TEST_DATABASE_URL`
 (default `postgres://postgres@127.0.0.1:5432`; the test creates and drops its own database
-there). Logs: `build/mcp-tests/`.
+there). Needs the tz database (for Europe/Berlin). Logs: `build/mcp-tests/`.
 """
 
 import asyncio
@@ -41,7 +50,6 @@ import traceback
 import uuid
 from pathlib import Path
 
-import httpx2
 import jsonschema
 import mcp.types as types
 from jsonschema.validators import Draft202012Validator, validator_for
@@ -54,6 +62,26 @@ from mcp.types.version import (
     LATEST_HANDSHAKE_VERSION,
     LATEST_PROTOCOL_VERSION,
     MODERN_PROTOCOL_VERSIONS,
+)
+
+import mcp_test_support as support
+from mcp_test_http import http_checks
+from mcp_test_support import (
+    ZONE,
+    Failure,
+    check,
+    day,
+    day_of,
+    day_start,
+    fail,
+    http_client,
+    ok,
+    poll,
+    rfc3339,
+    short,
+    utc_now,
+    utc_text,
+    zone,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,57 +135,28 @@ READ_ONLY = {
     "list_notifications",
     "get_activity",
 }
-ZONE = "Europe/Berlin"
-POLL_SECONDS = 10.0
+# destructiveHint true: the tools that overwrite or remove something the user had.
+DESTRUCTIVE = {
+    "update_task",
+    "set_priority",
+    "remove_tags",
+    "set_due_date",
+    "set_recurring",
+    "skip_occurrence",
+    "complete_task",
+    "uncomplete_task",
+    "delete_task",
+    "snooze_reminder",
+    "dismiss_reminder",
+}
+MAX_TAGS = 20
+# A tool error's text for arguments that do not fit the schema stays under this (the server
+# cuts serde's message, which quotes the bad value).
+MAX_ARGUMENT_ERROR_TEXT = 1_000
+# How long a reminder due a few seconds from now may take to fire.
+FIRE_SECONDS = 20.0
 READ_TIMEOUT_SECONDS = 60.0
 CLIENT_INFO = types.Implementation(name="taskmesh-mcp-test", version="1.0.0")
-
-checks = 0
-
-
-class Failure(Exception):
-    """A check that did not hold."""
-
-
-def fail(message):
-    raise Failure(message)
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
-def ok(message):
-    global checks
-    checks += 1
-    print(f"ok: {message}", flush=True)
-
-
-def short(value, limit=600):
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def rfc3339(text, what):
-    """Parses an RFC 3339 instant (with `Z` or an offset) or fails naming `what`."""
-    check(isinstance(text, str), f"{what}: expected an RFC 3339 string, got {text!r}")
-    try:
-        instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{what}: not an RFC 3339 instant: {text!r}")
-    check(instant.tzinfo is not None, f"{what}: an instant without an offset: {text!r}")
-    return instant
-
-
-def berlin_today():
-    try:
-        from zoneinfo import ZoneInfo
-
-        return dt.datetime.now(ZoneInfo(ZONE)).date()
-    except Exception:  # no tz database: the UTC day is as good for a date a week ahead
-        return dt.datetime.now(dt.timezone.utc).date()
-
 
 def has_tag(tags, name):
     return any(tag == name for tag in tags)
@@ -262,14 +261,6 @@ class Dev:
 
 # ---------------------------------------------------------------------------------------------
 # MCP sessions
-
-
-def http_client(token=None):
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    # trust_env=False: no proxy from the environment for a loopback server.
-    return httpx2.AsyncClient(
-        headers=headers, timeout=httpx2.Timeout(30.0, read=120.0), trust_env=False
-    )
 
 
 async def handshake(session, version):
@@ -447,89 +438,8 @@ def error_text(result):
     return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
 
 
-async def poll(what, attempt, seconds=POLL_SECONDS):
-    """Calls `attempt()` until it returns something truthy, for up to `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await attempt()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            fail(f"{what} (waited {seconds:.0f} s)")
-        await asyncio.sleep(0.5)
-
-
 # ---------------------------------------------------------------------------------------------
 # The checks
-
-
-async def http_checks(url, alice):
-    """The HTTP layer of /mcp, without the SDK."""
-    endpoint = f"{url}/mcp"
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": LATEST_HANDSHAKE_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "taskmesh-mcp-test", "version": "1.0.0"},
-        },
-    }
-    base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-    async def post(headers):
-        async with http_client() as client:
-            async with client.stream("POST", endpoint, json=body, headers={**base, **headers}) as response:
-                return response.status_code, response.headers
-
-    status, headers = await post({})
-    check(status == 401, f"POST /mcp without a token: expected 401, got {status}")
-    challenge = headers.get("www-authenticate", "")
-    check(challenge.startswith("Bearer"), f"POST /mcp without a token: WWW-Authenticate is {challenge!r}, not a Bearer challenge")
-    found = re.search(r'resource_metadata="([^"]+)"', challenge)
-    check(found, f"POST /mcp without a token: WWW-Authenticate has no resource_metadata=\"...\": {challenge!r}")
-    metadata_url = found.group(1)
-    ok(f"POST /mcp without a token: 401, WWW-Authenticate: {challenge}")
-
-    check(
-        "/.well-known/oauth-protected-resource" in metadata_url,
-        f"resource_metadata is not an RFC 9728 well-known URL: {metadata_url}",
-    )
-    async with http_client() as client:
-        response = await client.get(metadata_url)
-    check(response.status_code == 200, f"GET {metadata_url}: expected 200, got {response.status_code}")
-    try:
-        document = response.json()
-    except ValueError:
-        fail(f"GET {metadata_url}: not JSON: {short(response.text)}")
-    check(isinstance(document, dict), f"GET {metadata_url}: not a JSON object: {short(document)}")
-    resource = document.get("resource")
-    check(isinstance(resource, str) and resource.endswith("/mcp"), f"protected-resource metadata: resource {resource!r} does not end in /mcp")
-    servers = document.get("authorization_servers")
-    check(isinstance(servers, list), f"protected-resource metadata: authorization_servers is not a list: {servers!r}")
-    ok(f"GET {metadata_url}: 200, resource {resource}, authorization_servers {servers}")
-
-    status, headers = await post({"Authorization": "Bearer not-a-jwt"})
-    check(status == 401, f"POST /mcp with a garbage token: expected 401, got {status}")
-    challenge = headers.get("www-authenticate", "")
-    check(challenge.startswith("Bearer"), f"POST /mcp with a garbage token: WWW-Authenticate is {challenge!r}")
-    check('error="invalid_token"' in challenge, f"POST /mcp with a garbage token: no error=\"invalid_token\" in {challenge!r}")
-    ok("POST /mcp with a garbage token: 401, error=\"invalid_token\"")
-
-    status, _ = await post({"Authorization": f"Bearer {alice}", "Origin": "http://evil.example"})
-    check(status == 403, f"POST /mcp with a valid token and Origin http://evil.example: expected 403, got {status}")
-    ok("POST /mcp with Origin http://evil.example: 403")
-
-    status, _ = await post({"Authorization": f"Bearer {alice}"})
-    check(status == 200, f"POST /mcp initialize with a valid token: expected 200, got {status}")
-    ok("POST /mcp initialize with a valid token: 200")
-
-    async with http_client(alice) as client:
-        async with client.stream("GET", endpoint, headers={"Accept": "text/event-stream"}) as response:
-            status = response.status_code
-    check(status == 405, f"GET /mcp with a valid token: expected 405, got {status}")
-    ok("GET /mcp: 405")
 
 
 def check_listing(conn, tools):
@@ -559,11 +469,13 @@ def check_listing(conn, tools):
             check(getattr(hints, hint) is not None, f"[{label}] {name}: annotations.{hint} is not set")
         check(hints.read_only_hint is (name in READ_ONLY),
               f"[{label}] {name}: readOnlyHint is {hints.read_only_hint}, expected {name in READ_ONLY}")
+        check(hints.destructive_hint is (name in DESTRUCTIVE),
+              f"[{label}] {name}: destructiveHint is {hints.destructive_hint}, expected {name in DESTRUCTIVE}")
         check(hints.open_world_hint is False, f"[{label}] {name}: openWorldHint should be false")
-    check(tools["delete_task"].annotations.destructive_hint is True, f"[{label}] delete_task: destructiveHint should be true")
     extra = sorted(set(tools) - set(TOOLS))
     ok(f"[{label}] tools/list: all {len(TOOLS)} tools, each with a description, input and output schema "
-       f"({', '.join(sorted(dialects))}) and all four hints; read-only: {sorted(READ_ONLY)}; delete_task destructive"
+       f"({', '.join(sorted(dialects))}) and all four hints; read-only exactly {sorted(READ_ONLY)}; "
+       f"destructive exactly {sorted(DESTRUCTIVE)}"
        + (f"; also listed: {extra}" if extra else ""))
 
 

@@ -202,7 +202,7 @@ impl Call {
             change(&mut task).map_err(|p| p.0)?;
             match self.update_task(task, paths).await {
                 Err(status) if status.code() == Code::Aborted && attempt == 0 => continue,
-                other => return other.map_err(|s| task_error(s)),
+                other => return other.map_err(task_error),
             }
         }
         Err("the task kept changing while it was updated: retry".to_owned())

@@ -312,18 +312,19 @@ async fn next_occurrence(
                 };
                 return (None, format!("Completed. {why}"));
             }
-            if !series.current_task.is_empty() && series.current_task != completed {
-                if let Ok(next) = call.get_task(&series.current_task).await {
-                    let due = TaskView::from(next.clone())
-                        .due
-                        .map(|d| d.date.or(d.time).unwrap_or_default())
-                        .unwrap_or_default();
-                    let message = format!(
-                        "Completed. The next occurrence is {} (due {due}).",
-                        next.name
-                    );
-                    return (Some(next), message);
-                }
+            if !series.current_task.is_empty()
+                && series.current_task != completed
+                && let Ok(next) = call.get_task(&series.current_task).await
+            {
+                let due = TaskView::from(next.clone())
+                    .due
+                    .map(|d| d.date.or(d.time).unwrap_or_default())
+                    .unwrap_or_default();
+                let message = format!(
+                    "Completed. The next occurrence is {} (due {due}).",
+                    next.name
+                );
+                return (Some(next), message);
             }
         }
         if tokio::time::Instant::now() >= deadline {
