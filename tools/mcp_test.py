@@ -158,10 +158,6 @@ FIRE_SECONDS = 20.0
 READ_TIMEOUT_SECONDS = 60.0
 CLIENT_INFO = types.Implementation(name="taskmesh-mcp-test", version="1.0.0")
 
-def has_tag(tags, name):
-    return any(tag == name for tag in tags)
-
-
 def revisions_under_test():
     """(latest, previous): the SDK's newest revision and the one before it."""
     latest = LATEST_PROTOCOL_VERSION
@@ -481,19 +477,31 @@ def check_listing(conn, tools):
 
 async def conversation(conn, user):
     """The scripted conversation; returns the ids of the recurring task and its next one."""
-    label = conn.label
-    today = berlin_today()
-    due = (today + dt.timedelta(days=7)).isoformat()
-    moved = (today + dt.timedelta(days=9)).isoformat()
     request_id = f"mcp-test-{uuid.uuid4()}"
+    task = await add_recurring(conn, request_id)
+    task_id = task["id"]
+    await task_fields(conn, task_id)
+    plan = await repetition(conn, task)
+    await task_reminders(conn, task_id)
+    next_id = await complete_recurring(conn, task_id, request_id, plan)
+    await activity(conn, task_id, user)
+    await fired_reminder(conn)
+    await plain_task(conn)
+    await bad_input(conn, task_id)
+    return task_id, next_id
 
-    # add_task, twice with one request_id
+
+async def add_recurring(conn, request_id):
+    """add_task of a weekly date-only task with a reminder an hour before it (twice, with one
+    request_id); when that reminder fires; search_tasks and get_task find the task."""
+    label = conn.label
+    due = dt.datetime.now(zone()).date() + dt.timedelta(days=7)
     arguments = {
         "title": "Water the plants",
         "description": "The ones on the balcony too.",
         "priority": "high",
         "tags": ["home"],
-        "due": {"date": due, "time_zone": ZONE},
+        "due": {"date": due.isoformat(), "time_zone": ZONE},
         "reminders": [{"minutes_before_due": 60}],
         "recurrence": {"preset": "weekly"},
         "request_id": request_id,
@@ -503,29 +511,50 @@ async def conversation(conn, user):
     check(task_id.startswith("tasks/"), f"[{label}] add_task: id {task_id!r} is not tasks/<uuid>")
     check(task["title"] == "Water the plants", f"[{label}] add_task: title {task['title']!r}")
     check(task["priority"] == "high", f"[{label}] add_task: priority {task['priority']!r}")
-    check(has_tag(task["tags"], "home"), f"[{label}] add_task: tags {task['tags']!r} lack home")
-    check(task["due"] and task["due"]["date"] == due and task["due"]["time"] is None,
+    check(task["tags"] == ["home"], f"[{label}] add_task: tags {task['tags']!r}, expected ['home']")
+    check(task["due"] and task["due"]["date"] == due.isoformat() and task["due"]["time"] is None,
           f"[{label}] add_task: due {task['due']!r}, expected the date {due}")
     check(task["due"]["time_zone"] == ZONE, f"[{label}] add_task: due.time_zone {task['due']['time_zone']!r}")
-    check(len(task["reminders"]) == 1 and task["reminders"][0]["minutes_before_due"] == 60,
+    check(len(task["reminders"]) == 1 and task["reminders"][0]["minutes_before_due"] == 60
+          and task["reminders"][0]["at"] is None,
           f"[{label}] add_task: reminders {task['reminders']!r}")
     check(task["recurrence"] and "FREQ=WEEKLY" in task["recurrence"]["rrule"],
           f"[{label}] add_task: recurrence {task['recurrence']!r}, expected FREQ=WEEKLY")
     check(task["recurrence"]["series"].startswith("series/"), f"[{label}] add_task: series {task['recurrence']['series']!r}")
+    check(task["recurrence"]["exdates"] == [], f"[{label}] add_task: exdates {task['recurrence']['exdates']!r}")
     check(task["state"] == "open", f"[{label}] add_task: state {task['state']!r}")
-    rrule = task["recurrence"]["rrule"]
-    ok(f"[{label}] add_task: {task_id}, due {due} ({ZONE}), weekly ({rrule}), high, #home, reminder 60 min before")
+    ok(f"[{label}] add_task: {task_id}, due {due} ({ZONE}), weekly ({task['recurrence']['rrule']}), high, #home, reminder 60 min before")
 
     again = (await conn.call("add_task", arguments))["task"]
     check(again["id"] == task_id, f"[{label}] add_task with the same request_id made another task: {again['id']} != {task_id}")
     ok(f"[{label}] add_task again with the same request_id: the same task {task_id}")
 
-    # search_tasks, get_task
-    async def found():
+    # 60 minutes before a date-only due is 60 minutes before that day starts in the task's
+    # zone (not after it). ReminderService learns of the reminder from the task's event.
+    name = f"{task_id}/reminders/{task['reminders'][0]['id']}"
+    expected = day_start(due) - dt.timedelta(minutes=60)
+
+    async def listed():
+        result = await conn.call("list_reminders", {"task_id": task_id})
+        return [r for r in result["reminders"] if r["id"] == name]
+
+    found = await poll(f"[{label}] list_reminders task_id={task_id} does not list {name}", listed)
+    check(len(found) == 1, f"[{label}] list_reminders lists {name} {len(found)} times: {short(found)}")
+    reminder = found[0]
+    check(reminder["task_id"] == task_id and reminder["state"] == "scheduled",
+          f"[{label}] list_reminders: {short(reminder)}, expected a scheduled reminder of {task_id}")
+    fire_time = rfc3339(reminder["fire_time"], f"[{label}] list_reminders fire_time")
+    check(fire_time == expected,
+          f"[{label}] the reminder 60 minutes before the date-only due {due} ({ZONE}) fires at "
+          f"{reminder['fire_time']}, expected {utc_text(expected)} (the start of that day minus 60 minutes)")
+    ok(f"[{label}] list_reminders: the reminder 60 min before {due} fires at {reminder['fire_time']} "
+       f"({fire_time.astimezone(zone()).isoformat()})")
+
+    async def found_by_search():
         result = await conn.call("search_tasks", {"text": "plants"})
         return task_id in [t["id"] for t in result["tasks"]]
 
-    await poll(f"[{label}] search_tasks text=plants does not find {task_id}", found)
+    await poll(f"[{label}] search_tasks text=plants does not find {task_id}", found_by_search)
     ok(f"[{label}] search_tasks text=plants finds it")
     result = await conn.call("search_tasks", {"text": "plants", "priority_at_least": "high", "tags": ["home"], "order": "due"})
     check(task_id in [t["id"] for t in result["tasks"]], f"[{label}] search_tasks priority_at_least=high tags=[home] does not find {task_id}")
@@ -534,27 +563,46 @@ async def conversation(conn, user):
     got = (await conn.call("get_task", {"id": task_id}))["task"]
     check(got["id"] == task_id and got["title"] == "Water the plants", f"[{label}] get_task: {short(got)}")
     ok(f"[{label}] get_task")
+    return task
 
-    # set_priority, add_tags, remove_tags, list_tags
+
+async def task_fields(conn, task_id):
+    """set_priority, add_tags (also too many), remove_tags, list_tags."""
+    label = conn.label
     got = (await conn.call("set_priority", {"id": task_id, "priority": "urgent"}))["task"]
     check(got["priority"] == "urgent", f"[{label}] set_priority urgent: priority {got['priority']!r}")
     ok(f"[{label}] set_priority urgent")
 
     got = (await conn.call("add_tags", {"id": task_id, "tags": ["garden"]}))["task"]
-    check(has_tag(got["tags"], "garden") and has_tag(got["tags"], "home"), f"[{label}] add_tags garden: tags {got['tags']!r}")
+    check(got["tags"] == ["garden", "home"], f"[{label}] add_tags garden: tags {got['tags']!r}, expected ['garden', 'home']")
     ok(f"[{label}] add_tags garden: {got['tags']}")
+    too_many = [f"bulk-{i}" for i in range(MAX_TAGS + 1)]
+    text = await conn.call_error("add_tags", {"id": task_id, "tags": too_many})
+    check(re.search(rf"\b{MAX_TAGS}\b", text), f"[{label}] add_tags with {len(too_many)} tags: the error {text!r} does not mention {MAX_TAGS}")
+    ok(f"[{label}] add_tags with {len(too_many)} tags: isError ({short(text, 200)})")
     got = (await conn.call("remove_tags", {"id": task_id, "tags": ["garden"]}))["task"]
-    check(not has_tag(got["tags"], "garden") and has_tag(got["tags"], "home"), f"[{label}] remove_tags garden: tags {got['tags']!r}")
+    check(got["tags"] == ["home"], f"[{label}] remove_tags garden: tags {got['tags']!r}, expected ['home'] (nothing of the refused add_tags)")
     ok(f"[{label}] remove_tags garden: {got['tags']}")
 
     tags = (await conn.call("list_tags", {"page_size": 100}))["tags"]
-    check(any(tag.get("display_name") == "home" or tag.get("name") == "home" for tag in tags),
-          f"[{label}] list_tags lacks home: {short(tags)}")
+    check(any(tag["display_name"] == "home" for tag in tags), f"[{label}] list_tags has no tag with display_name home: {short(tags)}")
     ok(f"[{label}] list_tags has home")
 
-    # set_due_date keeps the recurrence; set_recurring; skip_occurrence
-    got = (await conn.call("set_due_date", {"id": task_id, "due": {"date": moved, "time_zone": ZONE}}))["task"]
-    check(got["due"] and got["due"]["date"] == moved, f"[{label}] set_due_date: due {got['due']!r}, expected {moved}")
+
+async def repetition(conn, task):
+    """set_due_date keeps the rule; set_recurring daily and back to the weekly rule, each with
+    its next occurrences; skip_occurrence; the same rule again keeps the skipped occurrence.
+    Returns what completing the task must give: its series, due day, skipped day, next day."""
+    label = conn.label
+    task_id = task["id"]
+    rrule = task["recurrence"]["rrule"]
+    moved = day(task["due"]["date"], f"[{label}] due.date") + dt.timedelta(days=2)
+
+    def days(first, last, step):
+        return [(moved + dt.timedelta(days=k * step)).isoformat() for k in range(first, last + 1)]
+
+    got = (await conn.call("set_due_date", {"id": task_id, "due": {"date": moved.isoformat(), "time_zone": ZONE}}))["task"]
+    check(got["due"] and got["due"]["date"] == moved.isoformat(), f"[{label}] set_due_date: due {got['due']!r}, expected {moved}")
     check(got["recurrence"] and got["recurrence"]["rrule"] == rrule,
           f"[{label}] set_due_date dropped or changed the recurrence: {got['recurrence']!r} (was {rrule})")
     ok(f"[{label}] set_due_date {moved}: recurrence kept ({rrule})")
@@ -562,87 +610,209 @@ async def conversation(conn, user):
     result = await conn.call("set_recurring", {"id": task_id, "recurrence": {"rrule": "FREQ=DAILY"}})
     check(result["task"]["recurrence"] and "FREQ=DAILY" in result["task"]["recurrence"]["rrule"],
           f"[{label}] set_recurring FREQ=DAILY: recurrence {result['task']['recurrence']!r}")
-    occurrences = result["next_occurrences"]
-    check(occurrences, f"[{label}] set_recurring: no next_occurrences")
-    due = result["task"]["due"]
-    # A date-only task's occurrences are days (in its zone); a timed task's are instants.
-    for occurrence in occurrences:
-        if due["date"] is not None:
-            day = dt.date.fromisoformat(occurrence)
-            check(day > dt.date.fromisoformat(due["date"]),
-                  f"[{label}] set_recurring: occurrence {occurrence} is not after the due {due['date']}")
-        else:
-            rfc3339(occurrence, f"[{label}] set_recurring next_occurrences")
-    check(occurrences == sorted(occurrences) and len(set(occurrences)) == len(occurrences),
-          f"[{label}] set_recurring: occurrences out of order or repeated: {occurrences}")
-    series = result["task"]["recurrence"]["series"]
-    ok(f"[{label}] set_recurring FREQ=DAILY: next {occurrences[:3]}")
+    check(result["next_occurrences"] == days(1, 5, 1),
+          f"[{label}] set_recurring FREQ=DAILY from {moved}: next_occurrences {result['next_occurrences']}, expected {days(1, 5, 1)}")
+    ok(f"[{label}] set_recurring FREQ=DAILY: next {result['next_occurrences']}")
+
+    result = await conn.call("set_recurring", {"id": task_id, "recurrence": {"rrule": rrule}})
+    recurrence = result["task"]["recurrence"]
+    check(recurrence and recurrence["rrule"] == rrule, f"[{label}] set_recurring {rrule}: recurrence {recurrence!r}")
+    check(recurrence["exdates"] == [], f"[{label}] set_recurring {rrule}: exdates {recurrence['exdates']!r}, expected none")
+    weekly = days(1, 5, 7)
+    check(result["next_occurrences"] == weekly,
+          f"[{label}] set_recurring {rrule} from {moved}: next_occurrences {result['next_occurrences']}, expected {weekly}")
+    ok(f"[{label}] set_recurring {rrule} again: next {weekly}")
 
     result = await conn.call("skip_occurrence", {"id": task_id})
-    rfc3339(result["skipped"], f"[{label}] skip_occurrence skipped")
     check(result["task_id"] == task_id, f"[{label}] skip_occurrence: task_id {result['task_id']!r}")
-    ok(f"[{label}] skip_occurrence: skipped {result['skipped']}")
+    skipped = rfc3339(result["skipped"], f"[{label}] skip_occurrence skipped")
+    skipped_day = day_of(skipped)
+    check(skipped == day_start(skipped_day),
+          f"[{label}] skip_occurrence: skipped {result['skipped']} is not the start of a day in {ZONE}")
+    check(skipped_day.isoformat() == weekly[0],
+          f"[{label}] skip_occurrence: skipped {skipped_day}, expected the next occurrence {weekly[0]}")
+    ok(f"[{label}] skip_occurrence: skipped {result['skipped']} ({skipped_day})")
 
-    # create_reminder, list_reminders, snooze/dismiss
-    at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)).replace(microsecond=0).isoformat()
+    # The skip reaches the task through an event: wait for the exdate, then set the same rule.
+    async def excluded():
+        got = (await conn.call("get_task", {"id": task_id}))["task"]
+        exdates = got["recurrence"]["exdates"] if got["recurrence"] else []
+        return any(rfc3339(x, f"[{label}] exdates") == skipped for x in exdates)
+
+    await poll(f"[{label}] get_task: recurrence.exdates never shows the skipped {result['skipped']}", excluded)
+    ok(f"[{label}] get_task: recurrence.exdates has {skipped_day}")
+
+    result = await conn.call("set_recurring", {"id": task_id, "recurrence": {"rrule": rrule}})
+    recurrence = result["task"]["recurrence"]
+    check(recurrence and recurrence["rrule"] == rrule, f"[{label}] set_recurring the same rule: recurrence {recurrence!r}")
+    exdates = [rfc3339(x, f"[{label}] set_recurring exdates") for x in recurrence["exdates"]]
+    check(skipped in exdates,
+          f"[{label}] set_recurring with the same rule {rrule} dropped the skipped {skipped_day}: exdates {recurrence['exdates']!r}")
+    expected = days(2, 6, 7)
+    check(result["next_occurrences"] == expected,
+          f"[{label}] set_recurring the same rule: next_occurrences {result['next_occurrences']}, expected {expected} (without the skipped {skipped_day})")
+    ok(f"[{label}] set_recurring the same rule keeps the skipped {skipped_day}: exdates {recurrence['exdates']}, next {expected}")
+    return {
+        "series": recurrence["series"],
+        "due": moved,
+        "skipped_day": skipped_day,
+        "next_day": day(expected[0], "next occurrence"),
+    }
+
+
+async def task_reminders(conn, task_id):
+    """create_reminder (the id it returns is the new one), list_reminders, snooze refused
+    before firing, dismiss; update_task keeps reminders given by id."""
+    label = conn.label
+    before = [r["id"] for r in (await conn.call("get_task", {"id": task_id}))["task"]["reminders"]]
+    at = utc_text(utc_now() + dt.timedelta(days=3))
     result = await conn.call("create_reminder", {"task_id": task_id, "at": at})
     reminder = result["reminder"]
     check(reminder["at"] is not None and reminder["minutes_before_due"] is None, f"[{label}] create_reminder: {short(reminder)}")
     check(rfc3339(reminder["at"], "reminder.at") == rfc3339(at, "at"), f"[{label}] create_reminder: at {reminder['at']} != {at}")
-    check(reminder["id"] in [r["id"] for r in result["task"]["reminders"]], f"[{label}] create_reminder: the task lacks reminder {reminder['id']}")
+    check(reminder["id"] not in before, f"[{label}] create_reminder returned the old reminder {reminder['id']} (the task had {before})")
+    ids = [r["id"] for r in result["task"]["reminders"]]
+    check(sorted(ids) == sorted(before + [reminder["id"]]),
+          f"[{label}] create_reminder: the task's reminders are {ids}, expected {before} and {reminder['id']}")
     ok(f"[{label}] create_reminder at {at}: {reminder['id']}")
 
-    async def scheduled():
+    name = f"{task_id}/reminders/{reminder['id']}"
+
+    async def listed(reminder_name):
         result = await conn.call("list_reminders", {"task_id": task_id})
-        return [r for r in result["reminders"] if r["task_id"] == task_id]
+        return [r for r in result["reminders"] if r["id"] == reminder_name]
 
-    reminders = await poll(f"[{label}] list_reminders task_id={task_id} lists nothing", scheduled)
-    check(all(r["id"].startswith(f"{task_id}/reminders/") for r in reminders), f"[{label}] list_reminders ids: {short(reminders)}")
-    ok(f"[{label}] list_reminders: {[(r['id'].rsplit('/', 1)[-1], r['state']) for r in reminders]}")
+    found = await poll(f"[{label}] list_reminders task_id={task_id} does not list {name}", lambda: listed(name))
+    check(found[0]["state"] == "scheduled" and rfc3339(found[0]["fire_time"], "fire_time") == rfc3339(at, "at"),
+          f"[{label}] list_reminders: {short(found[0])}, expected scheduled at {at}")
+    ok(f"[{label}] list_reminders: {name} scheduled at {found[0]['fire_time']}")
 
-    # Snoozing or dismissing a reminder that has not fired may be refused; either answer is
-    # fine, a success must match the schema.
-    for name, extra in (("snooze_reminder", {"minutes": 10}), ("dismiss_reminder", {})):
-        arguments = {"id": reminders[0]["id"], **extra}
-        result = await conn.raw(name, arguments)
-        if result.is_error:
-            ok(f"[{label}] {name} of a scheduled reminder: refused ({short(error_text(result), 200)})")
-        else:
-            conn.validate(name, result)
-            ok(f"[{label}] {name}: state {result.structured_content['reminder']['state']}")
+    text = await conn.call_error("snooze_reminder", {"id": name, "minutes": 10})
+    check("fired" in text.lower(), f"[{label}] snooze_reminder of a scheduled reminder: the error {text!r} does not say it has not fired")
+    ok(f"[{label}] snooze_reminder of a scheduled reminder: isError ({short(text, 200)})")
+    got = (await conn.call("dismiss_reminder", {"id": name}))["reminder"]
+    check(got["id"] == name and got["state"] == "dismissed", f"[{label}] dismiss_reminder: {short(got)}")
+    ok(f"[{label}] dismiss_reminder of a scheduled reminder: dismissed")
 
-    # complete_task of the recurring task
+    # update_task with the reminders' ids keeps them (and the dismissed one's state).
+    task = (await conn.call("get_task", {"id": task_id}))["task"]
+    before = [r["id"] for r in task["reminders"]]
+    kept = [
+        {"id": r["id"], "at": r["at"]} if r["at"] is not None else {"id": r["id"], "minutes_before_due": r["minutes_before_due"]}
+        for r in task["reminders"]
+    ]
+    got = (await conn.call("update_task", {"id": task_id, "reminders": [*kept, {"minutes_before_due": 30}]}))["task"]
+    after = [r["id"] for r in got["reminders"]]
+    added = [r for r in got["reminders"] if r["id"] not in before]
+    check(all(i in after for i in before),
+          f"[{label}] update_task with the reminders' ids: ids before {before}, after {after}")
+    check(len(after) == len(before) + 1 and len(added) == 1 and added[0]["minutes_before_due"] == 30,
+          f"[{label}] update_task with one more reminder: before {before}, after {short(got['reminders'])}")
+    ok(f"[{label}] update_task with the reminders' ids keeps them ({before}); the new one is {added[0]['id']}")
+
+    added_name = f"{task_id}/reminders/{added[0]['id']}"
+    await poll(f"[{label}] list_reminders task_id={task_id} does not list the new {added_name}", lambda: listed(added_name))
+    found = await listed(name)
+    check(found and found[0]["state"] == "dismissed",
+          f"[{label}] after update_task kept it by id, {name} is {short(found)}, expected still dismissed")
+    ok(f"[{label}] the kept reminder {reminder['id']} is still dismissed")
+
+
+async def complete_recurring(conn, task_id, request_id, plan):
+    """complete_task of the weekly task names its next occurrence: past the skipped one."""
+    label = conn.label
     result = await conn.call("complete_task", {"id": task_id, "request_id": f"{request_id}-complete"})
-    check(result["task"]["id"] == task_id and result["task"]["state"] == "completed",
-          f"[{label}] complete_task: {short(result['task'])}")
-    check(result["task"]["complete_time"] is not None, f"[{label}] complete_task: no complete_time")
+    done = result["task"]
+    check(done["id"] == task_id and done["state"] == "completed", f"[{label}] complete_task: {short(done)}")
+    check(done["complete_time"] is not None, f"[{label}] complete_task: no complete_time")
+    check(done["due"] and done["due"]["date"] == plan["due"].isoformat(),
+          f"[{label}] complete_task: the completed task's due {done['due']!r}, expected {plan['due']}")
     next_task = result["next_task"]
-    check(next_task is not None or (result["message"] or "").strip(), f"[{label}] complete_task: neither next_task nor a message")
-    next_id = None
-    if next_task is not None:
-        next_id = next_task["id"]
-        check(next_id != task_id and next_task["state"] == "open", f"[{label}] complete_task next_task: {short(next_task)}")
-        check(next_task["recurrence"] is None or next_task["recurrence"]["series"] == series,
-              f"[{label}] complete_task: next_task in another series: {next_task['recurrence']!r}")
-        ok(f"[{label}] complete_task: completed; next occurrence {next_id} due {next_task['due']}; message {result['message']!r}")
-    else:
-        ok(f"[{label}] complete_task: completed; no next_task yet; message {result['message']!r}")
+    check(next_task is not None,
+          f"[{label}] complete_task of a weekly task: next_task is null (message {result['message']!r})")
+    next_id = next_task["id"]
+    check(next_id != task_id and next_id.startswith("tasks/"), f"[{label}] complete_task: next_task id {next_id!r}")
+    check(next_task["state"] == "open", f"[{label}] complete_task: next_task state {next_task['state']!r}")
+    check(next_task["recurrence"] is not None and next_task["recurrence"]["series"] == plan["series"],
+          f"[{label}] complete_task: next_task not in series {plan['series']}: {next_task['recurrence']!r}")
+    check(next_task["due"] and next_task["due"]["date"] is not None, f"[{label}] complete_task: next_task due {next_task['due']!r}")
+    next_day = day(next_task["due"]["date"], f"[{label}] next_task due.date")
+    check(next_day > plan["due"], f"[{label}] complete_task: the next task is due {next_day}, not after {plan['due']}")
+    check(next_day != plan["skipped_day"], f"[{label}] complete_task: the next task is due on the skipped {plan['skipped_day']}")
+    check(next_day == plan["next_day"],
+          f"[{label}] complete_task: the next task is due {next_day}, expected {plan['next_day']} (the first occurrence set_recurring listed)")
+    check(next_id in result["message"], f"[{label}] complete_task: the message {result['message']!r} does not name {next_id}")
+    ok(f"[{label}] complete_task: completed; next occurrence {next_id} due {next_day} (skipped {plan['skipped_day']}); message {result['message']!r}")
+    return next_id
 
-    # get_activity: the changes are there, made by mcp:<user>
+
+async def activity(conn, task_id, user):
+    """get_activity: the changes are there, made by mcp:<user>."""
+    label = conn.label
     actor = f"mcp:{user}"
 
-    async def activity():
+    async def entries_by_actor():
         entries = (await conn.call("get_activity", {"task_id": task_id}))["entries"]
         return entries if any(entry["actor"] == actor for entry in entries) else None
 
-    entries = await poll(f"[{label}] get_activity task_id={task_id} has no entry by {actor}", activity)
+    entries = await poll(f"[{label}] get_activity task_id={task_id} has no entry by {actor}", entries_by_actor)
     ok(f"[{label}] get_activity: {len(entries)} entries, by {sorted({e['actor'] for e in entries})}")
 
-    notifications = (await conn.call("list_notifications", {}))["notifications"]
-    check(isinstance(notifications, list), f"[{label}] list_notifications: not a list")
-    ok(f"[{label}] list_notifications: {len(notifications)}")
 
-    # A plain task: update_task, complete (no next), uncomplete, delete
+async def fired_reminder(conn):
+    """A reminder that fires a few seconds from now: listed as fired, snoozed for 5 minutes,
+    its unread notification names it, then dismissed."""
+    label = conn.label
+    now = utc_now()
+    task = (await conn.call("add_task", {
+        "title": "Call the plumber",
+        "due": {"time": utc_text(now + dt.timedelta(hours=1)), "time_zone": ZONE},
+    }))["task"]
+    task_id = task["id"]
+    at = utc_text(now + dt.timedelta(seconds=3))
+    reminder = (await conn.call("create_reminder", {"task_id": task_id, "at": at}))["reminder"]
+    name = f"{task_id}/reminders/{reminder['id']}"
+    ok(f"[{label}] create_reminder at {at} on {task_id}: {reminder['id']}")
+
+    async def fired():
+        listed = (await conn.call("list_reminders", {"state": "fired", "page_size": 100}))["reminders"]
+        check(all(r["state"] == "fired" for r in listed),
+              f"[{label}] list_reminders state=fired lists other states: {short([(r['id'], r['state']) for r in listed])}")
+        return [r for r in listed if r["id"] == name]
+
+    found = await poll(f"[{label}] list_reminders state=fired never lists {name} (due to fire at {at})", fired, seconds=FIRE_SECONDS)
+    check(found[0]["task_id"] == task_id and found[0]["task_title"] == "Call the plumber",
+          f"[{label}] list_reminders state=fired: {short(found[0])}")
+    ok(f"[{label}] list_reminders state=fired: {name} fired")
+
+    before = utc_now()
+    snoozed = (await conn.call("snooze_reminder", {"id": name, "minutes": 5}))["reminder"]
+    after = utc_now()
+    check(snoozed["id"] == name and snoozed["state"] == "snoozed", f"[{label}] snooze_reminder: {short(snoozed)}")
+    fire_time = rfc3339(snoozed["fire_time"], f"[{label}] snooze_reminder fire_time")
+    slack = dt.timedelta(seconds=30)
+    low, high = before + dt.timedelta(minutes=5) - slack, after + dt.timedelta(minutes=5) + slack
+    check(low <= fire_time <= high,
+          f"[{label}] snooze_reminder minutes=5 at {utc_text(before)}: fire_time {snoozed['fire_time']}, expected about 5 minutes later")
+    ok(f"[{label}] snooze_reminder 5 minutes: snoozed until {snoozed['fire_time']}")
+
+    async def notified():
+        listed = (await conn.call("list_notifications", {"unread_only": True, "page_size": 100}))["notifications"]
+        return [n for n in listed if n["reminder_id"] == name]
+
+    found = await poll(f"[{label}] list_notifications unread_only has no notification with reminder_id {name}", notified)
+    check(found[0]["kind"] == "reminder" and found[0]["task_id"] == task_id and found[0]["read"] is False,
+          f"[{label}] list_notifications: {short(found[0])}")
+    ok(f"[{label}] list_notifications unread_only: {found[0]['id']} names reminder {name}")
+
+    got = (await conn.call("dismiss_reminder", {"id": name}))["reminder"]
+    check(got["id"] == name and got["state"] == "dismissed", f"[{label}] dismiss_reminder: {short(got)}")
+    ok(f"[{label}] dismiss_reminder of the snoozed reminder: dismissed")
+
+
+async def plain_task(conn):
+    """A plain task: update_task, complete (no next), uncomplete, delete."""
+    label = conn.label
     plain = (await conn.call("add_task", {"title": "Buy stamps", "tags": ["errands"]}))["task"]
     plain_id = plain["id"]
     check(plain["recurrence"] is None and plain["due"] is None, f"[{label}] add_task plain: {short(plain)}")
@@ -652,6 +822,7 @@ async def conversation(conn, user):
     check(got["version"] > plain["version"], f"[{label}] update_task: version {got['version']} not above {plain['version']}")
     ok(f"[{label}] update_task: title changed (version {got['version']})")
     text = await conn.call_error("update_task", {"id": plain_id, "title": "Stale", "etag": plain["etag"]})
+    check("etag" in text.lower(), f"[{label}] update_task with a stale etag: the error {text!r} does not mention the etag")
     ok(f"[{label}] update_task with a stale etag: isError ({short(text, 200)})")
     result = await conn.call("complete_task", {"id": plain_id})
     check(result["task"]["state"] == "completed" and result["next_task"] is None, f"[{label}] complete_task plain: {short(result)}")
@@ -667,21 +838,32 @@ async def conversation(conn, user):
     check("no such task" in text.lower(), f"[{label}] get_task of a deleted task: {text!r} lacks 'no such task'")
     ok(f"[{label}] get_task of the deleted task: isError ({text})")
 
-    # Bad input
+
+async def bad_input(conn, task_id):
+    """Bad input: isError results with a bounded text saying what is wrong; the session
+    goes on."""
+    label = conn.label
     text = await conn.call_error("add_task", {"title": ""})
     check("title" in text.lower(), f"[{label}] add_task with an empty title: the error {text!r} does not mention the title")
     ok(f"[{label}] add_task with an empty title: isError ({short(text, 200)})")
     text = await conn.call_error("get_task", {"id": "tasks/not-a-uuid"})
+    check("`id`" in text, f"[{label}] get_task tasks/not-a-uuid: the error {text!r} does not name `id`")
     ok(f"[{label}] get_task tasks/not-a-uuid: isError ({short(text, 200)})")
-    try:
-        result = await conn.raw("add_task", {"title": 12345})
-        check(result.is_error, f"[{label}] add_task with a number as title succeeded: {short(result.structured_content)}")
-        ok(f"[{label}] add_task with a number as title: isError ({short(error_text(result), 200)})")
-    except MCPError as error:
-        ok(f"[{label}] add_task with a number as title: JSON-RPC error {error.code} ({short(error.message, 200)})")
+
+    # Arguments that do not fit the input schema: tool errors too, not JSON-RPC errors.
+    text = await conn.call_error("add_task", {"title": 12345})
+    check("integer" in text.lower() and "string" in text.lower(),
+          f"[{label}] add_task with a number as title: the error {text!r} does not say a string was expected instead of the integer")
+    ok(f"[{label}] add_task with a number as title: isError ({short(text, 200)})")
+    garbage = "x" * 100_000
+    text = await conn.call_error("add_task", {"title": "Garbage priority", "priority": garbage})
+    check(len(text) < MAX_ARGUMENT_ERROR_TEXT,
+          f"[{label}] add_task with a {len(garbage):,}-character priority: the error text has {len(text):,} characters "
+          f"(expected under {MAX_ARGUMENT_ERROR_TEXT:,}): {short(text, 300)}")
+    ok(f"[{label}] add_task with a {len(garbage):,}-character priority: isError, {len(text)} characters ({short(text, 200)})")
+
     await conn.call("get_task", {"id": task_id})
     ok(f"[{label}] the session still works after the bad calls")
-    return task_id, next_id
 
 
 async def isolation(conn, alice_ids):
@@ -821,7 +1003,7 @@ def main():
     finally:
         dev.stop()
     if code == 0:
-        print(f"mcp test passed: {checks} checks", flush=True)
+        print(f"mcp test passed: {support.checks} checks", flush=True)
     return code
 
 

@@ -363,7 +363,8 @@ impl Tools {
     }
 
     /// Delete a task for good. For a repeating task, `scope` says whether the series goes on
-    /// (`this`, default) or ends (`this_and_following`).
+    /// (`this`, default) or ends (`this_and_following`); its deletion takes effect a moment
+    /// after this returns (the series service sends it to the task service).
     #[tool(annotations(
         title = "Delete a task",
         read_only_hint = false,
