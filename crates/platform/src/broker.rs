@@ -27,6 +27,16 @@ pub enum BrokerError {
     /// The broker stopped serving.
     #[error("the embedded broker stopped: {0}")]
     Stopped(String),
+    /// Something else listens on the broker's address (another broker, or another
+    /// `taskmesh dev`): joining it would mix two installations' consumer groups.
+    #[error(
+        "{addr} is in use by another process: stop it, or give the embedded broker another \
+         address (--kafka-listen / TASKMESH_KAFKA_LISTEN), or use it with KAFKA_BROKERS"
+    )]
+    AddressInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
 }
 
 /// How an embedded broker differs from the plain development one.
@@ -152,13 +162,15 @@ impl EmbeddedBroker {
         storage: &str,
         options: &BrokerOptions,
     ) -> Result<Self, BrokerError> {
-        let addr = if addr.port() == 0 {
-            // tansu binds by URL; find a free port first (a tiny race, fine for dev/tests).
-            let probe = std::net::TcpListener::bind(addr)?;
-            probe.local_addr()?
-        } else {
-            addr
-        };
+        // tansu binds by URL; bind here first, so a port in use is an error rather than a
+        // silent connection to whatever holds it, and port 0 becomes a free port (the probe
+        // is closed before tansu binds: a tiny race, fine for dev and tests).
+        let probe = std::net::TcpListener::bind(addr).map_err(|error| match error.kind() {
+            std::io::ErrorKind::AddrInUse => BrokerError::AddressInUse { addr },
+            _ => BrokerError::Io(error),
+        })?;
+        let addr = probe.local_addr()?;
+        drop(probe);
         let url = Url::parse(&format!("tcp://{addr}"))?;
         let advertised = match &options.advertised {
             Some(advertised) => Url::parse(&format!("tcp://{advertised}"))?,

@@ -23,7 +23,8 @@ pub struct CloudEvent {
     pub time: DateTime<Utc>,
     /// `ce_subject`: the resource name, e.g. `tasks/{task}`.
     pub subject: String,
-    /// `ce_dataschema`: `type.googleapis.com/<protobuf message full name>`.
+    /// `ce_dataschema`: `urn:taskmesh:proto:<protobuf message full name>` (see
+    /// [`data_schema`]).
     pub data_schema: String,
     /// The record key: the owning user id.
     pub key: String,
@@ -47,9 +48,27 @@ pub enum EnvelopeError {
     SpecVersion,
 }
 
-/// `ce_dataschema` for a protobuf message full name.
+/// The prefix of [`data_schema`]: `ce_dataschema` is a URI (CloudEvents 1.0 section 3.1.1,
+/// an absolute URI per RFC 3986 section 4.3) naming the payload's protobuf message.
+pub const DATA_SCHEMA_PREFIX: &str = "urn:taskmesh:proto:";
+
+/// The form events carried before [`DATA_SCHEMA_PREFIX`] (no scheme, so not a URI); still
+/// read, so events already in a topic, an outbox or a dead-letter topic stay valid.
+const LEGACY_DATA_SCHEMA_PREFIX: &str = "type.googleapis.com/";
+
+/// `ce_dataschema` for a protobuf message full name, e.g.
+/// `urn:taskmesh:proto:taskmesh.events.v1.TaskCreated`.
 pub fn data_schema(message_full_name: &str) -> String {
-    format!("type.googleapis.com/{message_full_name}")
+    format!("{DATA_SCHEMA_PREFIX}{message_full_name}")
+}
+
+/// The protobuf message full name a `ce_dataschema` names, in the current form or the
+/// earlier `type.googleapis.com/<name>`; `None` for anything else.
+pub fn data_schema_message(data_schema: &str) -> Option<&str> {
+    data_schema
+        .strip_prefix(DATA_SCHEMA_PREFIX)
+        .or_else(|| data_schema.strip_prefix(LEGACY_DATA_SCHEMA_PREFIX))
+        .filter(|name| !name.is_empty())
 }
 
 impl CloudEvent {

@@ -47,7 +47,11 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
             EnvFilter::new("info,tansu=warn,sqlx=warn,libsql=warn,h2=warn,rmcp=error")
         });
     let logs = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only for a person at a terminal, never in a file or a collector's pipe.
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(endpoint) {

@@ -205,7 +205,13 @@ pub(crate) struct DevArgs {
 
     /// Do not build the web app (by default `dev` runs `npm run build` in `web/` when
     /// `--web-dir` is a checkout's `web/dist` that is missing or older than its sources).
-    #[arg(long, env = "TASKMESH_SKIP_WEB_BUILD")]
+    /// (`TASKMESH_SKIP_WEB_BUILD` takes the usual boolean spellings: `1`/`0`, `true`/`false`,
+    /// `yes`/`no`, `on`/`off`.)
+    #[arg(
+        long,
+        env = "TASKMESH_SKIP_WEB_BUILD",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub(crate) skip_web_build: bool,
 
     /// Gateway address: gRPC, grpc-web and the web app.
@@ -333,7 +339,13 @@ pub(crate) struct ServeArgs {
 
     /// Whether server reflection is also served on the public port (`false`: only on the
     /// internal listener). Health is served on both.
-    #[arg(long, env = "TASKMESH_PUBLIC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "TASKMESH_PUBLIC_REFLECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub(crate) public_reflection: bool,
 
     /// TaskService address, for the gateway and RecurrenceService.

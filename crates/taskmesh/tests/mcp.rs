@@ -1,13 +1,17 @@
 //! The MCP server end to end, with the official Python MCP SDK (PyPI `mcp`) as its client:
-//! runs `tools/mcp_test.py` against this build's `taskmesh dev` on a fresh database. Over
+//! runs `tools/mcp_test.py` (with its helpers `tools/mcp_test_support.py` and
+//! `tools/mcp_test_http.py`) against this build's `taskmesh dev` on a fresh database. Over
 //! Streamable HTTP at `/mcp`, in the SDK's newest protocol revision (2026-07-28) and the one
 //! before it (2025-11-25, plus a short 2025-06-18 session), it lists the tools (descriptions,
-//! input and output schemas, annotations) and has a scripted conversation that calls every
-//! tool, validating each result's `structuredContent` against the tool's `outputSchema` (JSON
-//! Schema 2020-12) and its text against the same JSON; bad input must give `isError` results.
-//! It checks the HTTP layer (401 with a `resource_metadata` challenge, the protected-resource
-//! metadata, 403 for a foreign `Origin`, 405 for GET), that one user cannot see another's
-//! tasks, and `taskmesh mcp --stdio` through the SDK's stdio client. Logs land in
+//! input and output schemas, the exact read-only and destructive hints) and has a scripted
+//! conversation that calls every tool, validating each result's `structuredContent` against
+//! the tool's `outputSchema` (JSON Schema 2020-12) and its text against the same JSON, and
+//! checking what the results mean (a date-only task's reminder time, the next occurrence
+//! after a skipped one, a reminder that fires and is snoozed); bad input, also arguments that
+//! do not fit the schema, must give bounded `isError` results. It checks the HTTP layer (403
+//! for a foreign `Host` or `Origin` with or without a token, 401 with a `resource_metadata`
+//! challenge, the protected-resource metadata, 405 for GET), that one user cannot see
+//! another's tasks, and `taskmesh mcp --stdio` through the SDK's stdio client. Logs land in
 //! `build/mcp-tests/`.
 //!
 //! Needs `python3` (3.10 or newer) with its venv module (Debian: `python3-venv`) and PyPI:
@@ -45,11 +49,13 @@ fn run(command: &mut Command, what: &str) {
 }
 
 /// The virtualenv's python, with `tools/mcp-requirements.txt` installed: pip runs only when
-/// the file differs from the copy kept in the virtualenv after the last install.
+/// the file differs from the copy kept in the virtualenv after the last install. A
+/// virtualenv without its python or its pip (an interrupted creation) is made anew.
 fn venv_python(root: &Path) -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
     let python = venv.join("bin").join("python");
-    if !python.exists() {
+    let pip = venv.join("bin").join("pip");
+    if !(python.exists() && pip.exists()) {
         run(
             Command::new("python3")
                 .args(["-m", "venv", "--clear"])

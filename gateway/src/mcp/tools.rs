@@ -24,8 +24,8 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::ToolCallContext},
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-        Implementation, ServerCapabilities, ServerConfig,
+        CallToolRequestParams, CallToolResponse, ContentBlock, Implementation, ServerCapabilities,
+        ServerConfig,
     },
     service::RequestContext,
     tool_handler,
@@ -334,30 +334,30 @@ impl ServerHandler for Tools {
     /// Runs a tool. Arguments that do not fit its input schema are a tool error (`isError`)
     /// with serde's reason, cut to [`MAX_ARGUMENT_ERROR_CHARS`] (it quotes the offending
     /// value); an unknown tool stays a JSON-RPC error, as the MCP spec says.
+    ///
+    /// # Errors
+    /// rmcp's, e.g. an unknown tool (`INVALID_PARAMS`).
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let call = ToolCallContext::new(self, request, context);
-        match self.tool_router.call(call).await {
-            Err(error)
-                if error.code == ErrorCode::INVALID_PARAMS
-                    && error.message.starts_with("failed to deserialize") =>
-            {
-                let mut text: String = error
-                    .message
-                    .chars()
-                    .take(MAX_ARGUMENT_ERROR_CHARS)
-                    .collect();
-                if text.len() < error.message.len() {
-                    text.push('…');
-                }
-                let text = format!("invalid input: {text}; see the tool's input schema");
-                Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into())
+        let mut response = self.tool_router.call(call).await?;
+        // rmcp answers arguments that do not deserialize with an `isError` result quoting
+        // serde, which quotes the bad value whole: cut it.
+        if let CallToolResponse::Complete(result) = &mut response
+            && result.is_error == Some(true)
+            && let [ContentBlock::Text(text)] = result.content.as_mut_slice()
+            && text.text.starts_with("failed to deserialize parameters")
+        {
+            let mut bounded: String = text.text.chars().take(MAX_ARGUMENT_ERROR_CHARS).collect();
+            if bounded.len() < text.text.len() {
+                bounded.push('…');
             }
-            other => other,
+            text.text = format!("invalid input: {bounded}; see the tool's input schema");
         }
+        Ok(response)
     }
 
     fn get_info(&self) -> ServerConfig {

@@ -45,14 +45,15 @@ pub(crate) fn resource_version(message: &DynamicMessage) -> Option<i64> {
         })
 }
 
-/// The changes an event carries: `data_schema` is `type.googleapis.com/<message>` and `data`
+/// The changes an event carries: `data_schema` names the message (see
+/// `cloudevents::data_schema_message`) and `data`
 /// its encoding. An empty JSON array for events that are not updates (or do not decode).
 pub(crate) fn of(data_schema: &str, data: &[u8]) -> Json {
     changes(data_schema, data).unwrap_or_else(|| Json::Array(Vec::new()))
 }
 
 fn changes(data_schema: &str, data: &[u8]) -> Option<Json> {
-    let name = data_schema.strip_prefix("type.googleapis.com/")?;
+    let name = taskmesh_platform::cloudevents::data_schema_message(data_schema)?;
     let descriptor = POOL.as_ref()?.get_message_by_name(name)?;
     let message = DynamicMessage::decode(descriptor.clone(), data).ok()?;
     let mask = message.get_field_by_name("update_mask")?;

@@ -158,7 +158,8 @@ fn validate(topic: &str, event: &CloudEvent) -> Result<Valid, HandleError> {
             kind.event_type, kind.topic
         )));
     }
-    if event.data_schema != taskmesh_platform::cloudevents::data_schema(kind.message) {
+    if taskmesh_platform::cloudevents::data_schema_message(&event.data_schema) != Some(kind.message)
+    {
         return Err(reject(format!(
             "{} must carry {}, not {:?}",
             kind.event_type,

@@ -327,3 +327,33 @@ async fn dev_refuses_to_start_with_the_reason() {
         ran.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_refuses_a_broker_address_in_use() {
+    let db = TestDb::create().await.expect("db");
+    // Whatever holds the port (here a bare listener; in life another broker or another
+    // `taskmesh dev`), `dev` must not join it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let mut command = taskmesh();
+    command
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            &addr,
+            "--broker-storage",
+            "memory://tansu/",
+            "--skip-web-build",
+        ])
+        .env("DATABASE_URL", db.url());
+    let ran = run(command, Duration::from_secs(60)).await;
+    assert!(!ran.success, "dev must stop:\n{}", ran.text);
+    assert!(
+        ran.text.contains(&format!("{addr} is in use")),
+        "saying the address is in use:\n{}",
+        ran.text
+    );
+    drop(taken);
+}

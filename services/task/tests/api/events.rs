@@ -108,7 +108,7 @@ async fn each_change_produces_exactly_the_expected_cloudevent() {
     assert_eq!(events[1].subject, created.name);
     assert_eq!(
         events[1].data_schema,
-        "type.googleapis.com/taskmesh.events.v1.TaskCreated"
+        "urn:taskmesh:proto:taskmesh.events.v1.TaskCreated"
     );
     let created_event = ev::TaskCreated::decode(events[1].data.as_slice()).unwrap();
     assert_eq!(created_event.task.as_ref(), Some(&created));
