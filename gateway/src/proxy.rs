@@ -43,7 +43,15 @@ impl Service<http::Request<Body>> for GrpcProxy {
             if let Err(status) = verifier.verify_metadata(&metadata) {
                 return Ok(status.into_http::<Body>());
             }
-            let mut request = request.map(tonic::body::Body::new);
+            // The body goes on with no size hint: tonic-web's grpc-web-text decoding passes on
+            // the base64 text's length as the hint, which the HTTP/2 client would send as a
+            // `content-length` longer than the decoded body (the upstream then resets the
+            // stream). gRPC needs no length.
+            let mut request = request.map(|body| {
+                tonic::body::Body::new(http_body_util::StreamBody::new(
+                    http_body_util::BodyStream::new(body),
+                ))
+            });
             // The service's span continues the gateway's (this call's) trace.
             taskmesh_platform::trace::inject(request.headers_mut());
             match channel.oneshot(request).await {

@@ -5,6 +5,7 @@ mod hostile;
 mod live;
 mod metrics;
 mod proxy;
+mod text_mode;
 mod tokens;
 mod tracing_e2e;
 
