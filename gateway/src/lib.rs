@@ -202,8 +202,12 @@ impl Gateway {
                         // gRPC calls to services this gateway does not serve get a gRPC
                         // answer, not a file server's 405.
                         if is_grpc(&request) {
-                            return tonic::Status::unimplemented("no such service here")
-                                .into_http::<axum::body::Body>();
+                            let status = taskmesh_platform::grpc::error(
+                                tonic::Code::Unimplemented,
+                                "UNKNOWN_SERVICE",
+                                "no such service here",
+                            );
+                            return status.into_http::<axum::body::Body>();
                         }
                         match files.oneshot(request).await {
                             Ok(response) => response.map(axum::body::Body::new),

@@ -301,7 +301,7 @@ impl LiveService for LiveServiceImpl {
         let caller = Caller::of(&request)?.clone();
         let token: MetadataValue<_> = bearer(request.metadata())
             .and_then(|t| format!("Bearer {t}").parse().ok())
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+            .ok_or_else(taskmesh_platform::auth::token_missing)?;
         let requested = request.get_ref();
         let start = match (
             parse_cursor(&requested.cursor, "cursor")?,
@@ -493,11 +493,17 @@ fn run_apart(
 }
 
 fn expired() -> Status {
-    Status::unauthenticated("the token expired: renew it and resume from the last cursor")
+    taskmesh_platform::grpc::error(
+        tonic::Code::Unauthenticated,
+        "TOKEN_EXPIRED",
+        "the token expired: renew it and resume from the last cursor",
+    )
 }
 
 fn evicted() -> Status {
-    Status::resource_exhausted(
+    taskmesh_platform::grpc::error(
+        tonic::Code::ResourceExhausted,
+        "TOO_MANY_STREAMS",
         "too many live streams for this user: this one, the oldest, was closed",
     )
 }

@@ -58,7 +58,12 @@ impl Service<http::Request<Body>> for GrpcProxy {
                 Ok(response) => Ok(response.map(Body::new)),
                 Err(error) => {
                     tracing::warn!(%error, "upstream service unreachable");
-                    Ok(tonic::Status::unavailable("service unavailable").into_http::<Body>())
+                    let status = taskmesh_platform::grpc::error(
+                        tonic::Code::Unavailable,
+                        "UPSTREAM_UNAVAILABLE",
+                        "service unavailable",
+                    );
+                    Ok(status.into_http::<Body>())
                 }
             }
         })

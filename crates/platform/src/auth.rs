@@ -109,7 +109,7 @@ impl Caller {
         request
             .extensions()
             .get::<Caller>()
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+            .ok_or_else(token_missing)
     }
 }
 
@@ -339,17 +339,29 @@ impl Verifier {
     /// # Errors
     /// `UNAUTHENTICATED` with a short reason; the detail is logged at debug level only.
     pub fn verify_metadata(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let token =
-            bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let token = bearer(metadata).ok_or_else(token_missing)?;
         let mut caller = self.verify(token).map_err(|error| {
             tracing::debug!(%error, "rejected token");
-            Status::unauthenticated("invalid bearer token")
+            crate::grpc::error(
+                tonic::Code::Unauthenticated,
+                "TOKEN_INVALID",
+                "invalid bearer token",
+            )
         })?;
         if metadata.get(VIA_HEADER).is_some_and(|via| via == VIA_MCP) {
             caller.actor = format!("{VIA_MCP}:{}", caller.user);
         }
         Ok(caller)
     }
+}
+
+/// `UNAUTHENTICATED`, reason `TOKEN_MISSING`: the call carries no bearer token.
+pub fn token_missing() -> Status {
+    crate::grpc::error(
+        tonic::Code::Unauthenticated,
+        "TOKEN_MISSING",
+        "missing bearer token",
+    )
 }
 
 /// The token of an `authorization: Bearer <token>` metadata entry, if any.

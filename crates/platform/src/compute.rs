@@ -66,6 +66,7 @@ impl Admitted {
         let mine = users.get(user).copied().unwrap_or(0);
         if mine >= share {
             return Err(crate::quota::exhausted(
+                "RULE_WORK_PER_USER",
                 "rule checks per user",
                 &format!("at most {share} rule checks or previews of one user at once"),
                 Some(USER_RETRY),
@@ -73,7 +74,9 @@ impl Admitted {
         }
         if ADMITTED.fetch_add(1, Ordering::AcqRel) >= QUEUE_PER_CORE * cores() {
             ADMITTED.fetch_sub(1, Ordering::AcqRel);
-            return Err(Status::unavailable(
+            return Err(crate::grpc::error(
+                tonic::Code::Unavailable,
+                "RULE_WORK_SATURATED",
                 "too much rule work queued; retry with backoff",
             ));
         }
@@ -118,7 +121,7 @@ pub fn run<T: Send + 'static>(
         let permit = permits()
             .acquire()
             .await
-            .map_err(|_| Status::internal("internal error"))?;
+            .map_err(|_| crate::grpc::internal())?;
         permit.forget();
         // Back to the pool (and out of the queue) when the job ends, however its caller
         // fared, or when it never runs (a runtime shutting down drops it).
@@ -130,7 +133,7 @@ pub fn run<T: Send + 'static>(
         });
         job.await.map_err(|error| {
             tracing::error!(%error, "compute job failed");
-            Status::internal("internal error")
+            crate::grpc::internal()
         })
     }
 }

@@ -20,8 +20,8 @@ use crate::net::ConnectionLimits;
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 /// Server reflection services (v1 and v1alpha) over every taskmesh file, `grpc.health.v1`
-/// and the error detail types the services send (`google.rpc.BadRequest`, `RetryInfo`,
-/// `QuotaFailure`), so `grpcurl` prints an error's details.
+/// and the error detail types the services send (`google.rpc.ErrorInfo`, `BadRequest`,
+/// `RetryInfo`, `QuotaFailure`), so `grpcurl` prints an error's details.
 ///
 /// # Errors
 /// When the embedded descriptor set does not decode (a build defect).
@@ -192,12 +192,55 @@ impl Violations {
             .map(|v| format!("{}: {}", v.field, v.description))
             .collect::<Vec<_>>()
             .join("; ");
+        let mut details = ErrorDetails::with_bad_request(self.kept);
+        details.set_error_info(INVALID_FIELDS, ERROR_DOMAIN, []);
         Status::with_error_details(
             Code::InvalidArgument,
             truncate_bytes(&message, MAX_MESSAGE_BYTES),
-            ErrorDetails::with_bad_request(self.kept),
+            details,
         )
     }
+}
+
+/// The `google.rpc.ErrorInfo.domain` of every taskmesh error (AIP-193): the errors'
+/// `reason`s are unique within it.
+pub const ERROR_DOMAIN: &str = "taskmesh.dev";
+
+/// A status of `code` and `message` carrying a `google.rpc.ErrorInfo` with `reason`
+/// (AIP-193: a stable `UPPER_SNAKE_CASE` name of the error's cause, what a client branches
+/// on, unlike the message) in [`ERROR_DOMAIN`].
+pub fn error(code: Code, reason: &'static str, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []),
+    )
+}
+
+/// [`error`] with `metadata` in the `ErrorInfo` (values cut to 256 bytes).
+pub fn error_with(
+    code: Code,
+    reason: &'static str,
+    message: impl Into<String>,
+    metadata: &[(&str, &str)],
+) -> Status {
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), truncate_bytes(v, 256).into_owned()))
+        .collect::<std::collections::HashMap<_, _>>();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// The `ErrorInfo.reason` of a status, if it carries one (for clients and tests).
+pub fn reason(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
 }
 
 /// The status of a call that failed on the database (SQLSTATE classes, see
@@ -208,14 +251,20 @@ pub fn database_status(error: &sqlx::Error) -> Status {
     match crate::db::classify(error) {
         crate::db::Failure::Unavailable => {
             tracing::warn!(error = %crate::error_chain(error), "database unavailable");
-            Status::unavailable("the database is unavailable; retry with backoff")
+            self::error(
+                Code::Unavailable,
+                "DATABASE_UNAVAILABLE",
+                "the database is unavailable; retry with backoff",
+            )
         }
-        crate::db::Failure::Timeout => {
-            Status::deadline_exceeded("the database did not answer in time")
-        }
+        crate::db::Failure::Timeout => self::error(
+            Code::DeadlineExceeded,
+            "DATABASE_TIMEOUT",
+            "the database did not answer in time",
+        ),
         crate::db::Failure::Other => {
             tracing::error!(error = %crate::error_chain(error), "internal error");
-            Status::internal("internal error")
+            internal()
         }
     }
 }
@@ -230,6 +279,15 @@ pub fn remaining<T>(request: &tonic::Request<T>) -> Option<Duration> {
             .0
             .saturating_duration_since(std::time::Instant::now()),
     )
+}
+
+/// The `ErrorInfo.reason` of `INVALID_ARGUMENT` with field violations (`google.rpc.BadRequest`).
+pub const INVALID_FIELDS: &str = "INVALID_FIELDS";
+
+/// `INTERNAL` with an opaque message (the cause is logged where it happened), reason
+/// `INTERNAL_ERROR`.
+pub fn internal() -> Status {
+    error(Code::Internal, "INTERNAL_ERROR", "internal error")
 }
 
 /// A single-violation `INVALID_ARGUMENT`.

@@ -312,7 +312,12 @@ where
                 None => response.await,
                 Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
                     Ok(response) => response,
-                    Err(_) => Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http()),
+                    Err(_) => Ok(crate::grpc::error(
+                        tonic::Code::DeadlineExceeded,
+                        "DEADLINE_EXCEEDED",
+                        "deadline exceeded",
+                    )
+                    .into_http()),
                 },
             };
             let response = response.map(|mut r| {

@@ -73,6 +73,7 @@ impl RateLimit {
         };
         let wait = not_until.wait_time_from(self.limiter.clock().now());
         Err(exhausted(
+            "RATE_LIMITED",
             "requests per user",
             &format!(
                 "at most {} requests per second (bursts of {})",
@@ -84,11 +85,16 @@ impl RateLimit {
 }
 
 /// `RESOURCE_EXHAUSTED` for the quota `subject` (e.g. `"tasks per user"`) described by
-/// `description`, with a `google.rpc.QuotaFailure` naming it and, when waiting helps, a
-/// `google.rpc.RetryInfo` of `retry` (AIP-193). The message says the quota and, with
-/// `retry`, when to try again (in milliseconds).
-pub fn exhausted(subject: &str, description: &str, retry: Option<Duration>) -> Status {
-    let mut details = ErrorDetails::new();
+/// `description`, with an `ErrorInfo` of `reason`, a `google.rpc.QuotaFailure` naming the
+/// quota and, when waiting helps, a `google.rpc.RetryInfo` of `retry` (AIP-193). The message
+/// says the quota and, with `retry`, when to try again (in milliseconds).
+pub fn exhausted(
+    reason: &'static str,
+    subject: &str,
+    description: &str,
+    retry: Option<Duration>,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, crate::grpc::ERROR_DOMAIN, []);
     if let Some(wait) = retry {
         details.set_retry_info(Some(wait));
     }

@@ -85,7 +85,11 @@ where
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!("saturated: a call was shed");
-            let status = tonic::Status::unavailable("the server is saturated; retry with backoff");
+            let status = crate::grpc::error(
+                tonic::Code::Unavailable,
+                "SERVER_SATURATED",
+                "the server is saturated; retry with backoff",
+            );
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
         let response = self.inner.call(request);

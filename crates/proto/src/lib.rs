@@ -27,7 +27,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/taskmesh_descriptor.bin"));
 
 /// The encoded descriptor set of `google/rpc/error_details.proto` (with its imports): the
-/// error detail types the services send (`BadRequest`, `RetryInfo`, `QuotaFailure`), for
+/// error detail types the services send (`ErrorInfo`, `BadRequest`, `RetryInfo`, `QuotaFailure`), for
 /// server reflection, so a client like `grpcurl` can decode `grpc-status-details-bin`.
 pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));

@@ -61,28 +61,34 @@ fn hs(claims: &Value, secret: &[u8]) -> String {
 }
 
 /// Every call the matrix makes with `token`: (what, its status code or OK).
-async fn calls(mesh: &Mesh, token: &str) -> Vec<(&'static str, Code)> {
-    let code = |result: Result<(), tonic::Status>| result.map_or_else(|s| s.code(), |()| Code::Ok);
+async fn calls(mesh: &Mesh, token: &str) -> Vec<(&'static str, Code, Option<String>)> {
+    // The code, and the AIP-193 reason of an error.
+    let code = |result: Result<(), tonic::Status>| {
+        result.map_or_else(
+            |s| (s.code(), taskmesh_platform::grpc::reason(&s)),
+            |()| (Code::Ok, None),
+        )
+    };
     let list = || with_token(token, ListTasksRequest::default());
     let stream = || with_token(token, StreamChangesRequest::default());
     let mut native_live = LiveServiceClient::new(mesh.gateway_channel().await.unwrap());
     vec![
-        (
-            "unary over gRPC",
-            code(tasks_grpc(mesh).await.list_tasks(list()).await.map(drop)),
-        ),
-        (
-            "unary over grpc-web",
-            code(tasks_web(mesh).list_tasks(list()).await.map(drop)),
-        ),
-        (
-            "stream over gRPC",
-            code(native_live.stream_changes(stream()).await.map(drop)),
-        ),
-        (
-            "stream over grpc-web",
-            code(live_web(mesh).stream_changes(stream()).await.map(drop)),
-        ),
+        {
+            let (code, reason) = code(tasks_grpc(mesh).await.list_tasks(list()).await.map(drop));
+            ("unary over gRPC", code, reason)
+        },
+        {
+            let (code, reason) = code(tasks_web(mesh).list_tasks(list()).await.map(drop));
+            ("unary over grpc-web", code, reason)
+        },
+        {
+            let (code, reason) = code(native_live.stream_changes(stream()).await.map(drop));
+            ("stream over gRPC", code, reason)
+        },
+        {
+            let (code, reason) = code(live_web(mesh).stream_changes(stream()).await.map(drop));
+            ("stream over grpc-web", code, reason)
+        },
     ]
 }
 
@@ -138,8 +144,9 @@ async fn every_bad_token_is_refused_on_both_protocols_unary_and_stream() {
         ("garbage", "not.a.token".to_owned()),
     ];
     for (what, token) in &refused {
-        for (call, code) in calls(&mesh, token).await {
+        for (call, code, reason) in calls(&mesh, token).await {
             assert_eq!(code, Code::Unauthenticated, "{what}, {call}");
+            assert_eq!(reason.as_deref(), Some("TOKEN_INVALID"), "{what}, {call}");
         }
     }
     let accepted = [
@@ -154,7 +161,7 @@ async fn every_bad_token_is_refused_on_both_protocols_unary_and_stream() {
         ),
     ];
     for (what, token) in &accepted {
-        for (call, code) in calls(&mesh, token).await {
+        for (call, code, _) in calls(&mesh, token).await {
             assert_eq!(code, Code::Ok, "{what}, {call}");
         }
     }
@@ -169,7 +176,7 @@ async fn a_public_key_verifier_refuses_hs256_signed_with_its_own_public_key() {
     .unwrap();
     let public_pem = std::fs::read(testdata("rsa.pub")).unwrap();
     let confused = hs(&claims(json!({"iss": null})), &public_pem);
-    for (call, code) in calls(&mesh, &confused).await {
+    for (call, code, _) in calls(&mesh, &confused).await {
         assert_eq!(code, Code::Unauthenticated, "{call}");
     }
     let rsa = EncodingKey::from_rsa_pem(&std::fs::read(testdata("rsa.key")).unwrap()).unwrap();
@@ -179,7 +186,7 @@ async fn a_public_key_verifier_refuses_hs256_signed_with_its_own_public_key() {
         &rsa,
     )
     .unwrap();
-    for (call, code) in calls(&mesh, &good).await {
+    for (call, code, _) in calls(&mesh, &good).await {
         assert_eq!(code, Code::Ok, "{call}");
     }
 }

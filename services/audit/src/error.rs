@@ -1,7 +1,7 @@
 //! The service's error type and its one mapping onto `tonic::Status`.
 
-use taskmesh_platform::grpc::Violations;
-use tonic::Status;
+use taskmesh_platform::grpc::{self, Violations};
+use tonic::{Code, Status};
 
 /// Everything an AuditService operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +30,18 @@ impl From<AuditError> for Status {
     fn from(error: AuditError) -> Self {
         match error {
             AuditError::Invalid(violations) => violations.into_status(),
-            AuditError::NotFound(_) => Status::not_found(error.to_string()),
-            AuditError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
-            AuditError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            AuditError::NotFound(ref name) => grpc::error_with(
+                Code::NotFound,
+                "RESOURCE_NOT_FOUND",
+                error.to_string(),
+                &[("resource", name)],
+            ),
+            AuditError::PermissionDenied(_) => grpc::error(
+                Code::PermissionDenied,
+                "ADMIN_ROLE_REQUIRED",
+                error.to_string(),
+            ),
+            AuditError::Database(e) => grpc::database_status(&e),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The service's error type and its one mapping onto `tonic::Status`.
 
-use taskmesh_platform::grpc::Violations;
+use taskmesh_platform::grpc::{self, Violations};
 use tonic::{Code, Status};
 
 /// Everything a RecurrenceService operation can fail with.
@@ -43,29 +43,40 @@ impl From<RecurrenceError> for Status {
     fn from(error: RecurrenceError) -> Self {
         match error {
             RecurrenceError::Invalid(violations) => violations.into_status(),
-            RecurrenceError::NotFound(_) => Status::not_found(error.to_string()),
+            RecurrenceError::NotFound(ref name) => grpc::error_with(
+                Code::NotFound,
+                "RESOURCE_NOT_FOUND",
+                error.to_string(),
+                &[("resource", name)],
+            ),
             RecurrenceError::FailedPrecondition(_) => {
-                Status::failed_precondition(error.to_string())
+                grpc::error(Code::FailedPrecondition, "SERIES_STATE", error.to_string())
             }
             RecurrenceError::Upstream(status) => match status.code() {
                 Code::NotFound | Code::Unauthenticated | Code::PermissionDenied => status,
-                Code::Unavailable | Code::DeadlineExceeded => {
-                    Status::unavailable("the task service is unavailable; retry")
-                }
+                Code::Unavailable | Code::DeadlineExceeded => grpc::error(
+                    Code::Unavailable,
+                    "UPSTREAM_UNAVAILABLE",
+                    "the task service is unavailable; retry",
+                ),
                 _ => {
                     tracing::error!(code = ?status.code(), message = status.message(), "task service read failed");
-                    Status::internal("internal error")
+                    grpc::internal()
                 }
             },
             RecurrenceError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
-                Status::unavailable("the database is unavailable; retry")
+                grpc::error(
+                    Code::Unavailable,
+                    "DATABASE_UNAVAILABLE",
+                    "the database is unavailable; retry",
+                )
             }
-            RecurrenceError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            RecurrenceError::Database(e) => grpc::database_status(&e),
             RecurrenceError::Internal(_) | RecurrenceError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
-                Status::internal("internal error")
+                grpc::internal()
             }
         }
     }

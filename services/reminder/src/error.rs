@@ -1,7 +1,10 @@
 //! The service's error type and its one mapping onto `tonic::Status`.
 
-use taskmesh_platform::{changelog::ReadError, grpc::Violations};
-use tonic::Status;
+use taskmesh_platform::{
+    changelog::ReadError,
+    grpc::{self, Violations},
+};
+use tonic::{Code, Status};
 
 /// Everything a ReminderService operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +48,27 @@ impl From<ReminderError> for Status {
     fn from(error: ReminderError) -> Self {
         match error {
             ReminderError::Invalid(violations) => violations.into_status(),
-            ReminderError::NotFound(_) => Status::not_found(error.to_string()),
-            ReminderError::FailedPrecondition(_) | ReminderError::ChangesExpired(_) => {
-                Status::failed_precondition(error.to_string())
-            }
-            ReminderError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            ReminderError::NotFound(ref name) => grpc::error_with(
+                Code::NotFound,
+                "RESOURCE_NOT_FOUND",
+                error.to_string(),
+                &[("resource", name)],
+            ),
+            ReminderError::FailedPrecondition(_) => grpc::error(
+                Code::FailedPrecondition,
+                "REMINDER_STATE",
+                error.to_string(),
+            ),
+            ReminderError::ChangesExpired(_) => grpc::error(
+                Code::FailedPrecondition,
+                "CHANGES_EXPIRED",
+                error.to_string(),
+            ),
+            ReminderError::Database(e) => grpc::database_status(&e),
             ReminderError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
-                Status::internal("internal error")
+                grpc::internal()
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The service's error type and its one mapping onto `tonic::Status`.
 
-use taskmesh_platform::grpc::Violations;
-use tonic::Status;
+use taskmesh_platform::grpc::{self, Violations};
+use tonic::{Code, Status};
 
 /// Everything a TaskService operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +49,25 @@ impl From<TaskError> for Status {
     fn from(error: TaskError) -> Self {
         match error {
             TaskError::Invalid(violations) => violations.into_status(),
-            TaskError::NotFound(_) => Status::not_found(error.to_string()),
-            TaskError::EtagMismatch => Status::aborted(error.to_string()),
-            TaskError::TagExists(_) => Status::already_exists(error.to_string()),
-            TaskError::ChangesExpired(_) => Status::failed_precondition(error.to_string()),
+            TaskError::NotFound(ref name) => grpc::error_with(
+                Code::NotFound,
+                "RESOURCE_NOT_FOUND",
+                error.to_string(),
+                &[("resource", name)],
+            ),
+            TaskError::EtagMismatch => {
+                grpc::error(Code::Aborted, "ETAG_MISMATCH", error.to_string())
+            }
+            TaskError::TagExists(_) => {
+                grpc::error(Code::AlreadyExists, "TAG_NAME_TAKEN", error.to_string())
+            }
+            TaskError::ChangesExpired(_) => grpc::error(
+                Code::FailedPrecondition,
+                "CHANGES_EXPIRED",
+                error.to_string(),
+            ),
             TaskError::TooManyTasks { max, completing } => taskmesh_platform::quota::exhausted(
+                "TASK_QUOTA_EXCEEDED",
                 "tasks per user",
                 &if completing {
                     format!(
@@ -65,11 +79,11 @@ impl From<TaskError> for Status {
                 },
                 None,
             ),
-            TaskError::Database(e) => taskmesh_platform::grpc::database_status(&e),
+            TaskError::Database(e) => grpc::database_status(&e),
             TaskError::Decode(_) => {
                 // Logged once here with its cause; the client sees an opaque message.
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "internal error");
-                Status::internal("internal error")
+                grpc::internal()
             }
         }
     }

@@ -245,6 +245,7 @@ async fn serve_answers_probes_scrapes_and_reflection_on_its_internal_listener() 
         "google.rpc.BadRequest",
         "google.rpc.RetryInfo",
         "google.rpc.QuotaFailure",
+        "google.rpc.ErrorInfo",
     ] {
         let files = reflected_files(internal, detail).await;
         assert_eq!(

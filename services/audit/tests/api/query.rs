@@ -1,6 +1,6 @@
 //! The admin query: filters, pages, order, and who may call it.
 
-use taskmesh_platform::grpc::field_violations;
+use taskmesh_platform::grpc::{field_violations, reason};
 use taskmesh_proto::audit::v1::{ListAuditEntriesRequest, VerifyChainRequest};
 use taskmesh_testkit::{authed, authed_admin};
 use tonic::Code;
@@ -125,6 +125,7 @@ async fn admins_filter_and_page_across_users() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(reason(&status).as_deref(), Some("ADMIN_ROLE_REQUIRED"));
     let status = audit
         .verify_chain(authed("alice", VerifyChainRequest { user: "bob".into() }))
         .await

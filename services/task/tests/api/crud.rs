@@ -1,6 +1,7 @@
 //! Create, read, update, delete, complete; etags; request ids; isolation.
 
 use prost_types::FieldMask;
+use taskmesh_platform::grpc::reason;
 use taskmesh_proto::task::v1::{
     CompleteTaskRequest, CreateTagRequest, CreateTaskRequest, DeleteTagRequest, DeleteTaskRequest,
     GetTagRequest, GetTaskRequest, ListTagsRequest, ListTasksRequest, Priority, Tag,
@@ -8,6 +9,7 @@ use taskmesh_proto::task::v1::{
 };
 use taskmesh_testkit::{MeshOptions, authed};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::helpers::{create, due, start, task};
 
@@ -105,6 +107,8 @@ async fn create_get_update_complete_uncomplete_delete() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
+    // AIP-193: the cause a client branches on, beside the code.
+    assert_eq!(reason(&status).as_deref(), Some("ETAG_MISMATCH"));
 
     let completed = client
         .complete_task(authed(
@@ -161,6 +165,10 @@ async fn create_get_update_complete_uncomplete_delete() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status).as_deref(), Some("RESOURCE_NOT_FOUND"));
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.domain, "taskmesh.dev");
+    assert_eq!(info.metadata["resource"], created.name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,6 +412,7 @@ async fn tags_rename_recolour_delete_show_on_tasks() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(reason(&status).as_deref(), Some("TAG_NAME_TAKEN"));
 
     client
         .delete_tag(authed(
