@@ -51,8 +51,11 @@ def check(chart, values_file):
     objects, manifests = render(chart, values)
     label = values_file or "default values"
     for path, obj in objects:
-        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+        if obj["kind"] == "PrometheusRule":
             check_rules(label, obj)
+            continue
+        if obj["kind"] == "PodMonitor":
+            check_pod_monitor(label, obj)
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES, strict=True)
@@ -237,6 +240,120 @@ def check_production(objects):
           f"database URL and CA from the operators' Secrets in all {len(containers)} containers")
 
 
+def check_pod_monitor(label, monitor):
+    """A PodMonitor (a CRD): it scrapes the pods' `metrics` port at /metrics and selects the
+    release's pods."""
+    endpoints = monitor["spec"]["podMetricsEndpoints"]
+    if [(e["port"], e["path"]) for e in endpoints] != [("metrics", "/metrics")]:
+        fail(f"{label}: PodMonitor endpoints {endpoints}")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    if selector.get("app.kubernetes.io/instance") != "taskmesh":
+        fail(f"{label}: PodMonitor selects {selector}")
+
+
+def check_extras(chart):
+    """The production values plus every extra a platform needs (extraEnv, envFrom, volumes,
+    per component too): each lands where it should, and the result is valid Kubernetes."""
+    values = values_of("values-production.yaml")
+    values["extraEnv"] = [{"name": "EXTRA_ALL", "value": "1"}]
+    values["extraEnvFrom"] = [{"secretRef": {"name": "extra-env"}}]
+    values["extraVolumes"] = [{"name": "extra", "secret": {"secretName": "extra"}}]
+    values["extraVolumeMounts"] = [{"name": "extra", "mountPath": "/etc/extra", "readOnly": True}]
+    values["components"]["gateway"]["extraEnv"] = [{"name": "GATEWAY_ONLY", "value": "1"}]
+    values["components"]["gateway"]["extraVolumes"] = [{"name": "gw", "emptyDir": {}}]
+    values["components"]["gateway"]["extraVolumeMounts"] = [{"name": "gw", "mountPath": "/gw"}]
+    label = "production values with extras"
+    objects, _ = render(chart, values)
+    kinds = {}
+    for path, obj in objects:
+        kinds.setdefault(obj["kind"], []).append(obj)
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        except Exception as error:  # kubernetes_validate raises several error types
+            fail(f"{label}: {path} {obj.get('kind')}/{obj['metadata'].get('name')}: {error}")
+    for where, container, pod in containers_of(kinds):
+        env = env_of(container)
+        gateway = "gateway" in where
+        if "EXTRA_ALL" not in env or ("GATEWAY_ONLY" in env) != (gateway and "Deployment" in where):
+            fail(f"{label}: {where} env {sorted(env)}")
+        if {"secretRef": {"name": "extra-env"}} not in container.get("envFrom", []):
+            fail(f"{label}: {where} envFrom {container.get('envFrom')}")
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        if "/etc/extra" not in mounts or ("/gw" in mounts) != (gateway and "Deployment" in where):
+            fail(f"{label}: {where} mounts {sorted(mounts)}")
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        if "extra" not in volumes:
+            fail(f"{label}: {where} volumes {sorted(volumes)}")
+        if pod.get("priorityClassName") != "taskmesh":
+            fail(f"{label}: {where} priorityClassName {pod.get('priorityClassName')}")
+    for deployment in kinds["Deployment"]:
+        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = deployment["spec"]["template"]["spec"]
+        env = env_of(pod["containers"][0])
+        if env.get("OTEL_SERVICE_NAME", {}).get("value") != f"taskmesh-{name}":
+            fail(f"{label}: {name} OTEL_SERVICE_NAME {env.get('OTEL_SERVICE_NAME')}")
+        spread = pod.get("topologySpreadConstraints", [])
+        selectors = [c.get("labelSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for c in spread]
+        if len(spread) != 2 or selectors != [name, name]:
+            fail(f"{label}: {name} topologySpreadConstraints {spread}")
+    config = kinds["ConfigMap"][0]["data"]
+    if config.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://otel-collector.observability:4317":
+        fail(f"{label}: OTEL_EXPORTER_OTLP_ENDPOINT {config.get('OTEL_EXPORTER_OTLP_ENDPOINT')}")
+    if len(kinds.get("PodMonitor", [])) != 1:
+        fail(f"{label}: {len(kinds.get('PodMonitor', []))} PodMonitors")
+    print(f"{label}: extra env, envFrom, volumes and mounts (global and per component), "
+          f"OTEL_SERVICE_NAME per component, topology spread, priority class, PodMonitor")
+
+
+def check_examples(production):
+    """The Strimzi and CloudNativePG examples (charts/taskmesh/examples) fit the production
+    values: the topics taskmesh creates with their prefix, partitions and replicas, the
+    KafkaUser whose Secret the chart mounts with the SASL mechanism it configures, ACLs on
+    the topic and group prefixes, and the CloudNativePG Secrets the chart reads."""
+    values = values_of("values-production.yaml")
+    kafka = values["kafka"]
+    docs = {}
+    for name in ("strimzi.yaml", "cloudnativepg.yaml"):
+        for doc in yaml.safe_load_all((CHART / "examples" / name).read_text()):
+            docs.setdefault(doc["kind"], []).append(doc)
+    cluster = kafka["brokers"].split("-kafka-bootstrap")[0]
+    topics = {t["metadata"]["name"]: t for t in docs["KafkaTopic"]}
+    expected = {f"{kafka['topicPrefix']}{t}{dlq}" for t in ("task-events", "reminders", "task-commands") for dlq in ("", ".dlq")}
+    if set(topics) != expected:
+        fail(f"strimzi example: topics {sorted(topics)}, expected {sorted(expected)}")
+    for name, topic in topics.items():
+        spec = topic["spec"]
+        if (spec["partitions"], spec["replicas"]) != (kafka["partitions"], kafka["replicationFactor"]):
+            fail(f"strimzi example: {name} has {spec['partitions']} partitions, {spec['replicas']} replicas")
+        if topic["metadata"]["labels"]["strimzi.io/cluster"] != cluster:
+            fail(f"strimzi example: {name} is for cluster {topic['metadata']['labels']}")
+    [user] = docs["KafkaUser"]
+    if user["metadata"]["name"] != kafka["sasl"]["passwordSecret"]:
+        fail(f"strimzi example: KafkaUser {user['metadata']['name']}, the chart reads Secret {kafka['sasl']['passwordSecret']}")
+    mechanism = kafka["properties"]["sasl.mechanisms"].lower()
+    if user["spec"]["authentication"]["type"] != mechanism:
+        fail(f"strimzi example: the user authenticates with {user['spec']['authentication']['type']}, the chart with {mechanism}")
+    acls = {(a["resource"]["type"], a["resource"].get("name"), a["resource"].get("patternType")) for a in user["spec"]["authorization"]["acls"]}
+    for needed in (("topic", kafka["topicPrefix"], "prefix"), ("group", kafka["groupPrefix"], "prefix")):
+        if needed not in acls:
+            fail(f"strimzi example: no ACL on {needed}")
+    if kafka["tls"]["caSecret"] != f"{cluster}-cluster-ca-cert":
+        fail(f"production values: kafka.tls.caSecret {kafka['tls']['caSecret']} is not Strimzi's {cluster}-cluster-ca-cert")
+    [db] = docs["Cluster"]
+    name = db["metadata"]["name"]
+    database = values["database"]
+    if (database["existingSecret"], database["existingSecretKey"]) != (f"{name}-app", "uri"):
+        fail(f"cloudnativepg example: the chart reads {database['existingSecret']}/{database['existingSecretKey']}, CloudNativePG writes {name}-app/uri")
+    if database["tls"]["caSecret"] != f"{name}-ca":
+        fail(f"cloudnativepg example: the chart mounts CA {database['tls']['caSecret']}, CloudNativePG's is {name}-ca")
+    config = next(obj for _, obj in production if obj["kind"] == "ConfigMap")["data"]
+    if config["TASKMESH_TOPIC_PREFIX"] != kafka["topicPrefix"]:
+        fail(f"production: TASKMESH_TOPIC_PREFIX {config['TASKMESH_TOPIC_PREFIX']}")
+    print(f"examples: {len(topics)} KafkaTopics, a KafkaUser and a CloudNativePG Cluster match the production values")
+
+
 def check_rules(label, rule):
     """A PrometheusRule (a CRD kubernetes-validate has no schema for): its shape, and that
     every alert names only metrics taskmesh exports."""
@@ -302,6 +419,8 @@ def main():
         fail("production values render no Ingress")
     if not any(obj["kind"] == "PrometheusRule" for _, obj in production):
         fail("production values render no PrometheusRule")
+    check_extras(chart)
+    check_examples(production)
     bad = [
         (lambda v: v["components"]["task"].__setitem__("port", 80), "a privileged port"),
         (lambda v: v["components"]["gateway"]["resources"]["limits"].__setitem__("memory", "lots"), "a bad quantity"),
@@ -327,6 +446,9 @@ def main():
         (lambda v: v["mcp"].__setitem__("allowedHosts", "a.example/path"), "an MCP host with a path"),
         (lambda v: v["mcp"].__setitem__("bogus", "x"), "an unknown mcp key"),
         (lambda v: v["limits"].__setitem__("maxStreamsPerUser", 0), "no live streams per user"),
+        (lambda v: v.__setitem__("replicaCount", 3), "an unknown top-level value"),
+        (lambda v: v["components"]["task"].__setitem__("extraEnv", [{"value": "x"}]), "an extraEnv entry without a name"),
+        (lambda v: v["otel"].__setitem__("endpoint", "collector:4317"), "an OTLP endpoint without a scheme"),
         (lambda v: v["limits"].__setitem__("rateLimit", -1), "a negative rate limit"),
         (lambda v: v["jwt"].__setitem__("leeway", "soon"), "a bad JWT leeway"),
     ]

@@ -125,8 +125,8 @@ the mounted TLS Secrets. Never a secret: the binary refuses password/secret keys
 {{- join "," $properties -}}
 {{- end -}}
 
-{{/* Environment every taskmesh container gets (configuration and secrets; the rest comes
-from the ConfigMap through envFrom). Secrets are files in read-only Secret volumes where the
+{{/* Environment every taskmesh container gets (configuration and secrets, then the global
+extraEnv; the rest comes from the ConfigMap through envFrom). Secrets are files in read-only Secret volumes where the
 binary takes a _FILE variable. */}}
 {{- define "taskmesh.env" -}}
 - name: DATABASE_URL
@@ -160,6 +160,9 @@ binary takes a _FILE variable. */}}
 - name: TASKMESH_KAFKA_SSL_KEY_PASSWORD_FILE
   value: /etc/taskmesh/kafka-client/{{ .Values.kafka.tls.keyPasswordKey }}
 {{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Read-only mounts of the Secret volumes below, in every taskmesh container. */}}
@@ -188,6 +191,9 @@ binary takes a _FILE variable. */}}
 - name: db-ca
   mountPath: /etc/taskmesh/db-ca
   readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -249,5 +255,8 @@ pod; files are 0440 (readable by the pod's fsGroup). */}}
       - key: {{ .caKey }}
         path: {{ .caKey }}
 {{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}

@@ -1,7 +1,9 @@
 //! `tracing` set-up: human-readable or JSON logs to stderr, filtered by `RUST_LOG`
 //! (default `info`, with chatty dependencies such as the embedded broker at `warn`), and, when
 //! an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`), every span exported to it
-//! over OTLP/gRPC as OpenTelemetry spans (service name `taskmesh`, or `OTEL_SERVICE_NAME`).
+//! over OTLP/gRPC as OpenTelemetry spans under the caller's service name (`taskmesh serve
+//! gateway` reports as `taskmesh-gateway`, `taskmesh dev` as `taskmesh`; `OTEL_SERVICE_NAME`
+//! overrides it).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -35,10 +37,11 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber and the W3C trace-context propagator. With `otlp_endpoint`
-/// (e.g. `http://otel-collector:4317`), spans are batched and exported over OTLP/gRPC. Calling
-/// it twice keeps the first subscriber (tests may call it from several places). Call inside
-/// the Tokio runtime.
-pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
+/// (e.g. `http://otel-collector:4317`), spans are batched and exported over OTLP/gRPC as
+/// `service_name` (the OpenTelemetry `service.name`, e.g. `taskmesh-gateway`). Calling it
+/// twice keeps the first subscriber (tests may call it from several places). Call inside the
+/// Tokio runtime.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, service_name: &str) -> TelemetryGuard {
     crate::trace::install_propagator();
     let filter = EnvFilter::try_from_default_env()
         // rmcp logs every stateless MCP request at info and a client's bad JSON-RPC ids (of
@@ -54,7 +57,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
             .boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
-    let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(endpoint) {
+    let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(endpoint, service_name) {
         Ok(provider) => Some(provider),
         Err(error) => {
             eprintln!("cannot export spans to {endpoint}: {error}");
@@ -77,6 +80,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
 /// A tracer provider batching spans to the OTLP/gRPC `endpoint`.
 fn otlp_provider(
     endpoint: &str,
+    service_name: &str,
 ) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -84,7 +88,7 @@ fn otlp_provider(
         .with_endpoint(endpoint)
         .build()?;
     let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name("taskmesh")
+        .with_service_name(service_name.to_owned())
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

@@ -25,8 +25,30 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub(crate) otlp_endpoint: Option<String>,
 
+    /// The OpenTelemetry `service.name` of exported spans; unset: `taskmesh-<component>` for
+    /// `serve <component>`, else `taskmesh`.
+    #[arg(long, global = true, env = "OTEL_SERVICE_NAME")]
+    pub(crate) otel_service_name: Option<String>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// The OpenTelemetry `service.name`: `--otel-service-name`, else `taskmesh-<component>`
+    /// for `serve`, else `taskmesh`.
+    pub(crate) fn service_name(&self) -> String {
+        if let Some(name) = &self.otel_service_name {
+            return name.clone();
+        }
+        match &self.command {
+            Command::Serve(args) => match args.component.to_possible_value() {
+                Some(value) => format!("taskmesh-{}", value.get_name()),
+                None => "taskmesh".to_owned(),
+            },
+            _ => "taskmesh".to_owned(),
+        }
+    }
 }
 
 /// Log output format.

@@ -34,7 +34,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     let telemetry = runtime.block_on(async {
-        taskmesh_platform::telemetry::init(cli.log_format.into(), cli.otlp_endpoint.as_deref())
+        taskmesh_platform::telemetry::init(
+            cli.log_format.into(),
+            cli.otlp_endpoint.as_deref(),
+            &cli.service_name(),
+        )
     });
     let result = runtime.block_on(run::run(cli));
     let code = match result {
