@@ -26,7 +26,17 @@
 //! - `taskmesh_background_task_degraded{component, task}` (1 while retrying a transient
 //!   failure), `taskmesh_background_task_retries_total{component, task}`;
 //! - `taskmesh_reminder_lateness_seconds{kind}` (ReminderService), `taskmesh_live_streams_open`
-//!   (the gateway).
+//!   (the gateway);
+//! - `taskmesh_build_info{version}` (always 1), and the standard process metrics
+//!   (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
+//!   `process_max_fds`, `process_start_time_seconds`, `process_threads`, ...; the
+//!   `metrics-process` crate), collected at each scrape.
+//!
+//! The RPC metrics map onto the grpc-ecosystem names dashboards know
+//! (`go-grpc-prometheus`): `grpc_server_handled_total{grpc_service, grpc_method, grpc_code}` is
+//! `taskmesh_rpc_requests_total{service, method, code}` (codes in their Rust spelling, e.g.
+//! `NotFound` for `NOT_FOUND`), and `grpc_server_handling_seconds` is
+//! `taskmesh_rpc_duration_seconds`; the README has recording rules.
 
 use std::{
     collections::HashSet,
@@ -121,14 +131,26 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .install_recorder()
                 .ok()?;
             describe();
+            process_collector().describe();
+            metrics::gauge!("taskmesh_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
         })
         .as_ref()
 }
 
+/// The standard `process_*` metrics of this process.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
 /// The help text of every metric (the module docs list them).
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "taskmesh_build_info",
+        "Always 1; the label says which taskmesh version runs."
+    );
     describe_counter!(
         "taskmesh_rpc_requests_total",
         "gRPC calls by component, service, method and status code."
@@ -200,6 +222,7 @@ fn describe() {
 pub fn render() -> String {
     match handle() {
         Some(handle) => {
+            process_collector().collect();
             handle.run_upkeep();
             handle.render()
         }

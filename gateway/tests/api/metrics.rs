@@ -82,10 +82,20 @@ async fn metrics_cover_rpcs_the_pipeline_and_streams_and_pass_promtool() {
         r#"taskmesh_consumer_processing_seconds_bucket{consumer="taskmesh-audit-task-events""#,
         r#"taskmesh_consumer_event_age_seconds_bucket{consumer="taskmesh-audit-task-events""#,
         "taskmesh_live_streams_open",
+        concat!(
+            r#"taskmesh_build_info{version=""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""}"#
+        ),
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
     ] {
         assert!(sample(&text, family).is_some(), "no {family} in:\n{text}");
     }
     assert!(sample(&text, "taskmesh_live_streams_open ").is_some_and(|n| n >= 1.0));
+    assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|n| n > 1e6));
 
     // promtool (Debian's `prometheus` package) checks the format and the naming conventions;
     // .ci/run installs it and requires it.
