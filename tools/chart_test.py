@@ -262,6 +262,10 @@ def check_extras(chart):
     values["components"]["gateway"]["extraEnv"] = [{"name": "GATEWAY_ONLY", "value": "1"}]
     values["components"]["gateway"]["extraVolumes"] = [{"name": "gw", "emptyDir": {}}]
     values["components"]["gateway"]["extraVolumeMounts"] = [{"name": "gw", "mountPath": "/gw"}]
+    values["topologySpreadConstraints"].append({
+        "maxSkew": 2, "topologyKey": "example.com/rack", "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"tier": "backend"}},
+    })
     label = "production values with extras"
     objects, _ = render(chart, values)
     kinds = {}
@@ -291,20 +295,27 @@ def check_extras(chart):
     for deployment in kinds["Deployment"]:
         name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         pod = deployment["spec"]["template"]["spec"]
-        env = env_of(pod["containers"][0])
-        if env.get("OTEL_SERVICE_NAME", {}).get("value") != f"taskmesh-{name}":
-            fail(f"{label}: {name} OTEL_SERVICE_NAME {env.get('OTEL_SERVICE_NAME')}")
+        container = pod["containers"][0]
+        names = [e["name"] for e in container.get("env", [])]
+        if len(names) != len(set(names)):
+            fail(f"{label}: {name} sets an env variable twice: {names}")
+        # The binary names its service `taskmesh-<component>` from its arguments.
+        if container["args"] != ["serve", name] or "OTEL_SERVICE_NAME" in names:
+            fail(f"{label}: {name} args {container['args']}, env {names}")
         spread = pod.get("topologySpreadConstraints", [])
         selectors = [c.get("labelSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for c in spread]
-        if len(spread) != 2 or selectors != [name, name]:
+        # The chart's selector where the constraint has none; the user's own where it has one.
+        if len(spread) != 3 or selectors != [name, name, None] or spread[2]["labelSelector"] != {"matchLabels": {"tier": "backend"}}:
             fail(f"{label}: {name} topologySpreadConstraints {spread}")
+        if "prometheus.io/scrape" in deployment["spec"]["template"]["metadata"].get("annotations", {}):
+            fail(f"{label}: {name} is annotated for scraping besides the PodMonitor")
     config = kinds["ConfigMap"][0]["data"]
     if config.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://otel-collector.observability:4317":
         fail(f"{label}: OTEL_EXPORTER_OTLP_ENDPOINT {config.get('OTEL_EXPORTER_OTLP_ENDPOINT')}")
     if len(kinds.get("PodMonitor", [])) != 1:
         fail(f"{label}: {len(kinds.get('PodMonitor', []))} PodMonitors")
     print(f"{label}: extra env, envFrom, volumes and mounts (global and per component), "
-          f"OTEL_SERVICE_NAME per component, topology spread, priority class, PodMonitor")
+          f"topology spread (a user's own selector kept), priority class, PodMonitor alone")
 
 
 def check_examples(production):
@@ -377,7 +388,7 @@ def check_rules(label, rule):
     # promtool parses the PromQL and the templates (.ci/run installs it and requires it).
     promtool = shutil.which("promtool")
     if promtool is None:
-        if os.environ.get("TASKMESH_REQUIRE_PROMTOOL"):
+        if os.environ.get("TASKMESH_REQUIRE_PROMTOOL") == "1":
             fail("promtool is required")
         print(f"{label}: promtool not installed; rule syntax not checked")
         return

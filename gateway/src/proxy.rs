@@ -43,15 +43,11 @@ impl Service<http::Request<Body>> for GrpcProxy {
             if let Err(status) = verifier.verify_metadata(&metadata) {
                 return Ok(status.into_http::<Body>());
             }
-            // The body goes on with no size hint: tonic-web's grpc-web-text decoding passes on
-            // the base64 text's length as the hint, which the HTTP/2 client would send as a
+            // The body goes on without its size hint: tonic-web's grpc-web-text decoding passes
+            // on the base64 text's length, which the HTTP/2 client would send as a
             // `content-length` longer than the decoded body (the upstream then resets the
-            // stream). gRPC needs no length.
-            let mut request = request.map(|body| {
-                tonic::body::Body::new(http_body_util::StreamBody::new(
-                    http_body_util::BodyStream::new(body),
-                ))
-            });
+            // stream). gRPC needs no length; the end of the body is still signalled.
+            let mut request = request.map(|body| tonic::body::Body::new(UnknownLength(body)));
             // The service's span continues the gateway's (this call's) trace.
             taskmesh_platform::trace::inject(request.headers_mut());
             match channel.oneshot(request).await {
@@ -67,5 +63,29 @@ impl Service<http::Request<Body>> for GrpcProxy {
                 }
             }
         })
+    }
+}
+
+/// A request body passed on as it is, except that its length is not announced (see
+/// [`GrpcProxy`]'s call).
+struct UnknownLength(Body);
+
+impl http_body::Body for UnknownLength {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::default()
     }
 }

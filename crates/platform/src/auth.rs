@@ -342,11 +342,24 @@ impl Verifier {
         let token = bearer(metadata).ok_or_else(token_missing)?;
         let mut caller = self.verify(token).map_err(|error| {
             tracing::debug!(%error, "rejected token");
-            crate::grpc::error(
-                tonic::Code::Unauthenticated,
-                "TOKEN_INVALID",
-                "invalid bearer token",
-            )
+            match error {
+                // The one a client fixes by renewing its token (same reason as a live stream
+                // that outlives it).
+                AuthError::InvalidToken(e)
+                    if *e.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature =>
+                {
+                    crate::grpc::error(
+                        tonic::Code::Unauthenticated,
+                        "TOKEN_EXPIRED",
+                        "the bearer token expired: renew it",
+                    )
+                }
+                _ => crate::grpc::error(
+                    tonic::Code::Unauthenticated,
+                    "TOKEN_INVALID",
+                    "invalid bearer token",
+                ),
+            }
         })?;
         if metadata.get(VIA_HEADER).is_some_and(|via| via == VIA_MCP) {
             caller.actor = format!("{VIA_MCP}:{}", caller.user);

@@ -21,8 +21,8 @@ pub enum BrokerError {
     /// The broker did not accept connections in time.
     #[error("embedded broker did not start listening on {0}")]
     NotListening(SocketAddr),
-    /// No free port could be found.
-    #[error("cannot find a free port")]
+    /// The broker's address cannot be bound (or, for port 0, no free port found).
+    #[error("cannot bind the broker's address")]
     Io(#[from] std::io::Error),
     /// The broker stopped serving.
     #[error("the embedded broker stopped: {0}")]
@@ -195,6 +195,11 @@ impl EmbeddedBroker {
                 .map_err(|error| error.to_string())
         });
         for _ in 0..200 {
+            // A broker that ended already (it lost its address after the probe) must not
+            // pass for one that listens: whatever answers there is someone else.
+            if task.is_finished() {
+                break;
+            }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(Self { addr, task });
             }

@@ -145,3 +145,33 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
         value: Some(value),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_schema_is_a_uri_and_both_forms_name_the_message() {
+        let schema = data_schema("taskmesh.events.v1.TaskCreated");
+        assert_eq!(schema, "urn:taskmesh:proto:taskmesh.events.v1.TaskCreated");
+        // RFC 3986 absolute-URI: a scheme (`urn`), a colon, a path.
+        let (scheme, _) = schema.split_once(':').unwrap();
+        assert!(scheme.chars().all(|c| c.is_ascii_alphabetic()), "{schema}");
+        for form in [
+            schema.as_str(),
+            "type.googleapis.com/taskmesh.events.v1.TaskCreated",
+        ] {
+            assert_eq!(
+                data_schema_message(form),
+                Some("taskmesh.events.v1.TaskCreated")
+            );
+        }
+        for other in [
+            "",
+            "urn:taskmesh:proto:",
+            "https://example.com/taskmesh.events.v1.TaskCreated",
+        ] {
+            assert_eq!(data_schema_message(other), None, "{other:?}");
+        }
+    }
+}

@@ -212,9 +212,18 @@ pub const ERROR_DOMAIN: &str = "taskmesh.dev";
 pub fn error(code: Code, reason: &'static str, message: impl Into<String>) -> Status {
     Status::with_error_details(
         code,
-        message,
+        bounded(message.into()),
         ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []),
     )
+}
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] (it travels in the status and again in its details).
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        message
+    } else {
+        truncate_bytes(&message, MAX_MESSAGE_BYTES).into_owned()
+    }
 }
 
 /// [`error`] with `metadata` in the `ErrorInfo` (values cut to 256 bytes).
@@ -230,7 +239,7 @@ pub fn error_with(
         .collect::<std::collections::HashMap<_, _>>();
     Status::with_error_details(
         code,
-        message,
+        bounded(message.into()),
         ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
     )
 }

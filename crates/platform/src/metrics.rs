@@ -34,9 +34,9 @@
 //!
 //! The RPC metrics map onto the grpc-ecosystem names dashboards know
 //! (`go-grpc-prometheus`): `grpc_server_handled_total{grpc_service, grpc_method, grpc_code}` is
-//! `taskmesh_rpc_requests_total{service, method, code}` (codes in their Rust spelling, e.g.
-//! `NotFound` for `NOT_FOUND`), and `grpc_server_handling_seconds` is
-//! `taskmesh_rpc_duration_seconds`; the README has recording rules.
+//! `taskmesh_rpc_requests_total{service, method, code}` (two codes spelled the Rust way: `Ok`,
+//! `Cancelled`), and `grpc_server_handling_seconds` is `taskmesh_rpc_duration_seconds` (the
+//! README's "Operate" says how to query them).
 
 use std::{
     collections::HashSet,
