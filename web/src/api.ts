@@ -2,7 +2,7 @@
 
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { BadRequestSchema } from "./gen/google/rpc/error_details_pb";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb";
 import { LiveService } from "./gen/taskmesh/gateway/v1/live_service_pb";
 import { ReminderService } from "./gen/taskmesh/reminder/v1/reminder_service_pb";
 import { TaskService } from "./gen/taskmesh/task/v1/task_service_pb";
@@ -53,11 +53,20 @@ export function isUnauthenticated(err: unknown): boolean {
 }
 
 /**
- * Whether the call was refused or ended for a quota (a live stream: the user opened more
- * than the gateway allows, and this one, the oldest, was closed).
+ * The `google.rpc.ErrorInfo` reason of an error (AIP-193, domain `taskmesh.dev`), e.g.
+ * `TOO_MANY_STREAMS` or `RATE_LIMITED`; empty when it carries none.
  */
-export function isResourceExhausted(err: unknown): boolean {
-  return ConnectError.from(err).code === Code.ResourceExhausted;
+export function reason(err: unknown): string {
+  const [info] = ConnectError.from(err).findDetails(ErrorInfoSchema);
+  return info?.reason ?? "";
+}
+
+/**
+ * Whether a live stream was closed because the user opened more than the gateway allows
+ * (this one, the oldest, made room). Other quotas (the per-user rate) pass with a retry.
+ */
+export function isTooManyStreams(err: unknown): boolean {
+  return ConnectError.from(err).code === Code.ResourceExhausted && reason(err) === "TOO_MANY_STREAMS";
 }
 
 /** Whether the call was cancelled by our own abort signal. */

@@ -15,7 +15,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Notification } from "./gen/taskmesh/reminder/v1/reminder_pb";
 import type { StreamChangesResponse } from "./gen/taskmesh/gateway/v1/live_service_pb";
 import type { Task } from "./gen/taskmesh/task/v1/task_pb";
-import { describe, isResourceExhausted, isUnauthenticated, type Api } from "./api";
+import { describe, isTooManyStreams, isUnauthenticated, type Api } from "./api";
 
 /** The stream's state, for the connection indicator. */
 export type Connection =
@@ -177,7 +177,7 @@ export class Sync {
           this.options.onUnauthenticated(describe(err));
           return;
         }
-        if (isResourceExhausted(err)) {
+        if (isTooManyStreams(err)) {
           // A newer stream of this account took this one's place: reconnecting would only
           // close another tab's, and that one would close ours again.
           this.stop();

@@ -25,6 +25,21 @@ await esbuild.build({
   logLevel: "error",
 });
 const { Sync } = await import(pathToFileURL(out).href);
+// The error detail type the gateway sends, to make errors as it does.
+const details = path.join(path.dirname(out), "error_details.mjs");
+await esbuild.build({
+  entryPoints: [path.join(web, "src", "gen", "google", "rpc", "error_details_pb.ts")],
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  outfile: details,
+  packages: "external",
+  logLevel: "error",
+});
+const { ErrorInfoSchema } = await import(pathToFileURL(details).href);
+/** A ConnectError as the gateway sends it: a code and a `google.rpc.ErrorInfo` reason. */
+const failure = (message, code, reason) =>
+  new ConnectError(message, code, undefined, [{ desc: ErrorInfoSchema, value: { reason, domain: "taskmesh.dev" } }]);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const task = (id, version, title = `task ${id}`) => ({ name: `tasks/${id}`, version: BigInt(version), title, tags: [] });
@@ -181,8 +196,8 @@ test("UNAUTHENTICATED stops syncing and reports once", async () => {
   sync.stop();
 });
 
-test("RESOURCE_EXHAUSTED (a newer tab took the stream's place) stops syncing without reconnecting", async () => {
-  const displaced = new ConnectError("too many live streams", Code.ResourceExhausted);
+test("TOO_MANY_STREAMS (a newer tab took the stream's place) stops syncing without reconnecting", async () => {
+  const displaced = failure("too many live streams", Code.ResourceExhausted, "TOO_MANY_STREAMS");
   const { api, calls } = fakeApi({
     streams: [{ messages: [caughtUp("c1")], end: displaced }, { messages: [caughtUp("c2")], end: "hang" }],
   });
@@ -191,5 +206,16 @@ test("RESOURCE_EXHAUSTED (a newer tab took the stream's place) stops syncing wit
   await sleep(100);
   assert.equal(calls.streams.length, 1, "it did not reconnect (that would close another tab's stream)");
   assert.match(sync.get().connection.error, /Too many tabs/);
+  sync.stop();
+});
+
+test("another RESOURCE_EXHAUSTED (the per-user rate limit) reconnects with backoff", async () => {
+  const limited = failure("quota exceeded (requests per user)", Code.ResourceExhausted, "RATE_LIMITED");
+  const { api, calls } = fakeApi({
+    streams: [{ messages: [caughtUp("c1")], end: limited }, { messages: [caughtUp("c2")], end: "hang" }],
+  });
+  const sync = start(api);
+  await until(() => calls.streams.length === 2 && sync.get().connection.state === "live");
+  assert.equal(sync.get().connection.state, "live", "it reconnected, not gave up");
   sync.stop();
 });
