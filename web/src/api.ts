@@ -57,7 +57,9 @@ export function isUnauthenticated(err: unknown): boolean {
  * `TOO_MANY_STREAMS` or `RATE_LIMITED`; empty when it carries none.
  */
 export function reason(err: unknown): string {
-  const [info] = ConnectError.from(err).findDetails(ErrorInfoSchema);
+  const info = ConnectError.from(err)
+    .findDetails(ErrorInfoSchema)
+    .find((detail) => detail.domain === "taskmesh.dev");
   return info?.reason ?? "";
 }
 

@@ -284,7 +284,14 @@ impl Verifier {
                             claims = Some(found);
                             break;
                         }
-                        Err(error) => last = Some(error),
+                        // A key whose signature matched gives the verdict (e.g. expired);
+                        // only a signature mismatch moves on to the next key.
+                        Err(AuthError::InvalidToken(e))
+                            if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature =>
+                        {
+                            last = Some(AuthError::InvalidToken(e));
+                        }
+                        Err(error) => return Err(error),
                     }
                 }
                 match (claims, last) {
@@ -773,6 +780,32 @@ mod tests {
                 "{sub:?}"
             );
         }
+    }
+
+    #[test]
+    fn with_keys_tried_in_turn_an_expired_token_is_expired_whatever_the_key_order() {
+        // `rotation.pub`: the key that signed first, then another RSA key (no `kid`s), so the
+        // last key tried fails on the signature.
+        let verifier = Verifier::from_public_keys_file(&testdata("rotation.pub")).unwrap();
+        let key = EncodingKey::from_rsa_pem(std::fs::read(testdata("rsa.key")).unwrap().as_slice())
+            .unwrap();
+        let sign = |extra| encode(&Header::new(Algorithm::RS256), &claims(extra), &key).unwrap();
+        assert!(verifier.verify(&sign(serde_json::json!({}))).is_ok());
+        let expired = sign(serde_json::json!({"exp": now() - 600}));
+        let status = verifier
+            .verify_metadata(&metadata_with(&format!("Bearer {expired}")))
+            .unwrap_err();
+        assert_eq!(
+            crate::grpc::reason(&status).as_deref(),
+            Some("TOKEN_EXPIRED"),
+            "{status:?}"
+        );
+    }
+
+    fn metadata_with(authorization: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", authorization.parse().unwrap());
+        metadata
     }
 
     #[test]

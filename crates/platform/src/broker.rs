@@ -194,11 +194,17 @@ impl EmbeddedBroker {
                 .await
                 .map_err(|error| error.to_string())
         });
+        // The probe above finds an address already in use; a process that takes it in the
+        // instant between the probe and tansu's own bind is not detected.
         for _ in 0..200 {
-            // A broker that ended already (it lost its address after the probe) must not
-            // pass for one that listens: whatever answers there is someone else.
+            // A broker that stopped while starting says why, rather than "not listening".
             if task.is_finished() {
-                break;
+                let reason = match task.await {
+                    Ok(Ok(())) => "it ended while starting".to_owned(),
+                    Ok(Err(error)) => error,
+                    Err(error) => error.to_string(),
+                };
+                return Err(BrokerError::Stopped(reason));
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(Self { addr, task });
