@@ -303,9 +303,8 @@ async fn the_mesh_dev_runs_stops_whole_with_the_reason() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dev_refuses_to_start_with_the_reason() {
-    let db = TestDb::create().await.expect("db");
+/// `taskmesh dev` on `db`, its embedded broker (in memory) on `kafka_listen`.
+fn dev(db: &TestDb, kafka_listen: &str) -> std::process::Command {
     let mut command = taskmesh();
     command
         .args([
@@ -313,13 +312,18 @@ async fn dev_refuses_to_start_with_the_reason() {
             "--listen",
             "127.0.0.1:0",
             "--kafka-listen",
-            "127.0.0.1:0",
-            "--broker-storage",
-            "memory://tansu/",
-            "--skip-web-build",
+            kafka_listen,
         ])
-        .env("DATABASE_URL", db.url())
-        .env("TASKMESH_KAFKA_PROPERTIES", BROKEN_CONSUMERS);
+        .args(["--broker-storage", "memory://tansu/", "--skip-web-build"])
+        .env("DATABASE_URL", db.url());
+    command
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_refuses_to_start_with_the_reason() {
+    let db = TestDb::create().await.expect("db");
+    let mut command = dev(&db, "127.0.0.1:0");
+    command.env("TASKMESH_KAFKA_PROPERTIES", BROKEN_CONSUMERS);
     let ran = run(command, Duration::from_secs(60)).await;
     assert!(!ran.success, "dev must stop:\n{}", ran.text);
     assert!(
@@ -336,20 +340,7 @@ async fn dev_refuses_a_broker_address_in_use() {
     // `taskmesh dev`), `dev` must not join it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let mut command = taskmesh();
-    command
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--kafka-listen",
-            &addr,
-            "--broker-storage",
-            "memory://tansu/",
-            "--skip-web-build",
-        ])
-        .env("DATABASE_URL", db.url());
-    let ran = run(command, Duration::from_secs(60)).await;
+    let ran = run(dev(&db, &addr), Duration::from_secs(60)).await;
     assert!(!ran.success, "dev must stop:\n{}", ran.text);
     assert!(
         ran.text.contains(&format!("{addr} is in use")),
