@@ -13,14 +13,14 @@ RUN cd web && npm install --no-audit --no-fund && npm run build
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # librdkafka is built from source by rdkafka-sys (its own configure and make; the image has
-# gcc, make and zlib).
+# gcc, make, zlib, pkg-config and libssl-dev) and linked against the system's OpenSSL 3.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p taskmesh --no-default-features \
     && install -D target/release/taskmesh /out/taskmesh
 
-# distroless/cc: glibc and libgcc, no shell, runs as uid 65532 (matches the chart).
+# distroless/cc: glibc, libgcc and OpenSSL 3 (libssl3), no shell, runs as uid 65532 (matches the chart).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/taskmesh /usr/local/bin/taskmesh
 # `serve gateway` serves the web app from here.
