@@ -252,6 +252,10 @@ impl Gateway {
             // Keeps a connection with a request in progress (a live stream) from being
             // closed as idle.
             .layer(taskmesh_platform::net::CallTrackerLayer)
+            // tonic's own errors (an unknown LiveService method) get an ErrorInfo.
+            .layer(tower::util::MapResponseLayer::new(
+                taskmesh_platform::grpc::with_framework_error_info::<tonic::body::Body>,
+            ))
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
         supervisor.run(health, server).await?;

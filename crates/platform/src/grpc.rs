@@ -66,9 +66,49 @@ pub async fn serve(
         .layer(crate::shed::ShedLayer::default())
         // Keeps a connection with a call in progress from being closed as idle.
         .layer(crate::net::CallTrackerLayer)
+        // tonic's own errors (an unknown method, a message over the size limit) get an
+        // ErrorInfo like every other error.
+        .layer(tower::util::MapResponseLayer::new(
+            with_framework_error_info::<tonic::body::Body>,
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+/// Adds a `google.rpc.ErrorInfo` to a trailers-only error answer that has no details: the
+/// errors tonic raises itself before or around a handler (an unknown method: `UNIMPLEMENTED`;
+/// a request over [`MAX_REQUEST_BYTES`]: `OUT_OF_RANGE`; an unsupported compression). Their
+/// reason is `GRPC_<CODE>` (e.g. `GRPC_UNIMPLEMENTED`), in [`ERROR_DOMAIN`]; the code and the
+/// message are kept. Answers that carry details already, and successes, pass unchanged.
+pub fn with_framework_error_info<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return response;
+    };
+    let reason = match status.code() {
+        Code::Ok => return response,
+        Code::Unimplemented => "GRPC_UNIMPLEMENTED",
+        Code::OutOfRange => "GRPC_OUT_OF_RANGE",
+        Code::ResourceExhausted => "GRPC_RESOURCE_EXHAUSTED",
+        Code::InvalidArgument => "GRPC_INVALID_ARGUMENT",
+        Code::Unavailable => "GRPC_UNAVAILABLE",
+        Code::DeadlineExceeded => "GRPC_DEADLINE_EXCEEDED",
+        Code::Cancelled => "GRPC_CANCELLED",
+        Code::Internal => "GRPC_INTERNAL",
+        _ => "GRPC_ERROR",
+    };
+    let with_info = Status::with_error_details(
+        status.code(),
+        status.message(),
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []),
+    );
+    // Only fails on a message that cannot be a header value, which came from one.
+    let _ = with_info.add_header(headers);
+    response
 }
 
 /// Largest request message a server decodes, in bytes (tonic's default is 4 MiB); a larger
@@ -202,9 +242,7 @@ impl Violations {
     }
 }
 
-/// The `google.rpc.ErrorInfo.domain` of every taskmesh error (AIP-193): the errors'
-/// `reason`s are unique within it.
-pub const ERROR_DOMAIN: &str = "taskmesh.dev";
+pub use taskmesh_proto::codec::ERROR_DOMAIN;
 
 /// A status of `code` and `message` carrying a `google.rpc.ErrorInfo` with `reason`
 /// (AIP-193: a stable `UPPER_SNAKE_CASE` name of the error's cause, what a client branches

@@ -9,6 +9,14 @@ use tonic::{
     codec::{BufferSettings, Codec, DecodeBuf, Decoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `google.rpc.ErrorInfo.domain` of every taskmesh error (AIP-193): the errors'
+/// `reason`s are unique within it.
+pub const ERROR_DOMAIN: &str = "taskmesh.dev";
+
+/// The `ErrorInfo.reason` of a request message that does not decode.
+pub const MALFORMED_MESSAGE: &str = "MALFORMED_MESSAGE";
 
 /// [`ProstCodec`] with decoding failures answered `INVALID_ARGUMENT` (see the module docs).
 /// The generated clients and servers create it with `default()`.
@@ -45,10 +53,11 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
             if status.code() == Code::Internal {
-                Status::invalid_argument(format!(
-                    "the message is not valid protobuf: {}",
-                    status.message()
-                ))
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("the message is not valid protobuf: {}", status.message()),
+                    ErrorDetails::with_error_info(MALFORMED_MESSAGE, ERROR_DOMAIN, []),
+                )
             } else {
                 status
             }

@@ -197,14 +197,19 @@ async fn made_up_method_names_do_not_become_metric_labels() {
         grpc.ready().await.unwrap();
         let status = grpc
             .unary::<(), (), _>(
-                tonic::Request::new(()),
+                authed("alice", ()),
                 path.parse().unwrap(),
                 tonic_prost::ProstCodec::default(),
             )
             .await
             .unwrap_err();
-        assert!(
-            matches!(status.code(), Code::Unimplemented | Code::Unauthenticated),
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+        // tonic's own UNIMPLEMENTED carries an ErrorInfo: a known service's unknown method
+        // (answered by the service) and an unknown service (answered by the gateway's
+        // router; `UNKNOWN_SERVICE` when it also serves the web app).
+        assert_eq!(
+            taskmesh_platform::grpc::reason(&status).as_deref(),
+            Some("GRPC_UNIMPLEMENTED"),
             "{status:?}"
         );
     }
@@ -328,16 +333,18 @@ async fn crafted_tokens_nul_subjects_and_extreme_values_are_client_errors() {
     // Malformed protobuf (a length running past the end) and a string that is not UTF-8,
     // sent over grpc-web by hand.
     for body in [&[0x0a, 0x7f, 0x41][..], &[0x0a, 0x02, 0xff, 0xfe][..]] {
-        let (status, message) =
+        let (status, message, reason) =
             grpc_web_raw(&mesh, "/taskmesh.task.v1.TaskService/GetTask", body).await;
         assert_eq!(status, "3", "{message}");
+        assert_eq!(reason.as_deref(), Some("MALFORMED_MESSAGE"), "{message}");
     }
 }
 
 /// POSTs one grpc-web frame of `body` to `path` over HTTP/1.1 with alice's token; the
-/// response's `grpc-status` and `grpc-message` (from the headers of a trailers-only answer
-/// or the trailer frame).
-async fn grpc_web_raw(mesh: &Mesh, path: &str, body: &[u8]) -> (String, String) {
+/// response's `grpc-status`, `grpc-message` and the `ErrorInfo.reason` of its
+/// `grpc-status-details-bin` (from the headers of a trailers-only answer or the trailer
+/// frame).
+async fn grpc_web_raw(mesh: &Mesh, path: &str, body: &[u8]) -> (String, String, Option<String>) {
     let mut frame = vec![0];
     frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
     frame.extend_from_slice(body);
@@ -352,10 +359,12 @@ async fn grpc_web_raw(mesh: &Mesh, path: &str, body: &[u8]) -> (String, String) 
     socket.write_all(&frame).await.unwrap();
     let mut response = Vec::new();
     socket.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let lower = text.to_ascii_lowercase();
     let field = |name: &str| {
-        text.split(&format!("{name}:"))
-            .nth(1)
+        lower
+            .find(&format!("{name}:"))
+            .map(|at| &text[at + name.len() + 1..])
             .map(|rest| {
                 rest.split(['\r', '\n'])
                     .next()
@@ -365,7 +374,15 @@ async fn grpc_web_raw(mesh: &Mesh, path: &str, body: &[u8]) -> (String, String) 
             })
             .unwrap_or_default()
     };
-    (field("grpc-status"), field("grpc-message"))
+    let details = field("grpc-status-details-bin");
+    let reason = (!details.is_empty()).then(|| {
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(details.trim_end_matches('='))
+            .expect("grpc-status-details-bin is base64");
+        let status = tonic::Status::with_details(Code::Unknown, "", bytes.into());
+        taskmesh_platform::grpc::reason(&status).unwrap_or_default()
+    });
+    (field("grpc-status"), field("grpc-message"), reason)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
