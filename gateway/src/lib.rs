@@ -30,7 +30,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use axum::{Router, response::Html, routing::get};
 use taskmesh_platform::{
-    auth::{AuthInterceptor, Verifier},
+    auth::{Authenticated, Verifier},
     grpc::MAX_REQUEST_BYTES,
     kafka::KafkaConfig,
     net::ConnectionLimits,
@@ -40,7 +40,7 @@ use taskmesh_proto::gateway::v1::live_service_server::LiveServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    service::{Routes, interceptor::InterceptedService},
+    service::Routes,
     transport::{Channel, Endpoint},
 };
 use tower::ServiceExt;
@@ -149,7 +149,7 @@ impl Gateway {
             config.max_streams_per_user,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let live = InterceptedService::new(live, AuthInterceptor::new(config.verifier.clone()));
+        let live = Authenticated::new(live, config.verifier.clone());
         supervisor.health().add_service(LIVE_SERVICE);
         let (health, health_service) = tonic_health::server::health_reporter();
         config

@@ -10,7 +10,7 @@ use std::{
 use axum::body::Body;
 use futures::future::BoxFuture;
 use taskmesh_platform::auth::Verifier;
-use tonic::{metadata::MetadataMap, transport::Channel};
+use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
 /// A tower service forwarding gRPC requests to one upstream service.
@@ -39,8 +39,7 @@ impl Service<http::Request<Body>> for GrpcProxy {
         let channel = self.channel.clone();
         let verifier = self.verifier.clone();
         Box::pin(async move {
-            let metadata = MetadataMap::from_headers(request.headers().clone());
-            if let Err(status) = verifier.verify_metadata(&metadata) {
+            if let Err(status) = verifier.authenticate(request.headers()).await {
                 return Ok(status.into_http::<Body>());
             }
             // The body goes on without its size hint: tonic-web's grpc-web-text decoding passes

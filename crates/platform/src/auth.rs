@@ -6,19 +6,21 @@
 //! `roles` (an array; `admin` unlocks admin RPCs). `exp` and `nbf` are checked with a leeway
 //! for clock skew ([`DEFAULT_LEEWAY`], configurable). A token whose header has a `crit`
 //! parameter is refused: taskmesh understands no JWS extension (RFC 7515 §4.1.11). Keys are
-//! either an HS256 secret (development) or public keys (RS256 or EdDSA, from a PEM file with
-//! one or more keys or a JWKS file whose `kid`s select the key, for rotation); the algorithm
-//! is the key's, never the token's (`alg: none` and HS/RS confusion are refused).
+//! either an HS256 secret (development), public keys (RS256 or EdDSA, from a PEM file with
+//! one or more keys or a JWKS file whose `kid`s select the key, for rotation), or the keys of
+//! OpenID Connect providers, discovered and refreshed ([`crate::oidc`]); the algorithm is the
+//! key's, never the token's (`alg: none` and HS/RS confusion are refused).
 
 use std::{fmt, path::Path, sync::Arc, time::Duration};
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
-    jwk::{AlgorithmParameters, JwkSet},
 };
+
+use crate::oidc::{Oidc, PublicKey, jwks_keys};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
+use tonic::{Request, Status, metadata::MetadataMap};
 
 /// The audience every taskmesh token must name.
 pub const AUDIENCE: &str = "taskmesh";
@@ -67,7 +69,7 @@ pub enum AuthError {
     Sign(#[source] jsonwebtoken::errors::Error),
 }
 
-/// The authenticated caller of an RPC: set by [`AuthInterceptor`] in the request extensions.
+/// The authenticated caller of an RPC: set by [`Authenticated`] in the request extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// The user id (the token's `sub`).
@@ -100,7 +102,7 @@ impl Caller {
         self.roles.iter().any(|role| role == "admin")
     }
 
-    /// The caller of a request that went through [`AuthInterceptor`].
+    /// The caller of a request that went through [`Authenticated`].
     ///
     /// # Errors
     /// `UNAUTHENTICATED` when the request carries no verified caller (a server wired without
@@ -147,16 +149,10 @@ pub enum Audience {
 }
 
 #[derive(Clone)]
-struct PublicKey {
-    kid: Option<String>,
-    algorithm: Algorithm,
-    key: DecodingKey,
-}
-
-#[derive(Clone)]
 enum Keys {
     Secret(DecodingKey),
     Public(Vec<PublicKey>),
+    Oidc(Arc<Oidc>),
 }
 
 /// Verifies bearer tokens. Cheap to clone.
@@ -173,6 +169,7 @@ impl fmt::Debug for Verifier {
         let kind = match &*self.keys {
             Keys::Secret(_) => "hs256",
             Keys::Public(keys) => return write!(f, "Verifier(public keys: {})", keys.len()),
+            Keys::Oidc(oidc) => return write!(f, "Verifier(OpenID Connect issuers: {oidc:?})"),
         };
         write!(f, "Verifier({kind})")
     }
@@ -219,7 +216,29 @@ impl Verifier {
         })
     }
 
-    /// Requires tokens to carry this `iss` (a token without one is refused).
+    /// A verifier for the access tokens of OpenID Connect providers (see [`crate::oidc`]):
+    /// each token is checked against its own issuer's keys, audience and roles claim, and its
+    /// user is the issuer's user prefix followed by `sub`. Call [`Oidc::fetch_all`] first so
+    /// the first calls find the keys.
+    pub fn from_oidc(oidc: Arc<Oidc>) -> Self {
+        Self {
+            keys: Arc::new(Keys::Oidc(oidc)),
+            issuer: None,
+            leeway: DEFAULT_LEEWAY,
+            rate_limit: None,
+        }
+    }
+
+    /// The OpenID Connect issuers and key cache of this verifier, if it verifies theirs.
+    pub fn oidc(&self) -> Option<Arc<Oidc>> {
+        match &*self.keys {
+            Keys::Oidc(oidc) => Some(oidc.clone()),
+            _ => None,
+        }
+    }
+
+    /// Requires tokens to carry this `iss` (a token without one is refused). Not used with
+    /// OpenID Connect issuers, which name their own.
     pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
         self.issuer = issuer;
         self
@@ -241,7 +260,7 @@ impl Verifier {
         self.leeway
     }
 
-    /// Limits each user's calls through [`AuthInterceptor`] to `limit` (shared by every
+    /// Limits each user's calls through [`Authenticated`] to `limit` (shared by every
     /// clone of this verifier; none by default).
     pub fn with_rate_limit(mut self, limit: Option<crate::quota::RateLimit>) -> Self {
         self.rate_limit = limit;
@@ -262,60 +281,110 @@ impl Verifier {
         }
         let claims = match &*self.keys {
             Keys::Secret(key) => self.decode(token, key, Algorithm::HS256)?,
-            Keys::Public(keys) => {
-                let candidates: Vec<&PublicKey> = match &header.kid {
-                    Some(kid) if keys.iter().any(|k| k.kid.is_some()) => {
-                        let found: Vec<_> = keys
-                            .iter()
-                            .filter(|k| k.kid.as_deref() == Some(kid))
-                            .collect();
-                        if found.is_empty() {
-                            return Err(AuthError::UnknownKeyId(kid.clone()));
-                        }
-                        found
-                    }
-                    _ => keys.iter().collect(),
-                };
-                let mut last = None;
-                let mut claims = None;
-                for candidate in candidates.into_iter().filter(|k| k.algorithm == header.alg) {
-                    match self.decode(token, &candidate.key, candidate.algorithm) {
-                        Ok(found) => {
-                            claims = Some(found);
-                            break;
-                        }
-                        // A key whose signature matched gives the verdict (e.g. expired);
-                        // only a signature mismatch moves on to the next key.
-                        Err(AuthError::InvalidToken(e))
-                            if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature =>
-                        {
-                            last = Some(AuthError::InvalidToken(e));
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
-                match (claims, last) {
-                    (Some(claims), _) => claims,
-                    (None, Some(error)) => return Err(error),
-                    (None, None) => {
-                        return Err(AuthError::InvalidToken(
-                            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into(),
-                        ));
-                    }
-                }
-            }
+            Keys::Oidc(oidc) => return self.verify_oidc(oidc, token, &header),
+            Keys::Public(keys) => with_first_key(keys, &header, |key| {
+                self.decode(token, &key.key, key.algorithm)
+            })?,
         };
-        if claims.sub.is_empty()
-            || claims.sub.len() > 256
-            || claims.sub.chars().any(char::is_control)
-        {
-            return Err(AuthError::BadSubject);
-        }
+        check_subject(&claims.sub)?;
         Ok(Caller {
             actor: claims.sub.clone(),
             user: claims.sub,
             roles: claims.roles,
             expires_at: claims.exp,
+        })
+    }
+
+    /// Verifies a token like [`Verifier::verify`]; when it names a key its OpenID Connect
+    /// issuer has not published yet (the provider rotated its keys), fetches that issuer's
+    /// keys again (at most once per [`crate::oidc::REFETCH_INTERVAL`]) and tries once more.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub async fn verify_async(&self, token: &str) -> Result<Caller, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKeyId(kid)) => {
+                let Keys::Oidc(oidc) = &*self.keys else {
+                    return Err(AuthError::UnknownKeyId(kid));
+                };
+                let Some(index) = unverified_issuer(token)
+                    .and_then(|iss| oidc.issuers.iter().position(|i| i.config.issuer == iss))
+                else {
+                    return Err(AuthError::UnknownKeyId(kid));
+                };
+                oidc.refresh(index, true).await;
+                self.verify(token)
+            }
+            other => other,
+        }
+    }
+
+    /// An OpenID Connect provider's access token: routed by its `iss` to that issuer, whose
+    /// keys, audience and roles claim apply; `iat` may not be in the future (past the leeway).
+    fn verify_oidc(
+        &self,
+        oidc: &Arc<Oidc>,
+        token: &str,
+        header: &Header,
+    ) -> Result<Caller, AuthError> {
+        let invalid = |kind: jsonwebtoken::errors::ErrorKind| AuthError::InvalidToken(kind.into());
+        let iss = unverified_issuer(token)
+            .ok_or_else(|| invalid(jsonwebtoken::errors::ErrorKind::InvalidIssuer))?;
+        let index = oidc
+            .issuers
+            .iter()
+            .position(|i| i.config.issuer == iss)
+            .ok_or_else(|| invalid(jsonwebtoken::errors::ErrorKind::InvalidIssuer))?;
+        let config = &oidc.issuers[index].config;
+        let keys = oidc.keys(index);
+        if keys.is_empty() {
+            // Nothing fetched yet (the provider was unreachable): fetch on this token.
+            return Err(AuthError::UnknownKeyId(
+                header.kid.clone().unwrap_or_default(),
+            ));
+        }
+        let claims: serde_json::Value = with_first_key(&keys, header, |key| {
+            let mut validation = Validation::new(key.algorithm);
+            validation.set_audience(&[&config.audience]);
+            validation.set_issuer(&[&config.issuer]);
+            validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+            validation.leeway = self.leeway.as_secs();
+            validation.validate_nbf = true;
+            decode::<serde_json::Value>(token, &key.key, &validation)
+                .map(|data| data.claims)
+                .map_err(AuthError::InvalidToken)
+        })?;
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims
+            .get("iat")
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway.as_secs()))
+        {
+            return Err(invalid(jsonwebtoken::errors::ErrorKind::ImmatureSignature));
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        check_subject(sub)?;
+        // The issuer without a prefix may not mint ids in another issuer's namespace.
+        if config.user_prefix.is_empty()
+            && oidc.issuers.iter().any(|other| {
+                !other.config.user_prefix.is_empty() && sub.starts_with(&other.config.user_prefix)
+            })
+        {
+            return Err(AuthError::BadSubject);
+        }
+        let user = format!("{}{sub}", config.user_prefix);
+        check_subject(&user)?;
+        Ok(Caller {
+            actor: user.clone(),
+            user,
+            roles: crate::oidc::roles_at(&claims, &config.roles_claim),
+            expires_at: claims
+                .get("exp")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or_default(),
         })
     }
 
@@ -340,14 +409,20 @@ impl Verifier {
             .map_err(AuthError::InvalidToken)
     }
 
-    /// Verifies the `authorization: Bearer <token>` entry of gRPC metadata; a call with
-    /// [`VIA_HEADER`] `mcp` gets the actor `mcp:<user>`.
+    /// Verifies the `authorization: Bearer <token>` header of a call (with
+    /// [`Verifier::verify_async`]); a call with [`VIA_HEADER`] `mcp` gets the actor
+    /// `mcp:<user>`.
     ///
     /// # Errors
-    /// `UNAUTHENTICATED` with a short reason; the detail is logged at debug level only.
-    pub fn verify_metadata(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let token = bearer(metadata).ok_or_else(token_missing)?;
-        let mut caller = self.verify(token).map_err(|error| {
+    /// `UNAUTHENTICATED` with reason `TOKEN_MISSING`, `TOKEN_EXPIRED` or `TOKEN_INVALID`; the
+    /// detail is logged at debug level only.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(token_missing)?;
+        let mut caller = self.verify_async(token).await.map_err(|error| {
             tracing::debug!(%error, "rejected token");
             match error {
                 // The one a client fixes by renewing its token (same reason as a live stream
@@ -368,11 +443,69 @@ impl Verifier {
                 ),
             }
         })?;
-        if metadata.get(VIA_HEADER).is_some_and(|via| via == VIA_MCP) {
+        if headers.get(VIA_HEADER).is_some_and(|via| via == VIA_MCP) {
             caller.actor = format!("{VIA_MCP}:{}", caller.user);
         }
         Ok(caller)
     }
+}
+
+/// A user id must be 1 to 256 bytes without control characters.
+fn check_subject(sub: &str) -> Result<(), AuthError> {
+    if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
+        return Err(AuthError::BadSubject);
+    }
+    Ok(())
+}
+
+/// The `iss` claim of a token, read without verifying anything (to choose its issuer).
+fn unverified_issuer(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+        .ok()?
+        .iss
+}
+
+/// Verifies with the first of `keys` that fits `header`: the keys with its `kid` (when the
+/// keys have ids; none is [`AuthError::UnknownKeyId`]), else every key, of the token's
+/// algorithm, tried in turn. A key whose signature matched gives the verdict (e.g. expired);
+/// only a signature mismatch moves on to the next key.
+fn with_first_key<T>(
+    keys: &[PublicKey],
+    header: &Header,
+    mut verify: impl FnMut(&PublicKey) -> Result<T, AuthError>,
+) -> Result<T, AuthError> {
+    let candidates: Vec<&PublicKey> = match &header.kid {
+        Some(kid) if keys.iter().any(|k| k.kid.is_some()) => {
+            let found: Vec<_> = keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
+            if found.is_empty() {
+                return Err(AuthError::UnknownKeyId(kid.clone()));
+            }
+            found
+        }
+        _ => keys.iter().collect(),
+    };
+    let mut last = None;
+    for candidate in candidates.into_iter().filter(|k| k.algorithm == header.alg) {
+        match verify(candidate) {
+            Ok(found) => return Ok(found),
+            Err(AuthError::InvalidToken(e))
+                if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature =>
+            {
+                last = Some(AuthError::InvalidToken(e));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        AuthError::InvalidToken(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into())
+    }))
 }
 
 /// `UNAUTHENTICATED`, reason `TOKEN_MISSING`: the call carries no bearer token.
@@ -419,28 +552,6 @@ fn pem_keys(text: &str) -> Vec<PublicKey> {
         }
     }
     keys
-}
-
-fn jwks_keys(text: &str) -> Vec<PublicKey> {
-    let Ok(set) = serde_json::from_str::<JwkSet>(text) else {
-        return Vec::new();
-    };
-    set.keys
-        .iter()
-        .filter_map(|jwk| {
-            let algorithm = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                _ => return None,
-            };
-            let key = DecodingKey::from_jwk(jwk).ok()?;
-            Some(PublicKey {
-                kid: jwk.common.key_id.clone(),
-                algorithm,
-                key,
-            })
-        })
-        .collect()
 }
 
 /// Signs tokens for `taskmesh token` and tests.
@@ -519,30 +630,70 @@ impl Signer {
     }
 }
 
-/// A tonic interceptor that verifies the bearer token, takes the call from the caller's
-/// quota (when the verifier has a rate limit) and stores the [`Caller`] in the request
-/// extensions; requests without a valid token get `UNAUTHENTICATED`, over quota
-/// `RESOURCE_EXHAUSTED` ([`crate::quota`]).
+/// A gRPC service (a generated `…Server`) behind authentication: each call's bearer token is
+/// verified ([`Verifier::authenticate`], which may fetch an OpenID Connect issuer's new keys),
+/// the call is taken from the caller's quota (when the verifier has a rate limit) and the
+/// [`Caller`] is stored in the request's extensions, where [`Caller::of`] finds it. A call
+/// without a valid token gets `UNAUTHENTICATED`, over quota `RESOURCE_EXHAUSTED`
+/// ([`crate::quota`]); neither reaches the service.
 #[derive(Clone, Debug)]
-pub struct AuthInterceptor {
+pub struct Authenticated<S> {
+    inner: S,
     verifier: Verifier,
 }
 
-impl AuthInterceptor {
-    /// An interceptor using `verifier`.
-    pub fn new(verifier: Verifier) -> Self {
-        Self { verifier }
+impl<S> Authenticated<S> {
+    /// `inner` behind `verifier`.
+    pub fn new(inner: S, verifier: Verifier) -> Self {
+        Self { inner, verifier }
     }
 }
 
-impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.verifier.verify_metadata(request.metadata())?;
-        if let Some(limit) = &self.verifier.rate_limit {
-            limit.check(&caller.user)?;
-        }
-        request.extensions_mut().insert(caller);
-        Ok(request)
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone that was made ready serves this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        Box::pin(async move {
+            let admitted = match verifier.authenticate(request.headers()).await {
+                Ok(caller) => match &verifier.rate_limit {
+                    Some(limit) => limit.check(&caller.user).map(|()| caller),
+                    None => Ok(caller),
+                },
+                Err(status) => Err(status),
+            };
+            match admitted {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
     }
 }
 
@@ -782,8 +933,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn with_keys_tried_in_turn_an_expired_token_is_expired_whatever_the_key_order() {
+    #[tokio::test]
+    async fn with_keys_tried_in_turn_an_expired_token_is_expired_whatever_the_key_order() {
         // `rotation.pub`: the key that signed first, then another RSA key (no `kid`s), so the
         // last key tried fails on the signature.
         let verifier = Verifier::from_public_keys_file(&testdata("rotation.pub")).unwrap();
@@ -793,7 +944,8 @@ mod tests {
         assert!(verifier.verify(&sign(serde_json::json!({}))).is_ok());
         let expired = sign(serde_json::json!({"exp": now() - 600}));
         let status = verifier
-            .verify_metadata(&metadata_with(&format!("Bearer {expired}")))
+            .authenticate(&headers_with(&format!("Bearer {expired}")))
+            .await
             .unwrap_err();
         assert_eq!(
             crate::grpc::reason(&status).as_deref(),
@@ -802,10 +954,10 @@ mod tests {
         );
     }
 
-    fn metadata_with(authorization: &str) -> MetadataMap {
-        let mut metadata = MetadataMap::new();
-        metadata.insert("authorization", authorization.parse().unwrap());
-        metadata
+    fn headers_with(authorization: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", authorization.parse().unwrap());
+        headers
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub mod grpc;
 pub mod kafka;
 pub mod metrics;
 pub mod net;
+pub mod oidc;
 pub mod outbox;
 pub mod pages;
 pub mod quota;

@@ -59,16 +59,33 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
         &config::summary(common, Some(&kafka), None),
     );
 
-    let (_, keys) = config::verifier(common, false).map_err(|error| {
+    let (verifier, keys) = config::verifier(common, false).map_err(|error| {
         failed(
             "token keys",
             format!("{error:#}"),
-            "point TASKMESH_JWT_PUBLIC_KEYS at a readable PEM or JWKS file of RS256/EdDSA keys, or set a long TASKMESH_JWT_SECRET",
+            "set TASKMESH_OIDC_ISSUER to your identity provider, point TASKMESH_JWT_PUBLIC_KEYS at a readable PEM or JWKS file of RS256/EdDSA keys, or set a long TASKMESH_JWT_SECRET",
         )
     })?;
     let keys = match keys {
         KeySource::PublicKeyFile(path) => format!("public keys from {}", path.display()),
         KeySource::Secret | KeySource::Development => "an HS256 secret".to_owned(),
+        KeySource::Oidc(_) => {
+            let Some(oidc) = verifier.oidc() else {
+                unreachable!("an OpenID Connect key source has an OpenID Connect verifier")
+            };
+            oidc.fetch_all().await.map_err(|error| {
+                failed(
+                    "token keys",
+                    format!("{:#}", anyhow::Error::from(error)),
+                    "check that TASKMESH_OIDC_ISSUER is the issuer exactly as the provider writes it and that this pod can reach it over HTTPS (a private CA goes in the system trust store or SSL_CERT_FILE)",
+                )
+            })?;
+            oidc.issuers()
+                .enumerate()
+                .map(|(i, issuer)| format!("{} ({} keys)", issuer.issuer, oidc.key_count(i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     };
     ok("token keys", &keys);
 

@@ -165,6 +165,28 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_JWT_ISSUER")]
     pub(crate) jwt_issuer: Option<String>,
 
+    /// OpenID Connect issuers whose access tokens are accepted, keys found by discovery and
+    /// refreshed (instead of TASKMESH_JWT_PUBLIC_KEYS / TASKMESH_JWT_SECRET): comma-separated
+    /// entries, each an issuer URL with optional `audience=…`, `user_prefix=…`,
+    /// `roles_claim=…` (e.g. `https://idp.example.com/realms/main`).
+    #[arg(long, env = "TASKMESH_OIDC_ISSUER")]
+    pub(crate) oidc_issuer: Option<String>,
+
+    /// The `aud` the identity providers' tokens must name (unless an issuer says otherwise).
+    #[arg(long, env = "TASKMESH_OIDC_AUDIENCE", default_value = taskmesh_platform::oidc::DEFAULT_AUDIENCE)]
+    pub(crate) oidc_audience: String,
+
+    /// The claim (or dotted path, e.g. `realm_access.roles`) holding a token's roles; the
+    /// role `admin` unlocks admin RPCs.
+    #[arg(long, env = "TASKMESH_OIDC_ROLES_CLAIM", default_value = taskmesh_platform::oidc::DEFAULT_ROLES_CLAIM)]
+    pub(crate) oidc_roles_claim: String,
+
+    /// Longest time the identity providers' keys are kept before they are fetched again,
+    /// whatever their cache headers allow (a withdrawn key is refused after this at the
+    /// latest; a token naming an unknown key fetches them at once).
+    #[arg(long, env = "TASKMESH_OIDC_KEYS_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub(crate) oidc_keys_max_age: Duration,
+
     /// Clock skew allowed when checking a token's `exp` and `nbf` (whole seconds count; e.g.
     /// `30s`). A live stream ends this long after its token's `exp`.
     #[arg(long, env = "TASKMESH_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]

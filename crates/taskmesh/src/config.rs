@@ -7,6 +7,7 @@
 use std::{
     num::NonZeroU32,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use taskmesh_platform::{
     auth::{DEV_SECRET, Verifier},
     kafka::KafkaConfig,
+    oidc,
     quota::RateLimit,
 };
 
@@ -116,6 +118,8 @@ pub(crate) enum KeySource {
     Development,
     /// RS256/EdDSA public keys from a PEM or JWKS file.
     PublicKeyFile(PathBuf),
+    /// The keys of OpenID Connect issuers, discovered.
+    Oidc(Vec<String>),
 }
 
 /// The per-user rate limit, if on.
@@ -134,7 +138,28 @@ fn rate_limit(common: &Common) -> Option<RateLimit> {
 /// A key file that cannot be read or holds no usable key; outside `dev`, no key at all, or
 /// a secret that is short or the public development one.
 pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, KeySource)> {
-    let (verifier, keys) = if let Some(path) = &common.jwt_public_keys {
+    let oidc = common
+        .oidc_issuer
+        .as_deref()
+        .filter(|spec| !spec.trim().is_empty());
+    let (verifier, keys) = if let Some(spec) = oidc {
+        if common.jwt_public_keys.is_some() || common.jwt_secret.is_some() {
+            anyhow::bail!(
+                "TASKMESH_OIDC_ISSUER is set: unset TASKMESH_JWT_PUBLIC_KEYS and \
+                 TASKMESH_JWT_SECRET (the issuers' keys are discovered)"
+            );
+        }
+        if common.jwt_issuer.is_some() {
+            anyhow::bail!("TASKMESH_OIDC_ISSUER names the issuers: unset TASKMESH_JWT_ISSUER");
+        }
+        let issuers = oidc::parse_issuers(spec, &common.oidc_audience, &common.oidc_roles_claim)
+            .map_err(|error| anyhow::anyhow!("TASKMESH_OIDC_ISSUER: {error}"))?;
+        let names = issuers.iter().map(|i| i.issuer.clone()).collect();
+        let cache = oidc::Oidc::new(issuers)
+            .context("TASKMESH_OIDC_ISSUER")?
+            .with_max_fresh(common.oidc_keys_max_age);
+        (Verifier::from_oidc(Arc::new(cache)), KeySource::Oidc(names))
+    } else if let Some(path) = &common.jwt_public_keys {
         let verifier = Verifier::from_public_keys_file(path)
             .with_context(|| format!("TASKMESH_JWT_PUBLIC_KEYS {}", path.display()))?;
         (verifier, KeySource::PublicKeyFile(path.clone()))
@@ -255,6 +280,7 @@ pub(crate) fn summary(
         Some(KeySource::Secret) => "HS256 secret".to_owned(),
         Some(KeySource::Development) => "the DEVELOPMENT secret".to_owned(),
         Some(KeySource::PublicKeyFile(path)) => format!("public keys from {}", path.display()),
+        Some(KeySource::Oidc(issuers)) => format!("OpenID Connect issuers {}", issuers.join(", ")),
     };
     let issuer = common
         .jwt_issuer

@@ -81,6 +81,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let common = &args.common;
     let (verifier, keys) = config::verifier(common, true)?;
+    fetch_issuer_keys(&verifier);
 
     db::ensure_database(&common.database_url)
         .await
@@ -194,6 +195,18 @@ fn sqlite_url(dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(format!("sqlite://{}", relative.display()))
 }
 
+/// Starts fetching the OpenID Connect issuers' keys, if the verifier uses any, so that the
+/// first calls find them (a one-off task: a failure is logged and the keys are fetched again
+/// when a token of that issuer arrives).
+fn fetch_issuer_keys(verifier: &taskmesh_platform::auth::Verifier) {
+    if let Some(oidc) = verifier.oidc() {
+        tokio::spawn(async move {
+            // Logged per issuer by fetch_all.
+            let _ = oidc.fetch_all().await;
+        });
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The recorder first, so nothing a task records before the internal listener is up (a
     // degraded task, the partitions a consumer owns) is lost.
@@ -201,6 +214,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let common = &args.common;
     let (verifier, keys) = config::verifier(common, false)?;
+    fetch_issuer_keys(&verifier);
     let brokers = common
         .kafka_brokers
         .clone()

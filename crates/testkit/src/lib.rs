@@ -11,6 +11,7 @@
 //! - [`proxy`]: a TCP proxy that can take the broker away and bring it back.
 //! - [`pgcluster`]: a PostgreSQL cluster of the test's own, to stop, start or give a certificate.
 
+pub mod idp;
 pub mod pgcluster;
 pub mod proxy;
 pub mod tls;

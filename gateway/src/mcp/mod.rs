@@ -281,7 +281,7 @@ where
                 .and_then(bearer_token);
             let verified = match token {
                 None => Err(None),
-                Some(token) => verifier.verify(token).map_err(|error| {
+                Some(token) => verifier.verify_async(token).await.map_err(|error| {
                     tracing::debug!(%error, "mcp: rejected token");
                     Some("invalid_token")
                 }),

@@ -4,6 +4,7 @@
 mod hostile;
 mod live;
 mod metrics;
+mod oidc;
 mod proxy;
 mod text_mode;
 mod tokens;

@@ -31,7 +31,7 @@ use anyhow::Context as _;
 
 use sqlx::PgPool;
 use taskmesh_platform::{
-    auth::{AuthInterceptor, Verifier},
+    auth::{Authenticated, Verifier},
     consumer::{self, ConsumerSettings},
     grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
@@ -39,7 +39,6 @@ use taskmesh_platform::{
     runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::audit::v1::audit_service_server::AuditServiceServer;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes};
 
 pub use service::AuditServiceImpl;
@@ -60,10 +59,10 @@ pub fn consumer_name(topic: Topic) -> String {
 
 /// gRPC routes of AuditService, behind JWT verification, signing page tokens with `tokens`.
 pub fn routes(pool: PgPool, verifier: Verifier, tokens: PageTokens) -> Routes {
-    Routes::new(InterceptedService::new(
+    Routes::new(Authenticated::new(
         AuditServiceServer::new(AuditServiceImpl::new(pool, tokens))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
-        AuthInterceptor::new(verifier),
+        verifier,
     ))
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use taskmesh_platform::{
-    auth::{AuthInterceptor, Verifier},
+    auth::{Authenticated, Verifier},
     changelog::Log,
     consumer::{self, ConsumerSettings},
     grpc::MAX_REQUEST_BYTES,
@@ -38,7 +38,6 @@ use taskmesh_proto::{
     recurrence::v1::recurrence_service_server::RecurrenceServiceServer,
     task::v1::task_service_client::TaskServiceClient,
 };
-use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes, transport::Channel};
 
 pub use service::RecurrenceServiceImpl;
@@ -84,9 +83,9 @@ pub fn routes(
     tasks: TaskServiceClient<Channel>,
 ) -> Routes {
     let service = RecurrenceServiceImpl::new(pool, kafka.topic(Topic::TaskCommands), tasks);
-    Routes::new(InterceptedService::new(
+    Routes::new(Authenticated::new(
         RecurrenceServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
-        AuthInterceptor::new(verifier),
+        verifier,
     ))
 }
 

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 
 use sqlx::PgPool;
 use taskmesh_platform::{
-    auth::{AuthInterceptor, Verifier},
+    auth::{Authenticated, Verifier},
     changelog::Log,
     consumer::{self, ConsumerSettings},
     grpc::MAX_REQUEST_BYTES,
@@ -35,7 +35,6 @@ use taskmesh_platform::{
     runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::reminder::v1::reminder_service_server::ReminderServiceServer;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes};
 
 pub use scheduler::{Fired, Scheduler};
@@ -72,9 +71,9 @@ pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error:
 /// `tokens`.
 pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier, tokens: PageTokens) -> Routes {
     let service = ReminderServiceImpl::new(pool, kafka.topic(Topic::Reminders), tokens);
-    Routes::new(InterceptedService::new(
+    Routes::new(Authenticated::new(
         ReminderServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
-        AuthInterceptor::new(verifier),
+        verifier,
     ))
 }
 

@@ -29,7 +29,7 @@ use anyhow::Context as _;
 
 use sqlx::PgPool;
 use taskmesh_platform::{
-    auth::{AuthInterceptor, Verifier},
+    auth::{Authenticated, Verifier},
     consumer::{self, ConsumerSettings},
     grpc::MAX_REQUEST_BYTES,
     kafka::{KafkaConfig, Topic},
@@ -39,7 +39,6 @@ use taskmesh_platform::{
     runtime::{self, Introspection, Supervisor},
 };
 use taskmesh_proto::task::v1::task_service_server::TaskServiceServer;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{server::NamedService, service::Routes};
 
 pub use service::TaskServiceImpl;
@@ -79,9 +78,9 @@ pub fn routes(
         tokens,
         max_tasks,
     );
-    Routes::new(InterceptedService::new(
+    Routes::new(Authenticated::new(
         TaskServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
-        AuthInterceptor::new(verifier),
+        verifier,
     ))
 }
 
