@@ -400,6 +400,35 @@ def check_rules(label, rule):
         fail(f"{label}: promtool check rules: {checked.stdout}{checked.stderr}")
 
 
+def check_oidc(chart):
+    """Identity providers: the issuers' entries in TASKMESH_OIDC_ISSUER as the binary parses
+    them (URL, then key=value options), and no generated HS256 secret beside them."""
+    values = copy.deepcopy(chart.values)
+    values["oidc"]["issuers"] = [
+        {"url": "https://keycloak.example.com/realms/main", "rolesClaim": "realm_access.roles"},
+        {"url": "https://accounts.google.com", "audience": "123.apps.googleusercontent.com",
+         "userPrefix": "google:"},
+    ]
+    values["oidc"]["keysMaxAge"] = "1h"
+    label = "OpenID Connect issuers"
+    objects, _ = render(chart, values)
+    config = next(obj for _, obj in objects if obj["kind"] == "ConfigMap")["data"]
+    expected = ("https://keycloak.example.com/realms/main roles_claim=realm_access.roles, "
+                "https://accounts.google.com audience=123.apps.googleusercontent.com user_prefix=google:")
+    if config.get("TASKMESH_OIDC_ISSUER") != expected:
+        fail(f"{label}: TASKMESH_OIDC_ISSUER is {config.get('TASKMESH_OIDC_ISSUER')!r}, expected {expected!r}")
+    if (config.get("TASKMESH_OIDC_AUDIENCE"), config.get("TASKMESH_OIDC_ROLES_CLAIM"),
+            config.get("TASKMESH_OIDC_KEYS_MAX_AGE")) != ("taskmesh", "roles", "1h"):
+        fail(f"{label}: audience, roles claim or keys max age not rendered: {config}")
+    for _, obj in objects:
+        if obj["kind"] == "Secret" and "TASKMESH_JWT_SECRET" in obj.get("stringData", {}):
+            fail(f"{label}: a JWT secret is generated beside the identity providers")
+    default, _ = render(chart, copy.deepcopy(chart.values))
+    if any(obj["kind"] == "ConfigMap" and "TASKMESH_OIDC_ISSUER" in obj["data"] for _, obj in default):
+        fail("default values set TASKMESH_OIDC_ISSUER")
+    print(f"{label}: TASKMESH_OIDC_ISSUER with options as the binary parses them, no generated secret")
+
+
 def rejected(chart, change, why):
     values = copy.deepcopy(chart.values)
     change(values)
@@ -431,6 +460,7 @@ def main():
     if not any(obj["kind"] == "PrometheusRule" for _, obj in production):
         fail("production values render no PrometheusRule")
     check_extras(chart)
+    check_oidc(chart)
     check_examples(production)
     bad = [
         (lambda v: v["components"]["task"].__setitem__("port", 80), "a privileged port"),
@@ -462,6 +492,11 @@ def main():
         (lambda v: v["otel"].__setitem__("endpoint", "collector:4317"), "an OTLP endpoint without a scheme"),
         (lambda v: v["limits"].__setitem__("rateLimit", -1), "a negative rate limit"),
         (lambda v: v["jwt"].__setitem__("leeway", "soon"), "a bad JWT leeway"),
+        (lambda v: v["oidc"].__setitem__("issuers", [{"url": "http://idp.example.com"}]), "a plain-http issuer off loopback"),
+        (lambda v: v["oidc"].__setitem__("issuers", [{"url": "https://idp.example.com?x=1"}]), "an issuer with a query"),
+        (lambda v: v["oidc"].__setitem__("issuers", [{"url": "https://a.example", "colour": "x"}]), "an unknown issuer key"),
+        (lambda v: v["oidc"].__setitem__("issuers", [{"url": "https://a.example", "userPrefix": "a b"}]), "a user prefix with a space"),
+        (lambda v: v["oidc"].__setitem__("issuers", [{"audience": "x"}]), "an issuer without a url"),
     ]
     for change, why in bad:
         rejected(chart, change, why)

@@ -149,7 +149,11 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
                  TASKMESH_JWT_SECRET (the issuers' keys are discovered)"
             );
         }
-        if common.jwt_issuer.is_some() {
+        if common
+            .jwt_issuer
+            .as_deref()
+            .is_some_and(|issuer| !issuer.is_empty())
+        {
             anyhow::bail!("TASKMESH_OIDC_ISSUER names the issuers: unset TASKMESH_JWT_ISSUER");
         }
         let issuers = oidc::parse_issuers(spec, &common.oidc_audience, &common.oidc_roles_claim)
