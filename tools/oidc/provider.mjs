@@ -474,3 +474,10 @@ function shutdown() {
 }
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
+// The tests hold our stdin open: when their process dies (even by SIGKILL), it closes and
+// the provider goes too, so no provider outlives its test.
+if (!process.stdin.isTTY) {
+  process.stdin.on('end', shutdown);
+  process.stdin.on('error', shutdown);
+  process.stdin.resume();
+}

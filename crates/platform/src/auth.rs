@@ -72,7 +72,8 @@ pub enum AuthError {
 /// The authenticated caller of an RPC: set by [`Authenticated`] in the request extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// The user id (the token's `sub`).
+    /// The user id: the token's `sub`, after its OpenID Connect issuer's `user_prefix` when
+    /// it came from one ([`crate::oidc::IssuerConfig`]).
     pub user: String,
     /// The token's roles.
     pub roles: Vec<String>,
@@ -312,7 +313,7 @@ impl Verifier {
                 else {
                     return Err(AuthError::UnknownKeyId(kid));
                 };
-                oidc.refresh(index, true).await;
+                oidc.refresh_for_unknown_kid(index).await;
                 self.verify(token)
             }
             other => other,
@@ -357,10 +358,15 @@ impl Verifier {
         let now = jsonwebtoken::get_current_timestamp();
         if claims
             .get("iat")
-            .and_then(serde_json::Value::as_u64)
+            .and_then(seconds)
             .is_some_and(|iat| iat > now.saturating_add(self.leeway.as_secs()))
         {
             return Err(invalid(jsonwebtoken::errors::ErrorKind::ImmatureSignature));
+        }
+        // An ID token is for the client, not a bearer token for taskmesh (OpenID Connect
+        // Core §3.1.3.6, §3.3.2.11): refuse the claims only ID tokens carry.
+        if claims.get("at_hash").is_some() || claims.get("c_hash").is_some() {
+            return Err(invalid(jsonwebtoken::errors::ErrorKind::InvalidToken));
         }
         let sub = claims
             .get("sub")
@@ -381,10 +387,7 @@ impl Verifier {
             actor: user.clone(),
             user,
             roles: crate::oidc::roles_at(&claims, &config.roles_claim),
-            expires_at: claims
-                .get("exp")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or_default(),
+            expires_at: claims.get("exp").and_then(seconds).unwrap_or_default(),
         })
     }
 
@@ -448,6 +451,17 @@ impl Verifier {
         }
         Ok(caller)
     }
+}
+
+/// A NumericDate claim (RFC 7519 §2: seconds, possibly fractional) in whole seconds.
+fn seconds(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            // Saturating float-to-int cast: whole seconds, as jsonwebtoken compares them.
+            .map(|s| s as u64)
+    })
 }
 
 /// A user id must be 1 to 256 bytes without control characters.

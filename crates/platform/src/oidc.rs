@@ -6,12 +6,16 @@
 //! must equal the configured one exactly, §4.3), then its keys from the metadata's `jwks_uri`
 //! (RFC 7517). The keys are kept for as long as the JWKS response's HTTP cache headers allow
 //! (RFC 9111, computed by `http-cache-semantics`), clamped to [[`MIN_FRESH`],
-//! [`MAX_FRESH`]] (or a shorter configured maximum, [`Oidc::with_max_fresh`]); after that the next token verification refreshes them in the background
-//! while the current keys go on serving. A token whose `kid` is unknown makes its issuer's
-//! keys be fetched again at once (the provider rotated its key), at most once per
-//! [`REFETCH_INTERVAL`] per issuer, so a flood of made-up `kid`s costs the provider one
-//! request per interval. While the provider cannot be reached, the last good keys keep
-//! serving: existing sessions go on working through an outage.
+//! [`MAX_FRESH`]] (or a shorter configured maximum, [`Oidc::with_max_fresh`]); after that
+//! the next token verification refreshes them in the background while the current keys go
+//! on serving. A token whose `kid` is unknown makes its issuer's keys be fetched again at
+//! once (the provider rotated its key) and waits for them, at most once per
+//! [`REFETCH_INTERVAL`] per issuer (at most [`MAX_WAITERS`] calls wait; fetches run
+//! detached, so a caller that goes away cancels nothing), so a flood of made-up `kid`s
+//! costs the provider one request per interval. While the provider cannot be reached, the
+//! last good keys keep serving, up to the configured maximum age since they were fetched:
+//! existing sessions go on working through an outage. Keys are fetched over `https` only
+//! (`http` on loopback), redirects included; a failed fetch discovers the `jwks_uri` again.
 //!
 //! A token is routed to its issuer by its (unverified) `iss`, then verified against that
 //! issuer's keys only: signature with the key's own algorithm, `iss`, `aud` (the issuer's
@@ -49,7 +53,9 @@ pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// commas, each its issuer URL followed by optional space-separated `key=value` options:
 /// `audience=<aud>` (default `TASKMESH_OIDC_AUDIENCE`, itself `taskmesh` by default),
 /// `user_prefix=<prefix>` and `roles_claim=<path>` (default `TASKMESH_OIDC_ROLES_CLAIM`). E.g.
-/// `https://idp.example.com/realms/main, https://accounts.google.com audience=1234.apps.googleusercontent.com user_prefix=google:`.
+/// `https://idp.example.com/realms/main, https://dex.example.com/dex audience=taskmesh-api user_prefix=dex:`.
+/// The audience must name taskmesh (the API), never a client's id: an ID token's `aud` is the
+/// client id, and ID tokens are not bearer tokens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuerConfig {
     /// The issuer identifier, exactly as the provider writes it in `iss` (an `https` URL;
@@ -92,8 +98,7 @@ pub fn parse_issuers(
         let issuer = words.next().unwrap_or_default().to_owned();
         let url =
             url::Url::parse(&issuer).map_err(|e| format!("issuer {issuer:?} is not a URL: {e}"))?;
-        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        if !secure(&url) {
             return Err(format!(
                 "issuer {issuer:?} must be an https URL (http only on loopback)"
             ));
@@ -229,21 +234,39 @@ pub(crate) fn jwks_keys(text: &str) -> Vec<PublicKey> {
 
 /// What is known of one issuer's keys.
 struct KeyState {
-    /// The last good keys (empty before the first successful fetch).
+    /// The last good keys (empty before the first successful fetch, and again once they are
+    /// older than the configured maximum: see [`Oidc::with_max_fresh`]).
     keys: Arc<Vec<PublicKey>>,
+    /// When they were fetched.
+    fetched_at: Instant,
     /// Until when they are fresh.
     fresh_until: Instant,
-    /// The provider's `jwks_uri`, once discovered.
+    /// The provider's `jwks_uri`, once discovered (discovered again after a failed fetch).
     jwks_uri: Option<String>,
+}
+
+/// The fetch of one issuer's keys, shared by everyone waiting for it.
+type InFlight = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// When one issuer's keys were last asked for, and the fetch running now.
+#[derive(Default)]
+struct Fetching {
+    last: Option<Instant>,
+    in_flight: Option<InFlight>,
 }
 
 /// One issuer's configuration and key cache.
 pub(crate) struct Issuer {
     pub(crate) config: IssuerConfig,
     state: RwLock<KeyState>,
-    /// Held while fetching (one fetch at a time); the time of the last fetch attempt.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    fetching: std::sync::Mutex<Fetching>,
+    /// Bounds the calls waiting for a fetch at once; the others are answered at once.
+    waiters: tokio::sync::Semaphore,
 }
+
+/// Most calls that wait for one issuer's running key fetch (a token naming a new key);
+/// more are refused without waiting, so a flood of made-up `kid`s holds no more.
+pub const MAX_WAITERS: usize = 64;
 
 /// The issuers a verifier trusts, with their keys. Shared by every clone of the verifier.
 pub struct Oidc {
@@ -290,6 +313,14 @@ pub enum FetchError {
     },
 }
 
+/// Whether keys may be fetched from `url`: `https`, or `http` on loopback (tests,
+/// development), like the issuer itself.
+fn secure(url: &url::Url) -> bool {
+    url.scheme() == "https"
+        || (url.scheme() == "http"
+            && matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost")))
+}
+
 impl Oidc {
     /// The key cache of `issuers`, with nothing fetched yet (see [`Oidc::fetch_all`]).
     ///
@@ -298,7 +329,16 @@ impl Oidc {
     pub fn new(issuers: Vec<IssuerConfig>) -> Result<Self, FetchError> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // At most 3 redirects, never to plain http off loopback.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= 3 {
+                    attempt.error("more than 3 redirects")
+                } else if !secure(attempt.url()) {
+                    attempt.error("a redirect to plain http")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("taskmesh/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| FetchError::Http {
@@ -313,10 +353,12 @@ impl Oidc {
                     config,
                     state: RwLock::new(KeyState {
                         keys: Arc::new(Vec::new()),
+                        fetched_at: now,
                         fresh_until: now,
                         jwks_uri: None,
                     }),
-                    fetching: tokio::sync::Mutex::new(None),
+                    fetching: std::sync::Mutex::new(Fetching::default()),
+                    waiters: tokio::sync::Semaphore::new(MAX_WAITERS),
                 })
                 .collect(),
             client,
@@ -324,36 +366,31 @@ impl Oidc {
         })
     }
 
-    /// Keeps fetched keys at most `max_fresh` (default [`MAX_FRESH`]) whatever the cache
-    /// headers allow: how soon a key the provider withdrew (compromised) stops being accepted.
-    /// Under [`MIN_FRESH`] it also lowers that floor; refreshes still happen at most once per
-    /// [`REFETCH_INTERVAL`].
+    /// Keeps fetched keys at most `max_fresh` (default [`MAX_FRESH`]) before fetching them
+    /// again, whatever the cache headers allow; under [`MIN_FRESH`] it also lowers that
+    /// floor. It also bounds an outage: keys not refreshed for `max_fresh` (the provider
+    /// unreachable all that time) are dropped, and the issuer's tokens are refused until it
+    /// answers. Fetches still happen at most once per [`REFETCH_INTERVAL`].
     pub fn with_max_fresh(mut self, max_fresh: Duration) -> Self {
         self.max_fresh = max_fresh;
         self
     }
 
-    /// Fetches every issuer's keys once (at start), each under its fetch lock. An issuer
-    /// that cannot be reached is logged and tried again when a token of it arrives.
+    /// Fetches every issuer's keys once (at start), at the same time. An issuer that cannot
+    /// be reached is logged and tried again when a token of it arrives.
     ///
     /// # Errors
     /// The first failure, after every issuer was tried (for `check-config`).
-    pub async fn fetch_all(&self) -> Result<(), FetchError> {
-        let mut first = None;
-        for issuer in &self.issuers {
-            let mut last = issuer.fetching.lock().await;
-            *last = Some(Instant::now());
-            if let Err(error) = self.fetch(issuer).await {
-                tracing::error!(
-                    issuer = %issuer.config.issuer,
-                    error = %crate::error_chain(&error),
-                    "cannot fetch the identity provider's keys; tokens of this issuer are \
-                     refused until it answers"
-                );
-                first.get_or_insert(error);
+    pub async fn fetch_all(self: &Arc<Self>) -> Result<(), FetchError> {
+        let results = futures::future::join_all((0..self.issuers.len()).map(|index| {
+            let this = self.clone();
+            async move {
+                this.fetching(index).last = Some(Instant::now());
+                this.fetch_logged(index).await
             }
-        }
-        first.map_or(Ok(()), Err)
+        }))
+        .await;
+        results.into_iter().collect()
     }
 
     /// The configured issuers.
@@ -368,62 +405,97 @@ impl Oidc {
         })
     }
 
-    /// `issuer`'s current keys; when they are no longer fresh, a refresh starts in the
-    /// background (on the current Tokio runtime) and these keep serving meanwhile.
+    fn fetching(&self, issuer: usize) -> std::sync::MutexGuard<'_, Fetching> {
+        self.issuers[issuer]
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `issuer`'s current keys (none once they are older than the configured maximum); when
+    /// they are no longer fresh, a refresh starts in the background (on the current Tokio
+    /// runtime) and these keep serving meanwhile.
     pub(crate) fn keys(self: &Arc<Self>, issuer: usize) -> Arc<Vec<PublicKey>> {
         let Some(entry) = self.issuers.get(issuer) else {
             return Arc::new(Vec::new());
         };
         let (keys, stale) = {
             let state = entry.state.read().unwrap_or_else(|e| e.into_inner());
+            if state.fetched_at.elapsed() > self.max_fresh {
+                return Arc::new(Vec::new());
+            }
             (state.keys.clone(), Instant::now() >= state.fresh_until)
         };
-        if stale
-            && entry.fetching.try_lock().is_ok()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let this = self.clone();
-            runtime.spawn(async move {
-                this.refresh(issuer, false).await;
-            });
+        if stale && tokio::runtime::Handle::try_current().is_ok() {
+            // Starts the fetch (detached) unless one runs or the last was too recent.
+            drop(self.start_fetch(issuer));
         }
         keys
     }
 
-    /// Fetches `issuer`'s keys again unless another fetch is running (then waits for it) or
-    /// the last one was under [`REFETCH_INTERVAL`] ago (`unknown_kid`: a token named a key
-    /// the provider may have just added) or the keys are still fresh (a background refresh).
-    pub(crate) async fn refresh(&self, issuer: usize, unknown_kid: bool) {
+    /// Fetches `issuer`'s keys again after a token named a key it does not have (the
+    /// provider may have just rotated), and waits for the fetch: unless the last fetch was
+    /// under [`REFETCH_INTERVAL`] ago (then at once), or [`MAX_WAITERS`] calls already wait.
+    /// The fetch runs detached: a caller that goes away does not cancel it.
+    pub(crate) async fn refresh_for_unknown_kid(self: &Arc<Self>, issuer: usize) {
         let Some(entry) = self.issuers.get(issuer) else {
             return;
         };
-        let asked = Instant::now();
-        let mut last = entry.fetching.lock().await;
-        if let Some(at) = *last {
-            // A fetch finished while we waited: it is as new as ours would be.
-            if at >= asked || at.elapsed() < REFETCH_INTERVAL {
-                return;
-            }
-        }
-        if !unknown_kid {
-            let state = entry.state.read().unwrap_or_else(|e| e.into_inner());
-            if Instant::now() < state.fresh_until {
-                return;
-            }
-        }
-        *last = Some(Instant::now());
-        if let Err(error) = self.fetch(entry).await {
-            tracing::warn!(
-                issuer = %entry.config.issuer,
-                error = %crate::error_chain(&error),
-                "cannot refresh the identity provider's keys; the last good keys keep serving"
-            );
-            let mut state = entry.state.write().unwrap_or_else(|e| e.into_inner());
-            state.fresh_until = Instant::now() + REFETCH_INTERVAL;
+        let Ok(_permit) = entry.waiters.try_acquire() else {
+            return;
+        };
+        if let Some(fetch) = self.start_fetch(issuer) {
+            fetch.await;
         }
     }
 
-    /// One discovery (when the `jwks_uri` is not known yet) and one JWKS request.
+    /// The running fetch of `issuer`'s keys, started now unless the last one began under
+    /// [`REFETCH_INTERVAL`] ago (`None`).
+    fn start_fetch(self: &Arc<Self>, issuer: usize) -> Option<InFlight> {
+        let mut fetching = self.fetching(issuer);
+        if let Some(running) = &fetching.in_flight {
+            return Some(running.clone());
+        }
+        if fetching
+            .last
+            .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL)
+        {
+            return None;
+        }
+        fetching.last = Some(Instant::now());
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _ = this.fetch_logged(issuer).await;
+            this.fetching(issuer).in_flight = None;
+        });
+        let shared = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+            let _ = task.await;
+        }));
+        fetching.in_flight = Some(shared.clone());
+        Some(shared)
+    }
+
+    /// [`Oidc::fetch`], its failure logged; after one the keys are kept, tried again after
+    /// [`REFETCH_INTERVAL`], and the `jwks_uri` discovered again.
+    async fn fetch_logged(&self, issuer: usize) -> Result<(), FetchError> {
+        let entry = &self.issuers[issuer];
+        let result = self.fetch(entry).await;
+        if let Err(error) = &result {
+            let mut state = entry.state.write().unwrap_or_else(|e| e.into_inner());
+            state.fresh_until = Instant::now() + REFETCH_INTERVAL;
+            state.jwks_uri = None;
+            tracing::warn!(
+                issuer = %entry.config.issuer,
+                error = %crate::error_chain(error),
+                keys = state.keys.len(),
+                "cannot fetch the identity provider's keys; the last good keys (if any) keep \
+                 serving"
+            );
+        }
+        result
+    }
+
+    /// One discovery (when the `jwks_uri` is not known) and one JWKS request.
     async fn fetch(&self, entry: &Issuer) -> Result<(), FetchError> {
         let known = entry
             .state
@@ -451,13 +523,16 @@ impl Oidc {
             "fetched the identity provider's keys"
         );
         let mut state = entry.state.write().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         state.keys = Arc::new(keys);
-        state.fresh_until = Instant::now() + fresh_for;
+        state.fetched_at = now;
+        state.fresh_until = now + fresh_for;
         state.jwks_uri = Some(jwks_uri);
         Ok(())
     }
 
-    /// The `jwks_uri` of `issuer`'s discovery document, whose `issuer` must be `issuer`.
+    /// The `jwks_uri` of `issuer`'s discovery document, whose `issuer` must be `issuer` and
+    /// whose `jwks_uri` must be `https` (`http` only on loopback).
     async fn discover(&self, issuer: &str) -> Result<String, FetchError> {
         #[derive(serde::Deserialize)]
         struct Metadata {
@@ -482,6 +557,12 @@ impl Oidc {
                      Discovery §4.3)",
                     metadata.issuer
                 ),
+            });
+        }
+        if !url::Url::parse(&metadata.jwks_uri).is_ok_and(|jwks| secure(&jwks)) {
+            return Err(FetchError::Document {
+                url,
+                what: format!("its jwks_uri {:?} is not an https URL", metadata.jwks_uri),
             });
         }
         Ok(metadata.jwks_uri)
@@ -536,17 +617,18 @@ fn humantime_secs(duration: Duration) -> String {
     format!("{}s", duration.as_secs())
 }
 
-/// The roles at `path` (dot-separated) in `claims`: an array of strings, or one string of
+/// The roles at `path` in `claims` (the claim of that name, else a dot-separated path): an array of strings, or one string of
 /// space-separated roles; anything else is no roles. At most 64 roles of at most 256 bytes
 /// are kept.
 pub(crate) fn roles_at(claims: &serde_json::Value, path: &str) -> Vec<String> {
-    let mut value = claims;
-    for part in path.split('.') {
-        match value.get(part) {
-            Some(next) => value = next,
-            None => return Vec::new(),
-        }
-    }
+    // A claim named by the whole path first (Auth0's namespaced claims are URLs with dots).
+    let value = claims.get(path).or_else(|| {
+        path.split('.')
+            .try_fold(claims, |value, part| value.get(part))
+    });
+    let Some(value) = value else {
+        return Vec::new();
+    };
     let roles: Vec<String> = match value {
         serde_json::Value::Array(items) => items
             .iter()
@@ -612,6 +694,11 @@ mod tests {
         assert_eq!(roles_at(&claims, "realm_access.roles"), ["admin"]);
         assert!(roles_at(&claims, "odd").is_empty());
         assert!(roles_at(&claims, "missing.path").is_empty());
+        let namespaced = serde_json::json!({"https://taskmesh.dev/roles": ["admin"]});
+        assert_eq!(
+            roles_at(&namespaced, "https://taskmesh.dev/roles"),
+            ["admin"]
+        );
     }
 
     #[test]

@@ -182,8 +182,8 @@ pub(crate) struct Common {
     pub(crate) oidc_roles_claim: String,
 
     /// Longest time the identity providers' keys are kept before they are fetched again,
-    /// whatever their cache headers allow (a withdrawn key is refused after this at the
-    /// latest; a token naming an unknown key fetches them at once).
+    /// whatever their cache headers allow, and how long the last good keys keep serving
+    /// while a provider is unreachable (a token naming an unknown key fetches them at once).
     #[arg(long, env = "TASKMESH_OIDC_KEYS_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
     pub(crate) oidc_keys_max_age: Duration,
 

@@ -22,6 +22,8 @@ use tokio::{
 #[derive(Debug)]
 pub struct IdentityProvider {
     child: Child,
+    /// Its stderr, shown when it fails to start.
+    log: PathBuf,
     /// Its issuer identifier, `http://127.0.0.1:<port>` (no trailing slash).
     pub issuer: String,
     http: reqwest::Client,
@@ -75,20 +77,44 @@ impl IdentityProvider {
             })
             .await??;
         }
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "taskmesh-idp-{}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        // stdin stays open while we live: the provider exits when it closes (our process
+        // died, even by SIGKILL); kill_on_drop covers the rest.
         let mut child = Command::new("node")
             .arg(tools.join("oidc/provider.mjs"))
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true)
             .spawn()
             .context("start tools/oidc/provider.mjs")?;
         let stdout = child.stdout.take().context("provider stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
             .await
-            .context("the identity provider did not start within 30 s")??
-            .context("the identity provider exited before listening")?;
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let Some(line) = first else {
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            anyhow::bail!(
+                "the identity provider did not start within 30 s; its stderr:\n{}",
+                stderr
+                    .chars()
+                    .rev()
+                    .take(4000)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect::<String>()
+            );
+        };
         let issuer = line
             .strip_prefix("listening ")
             .with_context(|| format!("unexpected first line {line:?}"))?
@@ -96,6 +122,7 @@ impl IdentityProvider {
             .to_owned();
         Ok(Some(Self {
             child,
+            log,
             issuer,
             http: reqwest::Client::new(),
         }))
@@ -180,5 +207,6 @@ impl IdentityProvider {
     /// Stops the provider process.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+        let _ = std::fs::remove_file(&self.log);
     }
 }

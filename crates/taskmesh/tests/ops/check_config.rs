@@ -178,3 +178,65 @@ async fn kafka_tls_and_sasl_problems_are_named() {
     assert!(bad.text.contains("ssl.ca.location"), "{}", bad.text);
     let _ = std::fs::remove_file(&password_file);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identity_provider_is_fetched_and_a_wrong_or_absent_one_is_named() {
+    let test = "an_identity_provider_is_fetched_and_a_wrong_or_absent_one_is_named";
+    let Some(idp) = taskmesh_testkit::idp::IdentityProvider::start(test, &[])
+        .await
+        .expect("identity provider")
+    else {
+        return;
+    };
+    let db = TestDb::create().await.expect("db");
+    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
+        .await
+        .expect("broker");
+    let brokers = broker.bootstrap_servers();
+    KafkaConfig::local(brokers.clone())
+        .create_topics()
+        .await
+        .expect("topics");
+    // As the chart sets it: the issuer, and an empty TASKMESH_JWT_ISSUER.
+    let with_issuer = |issuer: &str| {
+        let mut command = check(
+            &db,
+            &brokers,
+            &[
+                ("TASKMESH_OIDC_ISSUER", issuer),
+                ("TASKMESH_JWT_ISSUER", ""),
+            ],
+        );
+        command.env_remove("TASKMESH_JWT_SECRET");
+        command
+    };
+
+    let ok = run(with_issuer(&idp.issuer), LIMIT).await;
+    assert!(ok.success, "a reachable provider passes:\n{}", ok.text);
+    let line = format!("ok  token keys: {} (1 keys)", idp.issuer);
+    assert!(ok.text.contains(&line), "{line:?} missing:\n{}", ok.text);
+
+    // Not the issuer its metadata names (a trailing slash): Discovery §4.3.
+    let wrong = run(with_issuer(&format!("{}/", idp.issuer)), LIMIT).await;
+    assert!(!wrong.success, "a wrong issuer fails:\n{}", wrong.text);
+    assert!(
+        wrong.text.contains("token keys") && wrong.text.contains("not the configured"),
+        "{}",
+        wrong.text
+    );
+
+    // The provider down: named, with the status it answered.
+    idp.set_down(true).await.expect("down");
+    let down = run(with_issuer(&idp.issuer), LIMIT).await;
+    assert!(
+        !down.success,
+        "an unreachable provider fails:\n{}",
+        down.text
+    );
+    assert!(
+        down.text.contains("token keys") && down.text.contains("503"),
+        "{}",
+        down.text
+    );
+    idp.stop().await;
+}
