@@ -39,20 +39,25 @@ fn issuer(idp: &IdentityProvider) -> Vec<IssuerConfig> {
     parse_issuers(&idp.issuer, "taskmesh", "roles").unwrap()
 }
 
+/// A CreateTask request with `token` for a task titled `title`.
+fn create_request(token: &str, title: &str) -> tonic::Request<CreateTaskRequest> {
+    with_token(
+        token,
+        CreateTaskRequest {
+            task: Some(Task {
+                title: title.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
 /// CreateTask with `token`: the created task, or the status.
 async fn create(mesh: &Mesh, token: &str, title: &str) -> Result<Task, tonic::Status> {
     tasks_grpc(mesh)
         .await
-        .create_task(with_token(
-            token,
-            CreateTaskRequest {
-                task: Some(Task {
-                    title: title.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
+        .create_task(create_request(token, title))
         .await
         .map(|response| response.into_inner().task.unwrap_or_default())
 }
@@ -193,16 +198,7 @@ async fn an_outage_keeps_sessions_and_unknown_kids_cost_bounded_fetches() {
                 let token = forged(&format!("made-up-{chunk}-{i}"), &idp.issuer);
                 let mesh = &mesh;
                 async move {
-                    let mut request = with_token(
-                        &token,
-                        CreateTaskRequest {
-                            task: Some(Task {
-                                title: "x".into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    );
+                    let mut request = create_request(&token, "x");
                     if i % 2 == 0 {
                         request.set_timeout(Duration::from_millis(20));
                     }

@@ -24,8 +24,8 @@ fn check(db: &TestDb, brokers: &str, envs: &[(&str, &str)]) -> std::process::Com
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn good_settings_pass_and_each_bad_one_is_named() {
+/// A fresh database and an in-memory broker with the topics made; its bootstrap servers.
+async fn database_and_broker_with_topics() -> (TestDb, EmbeddedBroker, String) {
     let db = TestDb::create().await.expect("db");
     let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
         .await
@@ -35,6 +35,12 @@ async fn good_settings_pass_and_each_bad_one_is_named() {
         .create_topics()
         .await
         .expect("topics");
+    (db, broker, brokers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn good_settings_pass_and_each_bad_one_is_named() {
+    let (db, _broker, brokers) = database_and_broker_with_topics().await;
 
     let ok = run(check(&db, &brokers, &[]), LIMIT).await;
     assert!(ok.success, "good settings pass:\n{}", ok.text);
@@ -188,15 +194,7 @@ async fn an_identity_provider_is_fetched_and_a_wrong_or_absent_one_is_named() {
     else {
         return;
     };
-    let db = TestDb::create().await.expect("db");
-    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "memory://tansu/")
-        .await
-        .expect("broker");
-    let brokers = broker.bootstrap_servers();
-    KafkaConfig::local(brokers.clone())
-        .create_topics()
-        .await
-        .expect("topics");
+    let (db, _broker, brokers) = database_and_broker_with_topics().await;
     // As the chart sets it: the issuer, and an empty TASKMESH_JWT_ISSUER.
     let with_issuer = |issuer: &str| {
         let mut command = check(
