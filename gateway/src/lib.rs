@@ -24,6 +24,7 @@ mod hub;
 mod live;
 pub mod mcp;
 mod proxy;
+pub mod sign_in;
 mod slots;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -94,6 +95,8 @@ pub struct GatewayConfig {
     pub max_streams_per_user: usize,
     /// The `Host` and `Origin` values the MCP endpoint (`/mcp`) accepts.
     pub mcp: McpAccess,
+    /// How the web app signs people in (`/.well-known/taskmesh-web.json`).
+    pub web_sign_in: sign_in::WebSignIn,
 }
 
 /// A bound, not yet serving gateway.
@@ -170,6 +173,7 @@ impl Gateway {
             recurrence: recurrence_channel.clone(),
             audit: audit_channel.clone(),
         };
+        router = router.merge(sign_in::router(config.web_sign_in.clone()));
         router = router.merge(mcp::router(
             upstreams,
             config.verifier.clone(),

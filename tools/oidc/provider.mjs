@@ -5,6 +5,7 @@
 // `npm install` in tools/ first) and serves it on loopback, plain http:
 //
 //   node tools/oidc/provider.mjs [--port N] [--access-token-ttl SECONDS] [--redirect-uri URI ...]
+//     [--exit-with-stdin]   (exit when stdin closes: the Rust tests hold it open)
 //
 // Once listening it prints exactly one line to stdout,
 //   listening http://127.0.0.1:<port>
@@ -57,12 +58,13 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '0' },
     'access-token-ttl': { type: 'string', default: '300' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
+    'exit-with-stdin': { type: 'boolean', default: false },
   },
 });
 const PORT = Number(args.port);
 const ACCESS_TOKEN_TTL = Number(args['access-token-ttl']);
 if (!Number.isInteger(PORT) || PORT < 0 || !Number.isInteger(ACCESS_TOKEN_TTL) || ACCESS_TOKEN_TTL <= 0) {
-  console.error('usage: provider.mjs [--port N] [--access-token-ttl SECONDS] [--redirect-uri URI ...]');
+  console.error('usage: provider.mjs [--port N] [--access-token-ttl SECONDS] [--redirect-uri URI ...] [--exit-with-stdin]');
   process.exit(2);
 }
 
@@ -474,9 +476,9 @@ function shutdown() {
 }
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
-// The tests hold our stdin open: when their process dies (even by SIGKILL), it closes and
-// the provider goes too, so no provider outlives its test.
-if (!process.stdin.isTTY) {
+// --exit-with-stdin: the caller (the Rust tests) holds our stdin open; when it dies (even by
+// SIGKILL), stdin closes and the provider goes too, so no provider outlives its test.
+if (args['exit-with-stdin']) {
   process.stdin.on('end', shutdown);
   process.stdin.on('error', shutdown);
   process.stdin.resume();

@@ -123,6 +123,7 @@ pub(crate) async fn gateway_process(args: GatewayProcess) -> anyhow::Result<()> 
         },
         max_streams_per_user: taskmesh_gateway::DEFAULT_MAX_STREAMS_PER_USER,
         mcp: taskmesh_gateway::McpAccess::default(),
+        web_sign_in: taskmesh_gateway::sign_in::WebSignIn::default(),
         introspection: taskmesh_platform::runtime::Introspection::default(),
     };
     let gateway = Gateway::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).await?;

@@ -464,8 +464,11 @@ fn seconds(value: &serde_json::Value) -> Option<u64> {
     })
 }
 
-/// A user id must be 1 to 256 bytes without control characters.
-fn check_subject(sub: &str) -> Result<(), AuthError> {
+/// Checks a user id: 1 to 256 bytes without control characters (NUL included).
+///
+/// # Errors
+/// [`AuthError::BadSubject`] otherwise.
+pub fn check_subject(sub: &str) -> Result<(), AuthError> {
     if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
         return Err(AuthError::BadSubject);
     }

@@ -181,6 +181,20 @@ pub(crate) struct Common {
     #[arg(long, env = "TASKMESH_OIDC_ROLES_CLAIM", default_value = taskmesh_platform::oidc::DEFAULT_ROLES_CLAIM)]
     pub(crate) oidc_roles_claim: String,
 
+    /// The web app's client id at the identity provider (a public client using the
+    /// authorization code flow with PKCE); set, the web app offers "Sign in" with it.
+    #[arg(long, env = "TASKMESH_WEB_OIDC_CLIENT_ID")]
+    pub(crate) web_oidc_client_id: Option<String>,
+
+    /// The identity provider the web app signs in with (default: the first of
+    /// TASKMESH_OIDC_ISSUER).
+    #[arg(long, env = "TASKMESH_WEB_OIDC_ISSUER")]
+    pub(crate) web_oidc_issuer: Option<String>,
+
+    /// The scopes the web app asks for, space-separated.
+    #[arg(long, env = "TASKMESH_WEB_OIDC_SCOPES", default_value = taskmesh_gateway::sign_in::DEFAULT_SCOPES)]
+    pub(crate) web_oidc_scopes: String,
+
     /// Longest time the identity providers' keys are kept before they are fetched again,
     /// whatever their cache headers allow, and how long the last good keys keep serving
     /// while a provider is unreachable (a token naming an unknown key fetches them at once).

@@ -13,11 +13,13 @@ use std::{
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use taskmesh_platform::{
-    auth::{DEV_SECRET, Verifier},
+    auth::{DEV_SECRET, Signer, Verifier},
     kafka::KafkaConfig,
     oidc,
     quota::RateLimit,
 };
+
+use taskmesh_gateway::sign_in::WebSignIn;
 
 use crate::cli::Common;
 
@@ -205,6 +207,43 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
             .with_rate_limit(rate_limit(common)),
         keys,
     ))
+}
+
+/// How the gateway's web app signs people in: with the identity provider when
+/// `TASKMESH_WEB_OIDC_CLIENT_ID` is set; the development sign-in under the development
+/// secret; else a pasted token.
+///
+/// # Errors
+/// A client id without any identity provider to use it with, or for an issuer whose tokens
+/// are not accepted.
+pub(crate) fn web_sign_in(common: &Common, keys: &KeySource) -> anyhow::Result<WebSignIn> {
+    let client_id = common.web_oidc_client_id.as_deref().filter(|id| !id.is_empty());
+    if let Some(client_id) = client_id {
+        let KeySource::Oidc(issuers) = keys else {
+            anyhow::bail!(
+                "TASKMESH_WEB_OIDC_CLIENT_ID is set but TASKMESH_OIDC_ISSUER is not: the web \
+                 app's tokens would be refused"
+            );
+        };
+        let issuer = match common.web_oidc_issuer.as_deref().filter(|i| !i.is_empty()) {
+            Some(issuer) if issuers.iter().any(|i| i == issuer) => issuer.to_owned(),
+            Some(issuer) => anyhow::bail!(
+                "TASKMESH_WEB_OIDC_ISSUER {issuer:?} is not one of TASKMESH_OIDC_ISSUER"
+            ),
+            None => issuers.first().cloned().unwrap_or_default(),
+        };
+        return Ok(WebSignIn::Oidc {
+            issuer,
+            client_id: client_id.to_owned(),
+            scopes: common.web_oidc_scopes.clone(),
+        });
+    }
+    Ok(match keys {
+        KeySource::Development => WebSignIn::Development(Arc::new(Signer::hs256(
+            &SecretString::from(DEV_SECRET),
+        ))),
+        _ => WebSignIn::Token,
+    })
 }
 
 /// `url` with its password (in the user information or a `password` parameter) replaced by

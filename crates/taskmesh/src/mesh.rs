@@ -51,6 +51,8 @@ pub struct MeshConfig {
     pub cors: CorsOrigins,
     /// The `Host` and `Origin` values the gateway's MCP endpoint accepts.
     pub mcp: taskmesh_gateway::McpAccess,
+    /// How the web app signs people in.
+    pub web_sign_in: taskmesh_gateway::sign_in::WebSignIn,
     /// The gateway's connection limits.
     pub connection_limits: ConnectionLimits,
     /// Live streams one user may hold at once on the gateway.
@@ -78,6 +80,7 @@ impl MeshConfig {
             recurrence_relay: true,
             cors: CorsOrigins::Any,
             mcp: taskmesh_gateway::McpAccess::default(),
+            web_sign_in: taskmesh_gateway::sign_in::WebSignIn::default(),
             connection_limits: ConnectionLimits::default(),
             max_streams_per_user: taskmesh_gateway::DEFAULT_MAX_STREAMS_PER_USER,
             max_tasks_per_user: NonZeroU64::new(taskmesh_task::DEFAULT_MAX_TASKS_PER_USER),
@@ -181,6 +184,7 @@ impl Mesh {
                 web_dir: config.web_dir.clone(),
                 cors: config.cors.clone(),
                 mcp: config.mcp.clone(),
+                web_sign_in: config.web_sign_in.clone(),
                 connection_limits: config.connection_limits,
                 max_streams_per_user: config.max_streams_per_user,
                 introspection: Introspection::default(),

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use secrecy::SecretString;
 use taskmesh::mesh::{self, Mesh, MeshConfig};
 use taskmesh_audit::AuditServer;
-use taskmesh_gateway::{Gateway, GatewayConfig};
+use taskmesh_gateway::{Gateway, GatewayConfig, sign_in::WebSignIn};
 use taskmesh_platform::{
     auth::{DEV_SECRET, Signer, Verifier},
     db,
@@ -127,10 +127,18 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     config.max_streams_per_user = common.max_streams_per_user;
     config.max_tasks_per_user = std::num::NonZeroU64::new(common.max_tasks_per_user);
     config.web_dir = args.web_dir.is_dir().then(|| args.web_dir.clone());
+    config.web_sign_in = config::web_sign_in(common, &keys)?;
+    let sign_in = match &config.web_sign_in {
+        WebSignIn::Oidc { issuer, .. } => format!("the web app signs in with {issuer}"),
+        WebSignIn::Development(_) => "the web app signs in anyone by name (development); \
+             other clients use the last line of `taskmesh token --sub alice`"
+            .to_owned(),
+        WebSignIn::Token => "tokens: the last line of `taskmesh token --sub alice`".to_owned(),
+    };
     let mesh = Mesh::bind(config).await?;
     let gateway_addr = mesh.addrs.gateway;
     tracing::info!(
-        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; the web app at http://{gateway_addr}/, MCP at http://{gateway_addr}/mcp (sign in with the last line of `taskmesh token --sub alice`)"
+        "taskmesh dev is up: gRPC and grpc-web at {gateway_addr}; the web app at http://{gateway_addr}/, MCP at http://{gateway_addr}/mcp ({sign_in})"
     );
     let run = mesh.run(shutdown.clone());
     #[cfg(feature = "embedded-broker")]
@@ -221,14 +229,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("KAFKA_BROKERS is required")?;
     let kafka = config::kafka(common, brokers)?;
     tracing::info!(component = ?args.component, config = %config::summary(common, Some(&kafka), Some(&keys)), "starting");
-    serve_component(&args, common, verifier, kafka, shutdown).await
+    serve_component(&args, common, (verifier, keys), kafka, shutdown).await
 }
 
 /// Runs the component `args` names until `shutdown`.
 async fn serve_component(
     args: &ServeArgs,
     common: &Common,
-    verifier: Verifier,
+    (verifier, keys): (Verifier, config::KeySource),
     kafka: KafkaConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
@@ -275,6 +283,7 @@ async fn serve_component(
                         .mcp
                         .access()
                         .context("TASKMESH_MCP_ALLOWED_HOSTS / _ORIGINS")?,
+                    web_sign_in: config::web_sign_in(common, &keys)?,
                     connection_limits: common.connection_limits(),
                     max_streams_per_user: common.max_streams_per_user,
                     introspection,

@@ -87,6 +87,7 @@ impl IdentityProvider {
         // died, even by SIGKILL); kill_on_drop covers the rest.
         let mut child = Command::new("node")
             .arg(tools.join("oidc/provider.mjs"))
+            .arg("--exit-with-stdin")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
