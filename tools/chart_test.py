@@ -410,6 +410,7 @@ def check_oidc(chart):
          "userPrefix": "google:"},
     ]
     values["oidc"]["keysMaxAge"] = "1h"
+    values["oidc"]["webClientId"] = "taskmesh-web"
     label = "OpenID Connect issuers"
     objects, _ = render(chart, values)
     config = next(obj for _, obj in objects if obj["kind"] == "ConfigMap")["data"]
@@ -418,7 +419,9 @@ def check_oidc(chart):
     if config.get("TASKMESH_OIDC_ISSUER") != expected:
         fail(f"{label}: TASKMESH_OIDC_ISSUER is {config.get('TASKMESH_OIDC_ISSUER')!r}, expected {expected!r}")
     if (config.get("TASKMESH_OIDC_AUDIENCE"), config.get("TASKMESH_OIDC_ROLES_CLAIM"),
-            config.get("TASKMESH_OIDC_KEYS_MAX_AGE")) != ("taskmesh", "roles", "1h"):
+            config.get("TASKMESH_OIDC_KEYS_MAX_AGE"), config.get("TASKMESH_WEB_OIDC_CLIENT_ID"),
+            config.get("TASKMESH_WEB_OIDC_SCOPES")) != ("taskmesh", "roles", "1h", "taskmesh-web",
+                                                        "openid offline_access"):
         fail(f"{label}: audience, roles claim or keys max age not rendered: {config}")
     for _, obj in objects:
         if obj["kind"] == "Secret" and "TASKMESH_JWT_SECRET" in obj.get("stringData", {}):
@@ -497,6 +500,7 @@ def main():
         (lambda v: v["oidc"].__setitem__("issuers", [{"url": "https://a.example", "colour": "x"}]), "an unknown issuer key"),
         (lambda v: v["oidc"].__setitem__("issuers", [{"url": "https://a.example", "userPrefix": "a b"}]), "a user prefix with a space"),
         (lambda v: v["oidc"].__setitem__("issuers", [{"audience": "x"}]), "an issuer without a url"),
+        (lambda v: v["oidc"].__setitem__("webClientId", "a b"), "a web client id with a space"),
     ]
     for change, why in bad:
         rejected(chart, change, why)

@@ -1,6 +1,7 @@
 //! The browser client end to end: builds `web/` (`npm run build`: `buf generate`, `tsc`,
 //! esbuild) and runs its Playwright tests (`web/tests/`) in headless Debian Chromium against
-//! this build's `taskmesh dev` on a fresh database. Screenshots land in `build/screenshots/`.
+//! this build's `taskmesh dev` on a fresh database (and, for sign-in, a real OpenID Connect
+//! provider: `tools/oidc/provider.mjs`). Screenshots land in `build/screenshots/`.
 //!
 //! Needs Node.js with npm and Chromium (`CHROMIUM`, default `/usr/bin/chromium`). Without
 //! them the test says so and passes, unless `TASKMESH_REQUIRE_BROWSER=1` (set by `.ci/run`,
@@ -15,11 +16,11 @@ fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
 }
 
-/// Runs `npm <args>` in `web/`, failing the test with its exit status.
-fn npm(args: &[&str], envs: &[(&str, &str)]) {
+/// Runs `npm <args>` in `dir`, failing the test with its exit status.
+fn npm_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) {
     let status = Command::new("npm")
         .args(args)
-        .current_dir(web_dir())
+        .current_dir(dir)
         .envs(envs.iter().copied())
         .status()
         .expect("run npm");
@@ -52,14 +53,18 @@ fn web_app_in_chromium() {
         );
         return;
     }
+    let install = ["install", "--no-audit", "--no-fund", "--loglevel=error"];
     if !web_dir().join("node_modules").is_dir() {
-        npm(
-            &["install", "--no-audit", "--no-fund", "--loglevel=error"],
-            &[],
-        );
+        npm_in(&web_dir(), &install, &[]);
     }
-    npm(&["run", "build"], &[]);
-    npm(
+    // The sign-in test's identity provider (npm `oidc-provider`, tools/oidc/provider.mjs).
+    let tools = web_dir().join("../tools");
+    if !tools.join("node_modules/oidc-provider").is_dir() {
+        npm_in(&tools, &install, &[]);
+    }
+    npm_in(&web_dir(), &["run", "build"], &[]);
+    npm_in(
+        &web_dir(),
         &["test"],
         &[
             ("TASKMESH_BIN", env!("CARGO_BIN_EXE_taskmesh")),

@@ -6,6 +6,7 @@ mod live;
 mod metrics;
 mod oidc;
 mod proxy;
+mod sign_in;
 mod text_mode;
 mod tokens;
 mod tracing_e2e;
