@@ -217,7 +217,10 @@ pub(crate) fn verifier(common: &Common, dev: bool) -> anyhow::Result<(Verifier, 
 /// A client id without any identity provider to use it with, or for an issuer whose tokens
 /// are not accepted.
 pub(crate) fn web_sign_in(common: &Common, keys: &KeySource) -> anyhow::Result<WebSignIn> {
-    let client_id = common.web_oidc_client_id.as_deref().filter(|id| !id.is_empty());
+    let client_id = common
+        .web_oidc_client_id
+        .as_deref()
+        .filter(|id| !id.is_empty());
     if let Some(client_id) = client_id {
         let KeySource::Oidc(issuers) = keys else {
             anyhow::bail!(
@@ -239,9 +242,9 @@ pub(crate) fn web_sign_in(common: &Common, keys: &KeySource) -> anyhow::Result<W
         });
     }
     Ok(match keys {
-        KeySource::Development => WebSignIn::Development(Arc::new(Signer::hs256(
-            &SecretString::from(DEV_SECRET),
-        ))),
+        KeySource::Development => {
+            WebSignIn::Development(Arc::new(Signer::hs256(&SecretString::from(DEV_SECRET))))
+        }
         _ => WebSignIn::Token,
     })
 }
