@@ -15,13 +15,40 @@ export interface Api {
 }
 
 /**
- * Clients that call the gateway at `baseUrl` (the page's own origin by default) with
- * `authorization: Bearer <token>` on every call.
+ * Where the clients get their bearer token: read on every call, so a renewed token is used
+ * at once and nothing has to be rebuilt.
  */
-export function connect(token: string, baseUrl: string = location.origin): Api {
-  const bearer: Interceptor = (next) => (req) => {
+export interface TokenSource {
+  /** The current access token (renewed first when it is due). */
+  token(): Promise<string>;
+  /** The server refused `refused` as expired: a newer token (renewed if need be), or throws. */
+  renew(refused: string): Promise<string>;
+}
+
+/**
+ * Clients that call the gateway at `baseUrl` (the page's own origin by default) with
+ * `authorization: Bearer <token>` on every call. A unary call refused with `TOKEN_EXPIRED`
+ * (the token ran out between the check and the call, or the tab slept) is sent once more with
+ * the renewed token; a stream is resumed by its reader (see sync.ts), which knows its cursor.
+ */
+export function connect(tokens: TokenSource, baseUrl: string = location.origin): Api {
+  const bearer: Interceptor = (next) => async (req) => {
+    const token = await tokens.token();
     req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
+    if (req.stream) return next(req);
+    try {
+      return await next(req);
+    } catch (err) {
+      if (!isTokenExpired(err)) throw err;
+      let renewed: string;
+      try {
+        renewed = await tokens.renew(token);
+      } catch {
+        throw err; // the call's own error says what happened
+      }
+      req.header.set("authorization", `Bearer ${renewed}`);
+      return next(req);
+    }
   };
   const transport = createGrpcWebTransport({ baseUrl, interceptors: [bearer] });
   return {
@@ -61,6 +88,11 @@ export function reason(err: unknown): string {
     .findDetails(ErrorInfoSchema)
     .find((detail) => detail.domain === "taskmesh.dev");
   return info?.reason ?? "";
+}
+
+/** Whether the token was refused only because it expired: renewing it is the cure. */
+export function isTokenExpired(err: unknown): boolean {
+  return isUnauthenticated(err) && reason(err) === "TOKEN_EXPIRED";
 }
 
 /**

@@ -2,89 +2,75 @@
 
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { connect, describe, requestId, type Api } from "./api";
+import { Auth, loadConfig, type SignInConfig } from "./auth";
 import { TaskEditor } from "./editor";
 import { formatDue, formatTime, isOverdue, priorities, priorityLabel } from "./format";
 import { Priority, Task_State, type Task } from "./gen/taskmesh/task/v1/task_pb";
+import { SignIn } from "./signin";
 import { Sync, type Connection, type SyncState } from "./sync";
 import { allTags, defaultView, visibleTasks, type View } from "./view";
 
-const TOKEN_KEY = "taskmesh.token";
-
-/** The JWT's `sub` and `exp` (seconds), read without verifying: the server verifies. */
-function claims(token: string): { sub: string; exp: number } | undefined {
-  try {
-    const payload = token.split(".")[1];
-    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
-    const parsed = JSON.parse(json) as { sub?: unknown; exp?: unknown };
-    if (typeof parsed.sub !== "string" || typeof parsed.exp !== "number") return undefined;
-    return { sub: parsed.sub, exp: parsed.exp };
-  } catch {
-    return undefined;
-  }
+/** Re-renders whenever the session or its notice changes. */
+function useAuth(auth: Auth): void {
+  const [, setVersion] = useState(0);
+  useEffect(() => auth.subscribe(() => setVersion((v) => v + 1)), [auth]);
 }
 
 export function App() {
-  const [token, setToken] = useState(() => localStorage.getItem(TOKEN_KEY) ?? "");
-  const [notice, setNotice] = useState("");
-  // Signing in or out in another tab of this browser does the same here.
+  const auth = useMemo(() => new Auth(), []);
+  useAuth(auth);
+  const [config, setConfig] = useState<SignInConfig>();
+  const [startError, setStartError] = useState("");
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
-    const onStorage = (e: StorageEvent) => e.key === TOKEN_KEY && setToken(e.newValue ?? "");
-    addEventListener("storage", onStorage);
-    return () => removeEventListener("storage", onStorage);
-  }, []);
-  const signIn = (value: string) => {
-    localStorage.setItem(TOKEN_KEY, value);
-    setNotice("");
-    setToken(value);
-  };
-  const signOut = (message = "") => {
-    localStorage.removeItem(TOKEN_KEY);
-    setNotice(message);
-    setToken("");
-  };
-  if (!token) return <SignIn notice={notice} onSignIn={signIn} />;
-  return <Workspace key={token} token={token} onSignOut={signOut} />;
-}
+    let cancelled = false;
+    (async () => {
+      try {
+        const loaded = await loadConfig();
+        auth.configure(loaded);
+        // Back from the identity provider: finish signing in before showing anything.
+        await auth.finishOidc();
+        if (!cancelled) setConfig(loaded);
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        if (!cancelled) setStartError(err instanceof TypeError ? `The server cannot be reached (${message}).` : message);
+      }
+    })();
+    return () => {
+      cancelled = true;
+    };
+  }, [auth, attempt]);
 
-function SignIn({ notice, onSignIn }: { notice: string; onSignIn: (token: string) => void }) {
-  const [value, setValue] = useState("");
-  const [error, setError] = useState("");
-  const submit = (e: Event) => {
-    e.preventDefault();
-    const token = value.trim();
-    const c = claims(token);
-    if (!c) return setError("That is not a JWT with `sub` and `exp` claims.");
-    if (c.exp * 1000 <= Date.now()) return setError("That token has expired; mint a new one.");
-    onSignIn(token);
-  };
-  return (
-    <main class="sign-in">
-      <form onSubmit={submit} data-testid="sign-in">
-        <h1>taskmesh</h1>
-        <p>
-          Sign in with a token. For development, mint one with <code>taskmesh token --sub alice</code> and paste
-          its last line.
-        </p>
-        {notice && (
-          <p class="notice" role="alert">
-            {notice}
-          </p>
-        )}
-        <label>
-          Token
-          <textarea name="token" rows={4} value={value} onInput={(e) => setValue(e.currentTarget.value)} aria-invalid={!!error} />
-        </label>
-        {error && (
-          <p class="field-errors" role="alert">
-            {error}
-          </p>
-        )}
-        <button type="submit" class="primary">
-          Sign in
-        </button>
-      </form>
-    </main>
-  );
+  if (!config) {
+    return (
+      <main class="sign-in">
+        <form
+          data-testid="starting"
+          onSubmit={(e) => {
+            e.preventDefault();
+            setStartError("");
+            setAttempt(attempt + 1);
+          }}
+        >
+          <h1>taskmesh</h1>
+          {startError ? (
+            <>
+              <p class="notice" role="alert">
+                {startError}
+              </p>
+              <button type="submit">Try again</button>
+            </>
+          ) : (
+            <p>Loading…</p>
+          )}
+        </form>
+      </main>
+    );
+  }
+  const session = auth.current();
+  if (!session) return <SignIn auth={auth} config={config} />;
+  // Keyed on the user, not the token: a renewed token changes nothing on screen.
+  return <Workspace key={session.sub} auth={auth} user={session.name ?? session.sub} />;
 }
 
 /** Re-renders every `ms` milliseconds (for overdue marks and retry countdowns). */
@@ -138,17 +124,25 @@ function useSearch(api: Api, query: string, changes: number): { matches?: Set<st
   return result;
 }
 
-function Workspace({ token, onSignOut }: { token: string; onSignOut: (message?: string) => void }) {
-  const api = useMemo(() => connect(token), [token]);
+function Workspace({ auth, user }: { auth: Auth; user: string }) {
+  // The clients read the current token on every call (see api.ts).
+  const api = useMemo(() => connect(auth), [auth]);
   const sync = useMemo(
     () =>
       new Sync(api, {
         initialBackoffMs: 500,
         maxBackoffMs: 15000,
         silenceMs: 45000,
-        onUnauthenticated: (message) => onSignOut(message),
+        // The server refused the token outright (not as expired): sign out, saying why.
+        onUnauthenticated: (message) => {
+          if (auth.current()) auth.end(message);
+        },
+        // A stream whose token ran out waits for the renewed one, then resumes.
+        renewToken: async (since) => {
+          await auth.renew(since);
+        },
       }),
-    [api],
+    [api, auth],
   );
   useEffect(() => {
     sync.start();
@@ -160,7 +154,6 @@ function Workspace({ token, onSignOut }: { token: string; onSignOut: (message?: 
   const [editing, setEditing] = useState<Task | "new" | undefined>();
   const [errors, setErrors] = useState<string[]>([]);
   const now = useNow(30000);
-  const user = claims(token)?.sub ?? "?";
 
   const report = (err: unknown) => setErrors((list) => [...list, describe(err)]);
   const tasks = visibleTasks(state.tasks.values(), view, search.matches);
@@ -196,7 +189,7 @@ function Workspace({ token, onSignOut }: { token: string; onSignOut: (message?: 
         <span class="user" data-testid="user">
           {user}
         </span>
-        <button class="link" onClick={() => onSignOut()}>
+        <button class="link" onClick={() => void auth.signOut()}>
           Sign out
         </button>
       </header>

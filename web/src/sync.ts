@@ -10,12 +10,16 @@
 //   than three heartbeats (45 s) is treated as dropped.
 // - Resync: only when the gateway sends `resync` (the cursor is older than its change logs)
 //   does the app reload everything with List.
+// - Token renewal: a stream keeps the token it was opened with, and the gateway ends it with
+//   UNAUTHENTICATED / TOKEN_EXPIRED when that token runs out. The engine then waits for a
+//   renewed token (`renewToken`) and reopens the stream at once from the last cursor: no
+//   reload, no backoff, and the replay brings whatever changed in between.
 
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Notification } from "./gen/taskmesh/reminder/v1/reminder_pb";
 import type { StreamChangesResponse } from "./gen/taskmesh/gateway/v1/live_service_pb";
 import type { Task } from "./gen/taskmesh/task/v1/task_pb";
-import { describe, isTooManyStreams, isUnauthenticated, type Api } from "./api";
+import { describe, isTokenExpired, isTooManyStreams, isUnauthenticated, type Api } from "./api";
 
 /** The stream's state, for the connection indicator. */
 export type Connection =
@@ -50,9 +54,18 @@ export interface SyncOptions {
   maxBackoffMs: number;
   /** Silence after which the stream counts as dropped, in milliseconds (heartbeats: 15 s). */
   silenceMs: number;
-  /** Called once when the server refuses the token; syncing stops. */
+  /** Called once when the server refuses the token for good; syncing stops. */
   onUnauthenticated: (message: string) => void;
+  /**
+   * Resolves once a token newer than the one current at `since` (ms since the epoch, when
+   * the refused call started) is there, renewing it if need be; rejects when it cannot (the
+   * retry then backs off). Without it an expired token ends syncing like any refused one.
+   */
+  renewToken?: (since: number) => Promise<void>;
 }
+
+/** Renewals in a row without catching up before the engine backs off between them. */
+const RENEWALS_WITHOUT_BACKOFF = 2;
 
 const NOTIFICATIONS_PAGE = 50;
 const TASKS_PAGE = 1000;
@@ -86,6 +99,10 @@ export class Sync {
   private attempt = 0;
   /** `resync` answers since the stream was last caught up. */
   private resyncs = 0;
+  /** Token renewals since the stream was last caught up. */
+  private renewals = 0;
+  /** When the last load or stream started (ms since the epoch): its token was current then. */
+  private startedAt = 0;
 
   constructor(
     private readonly api: Api,
@@ -172,12 +189,25 @@ export class Sync {
         }
       } catch (err) {
         if (this.stopped) return;
-        if (isUnauthenticated(err)) {
+        if (isTokenExpired(err) && this.options.renewToken) {
+          this.renewals += 1;
+          try {
+            await this.options.renewToken(this.startedAt);
+            if (this.stopped) return;
+            console.info("taskmesh: the live stream's token expired; resuming from the last cursor");
+            // Resume from the cursor at once; a server that keeps refusing renewed tokens
+            // (clocks far apart) is retried with backoff instead of in a tight loop.
+            if (this.renewals <= RENEWALS_WITHOUT_BACKOFF) continue;
+            error = "The server refused the renewed sign-in.";
+          } catch (renewal) {
+            if (this.stopped) return;
+            error = `Renewing the sign-in failed: ${renewal instanceof Error ? renewal.message : String(renewal)}`;
+          }
+        } else if (isUnauthenticated(err)) {
           this.stop();
           this.options.onUnauthenticated(describe(err));
           return;
-        }
-        if (isTooManyStreams(err)) {
+        } else if (isTooManyStreams(err)) {
           // A newer stream of this account took this one's place: reconnecting would only
           // close another tab's, and that one would close ours again.
           this.stop();
@@ -188,8 +218,9 @@ export class Sync {
             },
           });
           return;
+        } else {
+          error = this.abort.signal.aborted ? "The live stream went silent." : describe(err);
         }
-        error = this.abort.signal.aborted ? "The live stream went silent." : describe(err);
       }
       this.attempt += 1;
       const backoff = Math.min(
@@ -211,6 +242,7 @@ export class Sync {
 
   /** Reads the whole state with List; the stream then starts from the List cursors. */
   private async load(): Promise<void> {
+    this.startedAt = Date.now();
     this.set({ connection: { state: "connecting" } });
     this.abort = new AbortController();
     const signal = this.abort.signal;
@@ -261,6 +293,7 @@ export class Sync {
       : { cursor: this.taskCursor, alsoCursor: this.notificationCursor };
     let caughtUp = false;
     if (this.state.connection.state !== "connecting") this.set({ connection: { state: "connecting" } });
+    this.startedAt = Date.now();
     try {
       watch();
       for await (const message of this.api.live.streamChanges(request, { signal: abort.signal })) {
@@ -270,6 +303,7 @@ export class Sync {
           caughtUp = true;
           this.attempt = 0;
           this.resyncs = 0;
+          this.renewals = 0;
           this.set({ connection: { state: "live" } });
           this.refreshUnread();
         } else if (message.event.case !== "heartbeat") {

@@ -11,6 +11,7 @@ import {
   fillEditor,
   launchBrowser,
   live,
+  newContext,
   row,
   screenshots,
   signedInPage,
@@ -35,7 +36,7 @@ after(async () => {
 });
 
 test("a person's journey: sign in, create, see, filter, search, complete", async () => {
-  const page = await signedInPage(browser, dev.url, await dev.token("journey"), { screenshot: "01-sign-in.png" });
+  const page = await signedInPage(browser, dev.url, "journey", { screenshot: "01-sign-in.png" });
   assert.equal(await page.getByTestId("user").textContent(), "journey");
   await page.getByTestId("empty").waitFor();
 
@@ -124,8 +125,35 @@ test("a person's journey: sign in, create, see, filter, search, complete", async
   await page.context().close();
 });
 
+test("the development sign-in says it is for development only and refuses a bad name", async () => {
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await page.goto(dev.url);
+  const form = page.locator('[data-testid=sign-in][data-kind="development"]');
+  await form.waitFor();
+  assert.match(await form.getByTestId("development-warning").textContent(), /DEVELOPMENT ONLY.*anyone can sign in as anyone/);
+  // A control character: the server's 400 is shown, nobody is signed in.
+  await form.locator("input[name=user]").fill("eve\u0007");
+  await form.getByRole("button", { name: "Sign in" }).click();
+  await form.getByRole("alert").waitFor();
+  assert.match(await form.getByRole("alert").textContent(), /user name/);
+  assert.equal(await page.evaluate(() => localStorage.getItem("taskmesh.session")), null);
+  // Signing out clears the session in every tab of the browser.
+  await form.locator("input[name=user]").fill("eve");
+  await form.getByRole("button", { name: "Sign in" }).click();
+  await live(page);
+  const other = await context.newPage();
+  await other.goto(dev.url);
+  await live(other);
+  assert.equal(await other.getByTestId("user").textContent(), "eve");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await form.waitFor();
+  await other.locator('[data-testid=sign-in][data-kind="development"]').waitFor();
+  await context.close();
+});
+
 test("invalid input shows the server's field violations next to the fields and creates nothing", async () => {
-  const page = await signedInPage(browser, dev.url, await dev.token("careless"));
+  const page = await signedInPage(browser, dev.url, "careless");
   await page.getByTestId("new-task").click();
   await fillEditor(page, {
     title: "",
@@ -154,10 +182,10 @@ test("invalid input shows the server's field violations next to the fields and c
 });
 
 test("two tabs of a user stay in step without reload; another user sees none of it", async () => {
-  const token = await dev.token("twins");
-  const a = await signedInPage(browser, dev.url, token);
-  const b = await signedInPage(browser, dev.url, token);
-  const stranger = await signedInPage(browser, dev.url, await dev.token("stranger"));
+  const user = "twins";
+  const a = await signedInPage(browser, dev.url, user);
+  const b = await signedInPage(browser, dev.url, user);
+  const stranger = await signedInPage(browser, dev.url, "stranger");
   await a.evaluate(() => (window.__sameDocument = true));
   await b.evaluate(() => (window.__sameDocument = true));
 
@@ -220,9 +248,9 @@ test("two tabs of a user stay in step without reload; another user sees none of 
 test("a cut stream reconnects, resumes from its cursor and shows exactly the current state", async () => {
   const proxy = await startProxy(dev.url);
   try {
-    const token = await dev.token("commuter");
-    const phone = await signedInPage(browser, proxy.url, token);
-    const laptop = await signedInPage(browser, dev.url, token);
+    const user = "commuter";
+    const phone = await signedInPage(browser, proxy.url, user);
+    const laptop = await signedInPage(browser, dev.url, user);
     for (const title of ["Renew passport", "Book dentist", "Pay rent"]) await createTask(laptop, { title });
     await row(phone, "Pay rent").waitFor();
     await phone.evaluate(() => (window.__sameDocument = true));
@@ -262,7 +290,7 @@ test("a cut stream reconnects, resumes from its cursor and shows exactly the cur
         rows.map((r) => `${r.querySelector("[data-testid=title]").textContent}|${r.className}|${r.querySelector("[data-testid=priority]")?.textContent ?? "None"}|${[...r.querySelectorAll("[data-testid=tag]")].map((t) => t.textContent).join(",")}`),
       );
     };
-    const fresh = await signedInPage(browser, dev.url, token);
+    const fresh = await signedInPage(browser, dev.url, user);
     const expected = await snapshot(fresh);
     assert.deepEqual(await snapshot(phone), expected);
     assert.deepEqual(
@@ -283,9 +311,9 @@ test("a cut stream reconnects, resumes from its cursor and shows exactly the cur
 });
 
 test("a reminder fires into the bell; marking it read clears the count on every tab", async () => {
-  const token = await dev.token("forgetful");
-  const page = await signedInPage(browser, dev.url, token);
-  const other = await signedInPage(browser, dev.url, token);
+  const user = "forgetful";
+  const page = await signedInPage(browser, dev.url, user);
+  const other = await signedInPage(browser, dev.url, user);
   await page.getByTestId("new-task").click();
   await fillEditor(page, { title: "Stretch" });
   // The time is set just before saving, so a slow machine cannot make it past already.
@@ -308,9 +336,9 @@ test("a reminder fires into the bell; marking it read clears the count on every 
 });
 
 test("an edit made stale by another tab is refused (etag), kept, and applied on a second save", async () => {
-  const token = await dev.token("editors");
-  const a = await signedInPage(browser, dev.url, token);
-  const b = await signedInPage(browser, dev.url, token);
+  const user = "editors";
+  const a = await signedInPage(browser, dev.url, user);
+  const b = await signedInPage(browser, dev.url, user);
   await createTask(a, { title: "Draft the speech", priority: "Low" });
   await row(b, "Draft the speech").waitFor();
 

@@ -1,6 +1,6 @@
 // Test fixtures: a real `taskmesh dev` (its own PostgreSQL database, the embedded broker in
-// memory), tokens from `taskmesh token`, a TCP proxy that can cut connections, and headless
-// Debian Chromium driven by playwright-core.
+// memory), a real OpenID Connect provider (tools/oidc/provider.mjs), a TCP proxy that can cut
+// connections, and headless Debian Chromium driven by playwright-core.
 
 import { execFile, spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
@@ -18,14 +18,15 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const root = path.resolve(here, "../..");
 /** Where screenshots go. */
 export const screenshots = path.join(root, "build", "screenshots");
-/** The log of the `taskmesh dev` under test. */
-const devLog = path.join(root, "build", "web-tests", "taskmesh-dev.log");
+/** Where the logs of the servers under test go, named after the test file. */
+const logs = path.join(root, "build", "web-tests");
+const suite = path.basename(process.argv[1] ?? "web", ".mjs");
 
 const bin = process.env.TASKMESH_BIN ?? path.join(root, "target", "debug", "taskmesh");
 const databaseBase = process.env.TASKMESH_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432";
 
 /** A free TCP port on 127.0.0.1 (closed again; a tiny race is acceptable in tests). */
-async function freePort() {
+export async function freePort() {
   const server = net.createServer();
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address();
@@ -39,28 +40,31 @@ async function psql(sql) {
 
 /**
  * Starts `taskmesh dev` on a fresh database with the built web app; resolves once it logs
- * that it is up. `stop()` shuts it down (SIGTERM) and drops the database.
+ * that it is up. `listen`: its gRPC and grpc-web address (a free port by default); `env`:
+ * more environment (e.g. an identity provider). `stop()` shuts it down (SIGTERM) and drops
+ * the database.
  */
-export async function startDev() {
+export async function startDev({ listen = "127.0.0.1:0", env = {} } = {}) {
   const database = `taskmesh_web_${process.pid}_${Date.now()}`;
   const kafka = await freePort();
+  const devLog = path.join(logs, `taskmesh-dev-${suite}.log`);
   const child = spawn(
     bin,
     [
       "dev",
-      "--listen", "127.0.0.1:0",
+      "--listen", listen,
       "--kafka-listen", `127.0.0.1:${kafka}`,
       "--broker-storage", "memory://tansu/",
       "--web-dir", path.join(root, "web", "dist"),
       "--skip-web-build",
     ],
     {
-      env: { ...process.env, DATABASE_URL: `${databaseBase}/${database}` },
+      env: { ...process.env, DATABASE_URL: `${databaseBase}/${database}`, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  // Its whole log goes to build/web-tests/taskmesh-dev.log; only the start is kept here.
-  await mkdir(path.dirname(devLog), { recursive: true });
+  // Its whole log goes to build/web-tests/taskmesh-dev-<suite>.log; only the start is kept here.
+  await mkdir(logs, { recursive: true });
   const file = createWriteStream(devLog);
   child.stdout.pipe(file);
   child.stderr.pipe(file);
@@ -86,10 +90,7 @@ export async function startDev() {
   });
   return {
     url,
-    async token(sub) {
-      const { stdout } = await run(bin, ["token", "--sub", sub]);
-      return stdout.trim().split("\n").pop();
-    },
+    log: devLog,
     async stop() {
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGTERM");
@@ -152,24 +153,74 @@ export async function launchBrowser() {
 }
 
 /**
- * A signed-in page of `user` in a fresh browser context (its own storage, like another
- * device), in Berlin time with British formats, showing `url`.
+ * A fresh browser context (its own storage, like another device), in Berlin time with
+ * British formats; page errors and, with `console`, the console go to the test's output.
  */
-export async function signedInPage(browser, url, token, { screenshot } = {}) {
+export async function newContext(browser) {
   const context = await browser.newContext({
     timezoneId: "Europe/Berlin",
     locale: "en-GB",
     viewport: { width: 1100, height: 760 },
   });
+  context.on("page", (page) => page.on("pageerror", (err) => console.error(`page error: ${err.message}`)));
+  return context;
+}
+
+/**
+ * A page of `user` in a fresh browser context, signed in with `taskmesh dev`'s development
+ * sign-in, showing `url` live.
+ */
+export async function signedInPage(browser, url, user, { screenshot } = {}) {
+  const context = await newContext(browser);
   const page = await context.newPage();
-  page.on("pageerror", (err) => console.error(`page error: ${err.message}`));
   await page.goto(url);
-  await page.getByTestId("sign-in").waitFor();
-  await page.locator("textarea[name=token]").fill(token);
+  const form = page.locator('[data-testid=sign-in][data-kind="development"]');
+  await form.waitFor();
+  await form.locator("input[name=user]").fill(user);
   if (screenshot) await page.screenshot({ path: path.join(screenshots, screenshot) });
-  await page.getByRole("button", { name: "Sign in" }).click({ noWaitAfter: true });
+  await form.getByRole("button", { name: "Sign in" }).click({ noWaitAfter: true });
   await live(page);
   return page;
+}
+
+/**
+ * Starts the OpenID Connect provider for tests (tools/oidc/provider.mjs): `issuer` is its
+ * URL; its log goes to build/web-tests/. `stop()` ends it.
+ */
+export async function startProvider({ accessTokenTtl = 300, redirectUris = [] } = {}) {
+  await mkdir(logs, { recursive: true });
+  const log = path.join(logs, `oidc-provider-${suite}.log`);
+  const args = [path.join(root, "tools", "oidc", "provider.mjs"), "--access-token-ttl", String(accessTokenTtl)];
+  for (const uri of redirectUris) args.push("--redirect-uri", uri);
+  // Its stdin stays open: it exits when this process does, however that ends.
+  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"] });
+  child.stderr.pipe(createWriteStream(log));
+  let out = "";
+  const issuer = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the identity provider did not start in 30 s; its log: ${log}`)), 30_000);
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = /^listening (\S+)$/m.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the identity provider exited with ${code}; its log: ${log}`));
+    });
+  });
+  return {
+    issuer,
+    log,
+    async stop() {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      child.kill("SIGKILL");
+    },
+  };
 }
 
 /** Waits until the page's live stream is connected and caught up. */

@@ -1,7 +1,8 @@
 // The sync engine (src/sync.ts) on its own, against a scripted fake of the gateway's APIs:
 // ordering by version, final deletions, resuming from the last cursor, backoff that resets
 // once caught up, resync reloads (and no tight loop when resync repeats), the silence
-// watchdog, and stopping on UNAUTHENTICATED and on RESOURCE_EXHAUSTED.
+// watchdog, resuming after a token renewal (TOKEN_EXPIRED), and stopping on other
+// UNAUTHENTICATED errors and on RESOURCE_EXHAUSTED.
 
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
@@ -218,4 +219,72 @@ test("another RESOURCE_EXHAUSTED (the per-user rate limit) reconnects with backo
   await until(() => calls.streams.length === 2 && sync.get().connection.state === "live");
   assert.equal(sync.get().connection.state, "live", "it reconnected, not gave up");
   sync.stop();
+});
+
+test("TOKEN_EXPIRED waits for the renewed token and resumes from the last cursor without a reload", async () => {
+  const expired = failure("the token expired", Code.Unauthenticated, "TOKEN_EXPIRED");
+  const { api, calls } = fakeApi({
+    streams: [
+      { messages: [caughtUp("e1"), created("e2", task(1, 1))], end: expired },
+      { messages: [created("e3", task(2, 1)), caughtUp("e3")], end: expired },
+      { messages: [caughtUp("e3")], end: "hang" },
+    ],
+  });
+  const renewals = [];
+  const refused = [];
+  const sync = start(api, {
+    initialBackoffMs: 5000, // a backoff would time the test out: renewal resumes at once
+    renewToken: async (since) => {
+      renewals.push(since);
+      await sleep(20);
+    },
+    onUnauthenticated: (m) => refused.push(m),
+  });
+  await until(() => calls.streams.length === 3 && sync.get().connection.state === "live");
+  assert.deepEqual(calls.streams.map((r) => r.cursor), ["list-1", "e2", "e3"]);
+  assert.deepEqual([...sync.get().tasks.keys()].sort(), ["tasks/1", "tasks/2"]);
+  assert.equal(calls.list, 1, "no reload");
+  assert.equal(sync.get().loads, 1);
+  assert.equal(renewals.length, 2);
+  assert.ok(renewals.every((since) => since > 0 && since <= Date.now()), `since: ${renewals}`);
+  assert.deepEqual(refused, [], "not signed out");
+  sync.stop();
+});
+
+test("a failed renewal is retried with backoff; other UNAUTHENTICATED errors still sign out", async () => {
+  const expired = failure("the token expired", Code.Unauthenticated, "TOKEN_EXPIRED");
+  const { api, calls } = fakeApi({
+    streams: [
+      { messages: [caughtUp("f1")], end: expired },
+      { messages: [], end: expired },
+      { messages: [caughtUp("f1")], end: "hang" },
+    ],
+  });
+  let renewals = 0;
+  const sync = start(api, {
+    renewToken: async () => {
+      renewals += 1;
+      if (renewals === 1) throw new Error("provider unreachable");
+    },
+  });
+  const errors = [];
+  sync.subscribe(() => {
+    const c = sync.get().connection;
+    if (c.state === "reconnecting" && errors.at(-1) !== c.error) errors.push(c.error);
+  });
+  await until(() => calls.streams.length === 3 && sync.get().connection.state === "live");
+  assert.match(errors[0], /Renewing the sign-in failed: provider unreachable/);
+  assert.deepEqual(calls.streams.map((r) => r.cursor), ["list-1", "f1", "f1"]);
+  assert.equal(calls.list, 1);
+  sync.stop();
+
+  const invalid = failure("bad signature", Code.Unauthenticated, "TOKEN_INVALID");
+  const second = fakeApi({ streams: [{ messages: [], end: invalid }] });
+  const reports = [];
+  let asked = 0;
+  const other = start(second.api, { renewToken: async () => void (asked += 1), onUnauthenticated: (m) => reports.push(m) });
+  await until(() => reports.length === 1);
+  assert.equal(asked, 0, "only an expired token is renewed");
+  assert.match(reports[0], /bad signature/);
+  other.stop();
 });

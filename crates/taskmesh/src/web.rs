@@ -44,7 +44,7 @@ fn build_if_stale(dist: &Path) -> Result<(), String> {
         return Ok(());
     }
     tracing::info!(app = %app.display(), "building the web app (npm run build)");
-    if !app.join("node_modules").is_dir() {
+    if needs_install(app) {
         npm(
             app,
             &["install", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -53,6 +53,21 @@ fn build_if_stale(dist: &Path) -> Result<(), String> {
     npm(app, &["run", "build"])?;
     tracing::info!(dist = %dist.display(), "web app built");
     Ok(())
+}
+
+/// Whether `npm install` must run in `dir`: no `node_modules`, or its record of what was
+/// installed (`node_modules/.package-lock.json`) is older than `package-lock.json` (a pull
+/// added a dependency).
+pub(crate) fn needs_install(dir: &Path) -> bool {
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (
+        modified(dir.join("node_modules/.package-lock.json")),
+        modified(dir.join("package-lock.json")),
+    ) {
+        (Some(installed), Some(locked)) => installed < locked,
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
 }
 
 fn npm(dir: &Path, args: &[&str]) -> Result<(), String> {

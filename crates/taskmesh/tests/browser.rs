@@ -53,15 +53,11 @@ fn web_app_in_chromium() {
         );
         return;
     }
+    // Always (quick when nothing changed): a pull may have added a dependency. tools/ has
+    // the sign-in test's identity provider (npm `oidc-provider`, tools/oidc/provider.mjs).
     let install = ["install", "--no-audit", "--no-fund", "--loglevel=error"];
-    if !web_dir().join("node_modules").is_dir() {
-        npm_in(&web_dir(), &install, &[]);
-    }
-    // The sign-in test's identity provider (npm `oidc-provider`, tools/oidc/provider.mjs).
-    let tools = web_dir().join("../tools");
-    if !tools.join("node_modules/oidc-provider").is_dir() {
-        npm_in(&tools, &install, &[]);
-    }
+    npm_in(&web_dir(), &install, &[]);
+    npm_in(&web_dir().join("../tools"), &install, &[]);
     npm_in(&web_dir(), &["run", "build"], &[]);
     npm_in(
         &web_dir(),
