@@ -214,7 +214,15 @@ impl Gateway {
                             return status.into_http::<axum::body::Body>();
                         }
                         match files.oneshot(request).await {
-                            Ok(response) => response.map(axum::body::Body::new),
+                            Ok(mut response) => {
+                                // The app's URL carries the provider's `code` and `state`
+                                // until it has read them: no Referer takes them along.
+                                response.headers_mut().insert(
+                                    http::header::REFERRER_POLICY,
+                                    http::HeaderValue::from_static("no-referrer"),
+                                );
+                                response.map(axum::body::Body::new)
+                            }
                             Err(never) => match never {},
                         }
                     }

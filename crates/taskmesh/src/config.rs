@@ -235,6 +235,17 @@ pub(crate) fn web_sign_in(common: &Common, keys: &KeySource) -> anyhow::Result<W
             ),
             None => issuers.first().cloned().unwrap_or_default(),
         };
+        if !common
+            .web_oidc_scopes
+            .split_whitespace()
+            .any(|s| s == "openid")
+        {
+            anyhow::bail!(
+                "TASKMESH_WEB_OIDC_SCOPES {:?} lacks `openid`: the web app signs in with \
+                 OpenID Connect and needs the ID token",
+                common.web_oidc_scopes
+            );
+        }
         return Ok(WebSignIn::Oidc {
             issuer,
             client_id: client_id.to_owned(),
