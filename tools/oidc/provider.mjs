@@ -33,6 +33,9 @@
 //   applied by default, so clients need not send `resource` at all.
 // - refresh tokens, rotated on every use (oidc-provider's default for public clients;
 //   presenting an already rotated one revokes the whole grant).
+// - token revocation (RFC 7009) at the revocation_endpoint of the discovery document
+//   (/token/revocation): a client revokes its own tokens (the public client with its
+//   client_id alone); revoking a refresh token revokes its whole grant.
 //
 // Logging in without /test/token: /auth redirects to /interaction/<uid>, a login form
 // (POST /interaction/<uid>/login: prompt=login, login=alice|bob, password=anything),
@@ -175,6 +178,12 @@ function configuration() {
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true },
+      revocation: {
+        enabled: true,
+        // oidc-provider's default, stated (it warns otherwise): a client revokes only its own
+        // tokens; another client's are silently left alone (RFC 7009 answers 200 either way).
+        allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
+      },
       resourceIndicators: {
         enabled: true,
         // Every authorization request is for taskmesh, whether `resource` is sent or not...

@@ -27,13 +27,16 @@ export interface TokenSource {
 
 /**
  * Clients that call the gateway at `baseUrl` (the page's own origin by default) with
- * `authorization: Bearer <token>` on every call. A unary call refused with `TOKEN_EXPIRED`
- * (the token ran out between the check and the call, or the tab slept) is sent once more with
- * the renewed token; a stream is resumed by its reader (see sync.ts), which knows its cursor.
+ * `authorization: Bearer <token>` on every call: the current token, unless the call brings
+ * its own (the sync engine does, to know which token a stream was opened with). A unary call
+ * refused with `TOKEN_EXPIRED` (the token ran out between the check and the call, or the tab
+ * slept) is sent once more with the renewed token; a stream is resumed by its reader (see
+ * sync.ts), which knows its cursor.
  */
 export function connect(tokens: TokenSource, baseUrl: string = location.origin): Api {
   const bearer: Interceptor = (next) => async (req) => {
-    const token = await tokens.token();
+    const given = /^Bearer (.+)$/.exec(req.header.get("authorization") ?? "")?.[1];
+    const token = given ?? (await tokens.token());
     req.header.set("authorization", `Bearer ${token}`);
     if (req.stream) return next(req);
     try {

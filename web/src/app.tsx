@@ -27,7 +27,7 @@ export function App() {
     (async () => {
       try {
         const loaded = await loadConfig();
-        auth.configure(loaded);
+        await auth.configure(loaded);
         // Back from the identity provider: finish signing in before showing anything.
         await auth.finishOidc();
         if (!cancelled) setConfig(loaded);
@@ -133,14 +133,12 @@ function Workspace({ auth, user }: { auth: Auth; user: string }) {
         initialBackoffMs: 500,
         maxBackoffMs: 15000,
         silenceMs: 45000,
-        // The server refused the token outright (not as expired): sign out, saying why.
-        onUnauthenticated: (message) => {
-          if (auth.current()) auth.end(message);
-        },
-        // A stream whose token ran out waits for the renewed one, then resumes.
-        renewToken: async (since) => {
-          await auth.renew(since);
-        },
+        // The server refused the token outright (not as expired): sign out, saying why
+        // (unless the session has a newer token by now).
+        onUnauthenticated: (message, token) => auth.refused(token, message),
+        // Loads and streams carry the session's token; a stream whose token ran out waits for
+        // a newer one, then resumes.
+        tokens: auth,
       }),
     [api, auth],
   );

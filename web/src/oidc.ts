@@ -24,6 +24,8 @@ export interface Tokens {
   expiresIn?: number;
   refreshToken?: string;
   idToken?: string;
+  /** The (validated) ID token's `sub`, when there is one. */
+  idSubject?: string;
   /** The ID token's `preferred_username` or `name`, when it carries one. */
   name?: string;
 }
@@ -34,8 +36,15 @@ export function redirectUri(): string {
 }
 
 const PENDING_KEY = "taskmesh.oidc.pending";
-/** How long one request to the provider may take. */
+/** How long a request to the provider may take (discovery, code exchange, revocation). */
 const REQUEST_TIMEOUT_MS = 15_000;
+/**
+ * How long a refresh may take. Aborting it does not undo it: a provider that did answer has
+ * rotated the refresh token, and the new one is in the lost answer, so the session would end
+ * at the next renewal. So only a long wait is cut short (the renewal holds the session lock
+ * meanwhile, and every tab waits for it).
+ */
+const REFRESH_TIMEOUT_MS = 60_000;
 
 interface Pending {
   issuer: string;
@@ -45,14 +54,32 @@ interface Pending {
   nonce: string;
 }
 
+/** Whether `host` (a URL's hostname) is this machine. */
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
 /**
  * Per-request options: a timeout, and plain http only for a provider on this machine
  * (loopback, as in development and tests); anywhere else oauth4webapi insists on https.
  */
-function options(issuer: string): { signal: () => AbortSignal; [oauth.allowInsecureRequests]: boolean } {
-  const host = new URL(issuer).hostname;
-  const loopback = host === "localhost" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host);
-  return { signal: () => AbortSignal.timeout(REQUEST_TIMEOUT_MS), [oauth.allowInsecureRequests]: loopback };
+function options(
+  issuer: string,
+  timeoutMs = REQUEST_TIMEOUT_MS,
+): { signal: () => AbortSignal; [oauth.allowInsecureRequests]: boolean } {
+  const loopback = isLoopback(new URL(issuer).hostname);
+  return { signal: () => AbortSignal.timeout(timeoutMs), [oauth.allowInsecureRequests]: loopback };
+}
+
+/**
+ * `href` (an endpoint from the provider's metadata) if the browser may be sent there: https,
+ * or http on this machine. Anything else (http elsewhere, `javascript:`, `data:`) is refused
+ * with a sentence, as the metadata is only as trustworthy as the connection it came over.
+ */
+function navigable(href: string, what: string): string {
+  const url = new URL(href);
+  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopback(url.hostname))) return url.href;
+  throw new Error(`The identity provider's ${what} is not an https address (${url.protocol}); not going there.`);
 }
 
 const discovered = new Map<string, Promise<oauth.AuthorizationServer>>();
@@ -87,7 +114,7 @@ export async function beginSignIn(config: OidcConfig): Promise<void> {
     state: oauth.generateRandomState(),
     nonce: oauth.generateRandomNonce(),
   };
-  const url = new URL(server.authorization_endpoint);
+  const url = new URL(navigable(server.authorization_endpoint, "sign-in page"));
   const params = url.searchParams;
   params.set("client_id", config.clientId);
   params.set("redirect_uri", redirectUri());
@@ -142,26 +169,45 @@ export async function finishSignIn(config: OidcConfig, params: URLSearchParams):
   }
 }
 
-/** The refresh_token grant; throws {@link RefusedError} when the provider refuses it. */
+/**
+ * The refresh_token grant; throws {@link RefusedError} when the provider refuses it (or
+ * answers what cannot be used), another error when it may pass (no connection, timeout, 5xx).
+ */
 export async function refresh(config: OidcConfig, refreshToken: string): Promise<Tokens> {
   const server = await discover(config.issuer);
+  // Failing to send, or no answer: the refresh token may still be unspent; try again later.
+  const response = await oauth.refreshTokenGrantRequest(
+    server,
+    client(config),
+    oauth.None(),
+    refreshToken,
+    options(config.issuer, REFRESH_TIMEOUT_MS),
+  );
   try {
-    const response = await oauth.refreshTokenGrantRequest(
-      server,
-      client(config),
-      oauth.None(),
-      refreshToken,
-      options(config.issuer),
-    );
     return tokensOf(await oauth.processRefreshTokenResponse(server, client(config), response));
   } catch (err) {
-    // 400/401 with an OAuth error (invalid_grant: expired, revoked or already used) is final;
-    // anything else (no connection, 5xx, timeout) may pass.
-    if (err instanceof oauth.ResponseBodyError && (err.status === 400 || err.status === 401)) {
-      throw new RefusedError(err.error_description ?? err.error);
-    }
-    throw err;
+    if (!refusal(err)) throw err;
+    throw new RefusedError(err instanceof oauth.ResponseBodyError ? (err.error_description ?? err.error) : err.message);
   }
+}
+
+/**
+ * Whether an answer of the token endpoint that oauth4webapi rejected is final: any 4xx (an
+ * OAuth error such as invalid_grant, a 401 challenge for invalid_client, a body that is not
+ * JSON), except 408 and 429, and a 200 that cannot be used (its refresh token, if any, is
+ * lost with it, and the old one is spent). 5xx, 408 and 429 may pass.
+ */
+function refusal(err: unknown): err is Error {
+  let status: number | undefined;
+  if (err instanceof oauth.ResponseBodyError || err instanceof oauth.WWWAuthenticateChallengeError) status = err.status;
+  else if (err instanceof oauth.OperationProcessingError && err.cause instanceof Response) status = err.cause.status;
+  if (status !== undefined && (status >= 500 || status === 408 || status === 429)) return false;
+  return (
+    err instanceof oauth.ResponseBodyError ||
+    err instanceof oauth.WWWAuthenticateChallengeError ||
+    err instanceof oauth.OperationProcessingError ||
+    err instanceof oauth.UnsupportedOperationError
+  );
 }
 
 /** Revokes a refresh token (RFC 7009) if the provider offers that; best effort. */
@@ -182,7 +228,7 @@ export async function revoke(config: OidcConfig, refreshToken: string): Promise<
 export async function endSessionUrl(config: OidcConfig, idToken: string | undefined): Promise<string | undefined> {
   const server = await discover(config.issuer);
   if (!server.end_session_endpoint) return undefined;
-  const url = new URL(server.end_session_endpoint);
+  const url = new URL(navigable(server.end_session_endpoint, "sign-out page"));
   if (idToken) url.searchParams.set("id_token_hint", idToken);
   url.searchParams.set("client_id", config.clientId);
   url.searchParams.set("post_logout_redirect_uri", redirectUri());
@@ -197,6 +243,7 @@ function tokensOf(result: oauth.TokenEndpointResponse): Tokens {
     expiresIn: result.expires_in,
     refreshToken: result.refresh_token,
     idToken: result.id_token,
+    idSubject: claims?.sub,
     name: typeof name === "string" && name ? name : undefined,
   };
 }

@@ -2,9 +2,17 @@
 //
 // - Configuration: `/.well-known/taskmesh-web.json` says how to sign in here: OpenID Connect
 //   (see oidc.ts), the development sign-in of `taskmesh dev`, or a pasted token.
-// - Storage: the session (tokens and when they expire) lives in localStorage, so every tab of
-//   the browser shares it; a `storage` event brings another tab's renewal, sign-in or sign-out.
-// - The session lock (Web Locks, shared by the tabs) serializes renewals; see auth.ts.
+// - Storage: the session lives in IndexedDB (database "taskmesh", store "session", key
+//   "current"), shared by every tab, as a record with a generation that every write raises;
+//   signing out leaves a record without a session (a tombstone) at a higher generation.
+//   IndexedDB, unlike localStorage (which Chrome copies per page and updates a moment
+//   later), is consistent across tabs: a read that starts after a write has committed sees
+//   it. So a tab that takes the session lock after another tab renewed reads the new refresh
+//   token, never the spent one.
+// - Notification: after each write, localStorage's GENERATION_KEY is set to the new
+//   generation; the `storage` event tells the other tabs to read the record again.
+// - The session lock (Web Locks, shared by the tabs) serializes renewals and sign-out; see
+//   auth.ts.
 
 import type { OidcConfig } from "./oidc";
 
@@ -21,7 +29,10 @@ export interface Session {
   kind: SignInConfig["signIn"];
   /** The access token's subject: the user id the gateway sees. */
   sub: string;
-  /** A name to show, when the provider gave one; else `sub`. */
+  /**
+   * A name to show: the ID token's, or the name typed into the development sign-in (which
+   * renewing it asks for again); else `sub` is shown.
+   */
   name?: string;
   accessToken: string;
   obtainedAt: number;
@@ -33,13 +44,33 @@ export interface Session {
   clientId?: string;
 }
 
+/** The stored record: the session (none once signed out) and its generation. */
+export interface Stored {
+  /** Raised by every write; 0 when nothing was ever stored. */
+  generation: number;
+  session?: Session;
+  /** Why the session ended, for every tab's sign-in screen ("" when signed out on purpose). */
+  notice?: string;
+}
+
 /** Refused for good (e.g. the provider's `invalid_grant`): only signing in again helps. */
 export class RefusedError extends Error {}
 
-export const SESSION_KEY = "taskmesh.session";
-/** Where a pasted token was kept before sessions; adopted once. */
-const LEGACY_TOKEN_KEY = "taskmesh.token";
+/** localStorage key set to the generation after every write: the other tabs' cue. */
+export const GENERATION_KEY = "taskmesh.session.generation";
+/** Where the session (then a pasted token) was kept before IndexedDB; adopted once. */
+const LEGACY_KEYS = ["taskmesh.session", "taskmesh.token"];
+const DATABASE = "taskmesh";
+const STORE = "session";
+const RECORD = "current";
 const LOCK = "taskmesh.session";
+
+/**
+ * The shortest lifetime a session is given. A token whose `exp` looks past or imminent
+ * (a skewed clock) would otherwise be renewed over and over; `renewAt` never renews before
+ * half the lifetime, so renewals stay at least 5 s apart.
+ */
+export const MIN_LIFETIME_MS = 10_000;
 
 /** Reads the gateway's sign-in configuration. */
 export async function loadConfig(): Promise<SignInConfig> {
@@ -75,9 +106,10 @@ function isUrl(text: string): boolean {
 /** The JWT's `sub` and `exp` (seconds), read without verifying: the server verifies. */
 export function claims(token: string): { sub: string; exp: number } | undefined {
   try {
-    const payload = token.split(".")[1];
-    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
-    const parsed = JSON.parse(json) as { sub?: unknown; exp?: unknown };
+    // base64url → bytes → UTF-8: atob alone yields Latin-1, which garbles "zoë".
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+    const parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as { sub?: unknown; exp?: unknown };
     if (typeof parsed.sub !== "string" || typeof parsed.exp !== "number") return undefined;
     return { sub: parsed.sub, exp: parsed.exp };
   } catch {
@@ -107,27 +139,11 @@ export function sessionOf(
   if (!c) return undefined;
   const now = Date.now();
   // `expires_in` is relative, so a skewed clock does not matter; `exp` is the fallback.
-  const expiresAt = expiresIn && expiresIn > 0 ? now + expiresIn * 1000 : c.exp * 1000;
+  let expiresAt = expiresIn && expiresIn > 0 ? now + expiresIn * 1000 : c.exp * 1000;
+  // A renewable session gets a minimum lifetime (see MIN_LIFETIME_MS); a pasted token's is
+  // its own, as nothing renews it.
+  if (kind !== "token") expiresAt = Math.max(expiresAt, now + MIN_LIFETIME_MS);
   return { ...extra, kind, sub: c.sub, accessToken, obtainedAt: now, expiresAt };
-}
-
-/** The stored session (or a token pasted before sessions existed), unchecked. */
-export function readStored(): Session | undefined {
-  try {
-    const stored = localStorage.getItem(SESSION_KEY);
-    if (stored) return JSON.parse(stored) as Session;
-    const legacy = localStorage.getItem(LEGACY_TOKEN_KEY);
-    return legacy ? sessionOf("token", legacy, undefined) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Stores the session for every tab, or removes it (signing them all out). */
-export function store(session: Session | undefined): void {
-  localStorage.removeItem(LEGACY_TOKEN_KEY);
-  if (session) localStorage.setItem(SESSION_KEY, JSON.stringify(session));
-  else localStorage.removeItem(SESSION_KEY);
 }
 
 /** Whether a stored session belongs to the server's current way of signing in. */
@@ -136,39 +152,109 @@ export function fits(session: Session, config: SignInConfig): boolean {
   return config.signIn !== "oidc" || (session.issuer === config.issuer && session.clientId === config.clientId);
 }
 
-/**
- * Runs `fn` holding the session lock, which all tabs of this origin share. `waited`: another
- * tab held it first (and may just have renewed).
- */
-export async function withLock<T>(fn: (waited: boolean) => Promise<T>): Promise<T> {
-  if (!("locks" in navigator)) return fn(false); // outside a secure context: best effort
-  const quick = await navigator.locks.request(LOCK, { ifAvailable: true }, async (lock) =>
-    lock ? { value: await fn(false) } : undefined,
+// --- storage --------------------------------------------------------------------------
+
+let database: Promise<IDBDatabase> | undefined;
+
+function open(): Promise<IDBDatabase> {
+  database ??= new Promise<IDBDatabase>((resolve, reject) => {
+    const request = indexedDB.open(DATABASE, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+    request.onsuccess = () => {
+      const db = request.result;
+      // A newer version of the app (another tab) upgrades the database: let it.
+      db.onversionchange = () => {
+        db.close();
+        database = undefined;
+      };
+      resolve(db);
+    };
+    request.onerror = () => reject(request.error ?? new Error("IndexedDB cannot be opened."));
+  }).catch((err: unknown) => {
+    database = undefined; // the next call tries again
+    throw err;
+  });
+  return database;
+}
+
+/** The record as a transaction over the session store sees it, and the transaction's end. */
+function transaction<T>(
+  mode: IDBTransactionMode,
+  body: (store: IDBObjectStore, current: Stored) => T,
+): Promise<T> {
+  return open().then(
+    (db) =>
+      new Promise<T>((resolve, reject) => {
+        const tx = db.transaction(STORE, mode);
+        const store = tx.objectStore(STORE);
+        let result: T;
+        const get = store.get(RECORD);
+        get.onsuccess = () => {
+          const found = get.result as Stored | undefined;
+          result = body(store, found ?? legacy());
+        };
+        // Resolved only once committed: from then on every tab reads what was written.
+        tx.oncomplete = () => resolve(result);
+        tx.onerror = () => reject(tx.error ?? new Error("IndexedDB failed."));
+        tx.onabort = () => reject(tx.error ?? new Error("IndexedDB aborted."));
+      }),
   );
-  if (quick) return quick.value;
-  return navigator.locks.request(LOCK, () => fn(true));
+}
+
+/** Nothing in IndexedDB yet: what an older version of the app kept in localStorage. */
+function legacy(): Stored {
+  try {
+    const session = localStorage.getItem(LEGACY_KEYS[0]);
+    if (session) return { generation: 0, session: JSON.parse(session) as Session };
+    const token = localStorage.getItem(LEGACY_KEYS[1]);
+    const pasted = token ? sessionOf("token", token, undefined) : undefined;
+    return pasted ? { generation: 0, session: pasted } : { generation: 0 };
+  } catch {
+    return { generation: 0 };
+  }
+}
+
+/** The stored record, as every tab sees it now. */
+export function readStored(): Promise<Stored> {
+  return transaction("readonly", (_, current) => current);
 }
 
 /**
- * Chrome keeps a copy of localStorage per page and learns of other pages' writes a moment
- * later (with the `storage` event), in no fixed order with the lock being handed over. So a
- * tab that waited for the lock and still finds the `stale` token waits a little for a newer
- * one before spending the refresh token itself.
+ * Stores `session` (undefined: signs every tab out, with `notice`) at the next generation;
+ * with `expected`, only if the record is still at that generation. Resolves with the record
+ * now stored and whether it is this write.
  */
-export function newerStored(stale: string, ms = 500): Promise<Session | undefined> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      removeEventListener("storage", onStorage);
-      resolve(readStored());
-    };
-    const onStorage = (e: StorageEvent) => {
-      if (e.key === SESSION_KEY || e.key === null) done();
-    };
-    const timer = setTimeout(done, ms);
-    addEventListener("storage", onStorage);
-    if (readStored()?.accessToken !== stale) done();
+export async function writeStored(
+  session: Session | undefined,
+  { expected, notice = "" }: { expected?: number; notice?: string } = {},
+): Promise<{ written: boolean; stored: Stored }> {
+  const outcome = await transaction("readwrite", (store, current) => {
+    if (expected !== undefined && current.generation !== expected) return { written: false, stored: current };
+    const next: Stored = session ? { generation: current.generation + 1, session } : { generation: current.generation + 1, notice };
+    store.put(next, RECORD);
+    return { written: true, stored: next };
   });
+  if (outcome.written) {
+    try {
+      for (const key of LEGACY_KEYS) localStorage.removeItem(key);
+      localStorage.setItem(GENERATION_KEY, String(outcome.stored.generation));
+    } catch {
+      // No localStorage: the other tabs learn of it at their next renewal.
+    }
+  }
+  return outcome;
+}
+
+/**
+ * Runs `fn` holding the session lock, which all tabs of this origin share. Without Web Locks
+ * (outside a secure context) it runs at once: OpenID Connect needs a secure context anyway
+ * (PKCE uses WebCrypto), so only sessions without a refresh token go without the lock, and
+ * the generation check of `writeStored` still keeps them from overwriting a newer one.
+ */
+export function withLock<T>(fn: () => Promise<T>): Promise<T> {
+  if (!("locks" in navigator)) return fn();
+  // The lock's promise settles as `fn`'s does (lib.dom types it one Promise too deep).
+  return navigator.locks.request(LOCK, fn) as unknown as Promise<T>;
 }
 
 /** A development token for `user` from `taskmesh dev`'s development sign-in. */

@@ -28,7 +28,7 @@ function SignInForm({
   kind: SignInConfig["signIn"];
   notice: string;
   error: string;
-  onSubmit: () => void;
+  onSubmit: () => void | Promise<void>;
   children: ComponentChildren;
 }) {
   return (
@@ -38,7 +38,7 @@ function SignInForm({
         data-kind={kind}
         onSubmit={(e) => {
           e.preventDefault();
-          onSubmit();
+          void onSubmit();
         }}
       >
         <h1>taskmesh</h1>
@@ -69,7 +69,9 @@ function OidcSignIn({ auth, notice, issuer }: { auth: Auth; notice: string; issu
     try {
       await auth.beginOidc(); // the browser leaves for the provider
     } catch (err) {
-      setError(`The identity provider cannot be reached: ${message(err)}`);
+      // fetch() failing is a TypeError; anything else (bad metadata, an endpoint that is not
+      // https) says what it is.
+      setError(err instanceof TypeError ? `The identity provider cannot be reached: ${message(err)}` : `Signing in cannot start: ${message(err)}`);
       setBusy(false);
     }
   };
@@ -127,9 +129,9 @@ function DevelopmentSignIn({ auth, notice }: { auth: Auth; notice: string }) {
 function TokenSignIn({ auth, notice }: { auth: Auth; notice: string }) {
   const [value, setValue] = useState("");
   const [error, setError] = useState("");
-  const submit = () => {
+  const submit = async () => {
     try {
-      auth.signInWithToken(value.trim());
+      await auth.signInWithToken(value.trim());
     } catch (err) {
       setError(message(err));
     }

@@ -10,16 +10,17 @@
 //   than three heartbeats (45 s) is treated as dropped.
 // - Resync: only when the gateway sends `resync` (the cursor is older than its change logs)
 //   does the app reload everything with List.
-// - Token renewal: a stream keeps the token it was opened with, and the gateway ends it with
-//   UNAUTHENTICATED / TOKEN_EXPIRED when that token runs out. The engine then waits for a
-//   renewed token (`renewToken`) and reopens the stream at once from the last cursor: no
-//   reload, no backoff, and the replay brings whatever changed in between.
+// - Token renewal: a stream keeps the token it was opened with (the engine sends it itself, so
+//   it knows which), and the gateway ends it with UNAUTHENTICATED / TOKEN_EXPIRED when that
+//   token runs out. The engine then asks for a token newer than that one (`tokens.renew`) and
+//   reopens the stream at once from the last cursor: no reload, no backoff, and the replay
+//   brings whatever changed in between.
 
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Notification } from "./gen/taskmesh/reminder/v1/reminder_pb";
 import type { StreamChangesResponse } from "./gen/taskmesh/gateway/v1/live_service_pb";
 import type { Task } from "./gen/taskmesh/task/v1/task_pb";
-import { describe, isTokenExpired, isTooManyStreams, isUnauthenticated, type Api } from "./api";
+import { describe, isTokenExpired, isTooManyStreams, isUnauthenticated, type Api, type TokenSource } from "./api";
 
 /** The stream's state, for the connection indicator. */
 export type Connection =
@@ -54,14 +55,19 @@ export interface SyncOptions {
   maxBackoffMs: number;
   /** Silence after which the stream counts as dropped, in milliseconds (heartbeats: 15 s). */
   silenceMs: number;
-  /** Called once when the server refuses the token for good; syncing stops. */
-  onUnauthenticated: (message: string) => void;
   /**
-   * Resolves once a token newer than the one current at `since` (ms since the epoch, when
-   * the refused call started) is there, renewing it if need be; rejects when it cannot (the
-   * retry then backs off). Without it an expired token ends syncing like any refused one.
+   * Called when the server refuses `token` (the one the failed call carried; undefined
+   * without `tokens`) for good: syncing stops, unless it answers false (that token is no
+   * longer the session's), and then the engine retries with the current one.
    */
-  renewToken?: (since: number) => Promise<void>;
+  onUnauthenticated: (message: string, token: string | undefined) => boolean | void;
+  /**
+   * The session's tokens: the engine sends the current one with each load and stream, and
+   * when a stream's token expires, waits for one newer than it (`renew`, renewing if need
+   * be; a failure is retried with backoff). Without it the API client's own token is used,
+   * and an expired token ends syncing like any refused one.
+   */
+  tokens?: TokenSource;
 }
 
 /** Renewals in a row without catching up before the engine backs off between them. */
@@ -101,8 +107,8 @@ export class Sync {
   private resyncs = 0;
   /** Token renewals since the stream was last caught up. */
   private renewals = 0;
-  /** When the last load or stream started (ms since the epoch): its token was current then. */
-  private startedAt = 0;
+  /** The token the last load or stream was sent with (with `tokens`). */
+  private token: string | undefined;
 
   constructor(
     private readonly api: Api,
@@ -189,10 +195,10 @@ export class Sync {
         }
       } catch (err) {
         if (this.stopped) return;
-        if (isTokenExpired(err) && this.options.renewToken) {
+        if (isTokenExpired(err) && this.options.tokens) {
           this.renewals += 1;
           try {
-            await this.options.renewToken(this.startedAt);
+            await this.options.tokens.renew(this.token ?? "");
             if (this.stopped) return;
             console.info("taskmesh: the live stream's token expired; resuming from the last cursor");
             // Resume from the cursor at once; a server that keeps refusing renewed tokens
@@ -204,9 +210,13 @@ export class Sync {
             error = `Renewing the sign-in failed: ${renewal instanceof Error ? renewal.message : String(renewal)}`;
           }
         } else if (isUnauthenticated(err)) {
-          this.stop();
-          this.options.onUnauthenticated(describe(err));
-          return;
+          error = describe(err);
+          // The session moved on since this token was taken (renewed, or replaced in another
+          // tab): try again with the current one rather than end it.
+          if (this.options.onUnauthenticated(error, this.token) !== false) {
+            this.stop();
+            return;
+          }
         } else if (isTooManyStreams(err)) {
           // A newer stream of this account took this one's place: reconnecting would only
           // close another tab's, and that one would close ours again.
@@ -242,17 +252,17 @@ export class Sync {
 
   /** Reads the whole state with List; the stream then starts from the List cursors. */
   private async load(): Promise<void> {
-    this.startedAt = Date.now();
     this.set({ connection: { state: "connecting" } });
     this.abort = new AbortController();
     const signal = this.abort.signal;
+    const headers = await this.authorization();
     const tasks = new Map<string, Task>();
     let taskCursor = "";
     let pageToken = "";
     do {
       const page = await this.api.tasks.listTasks(
         { pageSize: TASKS_PAGE, pageToken, orderBy: "create_time" },
-        { signal },
+        { signal, headers },
       );
       taskCursor ||= page.cursor;
       for (const task of page.tasks) {
@@ -263,9 +273,9 @@ export class Sync {
     } while (pageToken);
     const notifications = await this.api.reminders.listNotifications(
       { pageSize: NOTIFICATIONS_PAGE },
-      { signal },
+      { signal, headers },
     );
-    const { unreadCount } = await this.api.reminders.getUnreadCount({}, { signal });
+    const { unreadCount } = await this.api.reminders.getUnreadCount({}, { signal, headers });
     this.deleted.clear();
     this.cursor = "";
     this.taskCursor = taskCursor;
@@ -293,10 +303,10 @@ export class Sync {
       : { cursor: this.taskCursor, alsoCursor: this.notificationCursor };
     let caughtUp = false;
     if (this.state.connection.state !== "connecting") this.set({ connection: { state: "connecting" } });
-    this.startedAt = Date.now();
+    const headers = await this.authorization();
     try {
       watch();
-      for await (const message of this.api.live.streamChanges(request, { signal: abort.signal })) {
+      for await (const message of this.api.live.streamChanges(request, { signal: abort.signal, headers })) {
         watch();
         if (message.event.case === "resync") return { caughtUp, resync: true };
         if (message.event.case === "caughtUp") {
@@ -315,6 +325,13 @@ export class Sync {
     } finally {
       clearTimeout(silence);
     }
+  }
+
+  /** The current token as the call's `authorization` header (remembered), with `tokens`. */
+  private async authorization(): Promise<Record<string, string> | undefined> {
+    if (!this.options.tokens) return undefined;
+    this.token = await this.options.tokens.token();
+    return { authorization: `Bearer ${this.token}` };
   }
 
   private apply(message: StreamChangesResponse): void {

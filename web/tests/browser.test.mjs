@@ -9,6 +9,7 @@ import {
   berlinInput,
   createTask,
   fillEditor,
+  jwtPayload,
   launchBrowser,
   live,
   newContext,
@@ -17,6 +18,8 @@ import {
   signedInPage,
   startDev,
   startProxy,
+  storeSession,
+  storedSession,
   titles,
 } from "./harness.mjs";
 
@@ -137,7 +140,7 @@ test("the development sign-in says it is for development only and refuses a bad 
   await form.getByRole("button", { name: "Sign in" }).click();
   await form.getByRole("alert").waitFor();
   assert.match(await form.getByRole("alert").textContent(), /user name/);
-  assert.equal(await page.evaluate(() => localStorage.getItem("taskmesh.session")), null);
+  assert.equal((await storedSession(page))?.session, undefined);
   // Signing out clears the session in every tab of the browser.
   await form.locator("input[name=user]").fill("eve");
   await form.getByRole("button", { name: "Sign in" }).click();
@@ -149,6 +152,56 @@ test("the development sign-in says it is for development only and refuses a bad 
   await page.getByRole("button", { name: "Sign out" }).click();
   await form.waitFor();
   await other.locator('[data-testid=sign-in][data-kind="development"]').waitFor();
+  await context.close();
+});
+
+test("a non-ASCII name signs in, shows and renews exactly as typed", async () => {
+  const page = await signedInPage(browser, dev.url, "zoë");
+  assert.equal(await page.getByTestId("user").textContent(), "zoë");
+  const record = await storedSession(page);
+  assert.equal(record.session.sub, "zoë", "the token's sub is read as UTF-8");
+  assert.equal(jwtPayload(record.session.accessToken).sub, "zoë");
+
+  // Aged so that it is due (development tokens live an hour), the session is renewed on the
+  // next load by signing in as the same name again.
+  const aged = { ...record.session, obtainedAt: Date.now() - 3_590_000, expiresAt: Date.now() + 10_000 };
+  await storeSession(page, { generation: record.generation + 1, session: aged });
+  await page.reload();
+  await live(page);
+  let renewed = await storedSession(page);
+  for (const deadline = Date.now() + 10_000; renewed.generation <= record.generation + 1 && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    renewed = await storedSession(page);
+  }
+  assert.ok(renewed.session.obtainedAt > aged.obtainedAt + 3_000_000, "renewed");
+  assert.equal(renewed.session.name, "zoë");
+  assert.equal(jwtPayload(renewed.session.accessToken).sub, "zoë");
+  assert.equal(await page.getByTestId("user").textContent(), "zoë");
+  await page.context().close();
+});
+
+test("a server that takes pasted tokens shows the token form, which signs in", async () => {
+  const context = await newContext(browser);
+  // This server has a development sign-in; the app is told to take pasted tokens instead.
+  await context.route("**/.well-known/taskmesh-web.json", (route) => route.fulfill({ json: { sign_in: "token" } }));
+  const minted = await fetch(`${dev.url}/dev/sign-in`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user: "paster" }),
+  });
+  const { access_token: token } = await minted.json();
+  const page = await context.newPage();
+  await page.goto(dev.url);
+  const form = page.locator('[data-testid=sign-in][data-kind="token"]');
+  await form.waitFor();
+  await form.locator("textarea[name=token]").fill("not a token");
+  await form.getByRole("button", { name: "Sign in" }).click();
+  await form.getByText("That is not a JWT with `sub` and `exp` claims.").waitFor();
+  await form.locator("textarea[name=token]").fill(token);
+  await form.getByRole("button", { name: "Sign in" }).click();
+  await live(page);
+  assert.equal(await page.getByTestId("user").textContent(), "paster");
+  assert.equal((await storedSession(page)).session.kind, "token");
   await context.close();
 });
 

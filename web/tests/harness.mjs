@@ -223,6 +223,58 @@ export async function startProvider({ accessTokenTtl = 300, redirectUris = [] } 
   };
 }
 
+/**
+ * The session record the app keeps in IndexedDB (see src/session.ts):
+ * `{ generation, session?, notice? }`, or null before the app stored anything.
+ */
+export async function storedSession(page) {
+  return page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const open = indexedDB.open("taskmesh");
+        // No database yet: don't create one (the app would then find no store in it).
+        open.onupgradeneeded = () => open.transaction.abort();
+        open.onerror = () => resolve(null);
+        open.onsuccess = () => {
+          const db = open.result;
+          const get = db.transaction("session").objectStore("session").get("current");
+          get.onsuccess = () => {
+            db.close();
+            resolve(get.result ?? null);
+          };
+          get.onerror = () => reject(get.error);
+        };
+      }),
+  );
+}
+
+/** Replaces the app's stored session record (a test's way to age a session). */
+export async function storeSession(page, record) {
+  await page.evaluate(
+    (record) =>
+      new Promise((resolve, reject) => {
+        const open = indexedDB.open("taskmesh");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const db = open.result;
+          const tx = db.transaction("session", "readwrite");
+          tx.objectStore("session").put(record, "current");
+          tx.oncomplete = () => {
+            db.close();
+            resolve();
+          };
+          tx.onerror = () => reject(tx.error);
+        };
+      }),
+    record,
+  );
+}
+
+/** A JWT's payload, decoded as UTF-8. */
+export function jwtPayload(token) {
+  return JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString("utf8"));
+}
+
 /** Waits until the page's live stream is connected and caught up. */
 export async function live(page, timeout = 30_000) {
   await page.locator('[data-testid=connection][data-state="live"]').waitFor({ timeout });

@@ -19,6 +19,7 @@ import {
   screenshots,
   startDev,
   startProvider,
+  storedSession,
   titles,
 } from "./harness.mjs";
 
@@ -53,18 +54,39 @@ after(async () => {
 /**
  * A browser context (another device) that talks to nothing but this machine (the provider's
  * logout page would load web fonts), and records the app's requests to the provider's
- * token endpoint in `grants` (grant_type and refresh_token of each).
+ * token endpoint in `grants` (grant_type and refresh_token of each) and the tokens it
+ * revoked in `revoked`.
  */
 async function device() {
   const context = await newContext(browser);
   await context.route((url) => url.hostname !== "127.0.0.1", (route) => route.abort());
   const grants = [];
+  const revoked = [];
   context.on("request", (request) => {
-    if (request.method() !== "POST" || request.url() !== `${provider.issuer}/token`) return;
+    if (request.method() !== "POST") return;
     const form = new URLSearchParams(request.postData() ?? "");
-    grants.push({ grant: form.get("grant_type"), refreshToken: form.get("refresh_token") });
+    if (request.url() === `${provider.issuer}/token`) {
+      grants.push({ grant: form.get("grant_type"), refreshToken: form.get("refresh_token") });
+    } else if (request.url() === `${provider.issuer}/token/revocation`) {
+      revoked.push(form.get("token"));
+    }
   });
-  return { context, grants };
+  return { context, grants, revoked };
+}
+
+/** Asserts that no refresh token was presented twice (the provider would revoke the grant). */
+function eachRefreshTokenOnce(grants) {
+  const used = grants.filter((g) => g.grant === "refresh_token").map((g) => g.refreshToken);
+  assert.equal(new Set(used).size, used.length, `every refresh token was used once: ${used.length} refreshes`);
+}
+
+/** The refresh_token grant with `refreshToken`, as anyone holding it could send it. */
+function spend(refreshToken) {
+  return fetch(`${provider.issuer}/token`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshToken, client_id: "taskmesh-web" }),
+  });
 }
 
 /** What a page shows, for failure messages. */
@@ -114,8 +136,11 @@ test("alice signs in at the provider; her tabs share the session live; bob sees 
   const first = await signIn(alice.context, "alice", { shots: true });
   assert.equal(await first.getByTestId("user").textContent(), "alice");
   assert.equal(first.url(), `${dev.url}/`, "the code and state are gone from the address");
-  assert.deepEqual(alice.grants.map((g) => g.grant), ["authorization_code"]);
-  const stored = await first.evaluate(() => JSON.parse(localStorage.getItem("taskmesh.session")));
+  // The code, once; renewals may follow already (a slow sign-in outlasts half of 20 s).
+  assert.equal(alice.grants[0]?.grant, "authorization_code");
+  assert.equal(alice.grants.filter((g) => g.grant === "authorization_code").length, 1);
+  eachRefreshTokenOnce(alice.grants);
+  const { session: stored } = await storedSession(first);
   assert.equal(stored.kind, "oidc");
   assert.equal(stored.sub, "alice");
   assert.ok(stored.refreshToken && stored.idToken, "a refresh token and an ID token are kept");
@@ -146,6 +171,7 @@ test("alice signs in at the provider; her tabs share the session live; bob sees 
   await sleep(1000);
   assert.equal(await row(first, "Bob's own task").count(), 0);
   assert.deepEqual((await titles(first)).sort(), ["Book the offsite", "Review the quarterly report"]);
+  eachRefreshTokenOnce(alice.grants);
   await alice.context.close();
   await bob.context.close();
 });
@@ -196,8 +222,7 @@ test("a live stream outlives two token lifetimes: renewed silently, resumed, not
   await live(watcher);
   // Renewed silently, by one tab at a time: no refresh token was used twice.
   assert.ok(refreshes.length >= 2, `refreshes: ${refreshes.length}`);
-  const used = refreshes.map((g) => g.refreshToken);
-  assert.equal(new Set(used).size, used.length, "every refresh token was used once");
+  eachRefreshTokenOnce(alice.grants);
   await alice.context.close();
 });
 
@@ -206,34 +231,51 @@ test("a refused renewal ends the session with a notice", async () => {
   const page = await signIn(alice.context, "alice");
   // Someone else uses the app's refresh token first: the provider rotates it, so the app's
   // next renewal presents a used one, and the provider revokes the whole grant.
-  const { refreshToken } = await page.evaluate(() => JSON.parse(localStorage.getItem("taskmesh.session")));
-  const stolen = await fetch(`${provider.issuer}/token`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshToken, client_id: "taskmesh-web" }),
-  });
+  const other = await secondTab(alice.context);
+  const { refreshToken } = (await storedSession(page)).session;
+  const stolen = await spend(refreshToken);
   assert.equal(stolen.status, 200, await stolen.text());
-  const form = page.locator('[data-testid=sign-in][data-kind="oidc"]');
-  await form.waitFor({ timeout: TOKEN_TTL_S * 1000 + 10_000 });
-  assert.match(await form.getByRole("alert").textContent(), /Your session ended; sign in again/);
-  assert.equal(await page.evaluate(() => localStorage.getItem("taskmesh.session")), null);
+  // Both tabs end, with the notice.
+  for (const tab of [page, other]) {
+    const form = tab.locator('[data-testid=sign-in][data-kind="oidc"]');
+    await form.waitFor({ timeout: TOKEN_TTL_S * 1000 + 10_000 });
+    assert.match(await form.getByRole("alert").textContent(), /Your session ended; sign in again/);
+  }
+  assert.equal((await storedSession(page)).session, undefined);
   await shot(page, "17-oidc-session-ended.png");
   await alice.context.close();
 });
 
-test("signing out ends the session in every tab and at the provider", async () => {
+test("signing out revokes the refresh token and ends the session in every tab and at the provider", async () => {
   const alice = await device();
   const page = await signIn(alice.context, "alice");
   const other = await secondTab(alice.context);
 
+  // Right after a renewal (the next is ~10 s away), the stored refresh token is the live one.
+  const refreshes = () => alice.grants.filter((g) => g.grant === "refresh_token").length;
+  const before = refreshes();
+  for (const deadline = Date.now() + TOKEN_TTL_S * 1000; refreshes() === before && Date.now() < deadline; ) await sleep(100);
+  await sleep(1000); // the renewed session is stored
+  const { refreshToken } = (await storedSession(page)).session;
+  const renewals = refreshes();
+
   await page.getByRole("button", { name: "Sign out" }).click();
   // The provider asks to confirm (RP-initiated logout), then sends the browser back.
   await page.waitForURL((url) => url.href.startsWith(`${provider.issuer}/session/end`));
+  // Already, before the provider's session ends: the app revoked the refresh token it held
+  // (the freshest), and the provider refuses it.
+  assert.equal(refreshes(), renewals, "no renewal between reading the token and signing out");
+  assert.deepEqual(alice.revoked, [refreshToken]);
+  const refused = await spend(refreshToken);
+  assert.equal(refused.status, 400);
+  assert.equal((await refused.json()).error, "invalid_grant");
+  await other.locator('[data-testid=sign-in][data-kind="oidc"]').waitFor();
   await page.getByRole("button", { name: "Yes, sign me out" }).click();
   await page.waitForURL(`${dev.url}/`);
   await page.locator('[data-testid=sign-in][data-kind="oidc"]').waitFor();
-  await other.locator('[data-testid=sign-in][data-kind="oidc"]').waitFor();
-  assert.equal(await page.evaluate(() => localStorage.getItem("taskmesh.session")), null);
+  const record = await storedSession(page);
+  assert.equal(record.session, undefined);
+  assert.equal(record.notice, "");
   await shot(page, "18-oidc-signed-out.png");
 
   // A reload stays signed out, and signing in again goes through the provider's login.
@@ -245,4 +287,34 @@ test("signing out ends the session in every tab and at the provider", async () =
   await page.waitForURL((url) => url.href.startsWith(`${provider.issuer}/interaction/`));
   await page.locator("input[name=login]").waitFor();
   await alice.context.close();
+});
+
+test("signing out while the provider cannot be reached says so; a provider's http endpoint elsewhere is refused", async () => {
+  const alice = await device();
+  const page = await signIn(alice.context, "alice");
+  // The provider is gone (for this device) and the page is loaded anew (nothing cached).
+  await alice.context.route((url) => url.href.startsWith(provider.issuer), (route) => route.abort());
+  await page.reload();
+  await live(page);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  const form = page.locator('[data-testid=sign-in][data-kind="oidc"]');
+  await form.getByText("Signed out here; the identity provider could not be reached, so its session may still be open.").waitFor();
+  assert.equal(page.url(), `${dev.url}/`);
+  assert.equal((await storedSession(page)).session, undefined);
+  await alice.context.close();
+
+  // Discovery names a sign-in page over plain http on another host: the app does not go there.
+  const bob = await device();
+  await bob.context.route(`${provider.issuer}/.well-known/openid-configuration`, async (route) => {
+    const response = await route.fetch();
+    const metadata = await response.json();
+    await route.fulfill({ response, json: { ...metadata, authorization_endpoint: "http://provider.example/auth" } });
+  });
+  const his = await bob.context.newPage();
+  await his.goto(dev.url);
+  const start = his.locator('[data-testid=sign-in][data-kind="oidc"]');
+  await start.getByRole("button", { name: "Sign in", exact: true }).click();
+  await start.getByText(/sign-in page is not an https address/).waitFor();
+  assert.equal(his.url(), `${dev.url}/`);
+  await bob.context.close();
 });

@@ -56,7 +56,7 @@ const caughtUp = (cursor) => message(cursor, "caughtUp");
  * "resync".
  */
 function fakeApi({ pages = [[]], streams }) {
-  const calls = { list: 0, streams: [], unread: 0 };
+  const calls = { list: 0, streams: [], unread: 0, streamTokens: [] };
   const api = {
     tasks: {
       async listTasks() {
@@ -74,8 +74,9 @@ function fakeApi({ pages = [[]], streams }) {
       },
     },
     live: {
-      streamChanges(request, { signal }) {
+      streamChanges(request, { signal, headers }) {
         calls.streams.push(request);
+        calls.streamTokens.push(headers?.authorization);
         const script = streams[Math.min(calls.streams.length - 1, streams.length - 1)];
         return (async function* () {
           for (const m of script.messages) {
@@ -221,7 +222,7 @@ test("another RESOURCE_EXHAUSTED (the per-user rate limit) reconnects with backo
   sync.stop();
 });
 
-test("TOKEN_EXPIRED waits for the renewed token and resumes from the last cursor without a reload", async () => {
+test("TOKEN_EXPIRED waits for a token newer than the stream's and resumes from the last cursor without a reload", async () => {
   const expired = failure("the token expired", Code.Unauthenticated, "TOKEN_EXPIRED");
   const { api, calls } = fakeApi({
     streams: [
@@ -230,23 +231,35 @@ test("TOKEN_EXPIRED waits for the renewed token and resumes from the last cursor
       { messages: [caughtUp("e3")], end: "hang" },
     ],
   });
+  let current = 1;
   const renewals = [];
   const refused = [];
+  const started = Date.now();
   const sync = start(api, {
-    initialBackoffMs: 5000, // a backoff would time the test out: renewal resumes at once
-    renewToken: async (since) => {
-      renewals.push(since);
-      await sleep(20);
+    // One backoff (at least 30 s) would time the test out: a renewal resumes at once.
+    initialBackoffMs: 60_000,
+    maxBackoffMs: 60_000,
+    tokens: {
+      token: async () => `t${current}`,
+      renew: async (token) => {
+        renewals.push(token);
+        await sleep(20);
+        current += 1;
+        return `t${current}`;
+      },
     },
     onUnauthenticated: (m) => refused.push(m),
   });
   await until(() => calls.streams.length === 3 && sync.get().connection.state === "live");
+  const elapsed = Date.now() - started;
+  assert.ok(elapsed < 1500, `resumed at once, no backoff: ${elapsed} ms`);
   assert.deepEqual(calls.streams.map((r) => r.cursor), ["list-1", "e2", "e3"]);
   assert.deepEqual([...sync.get().tasks.keys()].sort(), ["tasks/1", "tasks/2"]);
   assert.equal(calls.list, 1, "no reload");
   assert.equal(sync.get().loads, 1);
-  assert.equal(renewals.length, 2);
-  assert.ok(renewals.every((since) => since > 0 && since <= Date.now()), `since: ${renewals}`);
+  // Each renewal names the token its stream was opened with; each stream carries the newest.
+  assert.deepEqual(renewals, ["t1", "t2"]);
+  assert.deepEqual(calls.streamTokens, ["Bearer t1", "Bearer t2", "Bearer t3"]);
   assert.deepEqual(refused, [], "not signed out");
   sync.stop();
 });
@@ -262,9 +275,13 @@ test("a failed renewal is retried with backoff; other UNAUTHENTICATED errors sti
   });
   let renewals = 0;
   const sync = start(api, {
-    renewToken: async () => {
-      renewals += 1;
-      if (renewals === 1) throw new Error("provider unreachable");
+    tokens: {
+      token: async () => "t",
+      renew: async () => {
+        renewals += 1;
+        if (renewals === 1) throw new Error("provider unreachable");
+        return "t";
+      },
     },
   });
   const errors = [];
@@ -282,9 +299,43 @@ test("a failed renewal is retried with backoff; other UNAUTHENTICATED errors sti
   const second = fakeApi({ streams: [{ messages: [], end: invalid }] });
   const reports = [];
   let asked = 0;
-  const other = start(second.api, { renewToken: async () => void (asked += 1), onUnauthenticated: (m) => reports.push(m) });
+  const other = start(second.api, {
+    tokens: { token: async () => "t", renew: async () => void (asked += 1) },
+    onUnauthenticated: (m, token) => reports.push({ m, token }),
+  });
   await until(() => reports.length === 1);
   assert.equal(asked, 0, "only an expired token is renewed");
-  assert.match(reports[0], /bad signature/);
+  assert.match(reports[0].m, /bad signature/);
+  assert.equal(reports[0].token, "t", "the refused token is named");
   other.stop();
+});
+
+test("a token refused outright after the session moved on is retried with the current one", async () => {
+  const invalid = failure("bad signature", Code.Unauthenticated, "TOKEN_INVALID");
+  const { api, calls } = fakeApi({
+    streams: [
+      { messages: [], end: invalid },
+      { messages: [caughtUp("m1")], end: "hang" },
+    ],
+  });
+  // The load and the first stream get "old"; by the refusal the session holds "new".
+  const handed = [];
+  const reports = [];
+  const sync = start(api, {
+    tokens: {
+      token: async () => {
+        handed.push(handed.length < 2 ? "old" : "new");
+        return handed.at(-1);
+      },
+      renew: async () => "new",
+    },
+    onUnauthenticated: (m, token) => {
+      reports.push(token);
+      return token === "new"; // ends the session only if the refused token is the current one
+    },
+  });
+  await until(() => calls.streams.length === 2 && sync.get().connection.state === "live");
+  assert.deepEqual(reports, ["old"]);
+  assert.deepEqual(calls.streamTokens, ["Bearer old", "Bearer new"]);
+  sync.stop();
 });
