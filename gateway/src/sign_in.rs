@@ -63,7 +63,8 @@ enum Document<'a> {
     Token,
 }
 
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+/// A JSON response of `value` that no cache keeps (`Cache-Control: no-store`).
+pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let mut response = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

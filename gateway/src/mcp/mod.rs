@@ -101,16 +101,8 @@ pub(crate) fn router(
                     if let Err(refused) = check_access(&access, &request) {
                         return refused;
                     }
-                    let document = metadata.document(&request).to_string();
-                    let mut response = http::Response::new(Body::from(document));
-                    let headers = response.headers_mut();
-                    headers.insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
                     // It names the host the request came by: no shared cache may keep it.
-                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    response
+                    crate::sign_in::json(http::StatusCode::OK, &metadata.document(&request))
                 }
             }),
         )
