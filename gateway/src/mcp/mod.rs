@@ -7,7 +7,7 @@
 //! - An OAuth 2.1 resource server (MCP authorization spec, RFC 9728): the bearer JWT is
 //!   verified like a gRPC call's; a missing, invalid or expired one is HTTP 401 with
 //!   `WWW-Authenticate: Bearer resource_metadata="…"`, whose document (served at
-//!   `/.well-known/oauth-protected-resource/mcp`, no token needed) names the issuer.
+//!   `/.well-known/oauth-protected-resource/mcp`, no token needed) names the issuer(s).
 //! - `Host` and `Origin` are checked against allow-lists (DNS rebinding; a foreign origin
 //!   is 403).
 //! - [`serve_stdio`]: the same tools over stdin/stdout for local hosts
@@ -188,14 +188,20 @@ pub async fn serve_stdio(
 /// The RFC 9728 protected-resource metadata of the MCP endpoint.
 #[derive(Debug)]
 struct ResourceMetadata {
-    /// The configured token issuer(s): the authorization servers a client gets tokens from.
+    /// The configured token issuer(s): the authorization servers a client gets tokens from
+    /// (`TASKMESH_JWT_ISSUER`, or every OpenID Connect issuer).
     authorization_servers: Vec<String>,
 }
 
 impl ResourceMetadata {
     fn of(verifier: &Verifier) -> Self {
+        let mut authorization_servers: Vec<String> =
+            verifier.issuer().into_iter().map(str::to_owned).collect();
+        if let Some(oidc) = verifier.oidc() {
+            authorization_servers.extend(oidc.issuers().map(|i| i.issuer.clone()));
+        }
         Self {
-            authorization_servers: verifier.issuer().into_iter().map(str::to_owned).collect(),
+            authorization_servers,
         }
     }
 

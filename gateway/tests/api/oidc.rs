@@ -272,6 +272,21 @@ async fn two_issuers_with_the_same_sub_are_two_users() {
     let foreign = stranger.access_token("alice").await.unwrap();
     let status = create(&mesh, &foreign, "x").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+    // The MCP endpoint's metadata (RFC 9728) names both issuers as its authorization servers.
+    let metadata: serde_json::Value = reqwest::get(format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp",
+        mesh.gateway_addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        metadata["authorization_servers"],
+        serde_json::json!([first.issuer, second.issuer]),
+        "{metadata}"
+    );
     first.stop().await;
     second.stop().await;
     stranger.stop().await;
