@@ -331,7 +331,7 @@ def check_examples(production):
             docs.setdefault(doc["kind"], []).append(doc)
     cluster = kafka["brokers"].split("-kafka-bootstrap")[0]
     topics = {t["metadata"]["name"]: t for t in docs["KafkaTopic"]}
-    expected = {f"{kafka['topicPrefix']}{t}{dlq}" for t in ("task-events", "reminders", "task-commands") for dlq in ("", ".dlq")}
+    expected = {f"{kafka['topicPrefix']}{t}{dlq}" for t in ("task-events", "reminders", "task-commands", "series-events") for dlq in ("", ".dlq")}
     if set(topics) != expected:
         fail(f"strimzi example: topics {sorted(topics)}, expected {sorted(expected)}")
     for name, topic in topics.items():

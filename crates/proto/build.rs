@@ -2,10 +2,17 @@
 //! and generates prost messages and tonic clients/servers. The descriptor set, with imports and
 //! source info (comments), is written to `OUT_DIR` for gRPC server reflection, and so is one
 //! of `google/rpc/error_details.proto` (the detail types errors carry).
+//!
+//! The event catalogue (`catalogue.rs` in `OUT_DIR`, included by `src/catalogue.rs`) is
+//! generated here from the `(taskmesh.events.v1.event)` option of each message of
+//! `taskmesh.events.v1`: see `build/catalogue.rs`.
 
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+
+#[path = "build/catalogue.rs"]
+mod catalogue;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
@@ -14,14 +21,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     println!("cargo:rerun-if-changed={}", root.display());
 
-    let fds = protox::Compiler::new([&root])?
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler
         .include_imports(true)
         .include_source_info(true)
-        .open_files(&files)?
-        .file_descriptor_set();
+        .open_files(&files)?;
+    let fds = compiler.file_descriptor_set();
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("taskmesh_descriptor.bin"), fds.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("catalogue.rs"),
+        catalogue::generate(&compiler.descriptor_pool())?,
+    )?;
 
     // The error detail types the services send, for reflection only (the Rust crates use
     // tonic-types' copies): clients such as grpcurl can then decode the details.

@@ -13,7 +13,6 @@ use std::{
 };
 
 use futures::{FutureExt as _, future::BoxFuture};
-use prost::Message as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
@@ -23,7 +22,7 @@ use taskmesh_platform::{
     kafka::{KafkaConfig, Topic},
     runtime::{Backoff, TaskContext},
 };
-use taskmesh_proto::events::v1::ChangeContext;
+use taskmesh_proto::catalogue;
 use tokio::sync::{broadcast, watch};
 
 /// How many events a slow stream may fall behind before it re-reads the change log. Each
@@ -43,6 +42,15 @@ pub(crate) enum Log {
 impl Log {
     /// Both logs, in the order a stream replays them.
     pub(crate) const ALL: [Log; 2] = [Log::Tasks, Log::Notifications];
+
+    /// The change log whose events travel on `topic`, if a stream follows one there.
+    pub(crate) fn on(topic: Topic) -> Option<Log> {
+        match topic {
+            Topic::TaskEvents => Some(Log::Tasks),
+            Topic::Reminders => Some(Log::Notifications),
+            Topic::TaskCommands | Topic::SeriesEvents => None,
+        }
+    }
 }
 
 /// One change as it arrived from Kafka.
@@ -58,13 +66,6 @@ pub(crate) struct LiveEvent {
     pub(crate) event_type: String,
     /// Protobuf payload.
     pub(crate) data: Vec<u8>,
-}
-
-/// Any event payload, read only for its `context` (field 1 of every payload).
-#[derive(Clone, PartialEq, prost::Message)]
-struct ContextOnly {
-    #[prost(message, optional, tag = "1")]
-    context: Option<ChangeContext>,
 }
 
 /// Every partition of `topics`, each starting at its current end (high watermark), resolved
@@ -197,10 +198,14 @@ impl Hub {
         kafka: &KafkaConfig,
     ) -> anyhow::Result<impl FnOnce(TaskContext) -> BoxFuture<'static, anyhow::Result<()>>> {
         let tasks = kafka.topic(Topic::TaskEvents);
-        let reminders = kafka.topic(Topic::Reminders);
+        let topics = Topic::ALL
+            .into_iter()
+            .filter(|topic| Log::on(*topic).is_some())
+            .map(|topic| kafka.topic(topic))
+            .collect();
         let group = kafka.group_id(&format!("taskmesh-gateway-{}", uuid::Uuid::now_v7()));
         let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
-        let assignment = current_ends(kafka, vec![tasks.clone(), reminders]).await?;
+        let assignment = current_ends(kafka, topics).await?;
         consumer.assign(&assignment)?;
         tracing::info!(
             partitions = assignment.count(),
@@ -274,22 +279,23 @@ impl Hub {
                     continue;
                 }
             };
-            let Ok(ContextOnly {
-                context: Some(context),
-            }) = ContextOnly::decode(event.data.as_slice())
+            // Only change-log events reach streams (not, e.g., a snoozed reminder), each in
+            // the log of its topic; a type this gateway does not know is skipped (a newer
+            // producer's: the stream shows it once the gateway is upgraded, by replay).
+            let Some(log) = catalogue::find(&event.event_type)
+                .filter(|kind| kind.change_log)
+                .and_then(|kind| Log::on(kind.topic))
             else {
+                continue;
+            };
+            let Ok(Some(context)) = catalogue::context_of(&event.data) else {
                 tracing::warn!(event_id = %event.id, "skipping an event without context");
                 continue;
             };
-            // Sequence 0: an event outside the change logs (e.g. a snoozed reminder).
             if context.sequence == 0 {
+                tracing::warn!(event_id = %event.id, "skipping a change-log event without a sequence");
                 continue;
             }
-            let log = if message.topic() == tasks_topic {
-                Log::Tasks
-            } else {
-                Log::Notifications
-            };
             // The event's trace reaches the live stream here: handed to its owner's streams.
             let span = tracing::info_span!("live.fanout", otel.name = %format!("live {}", event.event_type), event_id = %event.id);
             taskmesh_platform::trace::continue_trace(&span, event.traceparent.as_deref());

@@ -23,14 +23,13 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
-use prost::Message;
 use taskmesh_platform::{
     auth::{Caller, bearer},
     cursor::Cursor,
     grpc::invalid_argument,
 };
 use taskmesh_proto::{
-    events::v1 as ev,
+    catalogue::{Reminders, TaskEvents, TopicEvents as _},
     gateway::v1::{
         CaughtUp, Heartbeat, Resync, StreamChangesRequest, StreamChangesResponse,
         live_service_server::LiveService, stream_changes_response::Event,
@@ -103,29 +102,27 @@ fn token_end(expires_at: u64, leeway: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + left.min(Duration::from_secs(366 * 24 * 3600))
 }
 
-/// The oneof variant for a change, or `None` for a type this gateway does not stream.
-fn event_of(event_type: &str, data: &[u8]) -> Option<Event> {
-    let event = match event_type {
-        "dev.taskmesh.task.created.v1" => Event::TaskCreated(ev::TaskCreated::decode(data).ok()?),
-        "dev.taskmesh.task.updated.v1" => Event::TaskUpdated(ev::TaskUpdated::decode(data).ok()?),
-        "dev.taskmesh.task.completed.v1" => {
-            Event::TaskCompleted(ev::TaskCompleted::decode(data).ok()?)
-        }
-        "dev.taskmesh.task.uncompleted.v1" => {
-            Event::TaskUncompleted(ev::TaskUncompleted::decode(data).ok()?)
-        }
-        "dev.taskmesh.task.deleted.v1" => Event::TaskDeleted(ev::TaskDeleted::decode(data).ok()?),
-        "dev.taskmesh.tag.created.v1" => Event::TagCreated(ev::TagCreated::decode(data).ok()?),
-        "dev.taskmesh.tag.updated.v1" => Event::TagUpdated(ev::TagUpdated::decode(data).ok()?),
-        "dev.taskmesh.tag.deleted.v1" => Event::TagDeleted(ev::TagDeleted::decode(data).ok()?),
-        "dev.taskmesh.reminder.fired.v1" => {
-            Event::ReminderFired(ev::ReminderFired::decode(data).ok()?)
-        }
-        "dev.taskmesh.task.overdue.v1" => Event::TaskOverdue(ev::TaskOverdue::decode(data).ok()?),
-        "dev.taskmesh.notification.read.v1" => {
-            Event::NotificationRead(ev::NotificationRead::decode(data).ok()?)
-        }
-        _ => return None,
+/// The oneof variant for a change of `log`, or `None` for a type this gateway does not
+/// stream (not a change-log event, or a newer producer's) or a payload that does not decode.
+fn event_of(log: Log, event_type: &str, data: &[u8]) -> Option<Event> {
+    let event = match log {
+        Log::Tasks => match TaskEvents::decode(event_type, data).ok()?? {
+            TaskEvents::TaskCreated(e) => Event::TaskCreated(e),
+            TaskEvents::TaskUpdated(e) => Event::TaskUpdated(e),
+            TaskEvents::TaskCompleted(e) => Event::TaskCompleted(e),
+            TaskEvents::TaskUncompleted(e) => Event::TaskUncompleted(e),
+            TaskEvents::TaskDeleted(e) => Event::TaskDeleted(e),
+            TaskEvents::TagCreated(e) => Event::TagCreated(e),
+            TaskEvents::TagUpdated(e) => Event::TagUpdated(e),
+            TaskEvents::TagDeleted(e) => Event::TagDeleted(e),
+        },
+        Log::Notifications => match Reminders::decode(event_type, data).ok()?? {
+            Reminders::ReminderFired(e) => Event::ReminderFired(e),
+            Reminders::TaskOverdue(e) => Event::TaskOverdue(e),
+            Reminders::NotificationRead(e) => Event::NotificationRead(e),
+            // Published outside the notification log: no stream position to show them at.
+            Reminders::ReminderSnoozed(_) | Reminders::ReminderDismissed(_) => return None,
+        },
     };
     Some(event)
 }
@@ -365,7 +362,7 @@ impl LiveService for LiveServiceImpl {
                         }
                         for entry in entries {
                             advance(&mut cursor, log, entry.sequence);
-                            if let Some(event) = event_of(&entry.event_type, &entry.data) {
+                            if let Some(event) = event_of(log, &entry.event_type, &entry.data) {
                                 yield message(&cursor, event, entry.event_id, entry.event_type);
                             }
                         }
@@ -416,7 +413,7 @@ impl LiveService for LiveServiceImpl {
                         Wake::Event(Ok(event)) if event.sequence <= position(&cursor, event.log) => {}
                         Wake::Event(Ok(event)) if event.sequence == position(&cursor, event.log) + 1 => {
                             advance(&mut cursor, event.log, event.sequence);
-                            if let Some(payload) = event_of(&event.event_type, &event.data) {
+                            if let Some(payload) = event_of(event.log, &event.event_type, &event.data) {
                                 yield message(&cursor, payload, event.event_id.clone(), event.event_type.clone());
                             }
                         }

@@ -182,7 +182,7 @@ pub(crate) async fn run(args: Args, table: &mut crate::table::Table) -> anyhow::
     let scheduled = started.elapsed();
 
     let shutdown = CancellationToken::new();
-    let scheduler = Scheduler::new(pool.clone(), "reminders".to_owned());
+    let scheduler = Scheduler::new(pool.clone(), String::new());
     let cpu = CpuClock::start();
     let wall_before = Instant::now();
     let handle = tokio::spawn(scheduler.run(TaskContext::detached("scheduler", shutdown.clone())));

@@ -18,7 +18,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
-use taskmesh_proto::events::v1::ChangeContext;
+use taskmesh_proto::{
+    catalogue::{Event, Topic},
+    events::v1::ChangeContext,
+};
 use uuid::Uuid;
 
 use crate::{cloudevents, outbox};
@@ -42,20 +45,69 @@ pub struct Writer<'a> {
     pub actor: &'a str,
     /// The request's `request_id` (AIP-155), or empty.
     pub request_id: &'a str,
-    /// Kafka topic the event goes to (with its prefix).
-    pub topic: &'a str,
+    /// The installation's topic prefix ([`crate::kafka::KafkaConfig::topic_prefix`]); the
+    /// topic itself is the event's ([`Event::TOPIC`]).
+    pub topic_prefix: &'a str,
 }
 
-/// One event to record.
-pub struct Change<'a> {
-    /// CloudEvent `type`.
-    pub event_type: &'static str,
-    /// Protobuf full name of the payload (for `ce_dataschema`).
-    pub message: &'static str,
-    /// Resource name (CloudEvent `subject`).
-    pub subject: String,
-    /// Builds the encoded payload from the context (which carries the sequence).
-    pub payload: Box<dyn FnOnce(ChangeContext) -> Vec<u8> + Send + 'a>,
+/// A typed payload, erased: what the outbox row needs of it.
+struct Payload {
+    event_type: &'static str,
+    message: &'static str,
+    topic: Topic,
+    subject: String,
+    encode: Box<dyn FnOnce(ChangeContext) -> Vec<u8> + Send>,
+}
+
+impl Payload {
+    fn of<E: Event>(subject: String, mut payload: E) -> Self {
+        Self {
+            event_type: E::TYPE,
+            message: E::MESSAGE,
+            topic: E::TOPIC,
+            subject,
+            encode: Box::new(move |context| {
+                payload.set_context(context);
+                payload.encode_to_vec()
+            }),
+        }
+    }
+}
+
+/// One event to record in the change log ([`record`], [`record_all`], [`record_finishing`]):
+/// a payload whose `(event)` option says `change_log: true`, and its subject.
+pub struct Change(Payload);
+
+impl Change {
+    /// `payload` about `subject` (the resource name, CloudEvent `subject`); its `context` is
+    /// filled in when it is written. Only change-log events compile here.
+    pub fn new<E: Event>(subject: impl Into<String>, payload: E) -> Self {
+        const {
+            assert!(
+                E::CHANGE_LOG,
+                "this event is not a change-log event: use Published"
+            );
+        }
+        Self(Payload::of(subject.into(), payload))
+    }
+}
+
+/// One event only published, outside the change log ([`publish_only`]): a payload whose
+/// `(event)` option has no `change_log` (commands, and events no live stream shows).
+pub struct Published(Payload);
+
+impl Published {
+    /// `payload` about `subject`; its `context` (sequence 0) is filled in when it is written.
+    /// Only events outside the change log compile here.
+    pub fn new<E: Event>(subject: impl Into<String>, payload: E) -> Self {
+        const {
+            assert!(
+                !E::CHANGE_LOG,
+                "this event belongs in the change log: use Change"
+            );
+        }
+        Self(Payload::of(subject.into(), payload))
+    }
 }
 
 /// Locks the user's change counter (creating it at 0) for the rest of the transaction and
@@ -96,7 +148,7 @@ pub async fn record(
     log: &Log,
     writer: &Writer<'_>,
     time: DateTime<Utc>,
-    change: Change<'_>,
+    change: Change,
 ) -> Result<i64, sqlx::Error> {
     let sequences = write(conn, log, time, vec![(writer.clone(), change)], None).await?;
     Ok(sequences.first().copied().unwrap_or_default())
@@ -125,7 +177,7 @@ pub async fn record_finishing(
     log: &Log,
     writer: &Writer<'_>,
     time: DateTime<Utc>,
-    change: Change<'_>,
+    change: Change,
     finish: Finish<'_>,
 ) -> Result<i64, sqlx::Error> {
     let finish = (!writer.request_id.is_empty()).then_some(finish);
@@ -144,7 +196,7 @@ pub async fn record_all(
     conn: &mut PgConnection,
     log: &Log,
     time: DateTime<Utc>,
-    changes: Vec<(Writer<'_>, Change<'_>)>,
+    changes: Vec<(Writer<'_>, Change)>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     write(conn, log, time, changes, None).await
 }
@@ -155,7 +207,7 @@ async fn write(
     conn: &mut PgConnection,
     log: &Log,
     time: DateTime<Utc>,
-    changes: Vec<(Writer<'_>, Change<'_>)>,
+    changes: Vec<(Writer<'_>, Change)>,
     finish: Option<Finish<'_>>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     if changes.is_empty() {
@@ -194,7 +246,8 @@ async fn write(
         let sequence = *slot;
         *slot += 1;
         sequences.push(sequence);
-        events.push((writer.topic, event(log, &writer, time, change, sequence)));
+        let topic = format!("{}{}", writer.topic_prefix, change.0.topic.base_name());
+        events.push((topic, event(log, &writer, time, change.0, sequence)));
     }
     // The change-log rows, the outbox rows and the relay's wake-up in one round trip; and
     // the request's response (a data-modifying WITH runs whether or not it is read).
@@ -219,8 +272,10 @@ async fn write(
             outbox::INSERT_FROM_E
         )
     });
-    let refs: Vec<(&str, &cloudevents::CloudEvent)> =
-        events.iter().map(|(topic, e)| (*topic, e)).collect();
+    let refs: Vec<(&str, &cloudevents::CloudEvent)> = events
+        .iter()
+        .map(|(topic, e)| (topic.as_str(), e))
+        .collect();
     let sql = if finishing.is_some() {
         FINISHING.as_str()
     } else {
@@ -251,10 +306,11 @@ pub async fn publish_only(
     log: &Log,
     writer: &Writer<'_>,
     time: DateTime<Utc>,
-    change: Change<'_>,
+    change: Published,
 ) -> Result<(), sqlx::Error> {
-    let event = event(log, writer, time, change, 0);
-    outbox::enqueue(conn, log.channel, writer.topic, &event).await
+    let topic = format!("{}{}", writer.topic_prefix, change.0.topic.base_name());
+    let event = event(log, writer, time, change.0, 0);
+    outbox::enqueue(conn, log.channel, &topic, &event).await
 }
 
 /// The CloudEvent of `change` at `sequence` (0 = not in the change log).
@@ -262,7 +318,7 @@ fn event(
     log: &Log,
     writer: &Writer<'_>,
     time: DateTime<Utc>,
-    change: Change<'_>,
+    change: Payload,
     sequence: i64,
 ) -> cloudevents::CloudEvent {
     let context = ChangeContext {
@@ -279,7 +335,7 @@ fn event(
         subject: change.subject,
         data_schema: cloudevents::data_schema(change.message),
         key: writer.user.to_owned(),
-        data: (change.payload)(context),
+        data: (change.encode)(context),
         // The trace of the request or event that caused this change continues in its
         // consumers.
         traceparent: crate::trace::current_traceparent(),

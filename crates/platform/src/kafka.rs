@@ -65,30 +65,9 @@ pub fn partition_ids(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec
         .collect()
 }
 
-/// The mesh's topics. Each has a dead-letter topic `<topic>.dlq`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// `task-events`: every task and tag change, from TaskService.
-    TaskEvents,
-    /// `reminders`: fired reminders, overdue notices and notification changes.
-    Reminders,
-    /// `task-commands`: requests to TaskService from other services.
-    TaskCommands,
-}
-
-impl Topic {
-    /// Every topic.
-    pub const ALL: [Topic; 3] = [Topic::TaskEvents, Topic::Reminders, Topic::TaskCommands];
-
-    /// The topic's base name (without prefix).
-    pub fn base_name(self) -> &'static str {
-        match self {
-            Topic::TaskEvents => "task-events",
-            Topic::Reminders => "reminders",
-            Topic::TaskCommands => "task-commands",
-        }
-    }
-}
+/// The mesh's topics, generated from the events' `(event).topic` options (see
+/// [`taskmesh_proto::catalogue`]). Each has a dead-letter topic `<topic>.dlq`.
+pub use taskmesh_proto::catalogue::Topic;
 
 /// How to reach Kafka and how topics are laid out.
 #[derive(Clone)]

@@ -3,9 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
 use secrecy::SecretString;
 use taskmesh_gateway::CorsOrigins;
+use taskmesh_platform::kafka::Topic;
 
 /// taskmesh: an event-driven task backend.
 #[derive(Debug, Parser)]
@@ -316,9 +317,9 @@ pub(crate) struct ReplayArgs {
     #[command(flatten)]
     pub(crate) common: Common,
 
-    /// The topic whose dead letters to replay (its `.dlq`).
-    #[arg(long)]
-    pub(crate) topic: TopicArg,
+    /// The topic whose dead letters to replay (its `.dlq`), by base name.
+    #[arg(long, value_parser = topic_parser())]
+    pub(crate) topic: Topic,
 
     /// Only events dead-lettered at or after this instant (RFC 3339, e.g.
     /// `2026-11-30T08:00:00Z`).
@@ -344,25 +345,16 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|e| format!("not an RFC 3339 instant ({e}), e.g. 2026-11-30T08:00:00Z"))
 }
 
-/// A topic of the mesh, by its base name.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum TopicArg {
-    /// `task-events`.
-    TaskEvents,
-    /// `reminders`.
-    Reminders,
-    /// `task-commands`.
-    TaskCommands,
-}
-
-impl From<TopicArg> for taskmesh_platform::kafka::Topic {
-    fn from(topic: TopicArg) -> Self {
-        match topic {
-            TopicArg::TaskEvents => Self::TaskEvents,
-            TopicArg::Reminders => Self::Reminders,
-            TopicArg::TaskCommands => Self::TaskCommands,
-        }
-    }
+/// A topic of the mesh by its base name (`task-events`, ...): [`Topic::ALL`] are the choices.
+fn topic_parser() -> impl clap::builder::TypedValueParser<Value = Topic> {
+    clap::builder::PossibleValuesParser::new(Topic::ALL.map(Topic::base_name)).try_map(
+        |name: String| {
+            Topic::ALL
+                .into_iter()
+                .find(|topic| topic.base_name() == name)
+                .ok_or_else(|| format!("no topic {name:?}"))
+        },
+    )
 }
 
 /// `taskmesh check-config`.

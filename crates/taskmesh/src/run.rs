@@ -362,7 +362,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         until: args.until,
         event_type: args.event_type.clone(),
     };
-    let topic = args.topic.into();
+    let topic = args.topic;
     let seen = taskmesh_platform::dlq::replay(&kafka, topic, &filter, args.dry_run)
         .await
         .with_context(|| format!("replaying {}", kafka.dead_letter_topic(topic)))?;

@@ -294,10 +294,7 @@ impl Mesh {
     /// A scheduler on the mesh's `reminder` schema, for tests that fire with their own clock
     /// (start the mesh with `scheduler: false`).
     pub fn scheduler(&self) -> Scheduler {
-        Scheduler::new(
-            self.reminder_pool.clone(),
-            self.kafka.topic(taskmesh_platform::kafka::Topic::Reminders),
-        )
+        Scheduler::new(self.reminder_pool.clone(), self.kafka.topic_prefix.clone())
     }
 
     /// A gRPC channel to ReminderService (direct, not through the gateway).

@@ -101,7 +101,7 @@ impl AuditServer {
         });
         for topic in Topic::ALL {
             let settings = ConsumerSettings::new(&consumer_name(topic), topic);
-            let handler = events::AuditHandler::new(self.kafka.topic(topic));
+            let handler = events::AuditHandler::new(topic, self.kafka.topic(topic));
             let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
             supervisor.spawn(&format!("{} consumer", topic.base_name()), |ctx| {
                 consumer::run(pool, kafka, settings, handler, ctx)

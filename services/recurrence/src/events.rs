@@ -29,6 +29,7 @@ use taskmesh_platform::{
     consumer::{HandleError, Handler, database, decode, reject},
 };
 use taskmesh_proto::{
+    catalogue::TaskEvents,
     events::v1 as ev,
     task::v1::{self as task_pb, recurrence::Anchor as PbAnchor, task::State},
 };
@@ -39,14 +40,14 @@ use crate::series::{self, Ending, OccurrenceRow, Outbox, SeriesRow, Successor};
 /// Applies `task-events` for the consumer `taskmesh-recurrence`.
 #[derive(Clone, Debug)]
 pub struct TaskEventHandler {
-    /// The `task-commands` topic the commands go to.
-    topic: String,
+    /// The installation's topic prefix, for the commands it sends.
+    topic_prefix: String,
 }
 
 impl TaskEventHandler {
-    /// A handler sending its commands to `topic` (`task-commands` with its prefix).
-    pub fn new(topic: String) -> Self {
-        Self { topic }
+    /// A handler sending its commands to the topics named with `topic_prefix`.
+    pub fn new(topic_prefix: String) -> Self {
+        Self { topic_prefix }
     }
 }
 
@@ -62,13 +63,9 @@ enum Kind {
 
 /// The event's kind, task and owner; `None` for events that concern no series.
 fn read(event: &CloudEvent) -> Result<Option<(Kind, task_pb::Task, String)>, HandleError> {
-    let (context, task, kind) = match event.event_type.as_str() {
-        "dev.taskmesh.task.created.v1" => {
-            let e: ev::TaskCreated = decode(&event.data)?;
-            (e.context, e.task, Kind::Created)
-        }
-        "dev.taskmesh.task.updated.v1" => {
-            let e: ev::TaskUpdated = decode(&event.data)?;
+    let (context, task, kind) = match decode::<TaskEvents>(event)? {
+        TaskEvents::TaskCreated(e) => (e.context, e.task, Kind::Created),
+        TaskEvents::TaskUpdated(e) => {
             let has = |path: &str| {
                 e.update_mask
                     .as_ref()
@@ -78,15 +75,14 @@ fn read(event: &CloudEvent) -> Result<Option<(Kind, task_pb::Task, String)>, Han
             let before = rule_changed.then(|| e.previous.and_then(|p| p.recurrence));
             (e.context, e.task, Kind::Updated(before, due_moved))
         }
-        "dev.taskmesh.task.completed.v1" => {
-            let e: ev::TaskCompleted = decode(&event.data)?;
-            (e.context, e.task, Kind::Completed)
-        }
-        "dev.taskmesh.task.deleted.v1" => {
-            let e: ev::TaskDeleted = decode(&event.data)?;
-            (e.context, e.task, Kind::Deleted)
-        }
-        _ => return Ok(None),
+        TaskEvents::TaskCompleted(e) => (e.context, e.task, Kind::Completed),
+        TaskEvents::TaskDeleted(e) => (e.context, e.task, Kind::Deleted),
+        // Re-opening a task neither advances nor ends its series (the next occurrence, if
+        // any, exists already); tags are not part of a rule.
+        TaskEvents::TaskUncompleted(_)
+        | TaskEvents::TagCreated(_)
+        | TaskEvents::TagUpdated(_)
+        | TaskEvents::TagDeleted(_) => return Ok(None),
     };
     let user = context
         .map(|c| c.user)
@@ -104,7 +100,7 @@ impl Handler for TaskEventHandler {
         let id = series::id_in(&task.name, "tasks/")
             .ok_or_else(|| reject(format!("{:?} is not tasks/{{uuid}}", task.name)))?;
         let outbox = Outbox {
-            topic: &self.topic,
+            topic_prefix: &self.topic_prefix,
             user: &user,
             actor: crate::ACTOR,
             now: event.time,

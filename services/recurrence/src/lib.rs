@@ -82,7 +82,7 @@ pub fn routes(
     verifier: Verifier,
     tasks: TaskServiceClient<Channel>,
 ) -> Routes {
-    let service = RecurrenceServiceImpl::new(pool, kafka.topic(Topic::TaskCommands), tasks);
+    let service = RecurrenceServiceImpl::new(pool, kafka.topic_prefix.clone(), tasks);
     Routes::new(Authenticated::new(
         RecurrenceServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         verifier,
@@ -137,7 +137,7 @@ impl RecurrenceServer {
             taskmesh_platform::retention::run(pool, retention, WITHOUT_CHANGE_LOG, ctx)
         });
         let settings = ConsumerSettings::new(CONSUMER, Topic::TaskEvents);
-        let handler = events::TaskEventHandler::new(self.kafka.topic(Topic::TaskCommands));
+        let handler = events::TaskEventHandler::new(self.kafka.topic_prefix.clone());
         let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
         supervisor.spawn("task-events consumer", |ctx| {
             consumer::run(pool, kafka, settings, handler, ctx)

@@ -5,11 +5,11 @@
 //! TaskService applies it once (AIP-155).
 
 use chrono::{DateTime, NaiveTime, Utc};
-use prost::Message;
 use sqlx::PgConnection;
 use taskmesh_domain::{DueValue, recurrence::EndReason, timestamp};
-use taskmesh_platform::changelog::{self, Change, Writer};
+use taskmesh_platform::changelog::{self, Published, Writer};
 use taskmesh_proto::{
+    catalogue::Event,
     events::v1::{self as ev, series_ended::Reason},
     recurrence::v1::{self as pb, series::EndReason as PbEndReason},
     task::v1 as task_pb,
@@ -381,8 +381,8 @@ pub(crate) async fn tasks_from(
 /// Sends commands and series events for one user through the outbox.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Outbox<'a> {
-    /// The `task-commands` topic (with its prefix).
-    pub(crate) topic: &'a str,
+    /// The installation's topic prefix.
+    pub(crate) topic_prefix: &'a str,
     /// Whose tasks.
     pub(crate) user: &'a str,
     /// Who asks: the user for an RPC, [`crate::ACTOR`] for what a completion caused.
@@ -396,24 +396,23 @@ impl Outbox<'_> {
         &self,
         tx: &mut PgConnection,
         request_id: &str,
-        event_type: &'static str,
-        message: &'static str,
         subject: String,
-        payload: Box<dyn FnOnce(ev::ChangeContext) -> Vec<u8> + Send + '_>,
+        payload: impl Event,
     ) -> Result<(), sqlx::Error> {
         let writer = Writer {
             user: self.user,
             actor: self.actor,
             request_id,
-            topic: self.topic,
+            topic_prefix: self.topic_prefix,
         };
-        let change = Change {
-            event_type,
-            message,
-            subject,
-            payload,
-        };
-        changelog::publish_only(tx, &LOG, &writer, self.now, change).await
+        changelog::publish_only(
+            tx,
+            &LOG,
+            &writer,
+            self.now,
+            Published::new(subject, payload),
+        )
+        .await
     }
 
     /// Asks TaskService to create the occurrence after `current` at `next`; the request id
@@ -437,16 +436,11 @@ impl Outbox<'_> {
         self.send(
             tx,
             &request_id,
-            "dev.taskmesh.task.create.v1",
-            "taskmesh.events.v1.CreateTaskCommand",
             "tasks".to_owned(),
-            Box::new(move |context| {
-                ev::CreateTaskCommand {
-                    context: Some(context),
-                    task: Some(task),
-                }
-                .encode_to_vec()
-            }),
+            ev::CreateTaskCommand {
+                context: None,
+                task: Some(task),
+            },
         )
         .await?;
         Ok(request_id)
@@ -466,17 +460,12 @@ impl Outbox<'_> {
         self.send(
             tx,
             &id,
-            "dev.taskmesh.task.add_exdate.v1",
-            "taskmesh.events.v1.AddExdateCommand",
             subject,
-            Box::new(move |context| {
-                ev::AddExdateCommand {
-                    context: Some(context),
-                    task: name,
-                    exdate: Some(at),
-                }
-                .encode_to_vec()
-            }),
+            ev::AddExdateCommand {
+                context: None,
+                task: name,
+                exdate: Some(at),
+            },
         )
         .await
     }
@@ -493,16 +482,11 @@ impl Outbox<'_> {
         self.send(
             tx,
             &id,
-            "dev.taskmesh.task.end_series.v1",
-            "taskmesh.events.v1.EndSeriesCommand",
             subject,
-            Box::new(move |context| {
-                ev::EndSeriesCommand {
-                    context: Some(context),
-                    task: name,
-                }
-                .encode_to_vec()
-            }),
+            ev::EndSeriesCommand {
+                context: None,
+                task: name,
+            },
         )
         .await
     }
@@ -519,16 +503,11 @@ impl Outbox<'_> {
         self.send(
             tx,
             &id,
-            "dev.taskmesh.task.delete.v1",
-            "taskmesh.events.v1.DeleteTaskCommand",
             subject,
-            Box::new(move |context| {
-                ev::DeleteTaskCommand {
-                    context: Some(context),
-                    task: name,
-                }
-                .encode_to_vec()
-            }),
+            ev::DeleteTaskCommand {
+                context: None,
+                task: name,
+            },
         )
         .await
     }
@@ -562,18 +541,13 @@ impl Outbox<'_> {
         self.send(
             tx,
             &id,
-            "dev.taskmesh.series.ended.v1",
-            "taskmesh.events.v1.SeriesEnded",
             subject,
-            Box::new(move |context| {
-                ev::SeriesEnded {
-                    context: Some(context),
-                    series: name,
-                    last_task,
-                    reason: reason as i32,
-                }
-                .encode_to_vec()
-            }),
+            ev::SeriesEnded {
+                context: None,
+                series: name,
+                last_task,
+                reason: reason as i32,
+            },
         )
         .await
     }

@@ -32,15 +32,19 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct RecurrenceServiceImpl {
     pool: PgPool,
-    topic: String,
+    topic_prefix: String,
     tasks: TaskServiceClient<Channel>,
 }
 
 impl RecurrenceServiceImpl {
     /// A service on `pool` (search_path = the `recurrence` schema) sending commands through
-    /// the outbox to `topic` (`task-commands` with its prefix), reading tasks through `tasks`.
-    pub fn new(pool: PgPool, topic: String, tasks: TaskServiceClient<Channel>) -> Self {
-        Self { pool, topic, tasks }
+    /// the outbox to its topics, named with `topic_prefix`, reading tasks through `tasks`.
+    pub fn new(pool: PgPool, topic_prefix: String, tasks: TaskServiceClient<Channel>) -> Self {
+        Self {
+            pool,
+            topic_prefix,
+            tasks,
+        }
     }
 
     /// The caller's task `name`, read from TaskService with the caller's token, and its id.
@@ -134,7 +138,7 @@ impl RecurrenceServiceImpl {
 
     fn outbox<'a>(&'a self, caller: &'a Caller) -> Outbox<'a> {
         Outbox {
-            topic: &self.topic,
+            topic_prefix: &self.topic_prefix,
             user: &caller.user,
             actor: &caller.actor,
             now: taskmesh_domain::now(),

@@ -30,7 +30,7 @@ use taskmesh_platform::{
     consumer::{HandleError, Handler, database, decode, reject},
 };
 use taskmesh_proto::{
-    events::v1 as ev,
+    catalogue::TaskEvents,
     task::v1::{self as task_pb, task::State as TaskState},
 };
 use uuid::Uuid;
@@ -43,29 +43,16 @@ pub struct TaskEventHandler;
 
 /// The task an event shows, whether it was deleted, and its owner.
 fn task_of(event: &CloudEvent) -> Result<Option<(task_pb::Task, bool, String)>, HandleError> {
-    let (context, task, deleted) = match event.event_type.as_str() {
-        "dev.taskmesh.task.created.v1" => {
-            let e: ev::TaskCreated = decode(&event.data)?;
-            (e.context, e.task, false)
+    let (context, task, deleted) = match decode::<TaskEvents>(event)? {
+        TaskEvents::TaskCreated(e) => (e.context, e.task, false),
+        TaskEvents::TaskUpdated(e) => (e.context, e.task, false),
+        TaskEvents::TaskCompleted(e) => (e.context, e.task, false),
+        TaskEvents::TaskUncompleted(e) => (e.context, e.task, false),
+        TaskEvents::TaskDeleted(e) => (e.context, e.task, true),
+        // Tag events change no reminder (a rename shows in the tasks' own `task.updated`).
+        TaskEvents::TagCreated(_) | TaskEvents::TagUpdated(_) | TaskEvents::TagDeleted(_) => {
+            return Ok(None);
         }
-        "dev.taskmesh.task.updated.v1" => {
-            let e: ev::TaskUpdated = decode(&event.data)?;
-            (e.context, e.task, false)
-        }
-        "dev.taskmesh.task.completed.v1" => {
-            let e: ev::TaskCompleted = decode(&event.data)?;
-            (e.context, e.task, false)
-        }
-        "dev.taskmesh.task.uncompleted.v1" => {
-            let e: ev::TaskUncompleted = decode(&event.data)?;
-            (e.context, e.task, false)
-        }
-        "dev.taskmesh.task.deleted.v1" => {
-            let e: ev::TaskDeleted = decode(&event.data)?;
-            (e.context, e.task, true)
-        }
-        // Tag events change no reminder.
-        _ => return Ok(None),
     };
     let user = context
         .map(|c| c.user)

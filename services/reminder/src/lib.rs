@@ -70,7 +70,7 @@ pub fn relay(pool: PgPool, kafka: &KafkaConfig) -> Result<Relay, rdkafka::error:
 /// gRPC routes of ReminderService, behind JWT verification, signing page tokens with
 /// `tokens`.
 pub fn routes(pool: PgPool, kafka: &KafkaConfig, verifier: Verifier, tokens: PageTokens) -> Routes {
-    let service = ReminderServiceImpl::new(pool, kafka.topic(Topic::Reminders), tokens);
+    let service = ReminderServiceImpl::new(pool, kafka.topic_prefix.clone(), tokens);
     Routes::new(Authenticated::new(
         ReminderServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         verifier,
@@ -116,7 +116,7 @@ impl ReminderServer {
             supervisor.spawn("outbox relay", |ctx| relay.run(ctx));
         }
         if self.scheduler {
-            let scheduler = Scheduler::new(self.pool.clone(), self.kafka.topic(Topic::Reminders));
+            let scheduler = Scheduler::new(self.pool.clone(), self.kafka.topic_prefix.clone());
             supervisor.spawn("scheduler", |ctx| scheduler.run(ctx));
         }
         let (pool, retention) = (self.pool.clone(), self.retention);

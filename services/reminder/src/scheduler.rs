@@ -18,7 +18,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sqlx::{FromRow, PgConnection, PgPool, postgres::PgListener};
 use taskmesh_domain::timestamp;
 use taskmesh_platform::changelog::{self, Change, Writer};
@@ -57,7 +56,7 @@ pub struct Fired {
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     pool: PgPool,
-    topic: String,
+    topic_prefix: String,
     batch: i64,
 }
 
@@ -71,11 +70,11 @@ struct OverdueRow {
 }
 
 impl Scheduler {
-    /// A scheduler on `pool` (the `reminder` schema) publishing to `topic` (`reminders`).
-    pub fn new(pool: PgPool, topic: String) -> Self {
+    /// A scheduler on `pool` (the `reminder` schema) publishing to its topics, named with `topic_prefix`.
+    pub fn new(pool: PgPool, topic_prefix: String) -> Self {
         Self {
             pool,
-            topic,
+            topic_prefix,
             batch: 200,
         }
     }
@@ -173,7 +172,7 @@ impl Scheduler {
         tx: &mut PgConnection,
         rows: &'a [ReminderRow],
         now: DateTime<Utc>,
-        changes: &mut Vec<(Writer<'a>, Change<'static>)>,
+        changes: &mut Vec<(Writer<'a>, Change)>,
         notifications: &mut Vec<(&'a str, NotificationRow)>,
     ) -> Result<(), sqlx::Error> {
         if rows.is_empty() {
@@ -223,18 +222,7 @@ impl Scheduler {
             notifications.push((&row.user_id, notification));
             changes.push((
                 self.writer(&row.user_id),
-                Change {
-                    event_type: types::REMINDER_FIRED,
-                    message: "taskmesh.events.v1.ReminderFired",
-                    subject: reminder_name(row.task_id, &row.reminder_id),
-                    payload: Box::new(move |context| {
-                        ev::ReminderFired {
-                            context: Some(context),
-                            ..payload
-                        }
-                        .encode_to_vec()
-                    }),
-                },
+                Change::new(reminder_name(row.task_id, &row.reminder_id), payload),
             ));
         }
         Ok(())
@@ -247,7 +235,7 @@ impl Scheduler {
         tx: &mut PgConnection,
         tasks: &'a [OverdueRow],
         now: DateTime<Utc>,
-        changes: &mut Vec<(Writer<'a>, Change<'static>)>,
+        changes: &mut Vec<(Writer<'a>, Change)>,
         notifications: &mut Vec<(&'a str, NotificationRow)>,
     ) -> Result<(), sqlx::Error> {
         if tasks.is_empty() {
@@ -282,18 +270,7 @@ impl Scheduler {
             notifications.push((&task.user_id, notification));
             changes.push((
                 self.writer(&task.user_id),
-                Change {
-                    event_type: types::TASK_OVERDUE,
-                    message: "taskmesh.events.v1.TaskOverdue",
-                    subject: format!("{TASKS}{}", task.id),
-                    payload: Box::new(move |context| {
-                        ev::TaskOverdue {
-                            context: Some(context),
-                            ..payload
-                        }
-                        .encode_to_vec()
-                    }),
-                },
+                Change::new(format!("{TASKS}{}", task.id), payload),
             ));
         }
         Ok(())
@@ -304,7 +281,7 @@ impl Scheduler {
             user,
             actor: ACTOR,
             request_id: "",
-            topic: &self.topic,
+            topic_prefix: &self.topic_prefix,
         }
     }
 
@@ -460,18 +437,4 @@ async fn insert_notifications(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// CloudEvent types ReminderService produces on `reminders`.
-pub(crate) mod types {
-    /// A reminder fired.
-    pub(crate) const REMINDER_FIRED: &str = "dev.taskmesh.reminder.fired.v1";
-    /// An open task's due time passed.
-    pub(crate) const TASK_OVERDUE: &str = "dev.taskmesh.task.overdue.v1";
-    /// Notifications were marked read.
-    pub(crate) const NOTIFICATION_READ: &str = "dev.taskmesh.notification.read.v1";
-    /// A reminder was snoozed.
-    pub(crate) const REMINDER_SNOOZED: &str = "dev.taskmesh.reminder.snoozed.v1";
-    /// A reminder was dismissed.
-    pub(crate) const REMINDER_DISMISSED: &str = "dev.taskmesh.reminder.dismissed.v1";
 }

@@ -6,7 +6,7 @@ use prost::Message;
 use sqlx::{PgConnection, PgPool};
 use taskmesh_platform::{
     auth::Caller,
-    changelog::{self, Change, Writer},
+    changelog::{self, Change, Published, Writer},
     cursor::Cursor,
     grpc::{Violations, invalid_argument},
     pages::PageTokens,
@@ -27,7 +27,7 @@ use crate::{
         NOTIFICATION_COLUMNS, NOTIFICATIONS, NotificationRow, REMINDER_COLUMNS, ReminderRow,
         parse_reminder_name, reminder_name, state,
     },
-    scheduler::{WAKE_CHANNEL, types},
+    scheduler::WAKE_CHANNEL,
 };
 
 /// Shortest snooze (1 minute).
@@ -39,17 +39,17 @@ const MAX_SNOOZE_SECONDS: i64 = 30 * 24 * 3600;
 #[derive(Clone, Debug)]
 pub struct ReminderServiceImpl {
     pool: PgPool,
-    topic: String,
+    topic_prefix: String,
     tokens: PageTokens,
 }
 
 impl ReminderServiceImpl {
     /// A service on `pool` (search_path = the `reminder` schema) publishing through the
-    /// outbox to `topic` (`reminders` with its prefix), signing page tokens with `tokens`.
-    pub fn new(pool: PgPool, topic: String, tokens: PageTokens) -> Self {
+    /// outbox to its topics, named with `topic_prefix`, signing page tokens with `tokens`.
+    pub fn new(pool: PgPool, topic_prefix: String, tokens: PageTokens) -> Self {
         Self {
             pool,
-            topic,
+            topic_prefix,
             tokens,
         }
     }
@@ -59,7 +59,7 @@ impl ReminderServiceImpl {
             user: &caller.user,
             actor: &caller.actor,
             request_id,
-            topic: &self.topic,
+            topic_prefix: &self.topic_prefix,
         }
     }
 }
@@ -132,18 +132,13 @@ async fn record_read(
         [one] => one.clone(),
         _ => NOTIFICATIONS.trim_end_matches('/').to_owned(),
     };
-    let change = Change {
-        event_type: types::NOTIFICATION_READ,
-        message: "taskmesh.events.v1.NotificationRead",
+    let change = Change::new(
         subject,
-        payload: Box::new(move |context| {
-            ev::NotificationRead {
-                context: Some(context),
-                notifications: names,
-            }
-            .encode_to_vec()
-        }),
-    };
+        ev::NotificationRead {
+            context: None,
+            notifications: names,
+        },
+    );
     changelog::record(tx, &LOG, writer, now, change).await?;
     Ok(())
 }
@@ -233,18 +228,7 @@ impl ReminderService for ReminderServiceImpl {
             reminder: Some(reminder.clone()),
             duration: req.duration,
         };
-        let change = Change {
-            event_type: types::REMINDER_SNOOZED,
-            message: "taskmesh.events.v1.ReminderSnoozed",
-            subject: reminder.name.clone(),
-            payload: Box::new(move |context| {
-                ev::ReminderSnoozed {
-                    context: Some(context),
-                    ..event
-                }
-                .encode_to_vec()
-            }),
-        };
+        let change = Published::new(reminder.name.clone(), event);
         let writer = self.writer(&caller, &req.request_id);
         changelog::publish_only(&mut tx, &LOG, &writer, now, change)
             .await
@@ -295,18 +279,7 @@ impl ReminderService for ReminderServiceImpl {
             reminder: Some(reminder.clone()),
             dismiss_time: Some(taskmesh_domain::timestamp(now)),
         };
-        let change = Change {
-            event_type: types::REMINDER_DISMISSED,
-            message: "taskmesh.events.v1.ReminderDismissed",
-            subject: reminder.name.clone(),
-            payload: Box::new(move |context| {
-                ev::ReminderDismissed {
-                    context: Some(context),
-                    ..event
-                }
-                .encode_to_vec()
-            }),
-        };
+        let change = Published::new(reminder.name.clone(), event);
         changelog::publish_only(&mut tx, &LOG, &self.writer(&caller, ""), now, change)
             .await
             .map_err(ReminderError::from)?;

@@ -22,7 +22,7 @@ pub(crate) async fn record(
     conn: &mut PgConnection,
     writer: &Writer<'_>,
     time: DateTime<Utc>,
-    change: Change<'_>,
+    change: Change,
 ) -> Result<i64, sqlx::Error> {
     changelog::record(conn, &LOG, writer, time, change).await
 }
@@ -33,7 +33,7 @@ pub(crate) async fn record_finishing(
     conn: &mut PgConnection,
     writer: &Writer<'_>,
     time: DateTime<Utc>,
-    change: Change<'_>,
+    change: Change,
     method: &str,
     resource_id: uuid::Uuid,
     response: &impl prost::Message,
@@ -47,24 +47,4 @@ pub(crate) async fn record_finishing(
         response: response.encode_to_vec(),
     };
     changelog::record_finishing(conn, &LOG, writer, time, change, finish).await
-}
-
-/// CloudEvent types TaskService produces on `task-events`.
-pub(crate) mod types {
-    /// A task was created.
-    pub(crate) const TASK_CREATED: &str = "dev.taskmesh.task.created.v1";
-    /// A task was updated.
-    pub(crate) const TASK_UPDATED: &str = "dev.taskmesh.task.updated.v1";
-    /// A task was completed.
-    pub(crate) const TASK_COMPLETED: &str = "dev.taskmesh.task.completed.v1";
-    /// A task was re-opened.
-    pub(crate) const TASK_UNCOMPLETED: &str = "dev.taskmesh.task.uncompleted.v1";
-    /// A task was deleted.
-    pub(crate) const TASK_DELETED: &str = "dev.taskmesh.task.deleted.v1";
-    /// A tag was created.
-    pub(crate) const TAG_CREATED: &str = "dev.taskmesh.tag.created.v1";
-    /// A tag was updated.
-    pub(crate) const TAG_UPDATED: &str = "dev.taskmesh.tag.updated.v1";
-    /// A tag was deleted.
-    pub(crate) const TAG_DELETED: &str = "dev.taskmesh.tag.deleted.v1";
 }

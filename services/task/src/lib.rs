@@ -72,12 +72,7 @@ pub fn routes(
     tokens: PageTokens,
     max_tasks: Option<NonZeroU64>,
 ) -> Routes {
-    let service = TaskServiceImpl::new(
-        pool,
-        kafka.topic(taskmesh_platform::kafka::Topic::TaskEvents),
-        tokens,
-        max_tasks,
-    );
+    let service = TaskServiceImpl::new(pool, kafka.topic_prefix.clone(), tokens, max_tasks);
     Routes::new(Authenticated::new(
         TaskServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
         verifier,
@@ -134,7 +129,7 @@ impl TaskServer {
             taskmesh_platform::retention::run(pool, retention, WITH_CHANGE_LOG, ctx)
         });
         let handler = commands::CommandHandler {
-            events_topic: self.kafka.topic(Topic::TaskEvents),
+            topic_prefix: self.kafka.topic_prefix.clone(),
         };
         let settings = ConsumerSettings::new(COMMANDS_CONSUMER, Topic::TaskCommands);
         let (pool, kafka) = (self.pool.clone(), self.kafka.clone());

@@ -26,25 +26,25 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct TaskServiceImpl {
     pool: PgPool,
-    topic: String,
+    topic_prefix: String,
     tokens: PageTokens,
     max_tasks: Option<NonZeroU64>,
 }
 
 impl TaskServiceImpl {
     /// A service writing to `pool` (search_path = the `task` schema) and publishing through
-    /// the outbox to `topic` (`task-events` with its prefix), signing page tokens with
+    /// the outbox to its topics, named with `topic_prefix`, signing page tokens with
     /// `tokens`; CreateTask refuses a user who has `max_tasks` tasks already (`None`: no
     /// limit).
     pub fn new(
         pool: PgPool,
-        topic: String,
+        topic_prefix: String,
         tokens: PageTokens,
         max_tasks: Option<NonZeroU64>,
     ) -> Self {
         Self {
             pool,
-            topic,
+            topic_prefix,
             tokens,
             max_tasks,
         }
@@ -122,7 +122,7 @@ impl TaskServiceImpl {
             user: &caller.user,
             actor: &caller.actor,
             request_id,
-            topic: &self.topic,
+            topic_prefix: &self.topic_prefix,
         }
     }
 }

@@ -7,7 +7,7 @@ use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
 use uuid::Uuid;
 
 use crate::{
-    changes::{self, Change, Writer, types},
+    changes::{self, Change, Writer},
     error::TaskError,
     model::{TAGS, TagRow, now},
 };
@@ -102,18 +102,13 @@ async fn insert(
         conn,
         writer,
         time,
-        Change {
-            event_type: types::TAG_CREATED,
-            message: "taskmesh.events.v1.TagCreated",
-            subject: tag.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TagCreated {
-                    context: Some(context),
-                    tag: Some(tag),
-                }
-                .encode_to_vec()
-            }),
-        },
+        Change::new(
+            tag.name.clone(),
+            ev::TagCreated {
+                context: None,
+                tag: Some(tag),
+            },
+        ),
     )
     .await?;
     Ok(row)
@@ -264,20 +259,15 @@ pub(crate) async fn update(
         &mut tx,
         writer,
         time,
-        Change {
-            event_type: types::TAG_UPDATED,
-            message: "taskmesh.events.v1.TagUpdated",
-            subject: tag.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TagUpdated {
-                    context: Some(context),
-                    tag: Some(payload),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                    previous: Some(previous),
-                }
-                .encode_to_vec()
-            }),
-        },
+        Change::new(
+            tag.name.clone(),
+            ev::TagUpdated {
+                context: None,
+                tag: Some(payload),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                previous: Some(previous),
+            },
+        ),
     )
     .await?;
     crate::tasks::record_tags_changed(&mut tx, writer, tagged, time).await?;
@@ -318,18 +308,13 @@ pub(crate) async fn delete(
         &mut tx,
         writer,
         time,
-        Change {
-            event_type: types::TAG_DELETED,
-            message: "taskmesh.events.v1.TagDeleted",
-            subject: tag.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TagDeleted {
-                    context: Some(context),
-                    tag: Some(tag),
-                }
-                .encode_to_vec()
-            }),
-        },
+        Change::new(
+            tag.name.clone(),
+            ev::TagDeleted {
+                context: None,
+                tag: Some(tag),
+            },
+        ),
     )
     .await?;
     crate::tasks::record_tags_changed(&mut tx, writer, tagged, time).await?;

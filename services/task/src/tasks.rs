@@ -10,7 +10,7 @@ use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
 use uuid::Uuid;
 
 use crate::{
-    changes::{self, Change, Writer, types},
+    changes::{self, Change, Writer},
     error::TaskError,
     model::{DueKind, TASK_COLUMNS, TASKS, TaskFields, TaskRow, now},
 };
@@ -106,18 +106,13 @@ pub(crate) async fn create<'c>(
         &mut tx,
         writer,
         time,
-        Change {
-            event_type: types::TASK_CREATED,
-            message: "taskmesh.events.v1.TaskCreated",
-            subject: task.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TaskCreated {
-                    context: Some(context),
-                    task: Some(payload),
-                }
-                .encode_to_vec()
-            }),
-        },
+        Change::new(
+            task.name.clone(),
+            ev::TaskCreated {
+                context: None,
+                task: Some(payload),
+            },
+        ),
         "CreateTask",
         id,
         &task,
@@ -364,18 +359,13 @@ pub(crate) async fn delete<'c>(
         &mut tx,
         writer,
         time,
-        Change {
-            event_type: types::TASK_DELETED,
-            message: "taskmesh.events.v1.TaskDeleted",
-            subject: task.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TaskDeleted {
-                    context: Some(context),
-                    task: Some(task),
-                }
-                .encode_to_vec()
-            }),
-        },
+        Change::new(
+            task.name.clone(),
+            ev::TaskDeleted {
+                context: None,
+                task: Some(task),
+            },
+        ),
     )
     .await?;
     tx.commit().await?;
@@ -466,31 +456,21 @@ pub(crate) async fn set_completed<'c>(
         .to_proto();
     let payload = task.clone();
     let change = if complete {
-        Change {
-            event_type: types::TASK_COMPLETED,
-            message: "taskmesh.events.v1.TaskCompleted",
-            subject: task.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TaskCompleted {
-                    context: Some(context),
-                    task: Some(payload),
-                }
-                .encode_to_vec()
-            }),
-        }
+        Change::new(
+            task.name.clone(),
+            ev::TaskCompleted {
+                context: None,
+                task: Some(payload),
+            },
+        )
     } else {
-        Change {
-            event_type: types::TASK_UNCOMPLETED,
-            message: "taskmesh.events.v1.TaskUncompleted",
-            subject: task.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TaskUncompleted {
-                    context: Some(context),
-                    task: Some(payload),
-                }
-                .encode_to_vec()
-            }),
-        }
+        Change::new(
+            task.name.clone(),
+            ev::TaskUncompleted {
+                context: None,
+                task: Some(payload),
+            },
+        )
     };
     changes::record_finishing(&mut tx, writer, time, change, method, id, &task).await?;
     tx.commit().await?;
@@ -558,20 +538,15 @@ async fn record_updated(
         conn,
         writer,
         time,
-        Change {
-            event_type: types::TASK_UPDATED,
-            message: "taskmesh.events.v1.TaskUpdated",
-            subject: task.name.clone(),
-            payload: Box::new(move |context| {
-                ev::TaskUpdated {
-                    context: Some(context),
-                    task: Some(payload),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                    previous: Some(previous),
-                }
-                .encode_to_vec()
-            }),
-        },
+        Change::new(
+            task.name.clone(),
+            ev::TaskUpdated {
+                context: None,
+                task: Some(payload),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                previous: Some(previous),
+            },
+        ),
     )
     .await?;
     Ok(())

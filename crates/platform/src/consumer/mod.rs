@@ -60,6 +60,7 @@ use std::{future::Future, time::Duration};
 use anyhow::Context as _;
 use rdkafka::consumer::StreamConsumer;
 use sqlx::{PgConnection, PgPool};
+use taskmesh_proto::catalogue::TopicEvents;
 
 use crate::{
     cloudevents::CloudEvent,
@@ -103,12 +104,23 @@ pub fn database(error: sqlx::Error) -> HandleError {
     }
 }
 
-/// Decodes an event's protobuf payload; a payload that does not decode is rejected.
+/// Decodes an event of topic `T` by its CloudEvent type ([`TopicEvents::decode`]), for a
+/// handler to `match` on without a wildcard arm.
 ///
 /// # Errors
-/// [`HandleError::Reject`] with the decode error.
-pub fn decode<M: prost::Message + Default>(data: &[u8]) -> Result<M, HandleError> {
-    M::decode(data).map_err(|e| reject(format!("payload does not decode: {e}")))
+/// [`HandleError::Reject`] when the payload is not the type's message, or when the type is
+/// not one of `T`'s: a newer producer's event is dead-lettered rather than skipped, so
+/// nothing is lost and `taskmesh dlq replay` applies it once this consumer knows the type.
+pub fn decode<T: TopicEvents>(event: &CloudEvent) -> Result<T, HandleError> {
+    match T::decode(&event.event_type, &event.data) {
+        Ok(Some(decoded)) => Ok(decoded),
+        Ok(None) => Err(reject(format!(
+            "unknown event type on {}: {}",
+            T::TOPIC.base_name(),
+            crate::grpc::echo(&event.event_type)
+        ))),
+        Err(e) => Err(reject(format!("payload does not decode: {e}"))),
+    }
 }
 
 /// Applies events. Implementations run inside the transaction that records the event as

@@ -245,10 +245,10 @@ async fn a_replacement_instance_publishes_pending_commands_once() {
     handle.await.unwrap().unwrap();
 }
 
-/// The `series.ended` events on `task-commands`, decoded.
+/// The `series.ended` events on `series-events`, decoded.
 async fn series_ended(mesh: &taskmesh_testkit::Mesh) -> Vec<SeriesEnded> {
     outbox_drained(&mesh.recurrence_pool).await;
-    events_on(mesh, Topic::TaskCommands)
+    events_on(mesh, Topic::SeriesEvents)
         .await
         .into_iter()
         .filter(|e| e.event_type == "dev.taskmesh.series.ended.v1")

@@ -116,10 +116,10 @@ async fn after_downtime_each_overdue_reminder_fires_once_on_recovery_marked_late
 
     // Two replicas come back at once.
     let stop = CancellationToken::new();
-    let topic = mesh.kafka.topic(Topic::Reminders);
+    let topic_prefix = mesh.kafka.topic_prefix.clone();
     let replicas: Vec<_> = (0..2)
         .map(|_| {
-            let scheduler = Scheduler::new(mesh.reminder_pool.clone(), topic.clone());
+            let scheduler = Scheduler::new(mesh.reminder_pool.clone(), topic_prefix.clone());
             tokio::spawn(scheduler.run(TaskContext::detached("scheduler", stop.clone())))
         })
         .collect();

@@ -376,3 +376,106 @@ async fn a_backlog_over_partitions_with_a_bad_command_applies_every_good_one_onc
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(count().await, expected);
 }
+
+/// Records as the previous release wrote them keep working: a `series.ended` on
+/// `task-commands` (its placement before `series-events`) is skipped by TaskService and
+/// recorded by AuditService, neither dead-letters it; a type no consumer knows (a newer
+/// producer's) is dead-lettered by both, not silently skipped, and the commands around it
+/// apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_series_ended_is_read_and_an_unknown_type_is_dead_lettered() {
+    let (mesh, mut client) = start(MeshOptions::default()).await;
+    let ended = taskmesh_proto::events::v1::SeriesEnded {
+        context: context("series/0190b9a4-0000-7000-8000-000000000001/ended"),
+        series: "series/0190b9a4-0000-7000-8000-000000000001".into(),
+        last_task: "tasks/0190b9a4-0000-7000-8000-000000000002".into(),
+        reason: 3,
+    };
+    let legacy = command(
+        "dev.taskmesh.series.ended.v1",
+        "taskmesh.events.v1.SeriesEnded",
+        "series/0190b9a4-0000-7000-8000-000000000001",
+        ended.encode_to_vec(),
+    );
+    let unknown = command(
+        "dev.taskmesh.task.archive.v1",
+        "taskmesh.events.v1.ArchiveTaskCommand",
+        "tasks/0190b9a4-0000-7000-8000-000000000002",
+        EndSeriesCommand {
+            context: context("archive-1"),
+            task: "tasks/0190b9a4-0000-7000-8000-000000000002".into(),
+        }
+        .encode_to_vec(),
+    );
+    let after = command(
+        "dev.taskmesh.task.create.v1",
+        "taskmesh.events.v1.CreateTaskCommand",
+        "",
+        CreateTaskCommand {
+            context: context("after-legacy/1"),
+            task: Some(Task {
+                title: "after".into(),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec(),
+    );
+    let kafka = &mesh.kafka;
+    publish_all(
+        kafka,
+        Topic::TaskCommands,
+        &[legacy.clone(), unknown.clone(), after],
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(15), || {
+        let mut client = client.clone();
+        async move { (!tasks_of_alice(&mut client).await.is_empty()).then_some(()) }
+    })
+    .await
+    .expect("the command after them applies");
+    assert_eq!(tasks_of_alice(&mut client).await[0].title, "after");
+
+    let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
+        .await
+        .unwrap();
+    let letters = reader
+        .collect_with_headers(3, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut by: Vec<(uuid::Uuid, String)> = letters
+        .iter()
+        .map(|(event, headers)| {
+            let consumer = headers
+                .iter()
+                .find(|(key, _)| key == "taskmesh_dlq_consumer")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+            (event.id, consumer)
+        })
+        .collect();
+    by.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        by,
+        vec![
+            (unknown.id, "taskmesh-audit-task-commands".to_owned()),
+            (unknown.id, "taskmesh-task".to_owned())
+        ],
+        "only the unknown type is dead-lettered, once by each consumer; series.ended is not"
+    );
+    let pool = mesh.audit_pool.clone();
+    eventually(Duration::from_secs(15), || {
+        let pool = pool.clone();
+        async move {
+            let recorded: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM entries WHERE event_id = $1")
+                    .bind(legacy.id)
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (recorded == 1).then_some(())
+        }
+    })
+    .await
+    .expect("AuditService records the legacy series.ended");
+}
