@@ -198,13 +198,14 @@ impl Hub {
         kafka: &KafkaConfig,
     ) -> anyhow::Result<impl FnOnce(TaskContext) -> BoxFuture<'static, anyhow::Result<()>>> {
         let tasks = kafka.topic(Topic::TaskEvents);
-        let topics = Topic::ALL
+        // The topics that carry a change log, by their names in this installation.
+        let logs: Vec<(String, Log)> = Topic::ALL
             .into_iter()
-            .filter(|topic| Log::on(*topic).is_some())
-            .map(|topic| kafka.topic(topic))
+            .filter_map(|topic| Some((kafka.topic(topic), Log::on(topic)?)))
             .collect();
         let group = kafka.group_id(&format!("taskmesh-gateway-{}", uuid::Uuid::now_v7()));
         let consumer: StreamConsumer = kafka.consumer_config(&group).create()?;
+        let topics = logs.iter().map(|(name, _)| name.clone()).collect();
         let assignment = current_ends(kafka, topics).await?;
         consumer.assign(&assignment)?;
         tracing::info!(
@@ -212,19 +213,21 @@ impl Hub {
             "gateway consuming live events"
         );
         let kafka = kafka.clone();
-        Ok(move |ctx: TaskContext| self.run(consumer, tasks, kafka, ctx).boxed())
+        Ok(move |ctx: TaskContext| self.run(consumer, tasks, logs, kafka, ctx).boxed())
     }
 
     async fn run(
         self,
         consumer: StreamConsumer,
         tasks_topic: String,
+        logs: Vec<(String, Log)>,
         kafka: KafkaConfig,
         ctx: TaskContext,
     ) -> anyhow::Result<()> {
         // If forwarding ever stops (a panic), streams must not trust an idle hub any more.
         let _watchdog = Watchdog(self.clone());
-        self.forward(&consumer, &tasks_topic, &kafka, &ctx).await;
+        self.forward(&consumer, &tasks_topic, &logs, &kafka, &ctx)
+            .await;
         taskmesh_platform::consumer::close(consumer).await;
         Ok(())
     }
@@ -233,6 +236,7 @@ impl Hub {
         &self,
         consumer: &StreamConsumer,
         tasks_topic: &str,
+        logs: &[(String, Log)],
         kafka: &KafkaConfig,
         ctx: &TaskContext,
     ) {
@@ -279,12 +283,10 @@ impl Hub {
                     continue;
                 }
             };
-            // Only change-log events reach streams (not, e.g., a snoozed reminder), each in
-            // the log of its topic; a type this gateway does not know is skipped (a newer
-            // producer's: the stream shows it once the gateway is upgraded, by replay).
-            let Some(log) = catalogue::find(&event.event_type)
-                .filter(|kind| kind.change_log)
-                .and_then(|kind| Log::on(kind.topic))
+            let Some(log) = logs
+                .iter()
+                .find(|(name, _)| name == message.topic())
+                .map(|(_, log)| *log)
             else {
                 continue;
             };
@@ -292,8 +294,11 @@ impl Hub {
                 tracing::warn!(event_id = %event.id, "skipping an event without context");
                 continue;
             };
+            // Sequence 0: an event outside the change logs (e.g. a snoozed reminder). Any
+            // other reaches its owner's streams, also of a type this gateway does not know (a
+            // newer producer's): the stream's position moves past it without showing it, so
+            // it sees no gap.
             if context.sequence == 0 {
-                tracing::warn!(event_id = %event.id, "skipping a change-log event without a sequence");
                 continue;
             }
             // The event's trace reaches the live stream here: handed to its owner's streams.

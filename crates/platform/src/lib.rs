@@ -39,6 +39,7 @@ pub mod consumer;
 pub mod cursor;
 pub mod db;
 pub mod dlq;
+pub mod filter;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;

@@ -206,7 +206,8 @@ fn render(topics: &BTreeMap<String, Vec<EventDef>>) -> String {
         let _ = write!(
             out,
             "/// An event of `{topic}`, decoded by its CloudEvent type ([`TopicEvents::decode`]).\n\
-             #[derive(Clone, Debug, PartialEq)]\npub enum {enum_name} {{\n"
+             /// Variants hold the payloads as they decode (a consumer moves them on), unboxed.\n\
+             #[derive(Clone, Debug, PartialEq)]\n#[allow(clippy::large_enum_variant)]\npub enum {enum_name} {{\n"
         );
         for e in events {
             let _ = writeln!(

@@ -5,7 +5,8 @@
 //! - [`Topic`], the mesh's topics;
 //! - an [`Event`] impl per payload message, so a producer passes a typed payload and never
 //!   spells a type, a message name or a topic;
-//! - one enum per topic ([`TaskEvents`], [`Reminders`], [`TaskCommands`]) with
+//! - one enum per topic ([`TaskEvents`], [`Reminders`], [`TaskCommands`],
+//!   [`SeriesEvents`]) with
 //!   [`TopicEvents::decode`], so a consumer matches on typed variants: a consumer's `match` has
 //!   no `_` arm, and adding an event type is a compile error wherever a decision is owed;
 //! - [`EVENTS`], every kind as data (for AuditService's validation).
@@ -38,7 +39,7 @@ pub trait Event: prost::Message + Default + Clone + Send + Sync + 'static {
 }
 
 /// The events of one topic, as an enum with a variant per type (generated: [`TaskEvents`],
-/// [`Reminders`], [`TaskCommands`]).
+/// [`Reminders`], [`TaskCommands`], [`SeriesEvents`]).
 pub trait TopicEvents: Sized {
     /// The topic.
     const TOPIC: Topic;
@@ -195,7 +196,7 @@ mod tests {
         let decoded = TaskEvents::decode("dev.taskmesh.task.created.v1", &data)
             .expect("decodes")
             .expect("a task-events type");
-        assert_eq!(decoded, TaskEvents::TaskCreated(created.clone()));
+        assert_eq!(decoded, TaskEvents::TaskCreated(created));
         assert_eq!(decoded.event_type(), "dev.taskmesh.task.created.v1");
         assert_eq!(decoded.context().map(|c| c.sequence), Some(7));
         assert_eq!(

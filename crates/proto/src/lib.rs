@@ -15,11 +15,14 @@
 //! - [`FILE_DESCRIPTOR_SET`] — every file, for server reflection.
 //! - [`ERROR_DETAILS_DESCRIPTOR_SET`] — the error detail types, for server reflection.
 //! - [`catalogue`] — every CloudEvent type with its payload message and topic.
+//! - [`names`] — resource names (AIP-122) as types: `TaskName`, `TagName`, `ReminderName`,
+//!   `NotificationName`, `SeriesName`.
 //! - [`codec`] — the protobuf codec of every client and server (malformed input is
 //!   `INVALID_ARGUMENT`).
 
 pub mod catalogue;
 pub mod codec;
+pub mod names;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every taskmesh `.proto` file and its
 /// imports, with source info, for gRPC server reflection.

@@ -1,6 +1,6 @@
 //! AuditService (`taskmesh.audit.v1.AuditService`): the complete, immutable, queryable history
 //! of every change in the mesh. It consumes every topic (`task-events`, `reminders`,
-//! `task-commands`) and records each event once, by its `ce_id`, as an entry in its owner's
+//! `task-commands`, `series-events`) and records each event once, by its `ce_id`, as an entry in its owner's
 //! hash chain: who (actor), whose (user), what (type, resource, and for updates each changed
 //! field with its before and after values), when, from which request and trace.
 //!
@@ -100,7 +100,12 @@ impl AuditServer {
             retention::run(pool, retention, dedupe, ctx)
         });
         for topic in Topic::ALL {
-            let settings = ConsumerSettings::new(&consumer_name(topic), topic);
+            let mut settings = ConsumerSettings::new(&consumer_name(topic), topic);
+            // Series end rarely: one transaction at a time leaves the pool to the busy
+            // topics' consumers and the RPCs (README, Sizing).
+            if topic == Topic::SeriesEvents {
+                settings.max_in_flight = 1;
+            }
             let handler = events::AuditHandler::new(topic, self.kafka.topic(topic));
             let (pool, kafka) = (self.pool.clone(), self.kafka.clone());
             supervisor.spawn(&format!("{} consumer", topic.base_name()), |ctx| {

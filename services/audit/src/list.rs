@@ -6,7 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
-use taskmesh_platform::pages::PageTokens;
+use taskmesh_platform::{
+    filter::{Compiled, Field, Kind},
+    pages::PageTokens,
+};
 use uuid::Uuid;
 
 use crate::entries::{ENTRY_COLUMNS, EntryRow};
@@ -156,100 +159,39 @@ pub(crate) async fn activity(
     Ok(Ok(chain_page(rows, paging, "activity")))
 }
 
-/// A ListAuditEntries filter: a conjunction (`AND`) of `user = "…"`, `resource = "…"`,
-/// `event_type = "…"` and `event_time <op> "<RFC 3339>"` with `<`, `<=`, `>`, `>=`.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct Filter {
-    equal: Vec<(&'static str, String)>,
-    time: Vec<(&'static str, DateTime<Utc>)>,
-}
+/// Longest text value a filter compares, in characters.
+const MAX_TEXT_CHARS: usize = 1024;
 
-/// Parses a ListAuditEntries filter (AIP-160 subset): `field op "value"` terms joined by
-/// `AND`; a value is a double-quoted string in which `\"` and `\\` stand for `"` and `\`.
-pub(crate) fn filter(text: &str) -> Result<Filter, String> {
-    let mut filter = Filter::default();
-    let mut rest = text.trim();
-    while !rest.is_empty() {
-        let (field, op, value, after) = term(rest)?;
-        match (field, op) {
-            ("user", "=") => filter.equal.push(("user_id", value)),
-            ("resource", "=") => filter.equal.push(("resource", value)),
-            ("event_type", "=") => filter.equal.push(("event_type", value)),
-            ("event_time", op) if op != "=" => {
-                let time = DateTime::parse_from_rfc3339(&value)
-                    .map_err(|_| format!("{value:?} is not an RFC 3339 time"))?
-                    .with_timezone(&Utc);
-                filter.time.push((op, time));
-            }
-            ("user" | "resource" | "event_type", _) => {
-                return Err(format!("{field} supports only ="));
-            }
-            ("event_time", _) => return Err("event_time supports <, <=, > and >=".into()),
-            _ => {
-                return Err(format!(
-                    "unknown field {field:?}; use user, resource, event_type or event_time"
-                ));
-            }
-        }
-        rest = after.trim_start();
-        if rest.is_empty() {
-            break;
-        }
-        rest = rest
-            .strip_prefix("AND")
-            .filter(|r| r.starts_with(char::is_whitespace))
-            .ok_or_else(|| {
-                format!(
-                    "expected AND before {:?}",
-                    rest.chars().take(20).collect::<String>()
-                )
-            })?
-            .trim_start();
-        if rest.is_empty() {
-            return Err("a term must follow AND".into());
-        }
-    }
-    Ok(filter)
-}
-
-/// One `field op "value"` term at the start of `text`, and what follows it.
-fn term(text: &str) -> Result<(&str, &'static str, String, &str), String> {
-    let end = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(text.len());
-    let (field, rest) = text.split_at(end);
-    if field.is_empty() {
-        return Err(format!(
-            "expected a field name at {:?}",
-            text.chars().take(20).collect::<String>()
-        ));
-    }
-    let rest = rest.trim_start();
-    let op = ["<=", ">=", "<", ">", "="]
-        .into_iter()
-        .find(|op| rest.starts_with(op))
-        .ok_or_else(|| format!("expected an operator after {field}"))?;
-    let rest = rest[op.len()..].trim_start();
-    let mut chars = rest.char_indices();
-    if !matches!(chars.next(), Some((_, '"'))) {
-        return Err(format!("the value of {field} must be in double quotes"));
-    }
-    let mut value = String::new();
-    let mut escaped = false;
-    for (i, c) in chars {
-        match (escaped, c) {
-            (true, '"' | '\\') => {
-                value.push(c);
-                escaped = false;
-            }
-            (true, _) => return Err(format!("unknown escape \\{c} in the value of {field}")),
-            (false, '\\') => escaped = true,
-            (false, '"') => return Ok((field, op, value, &rest[i + 1..])),
-            (false, c) => value.push(c),
-        }
-    }
-    Err(format!("the value of {field} has no closing quote"))
-}
+/// The fields a ListAuditEntries filter may name (the language is
+/// [`taskmesh_platform::filter`], AIP-160, the same in every List).
+pub(crate) const FIELDS: &[Field] = &[
+    Field {
+        name: "user",
+        sql: "user_id",
+        kind: Kind::Text {
+            max_chars: MAX_TEXT_CHARS,
+        },
+    },
+    Field {
+        name: "resource",
+        sql: "resource",
+        kind: Kind::Text {
+            max_chars: MAX_TEXT_CHARS,
+        },
+    },
+    Field {
+        name: "event_type",
+        sql: "event_type",
+        kind: Kind::Text {
+            max_chars: MAX_TEXT_CHARS,
+        },
+    },
+    Field {
+        name: "event_time",
+        sql: "event_time",
+        kind: Kind::Timestamp { nullable: false },
+    },
+];
 
 /// The token of ListAuditEntries: the last row's sort key, and the filter and order it was
 /// made for.
@@ -266,7 +208,7 @@ struct QueryToken {
 pub(crate) async fn query(
     conn: &mut PgConnection,
     text: &str,
-    filter: &Filter,
+    filter: &Compiled,
     desc: bool,
     paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
@@ -284,14 +226,8 @@ pub(crate) async fn query(
         }
     };
     let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE true"));
-    for (column, value) in &filter.equal {
-        sql.push(format!(" AND {column} = "))
-            .push_bind(value.clone());
-    }
-    for (op, time) in &filter.time {
-        sql.push(format!(" AND event_time {op} ")).push_bind(*time);
-    }
+        QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE "));
+    filter.push(&mut sql);
     let (cmp, order) = if desc { ("<", "DESC") } else { (">", "ASC") };
     if let Some((time, id)) = after {
         sql.push(format!(" AND (event_time, id) {cmp} ("))
@@ -313,38 +249,56 @@ pub(crate) async fn query(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use taskmesh_platform::filter::{Bind, compile};
+
+    use super::FIELDS;
 
     #[test]
-    fn filters_parse_and_refuse_what_they_do_not_know() {
-        let parsed = filter(
+    fn filters_use_the_common_language_and_refuse_what_they_do_not_know() {
+        let (sql, binds) = compile(
             r#"user = "alice" AND event_type = "dev.taskmesh.task.updated.v1" AND event_time >= "2026-11-01T00:00:00Z""#,
+            FIELDS,
         )
-        .unwrap();
-        assert_eq!(parsed.equal.len(), 2);
-        assert_eq!(parsed.time.len(), 1);
-        assert_eq!(filter("").unwrap(), Filter::default());
-        // Quotes, operators and AND inside values; escapes.
-        let odd = filter(r#"user = "a>b AND \"c\"" AND resource="tasks/x""#).unwrap();
+        .unwrap()
+        .numbered(1);
         assert_eq!(
-            odd.equal,
-            [
-                ("user_id", r#"a>b AND "c""#.to_owned()),
-                ("resource", "tasks/x".to_owned())
-            ]
+            sql,
+            "(user_id = $1 AND event_type = $2 AND event_time >= $3)"
         );
-        for bad in [
-            r#"owner = "alice""#,
-            r#"user = alice"#,
-            r#"user > "alice""#,
-            r#"event_time = "2026-11-01T00:00:00Z""#,
-            r#"event_time < "yesterday""#,
-            "user",
-            r#"user = "alice" AND"#,
-            r#"user = "alice" OR user = "bob""#,
-            r#"user = "unterminated"#,
+        assert_eq!(binds[0], Bind::Text("alice".into()));
+        let (sql, binds) = compile(r#"user = "a>b AND \"c\"" resource="tasks/x""#, FIELDS)
+            .unwrap()
+            .numbered(1);
+        assert_eq!(sql, "(user_id = $1 AND resource = $2)");
+        assert_eq!(binds[0], Bind::Text(r#"a>b AND "c""#.into()));
+        let (sql, _) = compile(r#"user = "a" OR NOT resource = "b""#, FIELDS)
+            .unwrap()
+            .numbered(1);
+        assert_eq!(sql, "(user_id = $1 OR NOT (resource = $2))");
+        for (bad, message) in [
+            (
+                r#"title = "x""#,
+                "unknown field \"title\"; use user, resource, event_type, event_time",
+            ),
+            (
+                r#"user < "x""#,
+                "operator \"<\" is not supported for field \"user\"",
+            ),
+            (
+                r#"event_time < "yesterday""#,
+                "event_time must be an RFC 3339 timestamp such as 2024-05-01T09:00:00Z",
+            ),
+            (
+                r#"user = "x" AND"#,
+                "expected a field name at end of filter",
+            ),
+            (r#"user = "x"#, "unterminated string starting at position 8"),
         ] {
-            assert!(filter(bad).is_err(), "{bad}");
+            assert_eq!(
+                compile(bad, FIELDS).expect_err(bad).to_string(),
+                message,
+                "{bad}"
+            );
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use sqlx::PgPool;
 use taskmesh_platform::{auth::Caller, grpc::Violations, pages::PageTokens};
-use taskmesh_proto::audit::v1::{self as pb, audit_service_server::AuditService};
+use taskmesh_proto::{
+    audit::v1::{self as pb, audit_service_server::AuditService},
+    names::TaskName,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -16,8 +19,6 @@ use crate::{
 const DEFAULT_PAGE: i64 = 100;
 /// Most entries per page.
 const MAX_PAGE: i32 = 1000;
-/// Longest ListAuditEntries filter, in characters.
-const MAX_FILTER_CHARS: usize = 2000;
 
 /// The AuditService gRPC server state. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -78,14 +79,12 @@ impl AuditService for AuditServiceImpl {
         let mut v = Violations::new();
         let size = page_size(req.page_size, &mut v);
         // The canonical (lower-case) name, as events carry it.
-        let task = req
-            .task
-            .strip_prefix("tasks/")
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .map(|id| format!("tasks/{id}"));
-        let Some(task) = task else {
-            v.add("task", "must be tasks/{uuid}");
-            return Err(v.into_status());
+        let task = match TaskName::parse(&req.task) {
+            Ok(task) => task.to_string(),
+            Err(e) => {
+                v.add("task", e.to_string());
+                return Err(v.into_status());
+            }
         };
         v.check()?;
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
@@ -143,12 +142,6 @@ impl AuditService for AuditServiceImpl {
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = page_size(req.page_size, &mut v);
-        if req.filter.chars().count() > MAX_FILTER_CHARS {
-            v.add(
-                "filter",
-                format!("must be at most {MAX_FILTER_CHARS} characters"),
-            );
-        }
         let desc = match req.order_by.trim() {
             "" | "event_time" | "event_time asc" => false,
             "event_time desc" => true,
@@ -157,11 +150,12 @@ impl AuditService for AuditServiceImpl {
                 false
             }
         };
-        let filter = list::filter(&req.filter).unwrap_or_else(|problem| {
-            v.add("filter", problem);
-            list::Filter::default()
-        });
-        v.check()?;
+        let filter = taskmesh_platform::filter::compile(&req.filter, list::FIELDS)
+            .map_err(|e| v.add("filter", e.to_string()))
+            .ok();
+        let (Some(filter), true) = (filter, v.is_empty()) else {
+            return Err(v.into_status());
+        };
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
         let found = list::query(
             &mut conn,

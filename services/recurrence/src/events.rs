@@ -27,10 +27,12 @@ use taskmesh_domain::{
 use taskmesh_platform::{
     cloudevents::CloudEvent,
     consumer::{HandleError, Handler, database, decode, reject},
+    grpc::echo,
 };
 use taskmesh_proto::{
     catalogue::TaskEvents,
     events::v1 as ev,
+    names::{SeriesName, TaskName},
     task::v1::{self as task_pb, recurrence::Anchor as PbAnchor, task::State},
 };
 use uuid::Uuid;
@@ -97,8 +99,9 @@ impl Handler for TaskEventHandler {
         let Some((kind, task, user)) = read(event)? else {
             return Ok(());
         };
-        let id = series::id_in(&task.name, "tasks/")
-            .ok_or_else(|| reject(format!("{:?} is not tasks/{{uuid}}", task.name)))?;
+        let id = TaskName::parse(&task.name)
+            .map_err(|e| reject(format!("{}: {e}", echo(&task.name))))?
+            .id();
         let outbox = Outbox {
             topic_prefix: &self.topic_prefix,
             user: &user,
@@ -109,7 +112,7 @@ impl Handler for TaskEventHandler {
             Kind::Updated(Some(before), _) if task.recurrence.is_none() => {
                 let series = before
                     .as_ref()
-                    .and_then(|r| series::id_in(&r.series, "series/"));
+                    .and_then(|r| SeriesName::parse(&r.series).ok().map(SeriesName::id));
                 if let Some(series) = series {
                     rule_removed(tx, &outbox, series, id)
                         .await
@@ -134,9 +137,12 @@ async fn tracked(
     let Some(recurrence) = task.recurrence.as_ref() else {
         return Ok(());
     };
-    let series_id = series::id_in(&recurrence.series, "series/")
-        .ok_or_else(|| reject(format!("{:?} is not series/{{uuid}}", recurrence.series)))?;
-    let previous = series::id_in(&recurrence.previous_task, "tasks/");
+    let series_id = SeriesName::parse(&recurrence.series)
+        .map_err(|e| reject(format!("{}: {e}", echo(&recurrence.series))))?
+        .id();
+    let previous = TaskName::parse(&recurrence.previous_task)
+        .ok()
+        .map(TaskName::id);
     let tracked = series::track(tx, outbox.user, series_id, id, previous, time)
         .await
         .map_err(database)?;
@@ -289,7 +295,9 @@ pub(crate) async fn move_on(
     occurrence: &OccurrenceRow,
     done: DateTime<Utc>,
 ) -> Result<(), HandleError> {
-    let id = series::id_in(&task.name, "tasks/").ok_or_else(|| reject("bad task name"))?;
+    let id = TaskName::parse(&task.name)
+        .map_err(|e| reject(format!("{}: {e}", echo(&task.name))))?
+        .id();
     let (due, next) = next_after(task, occurrence, done).await.map_err(reject)?;
     let next = next.map_err(|error| reject(format!("{}: {error}", task.name)))?;
     match next {

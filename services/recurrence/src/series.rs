@@ -11,6 +11,7 @@ use taskmesh_platform::changelog::{self, Published, Writer};
 use taskmesh_proto::{
     catalogue::Event,
     events::v1::{self as ev, series_ended::Reason},
+    names::{SeriesName, TaskName},
     recurrence::v1::{self as pb, series::EndReason as PbEndReason},
     task::v1 as task_pb,
 };
@@ -24,22 +25,6 @@ const REQUEST_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b8e_4a0d_4c55_9a57_3d1e_
 /// A deterministic `request_id` for `what` (e.g. `series/{id}/occurrences/{time}`).
 pub(crate) fn request_id(what: &str) -> String {
     Uuid::new_v5(&REQUEST_NAMESPACE, what.as_bytes()).to_string()
-}
-
-/// `series/{id}`.
-pub(crate) fn series_name(id: Uuid) -> String {
-    format!("series/{id}")
-}
-
-/// `tasks/{id}`.
-pub(crate) fn task_name(id: Uuid) -> String {
-    format!("tasks/{id}")
-}
-
-/// The UUID in `name` after `prefix` (`tasks/`, `series/`).
-pub(crate) fn id_in(name: &str, prefix: &str) -> Option<Uuid> {
-    name.strip_prefix(prefix)
-        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// Why a series ended, as stored (`SeriesEnded.Reason` numbers).
@@ -90,17 +75,17 @@ impl SeriesRow {
             _ => PbEndReason::Unspecified,
         };
         pb::Series {
-            name: series_name(self.id),
+            name: SeriesName(self.id).to_string(),
             current_task: if self.ended() {
                 String::new()
             } else {
-                task_name(self.current_task)
+                TaskName(self.current_task).to_string()
             },
             occurrence_count: self.occurrence_count,
             ended: self.ended(),
             end_time: self.end_time.map(timestamp),
             end_reason: end_reason as i32,
-            last_task: task_name(self.current_task),
+            last_task: TaskName(self.current_task).to_string(),
         }
     }
 }
@@ -429,7 +414,7 @@ impl Outbox<'_> {
     ) -> Result<String, sqlx::Error> {
         let request_id = request_id(&format!(
             "{}/successor-of/{}",
-            series_name(series),
+            SeriesName(series),
             current.name
         ));
         let task = occurrence::next_task(current, current_due, next);
@@ -453,7 +438,7 @@ impl Outbox<'_> {
         task: Uuid,
         exdate: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let name = task_name(task);
+        let name = TaskName(task).to_string();
         let at = timestamp(exdate);
         let id = request_id(&format!("{name}/exdates/{}.{:09}", at.seconds, at.nanos));
         let subject = name.clone();
@@ -476,7 +461,7 @@ impl Outbox<'_> {
         tx: &mut PgConnection,
         task: Uuid,
     ) -> Result<(), sqlx::Error> {
-        let name = task_name(task);
+        let name = TaskName(task).to_string();
         let id = request_id(&format!("{name}/end-series"));
         let subject = name.clone();
         self.send(
@@ -497,7 +482,7 @@ impl Outbox<'_> {
         tx: &mut PgConnection,
         task: Uuid,
     ) -> Result<(), sqlx::Error> {
-        let name = task_name(task);
+        let name = TaskName(task).to_string();
         let id = request_id(&format!("{name}/delete"));
         let subject = name.clone();
         self.send(
@@ -534,8 +519,8 @@ impl Outbox<'_> {
         .await?;
         series.end_time = Some(self.now);
         series.end_reason = Some(reason as i16);
-        let name = series_name(series.id);
-        let last_task = task_name(series.current_task);
+        let name = SeriesName(series.id).to_string();
+        let last_task = TaskName(series.current_task).to_string();
         let id = request_id(&format!("{name}/ended"));
         let subject = name.clone();
         self.send(

@@ -13,6 +13,7 @@ use taskmesh_platform::{
     requests,
 };
 use taskmesh_proto::{
+    names::{SeriesName, TaskName},
     recurrence::v1::{
         self as pb, delete_occurrences_request::Scope, recurrence_service_server::RecurrenceService,
     },
@@ -53,8 +54,9 @@ impl RecurrenceServiceImpl {
         request: &Request<T>,
         name: &str,
     ) -> Result<(task_pb::Task, Uuid), RecurrenceError> {
-        let id = series::id_in(name, "tasks/")
-            .ok_or_else(|| RecurrenceError::Invalid(violation("task", "must be tasks/{uuid}")))?;
+        let id = TaskName::parse(name)
+            .map_err(|e| RecurrenceError::Invalid(violation("task", &e.to_string())))?
+            .id();
         let mut read = Request::new(task_pb::GetTaskRequest {
             name: name.to_owned(),
         });
@@ -155,8 +157,8 @@ fn violation(field: &str, description: &str) -> Violations {
 /// Checks a `task` name and a `request_id`.
 fn check_task_request(task: &str, request_id: &str) -> Result<(), Status> {
     let mut v = Violations::new();
-    if series::id_in(task, "tasks/").is_none() {
-        v.add("task", "must be tasks/{uuid}");
+    if let Err(e) = TaskName::parse(task) {
+        v.add("task", e.to_string());
     }
     requests::validate(request_id, &mut v);
     v.check()
@@ -176,9 +178,12 @@ async fn series_of(
             RecurrenceError::FailedPrecondition(format!("{} does not recur", task.name))
         });
     };
-    let series_id = series::id_in(&recurrence.series, "series/")
-        .ok_or_else(|| RecurrenceError::NotFound(recurrence.series.clone()))?;
-    let previous = series::id_in(&recurrence.previous_task, "tasks/");
+    let series_id = SeriesName::parse(&recurrence.series)
+        .map_err(|_| RecurrenceError::NotFound(recurrence.series.clone()))?
+        .id();
+    let previous = TaskName::parse(&recurrence.previous_task)
+        .ok()
+        .map(TaskName::id);
     series::track(
         tx,
         &caller.user,
@@ -402,8 +407,8 @@ impl RecurrenceService for RecurrenceServiceImpl {
                 "scope",
                 "must be SCOPE_THIS_TASK or SCOPE_THIS_AND_FOLLOWING",
             );
-            if series::id_in(&req.task, "tasks/").is_none() {
-                v.add("task", "must be tasks/{uuid}");
+            if let Err(e) = TaskName::parse(&req.task) {
+                v.add("task", e.to_string());
             }
             return Err(v.into_status());
         }
@@ -422,8 +427,9 @@ impl RecurrenceService for RecurrenceServiceImpl {
     ) -> Result<Response<pb::GetSeriesResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let name = &request.get_ref().name;
-        let id = series::id_in(name, "series/")
-            .ok_or_else(|| invalid_argument("name", "must be series/{uuid}"))?;
+        let id = SeriesName::parse(name)
+            .map_err(|e| invalid_argument("name", &e.to_string()))?
+            .id();
         let mut conn = self.pool.acquire().await.map_err(RecurrenceError::from)?;
         let series = series::get(&mut conn, &caller.user, id)
             .await

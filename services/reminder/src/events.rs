@@ -28,9 +28,11 @@ use taskmesh_domain::{DueKind, DueValue, fire_time};
 use taskmesh_platform::{
     cloudevents::CloudEvent,
     consumer::{HandleError, Handler, database, decode, reject},
+    grpc::echo,
 };
 use taskmesh_proto::{
     catalogue::TaskEvents,
+    names::TaskName,
     task::v1::{self as task_pb, task::State as TaskState},
 };
 use uuid::Uuid;
@@ -93,11 +95,9 @@ impl Handler for TaskEventHandler {
             let Some((task, deleted, user)) = task_of(event).map_err(|e| (i, e))? else {
                 continue;
             };
-            let id = task
-                .name
-                .strip_prefix("tasks/")
-                .and_then(|id| Uuid::parse_str(id).ok())
-                .ok_or_else(|| (i, reject(format!("{:?} is not tasks/{{uuid}}", task.name))))?;
+            let id = TaskName::parse(&task.name)
+                .map_err(|e| (i, reject(format!("{}: {e}", echo(&task.name)))))?
+                .id();
             changes.push(TaskChange {
                 id,
                 user,

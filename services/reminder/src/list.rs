@@ -2,77 +2,66 @@
 //! (AIP-158). A page token is base64url JSON of the last row's sort key and the filter it was
 //! made for; a token used with another filter is `INVALID_ARGUMENT`.
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
-use taskmesh_platform::{changelog, grpc::Violations, pages::PageTokens};
-use taskmesh_proto::reminder::v1 as pb;
+use taskmesh_platform::{
+    changelog,
+    filter::{self, Field, Kind},
+    grpc::Violations,
+    pages::PageTokens,
+};
+use taskmesh_proto::{
+    names::{TaskName, UuidName as _},
+    reminder::v1 as pb,
+};
 use uuid::Uuid;
 
 use crate::{
     error::ReminderError,
-    model::{
-        NOTIFICATION_COLUMNS, NotificationRow, REMINDER_COLUMNS, ReminderRow, TASKS, state,
-        state_of_name,
-    },
+    model::{NOTIFICATION_COLUMNS, NotificationRow, REMINDER_COLUMNS, ReminderRow, state},
 };
 
-/// A ListReminders filter: a conjunction (`AND`) of `state = <STATE>`, `task = "tasks/{id}"`
-/// and `fire_time <op> "<RFC 3339>"` with `<`, `<=`, `>`, `>=`.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct ReminderFilter {
-    states: Vec<i16>,
-    task: Option<Uuid>,
-    fire_time: Vec<(&'static str, DateTime<Utc>)>,
-}
+/// The fields a ListReminders filter may name (the language is
+/// [`taskmesh_platform::filter`], AIP-160, the same in every List). An empty filter means
+/// `state = SCHEDULED OR state = SNOOZED` (what is still to come).
+pub(crate) const REMINDER_FIELDS: &[Field] = &[
+    Field {
+        name: "state",
+        sql: "r.state",
+        kind: Kind::Enum {
+            prefix: "STATE_",
+            values: &[
+                ("SCHEDULED", state::SCHEDULED),
+                ("FIRED", state::FIRED),
+                ("SNOOZED", state::SNOOZED),
+                ("DISMISSED", state::DISMISSED),
+                ("CANCELLED", state::CANCELLED),
+            ],
+            ordered: false,
+        },
+    },
+    Field {
+        name: "task",
+        sql: "r.task_id",
+        kind: Kind::Name {
+            parse: TaskName::parse_id,
+            pattern: TaskName::PATTERN,
+        },
+    },
+    Field {
+        name: "fire_time",
+        sql: "r.fire_at",
+        kind: Kind::Timestamp { nullable: false },
+    },
+];
 
-/// Parses a ListReminders filter; a problem is a `filter` field violation.
-pub(crate) fn reminder_filter(text: &str) -> Result<ReminderFilter, String> {
-    let mut filter = ReminderFilter::default();
-    let text = text.trim();
-    if text.is_empty() {
-        filter.states = vec![state::SCHEDULED, state::SNOOZED];
-        return Ok(filter);
-    }
-    for term in text.split(" AND ") {
-        let term = term.trim();
-        let (field, op, value) = ["<=", ">=", "<", ">", "="]
-            .iter()
-            .find_map(|op| term.split_once(op).map(|(f, v)| (f.trim(), *op, v.trim())))
-            .ok_or_else(|| format!("{term:?} is not `field op value`"))?;
-        let quoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
-        match (field, op) {
-            ("state", "=") => {
-                let state = state_of_name(value).ok_or_else(|| {
-                    format!("unknown state {value:?}; use SCHEDULED, FIRED, SNOOZED, DISMISSED or CANCELLED")
-                })?;
-                if !filter.states.is_empty() {
-                    return Err("state may appear once".into());
-                }
-                filter.states.push(state);
-            }
-            ("task", "=") => {
-                let id = quoted
-                    .and_then(|v| v.strip_prefix(TASKS))
-                    .and_then(|id| Uuid::parse_str(id).ok())
-                    .ok_or("task must be a quoted \"tasks/{uuid}\"")?;
-                filter.task = Some(id);
-            }
-            ("fire_time", "<" | "<=" | ">" | ">=") => {
-                let time = quoted
-                    .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                    .ok_or("fire_time needs a quoted RFC 3339 time")?;
-                filter.fire_time.push((op, time.with_timezone(&Utc)));
-            }
-            _ => {
-                return Err(format!(
-                    "unsupported term {term:?}; use state = <STATE>, task = \"tasks/{{id}}\", fire_time < \"<RFC 3339>\" joined by AND"
-                ));
-            }
-        }
-    }
-    Ok(filter)
-}
+/// The fields a ListNotifications filter may name: `unread` (`true` or `false`).
+pub(crate) const NOTIFICATION_FIELDS: &[Field] = &[Field {
+    name: "unread",
+    sql: "(read_time IS NULL)",
+    kind: Kind::Bool,
+}];
 
 #[derive(Serialize, Deserialize)]
 struct ReminderToken {
@@ -82,19 +71,6 @@ struct ReminderToken {
     r: String,
     /// The filter the token was made for.
     q: String,
-}
-
-/// Longest List filter, in characters.
-const MAX_FILTER_CHARS: usize = 2000;
-
-/// A violation of `filter` when it is longer than [`MAX_FILTER_CHARS`].
-fn check_filter_length(filter_text: &str, v: &mut Violations) {
-    if filter_text.chars().count() > MAX_FILTER_CHARS {
-        v.add(
-            "filter",
-            format!("must be at most {MAX_FILTER_CHARS} characters"),
-        );
-    }
 }
 
 /// One page of `user`'s reminders, soonest first.
@@ -107,11 +83,9 @@ pub(crate) async fn reminders(
     page_token: &str,
 ) -> Result<(Vec<pb::ScheduledReminder>, String), ReminderError> {
     let mut v = Violations::new();
-    check_filter_length(filter_text, &mut v);
-    let filter = reminder_filter(filter_text).unwrap_or_else(|problem| {
-        v.add("filter", problem);
-        ReminderFilter::default()
-    });
+    let filter = filter::compile(filter_text, REMINDER_FIELDS)
+        .map_err(|e| v.add("filter", e.to_string()))
+        .ok();
     let after = if page_token.is_empty() {
         None
     } else {
@@ -123,24 +97,20 @@ pub(crate) async fn reminders(
             }
         }
     };
-    if !v.is_empty() {
+    let (Some(filter), true) = (filter, v.is_empty()) else {
         return Err(v.into());
-    }
+    };
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT {REMINDER_COLUMNS} FROM reminders r JOIN tasks t ON t.id = r.task_id WHERE r.user_id = "
     ));
-    query.push_bind(user);
-    if !filter.states.is_empty() {
+    query.push_bind(user).push(" AND ");
+    if filter_text.trim().is_empty() {
         query
-            .push(" AND r.state = ANY(")
-            .push_bind(filter.states.clone())
+            .push("r.state = ANY(")
+            .push_bind(vec![state::SCHEDULED, state::SNOOZED])
             .push(")");
-    }
-    if let Some(task) = filter.task {
-        query.push(" AND r.task_id = ").push_bind(task);
-    }
-    for (op, time) in &filter.fire_time {
-        query.push(format!(" AND r.fire_at {op} ")).push_bind(*time);
+    } else {
+        filter.push(&mut query);
     }
     if let Some(token) = &after {
         let fire_at = DateTime::from_timestamp_micros(token.f).unwrap_or_default();
@@ -192,23 +162,9 @@ pub(crate) async fn notifications(
     page_token: &str,
 ) -> Result<(Vec<pb::Notification>, String, i64), ReminderError> {
     let mut v = Violations::new();
-    check_filter_length(filter_text, &mut v);
-    let unread = match filter_text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] => None,
-        ["unread", "=", "true"] => Some(true),
-        ["unread", "=", "false"] => Some(false),
-        _ => {
-            v.add(
-                "filter",
-                "must be empty, `unread = true` or `unread = false`",
-            );
-            None
-        }
-    };
+    let filter = filter::compile(filter_text, NOTIFICATION_FIELDS)
+        .map_err(|e| v.add("filter", e.to_string()))
+        .ok();
     let after = if page_token.is_empty() {
         None
     } else {
@@ -220,22 +176,14 @@ pub(crate) async fn notifications(
             }
         }
     };
-    if !v.is_empty() {
+    let (Some(filter), true) = (filter, v.is_empty()) else {
         return Err(v.into());
-    }
+    };
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = "
     ));
-    query.push_bind(user);
-    match unread {
-        Some(true) => {
-            query.push(" AND read_time IS NULL");
-        }
-        Some(false) => {
-            query.push(" AND read_time IS NOT NULL");
-        }
-        None => {}
-    }
+    query.push_bind(user).push(" AND ");
+    filter.push(&mut query);
     if let Some(token) = &after {
         let time = DateTime::from_timestamp_micros(token.c).unwrap_or_default();
         query
@@ -277,35 +225,60 @@ pub(crate) async fn notifications(
 mod tests {
     use super::*;
 
+    fn sql(filter: &str, fields: &[Field]) -> (String, Vec<filter::Bind>) {
+        filter::compile(filter, fields)
+            .unwrap_or_else(|e| panic!("{filter:?}: {e}"))
+            .numbered(1)
+    }
+
     #[test]
-    fn parses_the_reminder_filter_subset() {
+    fn reminder_filters_use_the_common_language() {
         let task = Uuid::now_v7();
-        let filter = reminder_filter(&format!(
-            "state = FIRED AND task = \"tasks/{task}\" AND fire_time < \"2026-11-23T09:00:00Z\""
-        ))
-        .unwrap();
-        assert_eq!(filter.states, vec![state::FIRED]);
-        assert_eq!(filter.task, Some(task));
-        assert_eq!(filter.fire_time.len(), 1);
-        assert_eq!(filter.fire_time[0].0, "<");
+        let (text, binds) = sql(
+            &format!(
+                "state = FIRED AND task = \"tasks/{task}\" AND fire_time < \"2026-11-23T09:00:00Z\""
+            ),
+            REMINDER_FIELDS,
+        );
+        assert_eq!(text, "(r.state = $1 AND r.task_id = $2 AND r.fire_at < $3)");
+        assert_eq!(binds[0], filter::Bind::Small(state::FIRED));
+        assert_eq!(binds[1], filter::Bind::Uuid(task));
+        let (text, _) = sql("state = FIRED OR -state = STATE_CANCELLED", REMINDER_FIELDS);
+        assert_eq!(text, "(r.state = $1 OR NOT (r.state = $2))");
         assert_eq!(
-            reminder_filter("").unwrap().states,
-            vec![state::SCHEDULED, state::SNOOZED]
+            sql("unread = true", NOTIFICATION_FIELDS).0,
+            "(read_time IS NULL) = $1"
         );
     }
 
     #[test]
-    fn rejects_what_it_does_not_know() {
-        for bad in [
-            "state = LATE",
-            "task = tasks/x",
-            "fire_time < tomorrow",
-            "title = \"x\"",
-            "state",
-            "state = FIRED AND state = SCHEDULED",
-            "state = FIRED OR state = SCHEDULED",
+    fn reminder_filters_refuse_what_they_do_not_know() {
+        for (bad, message) in [
+            (
+                "state = LATE",
+                "state must be one of SCHEDULED, FIRED, SNOOZED, DISMISSED, CANCELLED",
+            ),
+            ("task = tasks/x", "task must be a name tasks/{uuid}"),
+            (
+                "fire_time < tomorrow",
+                "fire_time must be an RFC 3339 timestamp such as 2024-05-01T09:00:00Z",
+            ),
+            (
+                "title = \"x\"",
+                "unknown field \"title\"; use state, task, fire_time",
+            ),
+            (
+                "state",
+                "expected an operator after \"state\" at end of filter",
+            ),
+            (
+                "unread = yes",
+                "unknown field \"unread\"; use state, task, fire_time",
+            ),
         ] {
-            assert!(reminder_filter(bad).is_err(), "{bad}");
+            let error = filter::compile(bad, REMINDER_FIELDS).expect_err(bad);
+            assert_eq!(error.to_string(), message, "{bad}");
         }
+        assert!(filter::compile("unread = maybe", NOTIFICATION_FIELDS).is_err());
     }
 }

@@ -3,13 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use taskmesh_domain::timestamp;
-use taskmesh_proto::reminder::v1::{self as pb, notification::Kind, scheduled_reminder::State};
+use taskmesh_proto::names::{NotificationName, ReminderName, TaskName};
+use taskmesh_proto::reminder::v1::{self as pb, notification::Kind};
 use uuid::Uuid;
-
-/// Resource-name prefix of tasks.
-pub(crate) const TASKS: &str = "tasks/";
-/// Resource-name prefix of notifications.
-pub(crate) const NOTIFICATIONS: &str = "notifications/";
 
 /// Reminder states as stored (`ScheduledReminder.State` values).
 pub(crate) mod state {
@@ -18,23 +14,6 @@ pub(crate) mod state {
     pub(crate) const SNOOZED: i16 = 3;
     pub(crate) const DISMISSED: i16 = 4;
     pub(crate) const CANCELLED: i16 = 5;
-}
-
-/// The name of a task's reminder, `tasks/{task}/reminders/{reminder}`.
-pub(crate) fn reminder_name(task: Uuid, reminder: &str) -> String {
-    format!("{TASKS}{task}/reminders/{reminder}")
-}
-
-/// Parses `tasks/{uuid}/reminders/{id}`.
-pub(crate) fn parse_reminder_name(name: &str) -> Option<(Uuid, &str)> {
-    let rest = name.strip_prefix(TASKS)?;
-    let (task, reminder) = rest.split_once("/reminders/")?;
-    let valid = !reminder.is_empty()
-        && reminder.len() <= 64
-        && reminder
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    Some((Uuid::parse_str(task).ok()?, reminder)).filter(|_| valid)
 }
 
 /// Microseconds as a protobuf duration.
@@ -67,8 +46,8 @@ impl ReminderRow {
     /// The protobuf resource.
     pub(crate) fn to_proto(&self) -> pb::ScheduledReminder {
         pb::ScheduledReminder {
-            name: reminder_name(self.task_id, &self.reminder_id),
-            task: format!("{TASKS}{}", self.task_id),
+            name: ReminderName::new(self.task_id, &self.reminder_id).to_string(),
+            task: TaskName(self.task_id).to_string(),
             task_title: self.title.clone(),
             fire_time: Some(timestamp(self.fire_at)),
             state: i32::from(self.state),
@@ -100,13 +79,13 @@ impl NotificationRow {
     /// The protobuf resource.
     pub(crate) fn to_proto(&self) -> pb::Notification {
         pb::Notification {
-            name: format!("{NOTIFICATIONS}{}", self.id),
+            name: NotificationName(self.id).to_string(),
             kind: i32::from(self.kind),
-            task: format!("{TASKS}{}", self.task_id),
+            task: TaskName(self.task_id).to_string(),
             reminder: if self.reminder_id.is_empty() {
                 String::new()
             } else {
-                reminder_name(self.task_id, &self.reminder_id)
+                ReminderName::new(self.task_id, &self.reminder_id).to_string()
             },
             title: self.title.clone(),
             body: self.body.clone(),
@@ -122,31 +101,11 @@ pub(crate) const KIND_REMINDER: i16 = Kind::Reminder as i16;
 /// Stored kind values.
 pub(crate) const KIND_OVERDUE: i16 = Kind::Overdue as i16;
 
-/// The state name used in filters, e.g. `SCHEDULED`.
-pub(crate) fn state_of_name(name: &str) -> Option<i16> {
-    let state = State::from_str_name(&format!("STATE_{name}"))?;
-    (state != State::Unspecified).then_some(state as i16)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use taskmesh_proto::reminder::v1::scheduled_reminder::State;
 
-    #[test]
-    fn reminder_names_round_trip_and_reject_garbage() {
-        let task = Uuid::now_v7();
-        let name = reminder_name(task, "before-1");
-        assert_eq!(parse_reminder_name(&name), Some((task, "before-1")));
-        for bad in [
-            "tasks/x/reminders/a",
-            &format!("tasks/{task}/reminders/"),
-            &format!("tasks/{task}/reminders/A"),
-            &format!("tasks/{task}"),
-            "",
-        ] {
-            assert_eq!(parse_reminder_name(bad), None, "{bad}");
-        }
-    }
+    use super::*;
 
     #[test]
     fn micros_are_split_into_seconds_and_nanos() {
@@ -157,7 +116,6 @@ mod tests {
                 nanos: 500_000_000
             }
         );
-        assert_eq!(state_of_name("SNOOZED"), Some(state::SNOOZED));
         for (stored, wire) in [
             (state::SCHEDULED, State::Scheduled),
             (state::FIRED, State::Fired),
@@ -167,7 +125,5 @@ mod tests {
         ] {
             assert_eq!(i32::from(stored), wire as i32);
         }
-        assert_eq!(state_of_name("UNSPECIFIED"), None);
-        assert_eq!(state_of_name("nope"), None);
     }
 }

@@ -23,13 +23,13 @@ use taskmesh_domain::timestamp;
 use taskmesh_platform::changelog::{self, Change, Writer};
 use taskmesh_platform::runtime::{Backoff, TaskContext};
 use taskmesh_proto::events::v1 as ev;
+use taskmesh_proto::names::{ReminderName, TaskName};
 use uuid::Uuid;
 
 use crate::{
     LOG,
     model::{
-        KIND_OVERDUE, KIND_REMINDER, NotificationRow, REMINDER_COLUMNS, ReminderRow, TASKS, micros,
-        reminder_name, state,
+        KIND_OVERDUE, KIND_REMINDER, NotificationRow, REMINDER_COLUMNS, ReminderRow, micros, state,
     },
 };
 
@@ -222,7 +222,10 @@ impl Scheduler {
             notifications.push((&row.user_id, notification));
             changes.push((
                 self.writer(&row.user_id),
-                Change::new(reminder_name(row.task_id, &row.reminder_id), payload),
+                Change::new(
+                    ReminderName::new(row.task_id, &row.reminder_id).to_string(),
+                    payload,
+                ),
             ));
         }
         Ok(())
@@ -262,7 +265,7 @@ impl Scheduler {
             );
             let payload = ev::TaskOverdue {
                 context: None,
-                task: format!("{TASKS}{}", task.id),
+                task: TaskName(task.id).to_string(),
                 due_time: Some(timestamp(task.due_at)),
                 lateness: Some(micros(lateness_us)),
                 notification: Some(notification.to_proto()),
@@ -270,7 +273,7 @@ impl Scheduler {
             notifications.push((&task.user_id, notification));
             changes.push((
                 self.writer(&task.user_id),
-                Change::new(format!("{TASKS}{}", task.id), payload),
+                Change::new(TaskName(task.id).to_string(), payload),
             ));
         }
         Ok(())

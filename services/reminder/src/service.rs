@@ -14,6 +14,7 @@ use taskmesh_platform::{
 };
 use taskmesh_proto::{
     events::v1 as ev,
+    names::{NotificationName, ReminderName},
     reminder::v1::{self as pb, reminder_service_server::ReminderService},
 };
 use tonic::{Request, Response, Status};
@@ -23,10 +24,7 @@ use crate::{
     LOG,
     error::ReminderError,
     list,
-    model::{
-        NOTIFICATION_COLUMNS, NOTIFICATIONS, NotificationRow, REMINDER_COLUMNS, ReminderRow,
-        parse_reminder_name, reminder_name, state,
-    },
+    model::{NOTIFICATION_COLUMNS, NotificationRow, REMINDER_COLUMNS, ReminderRow, state},
     scheduler::WAKE_CHANNEL,
 };
 
@@ -76,9 +74,9 @@ fn page_size(size: i32, default: i64, v: &mut Violations) -> i64 {
 }
 
 fn reminder_key(name: &str) -> Result<(Uuid, String), Status> {
-    parse_reminder_name(name)
-        .map(|(task, id)| (task, id.to_owned()))
-        .ok_or_else(|| invalid_argument("name", "must be tasks/{uuid}/reminders/{id}"))
+    ReminderName::parse(name)
+        .map(|name| (name.task.id(), name.reminder))
+        .map_err(|e| invalid_argument("name", &e.to_string()))
 }
 
 /// The caller's reminder, locked for the transaction; another user's is `NOT_FOUND`.
@@ -97,7 +95,7 @@ async fn lock_reminder(
     .bind(user)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ReminderError::NotFound(reminder_name(task, id)))
+    .ok_or_else(|| ReminderError::NotFound(ReminderName::new(task, id).to_string()))
 }
 
 /// Sets a reminder's state (and fire time) and returns it.
@@ -130,7 +128,7 @@ async fn record_read(
 ) -> Result<(), sqlx::Error> {
     let subject = match names.as_slice() {
         [one] => one.clone(),
-        _ => NOTIFICATIONS.trim_end_matches('/').to_owned(),
+        _ => NotificationName::PREFIX.trim_end_matches('/').to_owned(),
     };
     let change = Change::new(
         subject,
@@ -189,13 +187,13 @@ impl ReminderService for ReminderServiceImpl {
             }
         };
         requests::validate(&req.request_id, &mut v);
-        let key = parse_reminder_name(&req.name);
-        if key.is_none() {
-            v.add("name", "must be tasks/{uuid}/reminders/{id}");
-        }
-        let (Some((task, id)), true) = (key, v.is_empty()) else {
+        let key = ReminderName::parse(&req.name)
+            .inspect_err(|e| v.add("name", e.to_string()))
+            .ok();
+        let (Some(ReminderName { task, reminder: id }), true) = (key, v.is_empty()) else {
             return Err(v.into_status());
         };
+        let (task, id) = (task.id(), id.as_str());
         let method = "SnoozeReminder";
         let mut tx = self.pool.begin().await.map_err(ReminderError::from)?;
         if let Some(done) = requests::claim(&mut tx, &caller.user, method, &req.request_id)
@@ -324,10 +322,9 @@ impl ReminderService for ReminderServiceImpl {
     ) -> Result<Response<pb::MarkNotificationReadResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let name = request.into_inner().name;
-        let id = name
-            .strip_prefix(NOTIFICATIONS)
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| invalid_argument("name", "must be notifications/{uuid}"))?;
+        let id = NotificationName::parse(&name)
+            .map_err(|e| invalid_argument("name", &e.to_string()))?
+            .id();
         let mut tx = self.pool.begin().await.map_err(ReminderError::from)?;
         changelog::lock_user(&mut tx, &caller.user)
             .await
@@ -388,7 +385,7 @@ impl ReminderService for ReminderServiceImpl {
         if !ids.is_empty() {
             let names = ids
                 .iter()
-                .map(|id| format!("{NOTIFICATIONS}{id}"))
+                .map(|id| NotificationName(*id).to_string())
                 .collect();
             record_read(&mut tx, &self.writer(&caller, ""), names, now)
                 .await

@@ -11,18 +11,18 @@ use sqlx::PgConnection;
 use taskmesh_platform::{
     cloudevents::CloudEvent,
     consumer::{HandleError, Handler, decode, reject},
-    grpc::Violations,
+    grpc::{Violations, echo},
 };
 use taskmesh_proto::{
     catalogue::{Event as _, TaskCommands},
     events::v1::{ChangeContext, SeriesEnded},
+    names::{SeriesName, TaskName, UuidName},
 };
 use uuid::Uuid;
 
 use crate::{
     changes::Writer,
     error::TaskError,
-    model::TASKS,
     tasks::{self, Lineage},
     validate,
 };
@@ -50,10 +50,9 @@ fn context(context: Option<ChangeContext>) -> Result<ChangeContext, HandleError>
     Ok(context)
 }
 
-fn id_of(name: &str, prefix: &str) -> Result<Uuid, HandleError> {
-    name.strip_prefix(prefix)
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| reject(format!("{name:?} is not {prefix}{{uuid}}")))
+/// The id in the resource name `N` a command carries; a malformed one rejects the command.
+fn id_of<N: UuidName>(name: &str) -> Result<Uuid, HandleError> {
+    N::parse_id(name).map_err(|e| reject(format!("{}: {e}", echo(name))))
 }
 
 impl Handler for CommandHandler {
@@ -74,11 +73,11 @@ impl Handler for CommandHandler {
                 let lineage = Lineage {
                     series: recurrence
                         .filter(|r| !r.series.is_empty())
-                        .map(|r| id_of(&r.series, "series/"))
+                        .map(|r| id_of::<SeriesName>(&r.series))
                         .transpose()?,
                     previous_task: recurrence
                         .filter(|r| !r.previous_task.is_empty())
-                        .map(|r| id_of(&r.previous_task, TASKS))
+                        .map(|r| id_of::<TaskName>(&r.previous_task))
                         .transpose()?,
                 };
                 tasks::create(&mut *tx, &self.writer(&ctx), fields, lineage, None)
@@ -87,7 +86,7 @@ impl Handler for CommandHandler {
             }
             TaskCommands::AddExdateCommand(command) => {
                 let ctx = context(command.context)?;
-                let id = id_of(&command.task, TASKS)?;
+                let id = id_of::<TaskName>(&command.task)?;
                 let exdate = command
                     .exdate
                     .ok_or_else(|| reject("command without exdate"))?;
@@ -100,7 +99,7 @@ impl Handler for CommandHandler {
             }
             TaskCommands::EndSeriesCommand(command) => {
                 let ctx = context(command.context)?;
-                let id = id_of(&command.task, TASKS)?;
+                let id = id_of::<TaskName>(&command.task)?;
                 let result = tasks::update(
                     &mut *tx,
                     &self.writer(&ctx),
@@ -118,7 +117,7 @@ impl Handler for CommandHandler {
             }
             TaskCommands::DeleteTaskCommand(command) => {
                 let ctx = context(command.context)?;
-                let id = id_of(&command.task, TASKS)?;
+                let id = id_of::<TaskName>(&command.task)?;
                 ignore_missing(tasks::delete(&mut *tx, &self.writer(&ctx), id, "").await)?;
             }
         }

@@ -7,14 +7,14 @@
 //! user's change-log position, which becomes the response's stream cursor.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
 use taskmesh_platform::{changelog, grpc::Violations, pages::PageTokens};
 use taskmesh_proto::task::v1 as pb;
 use uuid::Uuid;
 
 use crate::{
     error::TaskError,
-    filter::{OrderKey, SqlValue, compile_filter, parse_order_by},
+    filter::{FIELDS, OrderKey, parse_order_by},
     model::{TASK_COLUMNS, TaskRow, timestamp},
 };
 
@@ -61,30 +61,29 @@ fn tsquery(query: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" & "))
 }
 
-fn bind<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    value: SqlValue,
-) -> Query<'q, Postgres, PgArguments> {
-    match value {
-        SqlValue::Text(v) => query.bind(v),
-        SqlValue::Int(v) => query.bind(v),
-        SqlValue::Time(v) => query.bind(v),
-        SqlValue::Bool(v) => query.bind(v),
-    }
-}
-
-/// Keyset condition: rows strictly after the token's position in the given order.
-fn after_condition(keys: &[OrderKey], first: usize) -> String {
-    // (k0 > $a) OR (k0 = $a AND ((k1 < $b) OR (k1 = $b AND t.id > $c)))
-    let mut sql = format!("t.id > ${}::uuid", first + keys.len());
-    for (i, key) in keys.iter().enumerate().rev() {
+/// Pushes the keyset condition: rows strictly after the token's position (`values`, the sort
+/// keys as text, then `id`) in the order `keys`:
+/// `(k0 > a OR (k0 = a AND (k1 < b OR (k1 = b AND (t.id > c)))))`.
+fn push_after(
+    sql: &mut QueryBuilder<'_, Postgres>,
+    keys: &[OrderKey],
+    values: &[String],
+    id: Uuid,
+) {
+    for (key, value) in keys.iter().zip(values) {
         let expr = key.field.sql(key.descending);
         let cast = key.field.sql_type();
         let op = if key.descending { "<" } else { ">" };
-        let p = first + i;
-        sql = format!("({expr} {op} ${p}::{cast} OR ({expr} = ${p}::{cast} AND ({sql})))");
+        sql.push(format!("({expr} {op} "))
+            .push_bind(value.clone())
+            .push(format!("::{cast} OR ({expr} = "))
+            .push_bind(value.clone())
+            .push(format!("::{cast} AND ("));
     }
-    sql
+    sql.push("t.id > ").push_bind(id);
+    for _ in keys.iter().zip(values) {
+        sql.push(")))");
+    }
 }
 
 /// Reads one page. Returns the tasks, the next page token and the change-log position of the
@@ -96,7 +95,7 @@ pub(crate) async fn tasks(
     q: &ListQuery,
 ) -> Result<(Vec<pb::Task>, String, i64), TaskError> {
     let mut v = Violations::new();
-    let filter = compile_filter(&q.filter, 2)
+    let filter = taskmesh_platform::filter::compile(&q.filter, FIELDS)
         .map_err(|e| v.add("filter", e.to_string()))
         .ok();
     let keys = parse_order_by(&q.order_by)
@@ -119,52 +118,50 @@ pub(crate) async fn tasks(
     let (Some(filter), Some(keys), true) = (filter, keys, v.is_empty()) else {
         return Err(TaskError::Invalid(v));
     };
-    let mut params: Vec<SqlValue> = filter.params;
-    let mut sql = format!(
-        "SELECT {TASK_COLUMNS}{} FROM tasks t WHERE t.user_id = $1 AND ({})",
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {TASK_COLUMNS}{} FROM tasks t WHERE t.user_id = ",
         keys.iter()
             .enumerate()
             .map(|(i, k)| format!(", ({})::text AS k{i}", k.field.sql(k.descending)))
             .collect::<String>(),
-        filter.sql
-    );
+    ));
+    sql.push_bind(user).push(" AND ");
+    filter.push(&mut sql);
     if let Some(words) = tsquery(&q.query) {
-        params.push(SqlValue::Text(words));
-        sql.push_str(&format!(
-            " AND t.search @@ to_tsquery('simple', ${})",
-            params.len() + 1
-        ));
+        sql.push(" AND t.search @@ to_tsquery('simple', ")
+            .push_bind(words)
+            .push(")");
     }
     if let Some(t) = &token {
-        let first = params.len() + 2;
-        sql.push_str(&format!(" AND {}", after_condition(&keys, first)));
-        params.extend(t.k.iter().cloned().map(SqlValue::Text));
-        params.push(SqlValue::Text(t.i.to_string()));
+        sql.push(" AND ");
+        push_after(&mut sql, &keys, &t.k, t.i);
     }
-    sql.push_str(" ORDER BY ");
+    sql.push(" ORDER BY ");
     for key in &keys {
-        sql.push_str(key.field.sql(key.descending));
-        sql.push_str(if key.descending { " DESC, " } else { " ASC, " });
+        sql.push(key.field.sql(key.descending));
+        sql.push(if key.descending { " DESC, " } else { " ASC, " });
     }
-    sql.push_str(&format!("t.id ASC LIMIT {}", q.page_size + 1));
+    sql.push(format!("t.id ASC LIMIT {}", q.page_size + 1));
 
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let mut query = sqlx::query(&sql).bind(user);
-    for value in params {
-        query = bind(query, value);
-    }
-    let rows = query.fetch_all(&mut *tx).await.map_err(|e| match &e {
-        // A timestamp the filter let through but PostgreSQL rejects, and the like.
-        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(|c| c.starts_with("22")) => {
-            let mut v = Violations::new();
-            v.add("filter", "a value is out of range");
-            TaskError::Invalid(v)
-        }
-        _ => e.into(),
-    })?;
+    let rows = sql
+        .build()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            // A timestamp the filter let through but PostgreSQL rejects, and the like.
+            sqlx::Error::Database(d)
+                if d.code().as_deref().is_some_and(|c| c.starts_with("22")) =>
+            {
+                let mut v = Violations::new();
+                v.add("filter", "a value is out of range");
+                TaskError::Invalid(v)
+            }
+            _ => e.into(),
+        })?;
     let cursor = changelog::latest(&mut tx, user).await?;
     tx.commit().await?;
 

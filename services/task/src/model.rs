@@ -4,13 +4,9 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use taskmesh_proto::google::r#type::Date;
+use taskmesh_proto::names::{SeriesName, TagName, TaskName};
 use taskmesh_proto::task::v1::{self as pb, due, recurrence, reminder};
 use uuid::Uuid;
-
-/// Resource-name prefix of tasks.
-pub(crate) const TASKS: &str = "tasks/";
-/// Resource-name prefix of tags.
-pub(crate) const TAGS: &str = "tags/";
 
 /// The user-settable fields of a task, validated (see `validate.rs`).
 #[derive(Clone, Debug, PartialEq)]
@@ -117,15 +113,15 @@ impl TaskRow {
             exdates: self.exdates.iter().copied().map(timestamp).collect(),
             series: self
                 .series_id
-                .map(|id| format!("series/{id}"))
+                .map(|id| SeriesName(id).to_string())
                 .unwrap_or_default(),
             previous_task: self
                 .previous_task_id
-                .map(|id| format!("{TASKS}{id}"))
+                .map(|id| TaskName(id).to_string())
                 .unwrap_or_default(),
         });
         pb::Task {
-            name: format!("{TASKS}{}", self.id),
+            name: TaskName(self.id).to_string(),
             title: self.title.clone(),
             description: self.description.clone(),
             priority: i32::from(self.priority),
@@ -166,7 +162,7 @@ impl TagRow {
     /// The protobuf resource.
     pub(crate) fn to_proto(&self) -> pb::Tag {
         pb::Tag {
-            name: format!("{TAGS}{}", self.id),
+            name: TagName(self.id).to_string(),
             display_name: self.display_name.clone(),
             color: self.color.clone(),
             create_time: Some(timestamp(self.create_time)),

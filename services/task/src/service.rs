@@ -9,7 +9,10 @@ use taskmesh_platform::{
     grpc::{Violations, invalid_argument},
     pages::PageTokens,
 };
-use taskmesh_proto::task::v1::{self as pb, task_service_server::TaskService};
+use taskmesh_proto::{
+    names::{TagName, TaskName, UuidName},
+    task::v1::{self as pb, task_service_server::TaskService},
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -17,7 +20,6 @@ use crate::{
     changes::Writer,
     error::TaskError,
     list::{self, ListQuery},
-    model::{TAGS, TASKS},
     tags, tasks,
     validate::{self, CheckedRule},
 };
@@ -105,7 +107,7 @@ impl TaskServiceImpl {
         let mut v = Violations::new();
         validate::request_id(request_id, &mut v);
         v.check()?;
-        let id = parse_name(name, TASKS, "name")?;
+        let id = parse_name::<TaskName>(name, "name")?;
         Ok(tasks::set_completed(
             &self.pool,
             &self.writer(caller, request_id),
@@ -127,12 +129,10 @@ impl TaskServiceImpl {
     }
 }
 
-/// Parses `prefix{uuid}` from `field`: malformed is `INVALID_ARGUMENT`; well-formed but
-/// unknown is left to the store (`NOT_FOUND`).
-fn parse_name(name: &str, prefix: &str, field: &str) -> Result<Uuid, Status> {
-    name.strip_prefix(prefix)
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| invalid_argument(field, &format!("must be {prefix}{{uuid}}")))
+/// Parses the resource name `N` from `field` into its id: malformed is `INVALID_ARGUMENT`
+/// (AIP-122); well-formed but unknown is left to the store (`NOT_FOUND`).
+fn parse_name<N: UuidName>(name: &str, field: &str) -> Result<Uuid, Status> {
+    N::parse_id(name).map_err(|e| invalid_argument(field, &e.to_string()))
 }
 
 fn page_size(size: i32, default: i64, v: &mut Violations) -> i64 {
@@ -224,7 +224,7 @@ impl TaskService for TaskServiceImpl {
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        let id = parse_name(&request.get_ref().name, TASKS, "name")?;
+        let id = parse_name::<TaskName>(&request.get_ref().name, "name")?;
         let mut conn = self.pool.acquire().await.map_err(TaskError::from)?;
         let task = tasks::fetch(&mut conn, &caller.user, id, false)
             .await?
@@ -277,7 +277,7 @@ impl TaskService for TaskServiceImpl {
             return Err(v.into_status());
         };
         v.check()?;
-        let id = parse_name(&input.name, TASKS, "task.name")?;
+        let id = parse_name::<TaskName>(&input.name, "task.name")?;
         let etag = input.etag.clone();
         // A new rule or due is expanded on the bounded pool before the transaction, against
         // the task as it is now; the transaction reuses that check if the task is unchanged.
@@ -324,7 +324,7 @@ impl TaskService for TaskServiceImpl {
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
-        let id = parse_name(&req.name, TASKS, "name")?;
+        let id = parse_name::<TaskName>(&req.name, "name")?;
         tasks::delete(&self.pool, &self.writer(&caller, ""), id, &req.etag).await?;
         Ok(Response::new(pb::DeleteTaskResponse {}))
     }
@@ -386,7 +386,7 @@ impl TaskService for TaskServiceImpl {
         request: Request<pb::GetTagRequest>,
     ) -> Result<Response<pb::GetTagResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        let id = parse_name(&request.get_ref().name, TAGS, "name")?;
+        let id = parse_name::<TagName>(&request.get_ref().name, "name")?;
         let tag = tags::get(&self.pool, &caller.user, id).await?;
         Ok(Response::new(pb::GetTagResponse { tag: Some(tag) }))
     }
@@ -443,7 +443,7 @@ impl TaskService for TaskServiceImpl {
             None
         };
         v.check()?;
-        let id = parse_name(&tag.name, TAGS, "tag.name")?;
+        let id = parse_name::<TagName>(&tag.name, "tag.name")?;
         let tag = tags::update(
             &self.pool,
             &self.writer(&caller, ""),
@@ -462,7 +462,7 @@ impl TaskService for TaskServiceImpl {
     ) -> Result<Response<pb::DeleteTagResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
-        let id = parse_name(&req.name, TAGS, "name")?;
+        let id = parse_name::<TagName>(&req.name, "name")?;
         tags::delete(&self.pool, &self.writer(&caller, ""), id, &req.etag).await?;
         Ok(Response::new(pb::DeleteTagResponse {}))
     }

@@ -3,13 +3,13 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
-use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
+use taskmesh_proto::{events::v1 as ev, names::TagName, task::v1 as pb};
 use uuid::Uuid;
 
 use crate::{
     changes::{self, Change, Writer},
     error::TaskError,
-    model::{TAGS, TagRow, now},
+    model::{TagRow, now},
 };
 
 const TAG_COLUMNS: &str = "id, display_name, color, version, create_time, update_time";
@@ -159,7 +159,7 @@ async fn fetch(
     .bind(user)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| TaskError::NotFound(format!("{TAGS}{id}")))
+    .ok_or_else(|| TaskError::NotFound(TagName(id).to_string()))
 }
 
 /// Reads one tag.

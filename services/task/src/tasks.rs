@@ -6,13 +6,13 @@ use std::{num::NonZeroU64, sync::LazyLock};
 
 use prost::Message;
 use sqlx::{Acquire, PgConnection, Postgres};
-use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
+use taskmesh_proto::{events::v1 as ev, names::TaskName, task::v1 as pb};
 use uuid::Uuid;
 
 use crate::{
     changes::{self, Change, Writer},
     error::TaskError,
-    model::{DueKind, TASK_COLUMNS, TASKS, TaskFields, TaskRow, now},
+    model::{DueKind, TASK_COLUMNS, TaskFields, TaskRow, now},
 };
 
 /// Names of the updatable fields (AIP-134 paths).
@@ -41,7 +41,7 @@ pub(crate) async fn fetch(
     .bind(user)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))
+    .ok_or_else(|| TaskError::NotFound(TaskName(id).to_string()))
 }
 
 /// Where a task comes from in a recurring series: kept when a command creates the next
@@ -318,7 +318,7 @@ pub(crate) async fn update<'c>(
     )
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| TaskError::NotFound(format!("{TASKS}{id}")))?
+    .ok_or_else(|| TaskError::NotFound(TaskName(id).to_string()))?
     .to_proto();
     let mut previous = pb::Task::default();
     for path in &changed {
@@ -553,7 +553,7 @@ async fn record_updated(
 }
 
 fn id_of(name: &str) -> Result<Uuid, TaskError> {
-    name.strip_prefix(TASKS)
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| TaskError::NotFound(name.to_owned()))
+    TaskName::parse(name)
+        .map(TaskName::id)
+        .map_err(|_| TaskError::NotFound(name.to_owned()))
 }

@@ -187,11 +187,15 @@ pub struct ConsumerSettings {
     pub backoff: Duration,
     /// Longest delay between retries of a transient failure.
     pub max_backoff: Duration,
+    /// Most transactions it runs at once over a backlog (at least 1): [`PARTITIONS_IN_FLIGHT`]
+    /// by default, and never more than a quarter of its pool's connections. A quiet topic's
+    /// consumer takes 1, so a process's consumers together leave connections to its RPCs.
+    pub max_in_flight: usize,
 }
 
 impl ConsumerSettings {
     /// The defaults for consumer `name` of `topic`: 5 attempts, backoff from 200 ms up to
-    /// 30 s.
+    /// 30 s, [`PARTITIONS_IN_FLIGHT`] transactions at once.
     pub fn new(name: &str, topic: Topic) -> Self {
         Self {
             name: name.to_owned(),
@@ -199,6 +203,7 @@ impl ConsumerSettings {
             max_attempts: 5,
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            max_in_flight: PARTITIONS_IN_FLIGHT,
         }
     }
 }

@@ -548,7 +548,7 @@ impl<H: Handler> Worker<H> {
                 settled.extend(chunks.flatten().map(|&i| (i, Some(Settled::Later))));
                 settled
             }))
-            .buffer_unordered(in_flight(pool))
+            .buffer_unordered(in_flight(pool, self.settings.max_in_flight))
             .collect()
             .await;
         let mut together = vec![None; batch.len()];
@@ -601,12 +601,14 @@ enum Settled {
     Later,
 }
 
-/// Transactions of one consumer at once: [`PARTITIONS_IN_FLIGHT`], fewer on a small pool (a
-/// quarter of its connections, at least one), so consumers sharing a pool leave connections
-/// to the RPCs.
-fn in_flight(pool: &PgPool) -> usize {
+/// Transactions of one consumer at once: its `max_in_flight` (at most
+/// [`PARTITIONS_IN_FLIGHT`]), fewer on a small pool (a quarter of its connections, at least
+/// one), so consumers sharing a pool leave connections to the RPCs.
+fn in_flight(pool: &PgPool, max_in_flight: usize) -> usize {
     let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
-    (connections / 4).clamp(1, PARTITIONS_IN_FLIGHT)
+    (connections / 4)
+        .min(max_in_flight)
+        .clamp(1, PARTITIONS_IN_FLIGHT)
 }
 
 /// Waits until `deadline` (never, for `None`).

@@ -64,7 +64,7 @@ async fn good_settings_pass_and_each_bad_one_is_named() {
     let cases: [Case<'_>; 5] = [
         (
             &[("TASKMESH_TOPIC_PREFIX", "nowhere.")],
-            &["nowhere.task-events does not exist", "taskmesh migrate"],
+            &["nowhere.", " does not exist", "taskmesh migrate"],
         ),
         (
             &[("TASKMESH_JWT_PUBLIC_KEYS", "/nonexistent/keys.pem")],
