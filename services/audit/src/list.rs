@@ -4,11 +4,11 @@
 //! is `INVALID_ARGUMENT`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use taskmesh_platform::{
     filter::{Compiled, Field, Kind},
-    pages::PageTokens,
+    pages::{Binding, PageTokens},
 };
 use uuid::Uuid;
 
@@ -21,62 +21,55 @@ pub(crate) type Invalid = (&'static str, String);
 pub(crate) type Page = (Vec<EntryRow>, String);
 
 /// What a List call asks of its page: how many entries, from where (its `page_token`, empty
-/// for the first page), and the service's token signer.
+/// for the first page), for whom, and the service's token signer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Paging<'a> {
     pub(crate) tokens: &'a PageTokens,
     pub(crate) size: i64,
     pub(crate) token: &'a str,
+    /// The caller (JWT `sub`), whom a page token is bound to.
+    pub(crate) user: &'a str,
 }
 
-/// The token of the chain-ordered Lists: the last position shown and what the list is of.
-#[derive(Deserialize, Serialize)]
-struct ChainToken {
-    of: String,
-    position: i64,
+impl<'a> Paging<'a> {
+    /// What this call's tokens are bound to: the List and its parameters.
+    fn binding(&self, list: &'static str, params: &'a [&'a str]) -> Binding<'a> {
+        Binding {
+            list,
+            user: self.user,
+            params,
+        }
+    }
+}
+
+/// The resume position in `paging`'s token for `binding`'s call.
+fn resume<T: DeserializeOwned>(
+    paging: Paging<'_>,
+    binding: &Binding<'_>,
+) -> Result<Option<T>, Invalid> {
+    paging
+        .tokens
+        .resume(binding, paging.token)
+        .map_err(|e| ("page_token", e.to_string()))
 }
 
 /// A page from `rows` fetched with one row more than `size`: that row's presence means a
-/// next page, whose token `token_of` makes from the page's last row.
+/// next page, whose token resumes `binding`'s call at `position_of` the page's last row.
 fn paged<T: Serialize>(
     mut rows: Vec<EntryRow>,
     paging: Paging<'_>,
-    token_of: impl Fn(&EntryRow) -> T,
+    binding: &Binding<'_>,
+    position_of: impl Fn(&EntryRow) -> T,
 ) -> Page {
     let more = usize::try_from(paging.size).is_ok_and(|size| rows.len() > size);
     if more {
         rows.pop();
     }
     let token = match rows.last() {
-        Some(last) if more => paging.tokens.encode(&token_of(last)),
+        Some(last) if more => paging.tokens.issue(binding, position_of(last)),
         _ => String::new(),
     };
     (rows, token)
-}
-
-fn chain_page(rows: Vec<EntryRow>, paging: Paging<'_>, of: &str) -> Page {
-    paged(rows, paging, |last| ChainToken {
-        of: of.to_owned(),
-        position: last.content.chain_position,
-    })
-}
-
-fn chain_position(paging: Paging<'_>, of: &str) -> Result<Option<i64>, Invalid> {
-    if paging.token.is_empty() {
-        return Ok(None);
-    }
-    match paging.tokens.decode::<ChainToken>(paging.token) {
-        Some(t) if t.of == of => Ok(Some(t.position)),
-        _ => Err(("page_token", "is not a token of this list".into())),
-    }
-}
-
-/// The token of a task's history: the last row's event time and id, and the task.
-#[derive(Deserialize, Serialize)]
-struct HistoryToken {
-    task: String,
-    time: DateTime<Utc>,
-    id: Uuid,
 }
 
 /// `user`'s entries about `task` (`tasks/{id}`) and its sub-resources (its reminders), in
@@ -87,18 +80,12 @@ pub(crate) async fn history(
     task: &str,
     paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let after = if paging.token.is_empty() {
-        None
-    } else {
-        match paging.tokens.decode::<HistoryToken>(paging.token) {
-            Some(t) if t.task == task => Some((t.time, t.id)),
-            _ => {
-                return Ok(Err((
-                    "page_token",
-                    "is not a token of this task's history".into(),
-                )));
-            }
-        }
+    let params = [task];
+    let binding = paging.binding("ListTaskHistory", &params);
+    // The last entry shown: its event time and id.
+    let after = match resume::<(DateTime<Utc>, Uuid)>(paging, &binding) {
+        Ok(after) => after,
+        Err(invalid) => return Ok(Err(invalid)),
     };
     // `task` is a validated `tasks/{uuid}`: no LIKE wildcard in it.
     let rows: Vec<EntryRow> = sqlx::query_as(&format!(
@@ -114,10 +101,8 @@ pub(crate) async fn history(
     .bind(paging.size + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Ok(paged(rows, paging, |last| HistoryToken {
-        task: task.to_owned(),
-        time: last.content.event_time,
-        id: last.content.id,
+    Ok(Ok(paged(rows, paging, &binding, |last| {
+        (last.content.event_time, last.content.id)
     })))
 }
 
@@ -143,7 +128,9 @@ pub(crate) async fn activity(
     user: &str,
     paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let before = match chain_position(paging, "activity") {
+    let binding = paging.binding("ListActivity", &[]);
+    // The last chain position shown.
+    let before = match resume::<i64>(paging, &binding) {
         Ok(before) => before.unwrap_or(i64::MAX),
         Err(invalid) => return Ok(Err(invalid)),
     };
@@ -156,7 +143,9 @@ pub(crate) async fn activity(
     .bind(paging.size + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Ok(chain_page(rows, paging, "activity")))
+    Ok(Ok(paged(rows, paging, &binding, |last| {
+        last.content.chain_position
+    })))
 }
 
 /// Longest text value a filter compares, in characters.
@@ -193,16 +182,6 @@ pub(crate) const FIELDS: &[Field] = &[
     },
 ];
 
-/// The token of ListAuditEntries: the last row's sort key, and the filter and order it was
-/// made for.
-#[derive(Deserialize, Serialize)]
-struct QueryToken {
-    filter: String,
-    desc: bool,
-    time: DateTime<Utc>,
-    id: Uuid,
-}
-
 /// Entries across users matching `filter` (its text `text`), by event time (`desc` for
 /// newest first), ties by entry id.
 pub(crate) async fn query(
@@ -212,18 +191,12 @@ pub(crate) async fn query(
     desc: bool,
     paging: Paging<'_>,
 ) -> Result<Result<Page, Invalid>, sqlx::Error> {
-    let after = if paging.token.is_empty() {
-        None
-    } else {
-        match paging.tokens.decode::<QueryToken>(paging.token) {
-            Some(t) if t.filter == text && t.desc == desc => Some((t.time, t.id)),
-            _ => {
-                return Ok(Err((
-                    "page_token",
-                    "was made for another filter or order".into(),
-                )));
-            }
-        }
+    let params = [text, if desc { "desc" } else { "asc" }];
+    let binding = paging.binding("ListAuditEntries", &params);
+    // The last entry shown: its event time and id.
+    let after = match resume::<(DateTime<Utc>, Uuid)>(paging, &binding) {
+        Ok(after) => after,
+        Err(invalid) => return Ok(Err(invalid)),
     };
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE "));
@@ -239,11 +212,8 @@ pub(crate) async fn query(
     sql.push(format!(" ORDER BY event_time {order}, id {order} LIMIT "))
         .push_bind(paging.size + 1);
     let rows: Vec<EntryRow> = sql.build_query_as().fetch_all(&mut *conn).await?;
-    Ok(Ok(paged(rows, paging, |last| QueryToken {
-        filter: text.to_owned(),
-        desc,
-        time: last.content.event_time,
-        id: last.content.id,
+    Ok(Ok(paged(rows, paging, &binding, |last| {
+        (last.content.event_time, last.content.id)
     })))
 }
 

@@ -2,7 +2,11 @@
 //! query across users, and chain verification.
 
 use sqlx::PgPool;
-use taskmesh_platform::{auth::Caller, grpc::Violations, pages::PageTokens};
+use taskmesh_platform::{
+    auth::Caller,
+    grpc::Violations,
+    pages::{PageTokens, page_size},
+};
 use taskmesh_proto::{
     audit::v1::{self as pb, audit_service_server::AuditService},
     names::TaskName,
@@ -17,8 +21,6 @@ use crate::{
 
 /// Entries per page when the request says 0.
 const DEFAULT_PAGE: i64 = 100;
-/// Most entries per page.
-const MAX_PAGE: i32 = 1000;
 
 /// The AuditService gRPC server state. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -34,22 +36,12 @@ impl AuditServiceImpl {
         Self { pool, tokens }
     }
 
-    fn paging<'a>(&'a self, size: i64, token: &'a str) -> list::Paging<'a> {
+    fn paging<'a>(&'a self, user: &'a str, size: i64, token: &'a str) -> list::Paging<'a> {
         list::Paging {
             tokens: &self.tokens,
             size,
             token,
-        }
-    }
-}
-
-fn page_size(size: i32, v: &mut Violations) -> i64 {
-    match size {
-        0 => DEFAULT_PAGE,
-        1..=MAX_PAGE => i64::from(size),
-        _ => {
-            v.add("page_size", format!("must be between 0 and {MAX_PAGE}"));
-            DEFAULT_PAGE
+            user,
         }
     }
 }
@@ -77,7 +69,7 @@ impl AuditService for AuditServiceImpl {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let size = page_size(req.page_size, &mut v);
+        let size = page_size(req.page_size, DEFAULT_PAGE, &mut v);
         // The canonical (lower-case) name, as events carry it.
         let task = match TaskName::parse(&req.task) {
             Ok(task) => task.to_string(),
@@ -92,7 +84,7 @@ impl AuditService for AuditServiceImpl {
             &mut conn,
             &caller.user,
             &task,
-            self.paging(size, &req.page_token),
+            self.paging(&caller.user, size, &req.page_token),
         )
         .await
         .map_err(AuditError::from)?;
@@ -118,12 +110,16 @@ impl AuditService for AuditServiceImpl {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let size = page_size(req.page_size, &mut v);
+        let size = page_size(req.page_size, DEFAULT_PAGE, &mut v);
         v.check()?;
         let mut conn = self.pool.acquire().await.map_err(AuditError::from)?;
-        let found = list::activity(&mut conn, &caller.user, self.paging(size, &req.page_token))
-            .await
-            .map_err(AuditError::from)?;
+        let found = list::activity(
+            &mut conn,
+            &caller.user,
+            self.paging(&caller.user, size, &req.page_token),
+        )
+        .await
+        .map_err(AuditError::from)?;
         let (entries, next_page_token) = page(found)?;
         Ok(Response::new(pb::ListActivityResponse {
             entries,
@@ -141,7 +137,7 @@ impl AuditService for AuditServiceImpl {
         }
         let req = request.into_inner();
         let mut v = Violations::new();
-        let size = page_size(req.page_size, &mut v);
+        let size = page_size(req.page_size, DEFAULT_PAGE, &mut v);
         let desc = match req.order_by.trim() {
             "" | "event_time" | "event_time asc" => false,
             "event_time desc" => true,
@@ -162,7 +158,7 @@ impl AuditService for AuditServiceImpl {
             &req.filter,
             &filter,
             desc,
-            self.paging(size, &req.page_token),
+            self.paging(&caller.user, size, &req.page_token),
         )
         .await
         .map_err(AuditError::from)?;

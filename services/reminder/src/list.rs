@@ -9,7 +9,7 @@ use taskmesh_platform::{
     changelog,
     filter::{self, Field, Kind},
     grpc::Violations,
-    pages::PageTokens,
+    pages::{Binding, PageTokens},
 };
 use taskmesh_proto::{
     names::{TaskName, UuidName as _},
@@ -63,14 +63,13 @@ pub(crate) const NOTIFICATION_FIELDS: &[Field] = &[Field {
     kind: Kind::Bool,
 }];
 
+/// Where a ListReminders page ends: the last reminder's sort key.
 #[derive(Serialize, Deserialize)]
 struct ReminderToken {
     /// fire_at, microseconds since the epoch.
     f: i64,
     t: Uuid,
     r: String,
-    /// The filter the token was made for.
-    q: String,
 }
 
 /// One page of `user`'s reminders, soonest first.
@@ -86,17 +85,16 @@ pub(crate) async fn reminders(
     let filter = filter::compile(filter_text, REMINDER_FIELDS)
         .map_err(|e| v.add("filter", e.to_string()))
         .ok();
-    let after = if page_token.is_empty() {
-        None
-    } else {
-        match tokens.decode::<ReminderToken>(page_token) {
-            Some(token) if token.q == filter_text => Some(token),
-            _ => {
-                v.add("page_token", "is not a token of this query");
-                None
-            }
-        }
+    let binding = Binding {
+        list: "ListReminders",
+        user,
+        params: &[filter_text],
     };
+    let after = tokens
+        .resume::<ReminderToken>(&binding, page_token)
+        .map_err(|e| v.add("page_token", e.to_string()))
+        .ok()
+        .flatten();
     let (Some(filter), true) = (filter, v.is_empty()) else {
         return Err(v.into());
     };
@@ -131,23 +129,25 @@ pub(crate) async fn reminders(
     if rows.len() as i64 > page_size {
         rows.truncate(usize::try_from(page_size).unwrap_or(0));
         if let Some(last) = rows.last() {
-            next = tokens.encode(&ReminderToken {
-                f: last.fire_at.timestamp_micros(),
-                t: last.task_id,
-                r: last.reminder_id.clone(),
-                q: filter_text.to_owned(),
-            });
+            next = tokens.issue(
+                &binding,
+                ReminderToken {
+                    f: last.fire_at.timestamp_micros(),
+                    t: last.task_id,
+                    r: last.reminder_id.clone(),
+                },
+            );
         }
     }
     Ok((rows.iter().map(ReminderRow::to_proto).collect(), next))
 }
 
+/// Where a ListNotifications page ends: the last notification's sort key.
 #[derive(Serialize, Deserialize)]
 struct NotificationToken {
     /// create_time, microseconds since the epoch.
     c: i64,
     i: Uuid,
-    q: String,
 }
 
 /// One page of `user`'s notifications, newest first, with the notification change-log
@@ -165,17 +165,16 @@ pub(crate) async fn notifications(
     let filter = filter::compile(filter_text, NOTIFICATION_FIELDS)
         .map_err(|e| v.add("filter", e.to_string()))
         .ok();
-    let after = if page_token.is_empty() {
-        None
-    } else {
-        match tokens.decode::<NotificationToken>(page_token) {
-            Some(token) if token.q == filter_text => Some(token),
-            _ => {
-                v.add("page_token", "is not a token of this query");
-                None
-            }
-        }
+    let binding = Binding {
+        list: "ListNotifications",
+        user,
+        params: &[filter_text],
     };
+    let after = tokens
+        .resume::<NotificationToken>(&binding, page_token)
+        .map_err(|e| v.add("page_token", e.to_string()))
+        .ok()
+        .flatten();
     let (Some(filter), true) = (filter, v.is_empty()) else {
         return Err(v.into());
     };
@@ -207,11 +206,13 @@ pub(crate) async fn notifications(
     if rows.len() as i64 > page_size {
         rows.truncate(usize::try_from(page_size).unwrap_or(0));
         if let Some(last) = rows.last() {
-            next = tokens.encode(&NotificationToken {
-                c: last.create_time.timestamp_micros(),
-                i: last.id,
-                q: filter_text.to_owned(),
-            });
+            next = tokens.issue(
+                &binding,
+                NotificationToken {
+                    c: last.create_time.timestamp_micros(),
+                    i: last.id,
+                },
+            );
         }
     }
     Ok((

@@ -9,7 +9,7 @@ use taskmesh_platform::{
     changelog::{self, Change, Published, Writer},
     cursor::Cursor,
     grpc::{Violations, invalid_argument},
-    pages::PageTokens,
+    pages::{PageTokens, page_size},
     requests,
 };
 use taskmesh_proto::{
@@ -58,17 +58,6 @@ impl ReminderServiceImpl {
             actor: &caller.actor,
             request_id,
             topic_prefix: &self.topic_prefix,
-        }
-    }
-}
-
-fn page_size(size: i32, default: i64, v: &mut Violations) -> i64 {
-    match size {
-        0 => default,
-        1..=1000 => i64::from(size),
-        _ => {
-            v.add("page_size", "must be between 0 and 1000");
-            default
         }
     }
 }

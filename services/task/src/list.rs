@@ -8,7 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
-use taskmesh_platform::{changelog, grpc::Violations, pages::PageTokens};
+use taskmesh_platform::{
+    changelog,
+    grpc::Violations,
+    pages::{Binding, ForeignToken, PageTokens},
+};
 use taskmesh_proto::task::v1 as pb;
 use uuid::Uuid;
 
@@ -28,26 +32,12 @@ pub(crate) struct ListQuery {
     pub(crate) page_token: String,
 }
 
+/// Where a ListTasks page ends: the sort-key values of the last task returned (as
+/// PostgreSQL text) and its id.
 #[derive(Serialize, Deserialize)]
-struct PageToken {
-    /// Fingerprint of filter, order and query.
-    f: u64,
-    /// Sort-key values of the last row, as PostgreSQL text.
+struct Position {
     k: Vec<String>,
-    /// Id of the last row.
     i: Uuid,
-}
-
-fn fingerprint(q: &ListQuery) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in [q.filter.as_str(), q.order_by.as_str(), q.query.as_str()]
-        .join("\u{0}")
-        .bytes()
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// Full-text words of `query`: letters and digits, lower-cased, each matched as a prefix.
@@ -101,19 +91,22 @@ pub(crate) async fn tasks(
     let keys = parse_order_by(&q.order_by)
         .map_err(|e| v.add("order_by", e.to_string()))
         .ok();
-    let token = if q.page_token.is_empty() {
-        None
-    } else {
-        let decoded = tokens.decode::<PageToken>(&q.page_token).filter(|t| {
-            t.f == fingerprint(q) && keys.as_ref().is_some_and(|k| k.len() == t.k.len())
-        });
-        if decoded.is_none() {
-            v.add(
-                "page_token",
-                "is not a token of a previous call with the same filter, order_by and query",
-            );
+    let params = [q.filter.as_str(), q.order_by.as_str(), q.query.as_str()];
+    let binding = Binding {
+        list: "ListTasks",
+        user,
+        params: &params,
+    };
+    let token = match tokens.resume::<Position>(&binding, &q.page_token) {
+        Ok(None) => None,
+        Ok(Some(t)) if keys.as_ref().is_some_and(|k| k.len() == t.k.len()) => Some(t),
+        // A token of this call always has one value per sort key; `keys` is `None` only
+        // when `order_by` is already a violation.
+        Ok(Some(_)) if keys.is_none() => None,
+        Ok(Some(_)) | Err(_) => {
+            v.add("page_token", ForeignToken.to_string());
+            None
         }
-        decoded
     };
     let (Some(filter), Some(keys), true) = (filter, keys, v.is_empty()) else {
         return Err(TaskError::Invalid(v));
@@ -177,12 +170,7 @@ pub(crate) async fn tasks(
             let k = (0..keys.len())
                 .map(|j| row.try_get::<String, _>(format!("k{j}").as_str()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let token = PageToken {
-                f: fingerprint(q),
-                k,
-                i: task.id,
-            };
-            next = tokens.encode(&token);
+            next = tokens.issue(&binding, Position { k, i: task.id });
         }
         tasks.push(task.to_proto());
     }

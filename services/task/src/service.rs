@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use taskmesh_platform::{
     auth::Caller,
     grpc::{Violations, invalid_argument},
-    pages::PageTokens,
+    pages::{Binding, PageTokens, page_size},
 };
 use taskmesh_proto::{
     names::{TagName, TaskName, UuidName},
@@ -133,17 +133,6 @@ impl TaskServiceImpl {
 /// (AIP-122); well-formed but unknown is left to the store (`NOT_FOUND`).
 fn parse_name<N: UuidName>(name: &str, field: &str) -> Result<Uuid, Status> {
     N::parse_id(name).map_err(|e| invalid_argument(field, &e.to_string()))
-}
-
-fn page_size(size: i32, default: i64, v: &mut Violations) -> i64 {
-    match size {
-        0 => default,
-        1..=1000 => i64::from(size),
-        _ => {
-            v.add("page_size", "must be between 0 and 1000");
-            default
-        }
-    }
 }
 
 /// Validates an update mask against `allowed`; `*` means all of them.
@@ -399,20 +388,22 @@ impl TaskService for TaskServiceImpl {
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = page_size(req.page_size, 100, &mut v);
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            // The last tag shown: its name and id.
-            let parsed = self.tokens.decode::<(String, Uuid)>(&req.page_token);
-            if parsed.is_none() {
-                v.add("page_token", "is not a token of a previous ListTags call");
-            }
-            parsed
+        let binding = Binding {
+            list: "ListTags",
+            user: &caller.user,
+            params: &[],
         };
+        // The last tag shown: its name and id.
+        let after = self
+            .tokens
+            .resume::<(String, Uuid)>(&binding, &req.page_token)
+            .map_err(|e| v.add("page_token", e.to_string()))
+            .ok()
+            .flatten();
         v.check()?;
         let (tags, next) = tags::list(&self.pool, &caller.user, size, after).await?;
         let next_page_token = next
-            .map(|last| self.tokens.encode(&last))
+            .map(|last| self.tokens.issue(&binding, last))
             .unwrap_or_default();
         Ok(Response::new(pb::ListTagsResponse {
             tags,

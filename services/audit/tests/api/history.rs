@@ -134,18 +134,31 @@ async fn every_event_is_recorded_once_in_order_with_its_changes() {
     publish(&mesh.kafka, Topic::TaskEvents, &sentinel)
         .await
         .unwrap();
+    // (TaskService also dead-letters those on `task-commands`: they are not commands.)
     for topic in [Topic::Reminders, Topic::TaskCommands] {
+        let audit = taskmesh_audit::consumer_name(topic);
+        let limit = if topic == Topic::TaskCommands { 2 } else { 1 } * events.len();
         let dead = EventReader::new_named(&mesh.kafka, &mesh.kafka.dead_letter_topic(topic))
             .await
             .unwrap()
-            .collect(events.len(), Duration::from_secs(15))
+            .collect_with_headers(limit, Duration::from_secs(15))
             .await
             .unwrap();
+        let by_audit: Vec<uuid::Uuid> = dead
+            .iter()
+            .filter(|(_, headers)| {
+                headers
+                    .iter()
+                    .any(|(key, value)| key == "taskmesh_dlq_consumer" && *value == audit)
+            })
+            .map(|(event, _)| event.id)
+            .collect();
         assert_eq!(
-            dead.iter().map(|e| e.id).collect::<Vec<_>>(),
+            by_audit,
             events.iter().map(|e| e.id).collect::<Vec<_>>(),
-            "every copy on {topic:?} was dead-lettered, in order"
+            "every copy on {topic:?} was dead-lettered by AuditService, in order"
         );
+        assert_eq!(dead.len(), limit, "and by nothing else but TaskService");
     }
     let consumer = taskmesh_audit::consumer_name(Topic::TaskEvents);
     eventually(Duration::from_secs(15), || async {

@@ -204,6 +204,32 @@ async fn commands_apply_once_and_bad_ones_are_dead_lettered() {
 /// Commands arriving together are applied in one transaction; a bad one among them fails the
 /// batch, is dead-lettered alone, and the others (a redelivery included; the batch is then
 /// applied event by event) take effect exactly once.
+/// The events on `task-commands.dlq` (up to `limit`, until `quiet` passes without one),
+/// each with the consumer that dead-lettered it, sorted by consumer.
+async fn dead_letters(
+    kafka: &taskmesh_platform::kafka::KafkaConfig,
+    limit: usize,
+    quiet: Duration,
+) -> Vec<(uuid::Uuid, String)> {
+    let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
+        .await
+        .unwrap();
+    let letters = reader.collect_with_headers(limit, quiet).await.unwrap();
+    let mut by: Vec<(uuid::Uuid, String)> = letters
+        .iter()
+        .map(|(event, headers)| {
+            let consumer = headers
+                .iter()
+                .find(|(key, _)| key == "taskmesh_dlq_consumer")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+            (event.id, consumer)
+        })
+        .collect();
+    by.sort_by(|a, b| a.1.cmp(&b.1));
+    by
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_command_among_good_ones_is_dead_lettered_alone() {
     let (mesh, mut client) = start(MeshOptions::default()).await;
@@ -256,27 +282,8 @@ async fn a_bad_command_among_good_ones_is_dead_lettered_alone() {
     assert_eq!(titles, ["first", "second", "third"]);
     // The bad command was dead-lettered before the commands after it were applied: once by
     // TaskService, once by AuditService (which records only valid commands).
-    let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
-        .await
-        .unwrap();
-    let letters = reader
-        .collect_with_headers(5, Duration::from_secs(3))
-        .await
-        .unwrap();
-    let mut by: Vec<(uuid::Uuid, String)> = letters
-        .iter()
-        .map(|(event, headers)| {
-            let consumer = headers
-                .iter()
-                .find(|(key, _)| key == "taskmesh_dlq_consumer")
-                .map(|(_, value)| value.clone())
-                .unwrap_or_default();
-            (event.id, consumer)
-        })
-        .collect();
-    by.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(
-        by,
+        dead_letters(kafka, 5, Duration::from_secs(3)).await,
         vec![
             (bad.id, "taskmesh-audit-task-commands".to_owned()),
             (bad.id, "taskmesh-task".to_owned())
@@ -436,28 +443,9 @@ async fn a_legacy_series_ended_is_read_and_an_unknown_type_is_dead_lettered() {
     .expect("the command after them applies");
     assert_eq!(tasks_of_alice(&mut client).await[0].title, "after");
 
-    let reader = EventReader::new_named(kafka, &kafka.dead_letter_topic(Topic::TaskCommands))
-        .await
-        .unwrap();
-    let letters = reader
-        // AuditService may be a few seconds behind TaskService on a busy machine.
-        .collect_with_headers(3, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let mut by: Vec<(uuid::Uuid, String)> = letters
-        .iter()
-        .map(|(event, headers)| {
-            let consumer = headers
-                .iter()
-                .find(|(key, _)| key == "taskmesh_dlq_consumer")
-                .map(|(_, value)| value.clone())
-                .unwrap_or_default();
-            (event.id, consumer)
-        })
-        .collect();
-    by.sort_by(|a, b| a.1.cmp(&b.1));
+    // AuditService may be a few seconds behind TaskService on a busy machine.
     assert_eq!(
-        by,
+        dead_letters(kafka, 3, Duration::from_secs(10)).await,
         vec![
             (unknown.id, "taskmesh-audit-task-commands".to_owned()),
             (unknown.id, "taskmesh-task".to_owned())
