@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! filter     := [expression]
-//! expression := and_chain { "OR" and_chain }      -- AND binds tighter than OR
-//! and_chain  := term { ["AND"] term }              -- juxtaposition is AND
+//! expression := factor { ["AND"] factor }          -- juxtaposition is AND
+//! factor     := term { "OR" term }                 -- OR binds tighter than AND
 //! term       := ["NOT" | "-"] ( "(" expression ")" | field op value | field ":" "*" )
 //! op         := "=" | "!=" | "<" | "<=" | ">" | ">=" | ":"
 //! value      := bare word | "double-quoted string" (escapes: \" and \\)
@@ -15,7 +15,8 @@
 //!
 //! Values by field type: enums by name, case-insensitive, with or without their prefix
 //! (`OPEN`, `STATE_OPEN`); timestamps in RFC 3339 (`2026-12-01T09:00:00Z`); booleans `true` /
-//! `false`; resource names quoted (`"tasks/…"`); text exact. `field:*` tests presence where a
+//! `false`; resource names quoted (`"tasks/…"`); text exact (no NUL character). As in
+//! AIP-160, `OR` binds tighter than `AND`: `a AND b OR c` is `a AND (b OR c)`. `field:*` tests presence where a
 //! field can be absent. Limits: [`MAX_FILTER_CHARS`] characters, [`MAX_DEPTH`] nested
 //! parentheses, [`MAX_COMPARISONS`] comparisons, so parsing takes bounded time and stack on
 //! any input. Error positions are 1-based characters. User values never reach the SQL text:
@@ -226,7 +227,7 @@ pub fn parse(text: &str) -> Result<Option<Expr>, FilterError> {
         depth: 0,
         comparisons: 0,
     };
-    let expr = parser.parse_or()?;
+    let expr = parser.parse_and()?;
     parser.skip_ws();
     match parser.peek() {
         None => Ok(Some(expr)),
@@ -287,7 +288,10 @@ impl Parser {
             None => FilterError::UnexpectedEnd { expected },
             Some(c) => {
                 let word = self.word();
-                let found = if word.is_empty() {
+                // One character, escaped when it would not show (controls, bidi marks).
+                let found = if word.is_empty() && c != '"' {
+                    c.escape_debug().to_string()
+                } else if word.is_empty() {
                     c.to_string()
                 } else {
                     echo(&word)
@@ -301,34 +305,34 @@ impl Parser {
         }
     }
 
-    /// `expression := and_chain { "OR" and_chain }`.
-    fn parse_or(&mut self) -> Result<Expr, FilterError> {
-        let mut parts = vec![self.parse_and()?];
-        while self.eat_keyword("OR") {
-            parts.push(self.parse_and()?);
-        }
-        Ok(if parts.len() == 1 {
-            parts.remove(0)
-        } else {
-            Expr::Or(parts)
-        })
-    }
-
-    /// `and_chain := term { ["AND"] term }`; a chain ends at `)`, `OR` or the end of input.
+    /// `expression := factor { ["AND"] factor }`; it ends at `)` or the end of input.
     fn parse_and(&mut self) -> Result<Expr, FilterError> {
-        let mut parts = vec![self.parse_term()?];
+        let mut parts = vec![self.parse_or()?];
         loop {
             self.skip_ws();
-            if matches!(self.peek(), None | Some(')')) || self.word() == "OR" {
+            if matches!(self.peek(), None | Some(')')) {
                 break;
             }
-            self.eat_keyword("AND");
-            parts.push(self.parse_term()?);
+            self.eat_keyword("AND"); // Optional: AIP-160 reads `a b` as `a AND b`.
+            parts.push(self.parse_or()?);
         }
         Ok(if parts.len() == 1 {
             parts.remove(0)
         } else {
             Expr::And(parts)
+        })
+    }
+
+    /// `factor := term { "OR" term }`.
+    fn parse_or(&mut self) -> Result<Expr, FilterError> {
+        let mut parts = vec![self.parse_term()?];
+        while self.eat_keyword("OR") {
+            parts.push(self.parse_term()?);
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Expr::Or(parts)
         })
     }
 
@@ -366,7 +370,7 @@ impl Parser {
         if self.peek() == Some(')') {
             return Err(FilterError::EmptyParentheses { pos: open });
         }
-        let expr = self.parse_or()?;
+        let expr = self.parse_and()?;
         self.skip_ws();
         match self.peek() {
             Some(')') => self.pos += 1,
@@ -519,6 +523,14 @@ pub enum Kind {
     },
     /// A `boolean`: `true` or `false`, with `=`.
     Bool,
+    /// A yes/no property written as two fixed SQL conditions (no bind, so the planner sees
+    /// the condition itself, e.g. to use a partial index): `true` or `false`, with `=`.
+    Flag {
+        /// The condition for `= true`.
+        when_true: &'static str,
+        /// The condition for `= false`.
+        when_false: &'static str,
+    },
     /// A `text` compared exactly with `=` and `!=`, at most `max_chars` characters.
     Text {
         /// Longest value, in characters.
@@ -578,6 +590,7 @@ enum Node {
         value: Bind,
     },
     Present(&'static str),
+    Fixed(&'static str),
     Matches {
         before: &'static str,
         after: &'static str,
@@ -671,16 +684,23 @@ fn comparison(c: &Comparison, field: &Field) -> Result<Node, FilterError> {
         }
         Kind::Bool => {
             require(&[Op::Eq])?;
-            Bind::Bool(match c.value.to_ascii_lowercase().as_str() {
-                "true" => true,
-                "false" => false,
-                _ => return Err(invalid("true or false".into())),
-            })
+            Bind::Bool(boolean(&c.value).ok_or_else(|| invalid("true or false".into()))?)
+        }
+        Kind::Flag {
+            when_true,
+            when_false,
+        } => {
+            require(&[Op::Eq])?;
+            let yes = boolean(&c.value).ok_or_else(|| invalid("true or false".into()))?;
+            return Ok(Node::Fixed(if yes { when_true } else { when_false }));
         }
         Kind::Text { max_chars } => {
             require(Op::EQUALITY)?;
             if c.value.chars().count() > max_chars {
                 return Err(invalid(format!("at most {max_chars} characters")));
+            }
+            if c.value.contains('\0') {
+                return Err(invalid(NO_NUL.into()));
             }
             Bind::Text(c.value.clone())
         }
@@ -697,6 +717,9 @@ fn comparison(c: &Comparison, field: &Field) -> Result<Node, FilterError> {
             require(&[Op::Has, Op::Eq])?;
             if !(1..=max_chars).contains(&c.value.chars().count()) {
                 return Err(invalid(format!("{noun} of 1 to {max_chars} characters")));
+            }
+            if c.value.contains('\0') {
+                return Err(invalid(NO_NUL.into()));
             }
             return Ok(Node::Matches {
                 before,
@@ -717,6 +740,18 @@ fn comparison(c: &Comparison, field: &Field) -> Result<Node, FilterError> {
         value,
     })
 }
+
+/// `true` or `false`, case-insensitive.
+fn boolean(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// What a text value with a NUL is told (PostgreSQL's text cannot hold one).
+const NO_NUL: &str = "text without NUL characters";
 
 /// `one of A, B or C` (or `A or B`) for an enum's values.
 fn one_of(values: &[(&str, i16)]) -> String {
@@ -817,6 +852,11 @@ fn render(node: &Node, sink: &mut impl Sink) {
             sink.bind(value);
         }
         Node::Present(sql) => sink.sql(&format!("{sql} IS NOT NULL")),
+        Node::Fixed(sql) => {
+            sink.sql("(");
+            sink.sql(sql);
+            sink.sql(")");
+        }
         Node::Matches {
             before,
             after,
@@ -855,6 +895,14 @@ mod tests {
             name: "flag",
             sql: "t.flag",
             kind: Kind::Bool,
+        },
+        Field {
+            name: "done",
+            sql: "t.done_at",
+            kind: Kind::Flag {
+                when_true: "t.done_at IS NOT NULL",
+                when_false: "t.done_at IS NULL",
+            },
         },
         Field {
             name: "who",
@@ -916,6 +964,8 @@ mod tests {
         "true",
         "2026-12-01T09:00:00Z",
         "\"tasks/0190b9a4-0000-7000-8000-000000000001\"",
+        "done",
+        "false",
         "é",
         "🦀",
         "\u{0}",
@@ -993,7 +1043,7 @@ mod tests {
         .numbered(3);
         assert_eq!(
             sql,
-            "((t.state = $3 AND NOT (t.at < $4)) OR ((t.flag = $5 AND t.who <> $6) AND t.task_id = $7 AND f($8) AND t.at IS NOT NULL))"
+            "(t.state = $3 AND (NOT (t.at < $4) OR (t.flag = $5 AND t.who <> $6)) AND t.task_id = $7 AND f($8) AND t.at IS NOT NULL)"
         );
         assert_eq!(binds.len(), 6);
         assert_eq!(binds[0], Bind::Small(1));
@@ -1015,8 +1065,22 @@ mod tests {
             ),
             ("state = LATER", "state must be OPEN or DONE"),
             (
+                "who = \"a\u{0}b\"",
+                "who must be text without NUL characters",
+            ),
+            ("tag:\"\u{0}\"", "tag must be text without NUL characters"),
+            (
+                "state = OPEN \u{1}",
+                "expected a field name but found \"\\u{1}\" at position 14",
+            ),
+            ("state = OPEN)", "unexpected \")\" at position 13"),
+            (
                 "nope = 1",
-                "unknown field \"nope\"; use state, when, flag, who, task, tag",
+                "unknown field \"nope\"; use state, when, flag, done, who, task, tag",
+            ),
+            (
+                "done != true",
+                "operator \"!=\" is not supported for field \"done\"",
             ),
         ];
         for (text, message) in refused {
@@ -1027,5 +1091,9 @@ mod tests {
             );
         }
         assert_eq!(compile("  ", FIELDS).unwrap().numbered(1).0, "TRUE");
+        assert_eq!(
+            compile("done = FALSE", FIELDS).unwrap().numbered(1),
+            ("(t.done_at IS NULL)".to_owned(), Vec::new())
+        );
     }
 }

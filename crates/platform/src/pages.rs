@@ -26,7 +26,7 @@ use crate::grpc::Violations;
 const TAG_BYTES: usize = 16;
 
 /// Longest page token accepted, in characters (anything longer is not ours: a token holds a
-/// sort key and the filter it was made for, at most 2,000 characters).
+/// sort key, a few hundred characters at most, and a digest of its call).
 pub const MAX_TOKEN_CHARS: usize = 16 * 1024;
 
 /// Signs and checks page tokens with a service's key. Cheap to clone.

@@ -1,6 +1,6 @@
-//! ListReminders and ListNotifications: their AIP-160 filter subsets and keyset pages
-//! (AIP-158). A page token is base64url JSON of the last row's sort key and the filter it was
-//! made for; a token used with another filter is `INVALID_ARGUMENT`.
+//! ListReminders and ListNotifications: their filter fields (the language is
+//! [`taskmesh_platform::filter`]) and keyset pages (AIP-158); a page token
+//! ([`taskmesh_platform::pages`]) used with another filter is `INVALID_ARGUMENT`.
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -59,8 +59,11 @@ pub(crate) const REMINDER_FIELDS: &[Field] = &[
 /// The fields a ListNotifications filter may name: `unread` (`true` or `false`).
 pub(crate) const NOTIFICATION_FIELDS: &[Field] = &[Field {
     name: "unread",
-    sql: "(read_time IS NULL)",
-    kind: Kind::Bool,
+    sql: "read_time",
+    kind: Kind::Flag {
+        when_true: "read_time IS NULL",
+        when_false: "read_time IS NOT NULL",
+    },
 }];
 
 /// Where a ListReminders page ends: the last reminder's sort key.
@@ -247,8 +250,12 @@ mod tests {
         let (text, _) = sql("state = FIRED OR -state = STATE_CANCELLED", REMINDER_FIELDS);
         assert_eq!(text, "(r.state = $1 OR NOT (r.state = $2))");
         assert_eq!(
-            sql("unread = true", NOTIFICATION_FIELDS).0,
-            "(read_time IS NULL) = $1"
+            sql("unread = true", NOTIFICATION_FIELDS),
+            ("(read_time IS NULL)".to_owned(), Vec::new())
+        );
+        assert_eq!(
+            sql("-unread = false", NOTIFICATION_FIELDS).0,
+            "NOT ((read_time IS NOT NULL))"
         );
     }
 

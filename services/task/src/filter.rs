@@ -347,8 +347,8 @@ mod tests {
     fn combinations() {
         // x, y, z stand for three comparisons and X, Y, Z for their SQL.
         let cases = r#"
-            x OR y AND z          => (X OR (Y AND Z))
-            x AND y OR z          => ((X AND Y) OR Z)
+            x OR y AND z          => ((X OR Y) AND Z)
+            x AND y OR z          => (X AND (Y OR Z))
             x y  z                => (X AND Y AND Z)
             x(y OR z)             => (X AND (Y OR Z))
             (x OR y) AND z        => ((X OR Y) AND Z)

@@ -2,8 +2,8 @@
 //!
 //! Pages are keyset positions: the token holds the sort-key values and id of the last task
 //! returned, so inserts and deletes between pages shift nothing. A token is bound to its
-//! filter, order and query by a fingerprint; a token used with other parameters is
-//! `INVALID_ARGUMENT`. Each page is read in a REPEATABLE READ snapshot together with the
+//! filter, order and query ([`taskmesh_platform::pages::Binding`]); a token used with other
+//! parameters is `INVALID_ARGUMENT`. Each page is read in a REPEATABLE READ snapshot together with the
 //! user's change-log position, which becomes the response's stream cursor.
 
 use serde::{Deserialize, Serialize};
