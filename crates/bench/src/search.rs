@@ -86,6 +86,11 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     let mesh = crate::mesh::start(MeshOptions::default()).await?;
     let (tasks, users) = (scale.search_tasks, scale.search_users);
     let started = std::time::Instant::now();
+    // A million rows take longer than the pool's statement timeout (meant for requests).
+    let mut seed = mesh.pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *seed)
+        .await?;
     sqlx::query(
         "INSERT INTO tasks (id, user_id, title, description, priority, due_at, due_time, \
          due_time_zone, state, create_time, update_time) \
@@ -103,8 +108,9 @@ pub(crate) async fn run(scale: &Scale, table: &mut Table) -> anyhow::Result<()> 
     .bind(i64::try_from(tasks)?)
     .bind(i64::try_from(users)?)
     .bind(WORDS.to_vec())
-    .execute(&mesh.pool)
+    .execute(&mut *seed)
     .await?;
+    seed.commit().await?;
     sqlx::query("ANALYZE tasks").execute(&mesh.pool).await?;
     table.note(format!(
         "search: {tasks} tasks of {users} users written and analysed in {:.1} s",
