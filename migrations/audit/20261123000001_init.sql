@@ -1,5 +1,6 @@
 -- AuditService schema `audit` (the pool's search_path): the append-only audit log of every
--- event in the mesh, each user's hash chain, consumed-event records.
+-- event in the mesh and each user's hash chain. Processed events are the platform's
+-- (migrations/platform).
 
 -- One row per event (`ce_id` unique across the mesh). Append-only: see the trigger below.
 CREATE TABLE entries (
@@ -115,12 +116,3 @@ BEGIN
     RETURN removed;
 END
 $$;
-
--- Idempotent consumption (ARCHITECTURE.md invariant 2), one consumer per topic.
-CREATE TABLE processed_events (
-    consumer      text        NOT NULL,
-    event_id      uuid        NOT NULL,
-    process_time  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
-CREATE INDEX processed_events_time ON processed_events (process_time);

@@ -1,7 +1,7 @@
 -- RecurrenceService schema `recurrence` (the pool's search_path): the bookkeeping of each
--- recurring series and its occurrences, request ids, consumed-event records and the
--- transactional outbox of the commands it sends on `task-commands`. Tasks themselves live
--- in TaskService; this schema only knows what `task-events` and its own RPCs told it.
+-- recurring series and its occurrences. Tasks themselves live in TaskService; this schema
+-- only knows what `task-events` and its own RPCs told it. Request ids, processed events and
+-- the outbox of the commands it sends are the platform's (migrations/platform).
 
 -- One row per series (`Recurrence.series` on every task of it). end_reason follows
 -- `taskmesh.events.v1.SeriesEnded.Reason`: 1 COUNT reached, 2 UNTIL passed, 3 stopped,
@@ -46,39 +46,3 @@ CREATE TABLE occurrences (
     create_time       timestamptz NOT NULL
 );
 CREATE INDEX occurrences_series ON occurrences (series_id, position);
-
--- Idempotency keys (AIP-155).
-CREATE TABLE requests (
-    user_id      text        NOT NULL,
-    request_id   text        NOT NULL,
-    method       text        NOT NULL,
-    resource_id  uuid        NOT NULL,
-    response     bytea       NOT NULL,
-    create_time  timestamptz NOT NULL,
-    PRIMARY KEY (user_id, method, request_id)
-);
-CREATE INDEX requests_create_time ON requests (create_time);
-
--- Idempotent consumption of `task-events` (ARCHITECTURE.md invariant 2).
-CREATE TABLE processed_events (
-    consumer      text        NOT NULL,
-    event_id      uuid        NOT NULL,
-    process_time  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
-CREATE INDEX processed_events_time ON processed_events (process_time);
-
--- The transactional outbox (see taskmesh_platform::outbox).
-CREATE TABLE outbox (
-    id           bigserial PRIMARY KEY,
-    topic        text        NOT NULL,
-    record_key   text        NOT NULL,
-    event_id     uuid        NOT NULL,
-    event_type   text        NOT NULL,
-    source       text        NOT NULL,
-    subject      text        NOT NULL,
-    event_time   timestamptz NOT NULL,
-    data_schema  text        NOT NULL,
-    payload      bytea       NOT NULL,
-    traceparent  text
-);

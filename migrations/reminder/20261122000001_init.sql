@@ -1,6 +1,6 @@
 -- ReminderService schema `reminder` (the pool's search_path): what it knows of tasks, the
--- reminders it schedules, notifications, the per-user notification change log, request ids,
--- consumed-event records and the transactional outbox.
+-- reminders it schedules and notifications. The notification change log, request ids,
+-- processed events and the outbox are the platform's (migrations/platform).
 
 -- Each task as the latest `task-events` event showed it. `version` orders events (an event
 -- with a version not above the stored one is old news); a deleted task stays as a tombstone
@@ -64,56 +64,3 @@ CREATE TABLE notifications (
 );
 CREATE INDEX notifications_user ON notifications (user_id, create_time DESC, id DESC);
 CREATE INDEX notifications_unread ON notifications (user_id) WHERE read_time IS NULL;
-
--- The per-user notification change log (see taskmesh_platform::changelog).
-CREATE TABLE change_counters (
-    user_id        text PRIMARY KEY,
-    last_sequence  bigint NOT NULL
-);
-
-CREATE TABLE changes (
-    user_id      text        NOT NULL,
-    sequence     bigint      NOT NULL,
-    event_id     uuid        NOT NULL,
-    event_type   text        NOT NULL,
-    subject      text        NOT NULL,
-    create_time  timestamptz NOT NULL,
-    payload      bytea       NOT NULL,
-    PRIMARY KEY (user_id, sequence)
-);
-CREATE INDEX changes_create_time ON changes (create_time);
-
--- Idempotency keys (AIP-155).
-CREATE TABLE requests (
-    user_id      text        NOT NULL,
-    request_id   text        NOT NULL,
-    method       text        NOT NULL,
-    resource_id  uuid        NOT NULL,
-    response     bytea       NOT NULL,
-    create_time  timestamptz NOT NULL,
-    PRIMARY KEY (user_id, method, request_id)
-);
-CREATE INDEX requests_create_time ON requests (create_time);
-
--- Idempotent consumption of `task-events` (ARCHITECTURE.md invariant 2).
-CREATE TABLE processed_events (
-    consumer      text        NOT NULL,
-    event_id      uuid        NOT NULL,
-    process_time  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
-CREATE INDEX processed_events_time ON processed_events (process_time);
-
-CREATE TABLE outbox (
-    id           bigserial PRIMARY KEY,
-    topic        text        NOT NULL,
-    record_key   text        NOT NULL,
-    event_id     uuid        NOT NULL,
-    event_type   text        NOT NULL,
-    source       text        NOT NULL,
-    subject      text        NOT NULL,
-    event_time   timestamptz NOT NULL,
-    data_schema  text        NOT NULL,
-    payload      bytea       NOT NULL,
-    traceparent  text
-);

@@ -1,5 +1,5 @@
--- TaskService schema `task` (the pool's search_path): tasks, tags, the per-user change log,
--- request ids (AIP-155) and the transactional outbox.
+-- TaskService schema `task` (the pool's search_path): tasks and tags. The change log, request
+-- ids, processed events and the outbox are the platform's (migrations/platform).
 
 CREATE TABLE tags (
     id            uuid PRIMARY KEY,
@@ -46,48 +46,3 @@ CREATE INDEX tasks_user_create ON tasks (user_id, create_time, id);
 CREATE INDEX tasks_user_due ON tasks (user_id, (COALESCE(due_at, 'infinity'::timestamptz)), priority DESC, create_time, id);
 CREATE INDEX tasks_search ON tasks USING gin (search);
 CREATE INDEX tasks_tags ON tasks USING gin (tag_ids);
-
--- The per-user change log: a gapless counter per user, allocated in the writing transaction
--- (the row lock serialises one user's writes), and the changes themselves.
-CREATE TABLE change_counters (
-    user_id        text PRIMARY KEY,
-    last_sequence  bigint NOT NULL
-);
-
-CREATE TABLE changes (
-    user_id      text        NOT NULL,
-    sequence     bigint      NOT NULL,
-    event_id     uuid        NOT NULL,
-    event_type   text        NOT NULL,
-    subject      text        NOT NULL,
-    create_time  timestamptz NOT NULL,
-    payload      bytea       NOT NULL,
-    PRIMARY KEY (user_id, sequence)
-);
-CREATE INDEX changes_create_time ON changes (create_time);
-
--- Idempotency keys (AIP-155): the first result of a request, per user and method.
-CREATE TABLE requests (
-    user_id      text        NOT NULL,
-    request_id   text        NOT NULL,
-    method       text        NOT NULL,
-    resource_id  uuid        NOT NULL,
-    response     bytea       NOT NULL,
-    create_time  timestamptz NOT NULL,
-    PRIMARY KEY (user_id, method, request_id)
-);
-CREATE INDEX requests_create_time ON requests (create_time);
-
-CREATE TABLE outbox (
-    id           bigserial PRIMARY KEY,
-    topic        text        NOT NULL,
-    record_key   text        NOT NULL,
-    event_id     uuid        NOT NULL,
-    event_type   text        NOT NULL,
-    source       text        NOT NULL,
-    subject      text        NOT NULL,
-    event_time   timestamptz NOT NULL,
-    data_schema  text        NOT NULL,
-    payload      bytea       NOT NULL,
-    traceparent  text
-);

@@ -159,7 +159,7 @@ async fn timer_lateness(times: Vec<DateTime<Utc>>) -> hdrhistogram::Histogram<u6
 pub(crate) async fn run(args: Args, table: &mut crate::table::Table) -> anyhow::Result<()> {
     let database = TestDb::create().await?;
     let pool = db::connect(&database.url(), taskmesh_reminder::SCHEMA, 16).await?;
-    db::migrate(&pool, &taskmesh_reminder::MIGRATOR).await?;
+    db::migrate(&pool, &taskmesh_reminder::MIGRATIONS).await?;
 
     let background = args.total.saturating_sub(2 * args.burst);
     let started = Instant::now();

@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 use sqlx::{
     ConnectOptions, Connection, PgConnection, PgPool,
-    migrate::Migrator,
+    error::BoxDynError,
+    migrate::{MigrateError, Migration, MigrationSource, Migrator},
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -155,11 +156,89 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
 /// How long a pool's caller waits for a connection before the call fails (`UNAVAILABLE`).
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Applies `migrator`'s migrations to the pool's schema.
+/// The platform's tables (`migrations/platform`): processed events ([`crate::consumer`]), the
+/// transactional outbox ([`crate::outbox`]), the per-user change log ([`crate::changelog`]),
+/// request ids ([`crate::requests`]) and the page token key ([`crate::pages`]). One migration
+/// set, applied by [`migrate`] to every service's schema beside the service's own.
+pub static PLATFORM_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/platform");
+
+/// The migrations of one service's schema: the service's own, applied with
+/// [`PLATFORM_MIGRATOR`]'s in one version order and one `_sqlx_migrations` history.
+#[derive(Debug)]
+pub struct Migrations {
+    /// The service's own migrations (`sqlx::migrate!("../../migrations/<service>")`).
+    pub own: &'static Migrator,
+    /// The service's migrations whose text changed after a release applied them, leaving the
+    /// schema they make the same.
+    pub edited: &'static [Edited],
+}
+
+/// A migration whose text changed after a release had applied it, with no change to the
+/// schema it leaves (the platform's tables moved out of the services' first migrations into
+/// `migrations/platform`, whose `IF NOT EXISTS` makes them no-ops where they exist).
+///
+/// sqlx refuses to run when an applied migration's checksum differs from its file's
+/// (`MigrateError::VersionMismatch`). Before running, [`migrate`] rewrites the checksum of a
+/// history row that has exactly `applied_sha384` to the current file's ("repair", as Flyway
+/// calls it); any other checksum still fails. The upgrade test migrates a database made by the
+/// release before and compares its schema with a new one's.
+#[derive(Clone, Copy, Debug)]
+pub struct Edited {
+    /// The migration's version (the number its file name starts with).
+    pub version: i64,
+    /// The SHA-384 of the text the release applied (sqlx's checksum), in lower-case hex.
+    pub applied_sha384: &'static str,
+}
+
+/// `migrations`' own and the platform's migrations as one set, in version order.
 ///
 /// # Errors
-/// [`DbError::Migrate`].
-pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> {
+/// [`DbError::Migrate`] when a version is in both sets (a defect the upgrade test catches).
+pub async fn migrator(migrations: &Migrations) -> Result<Migrator, DbError> {
+    let mut all: Vec<Migration> = migrations
+        .own
+        .iter()
+        .chain(PLATFORM_MIGRATOR.iter())
+        .cloned()
+        .collect();
+    all.sort_by_key(|m| m.version);
+    if let Some(pair) = all
+        .windows(2)
+        .find(|pair| pair[0].version == pair[1].version)
+    {
+        return Err(DbError::Migrate(MigrateError::Source(
+            format!(
+                "migration version {} is both the service's and the platform's",
+                pair[0].version
+            )
+            .into(),
+        )));
+    }
+    Ok(Migrator::new(Merged(all)).await?)
+}
+
+/// Migrations already resolved, as a [`MigrationSource`].
+#[derive(Debug)]
+struct Merged(Vec<Migration>);
+
+impl MigrationSource<'static> for Merged {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<Migration>, BoxDynError>> + Send>,
+    > {
+        Box::pin(std::future::ready(Ok(self.0)))
+    }
+}
+
+/// Applies `migrations` (the service's and the platform's) to the pool's schema, after
+/// repairing the history of [`Migrations::edited`] ones.
+///
+/// # Errors
+/// [`DbError::Migrate`] when a migration fails, or an applied one differs from its file
+/// (other than as [`Edited`] allows); [`DbError::Sqlx`] when the database fails.
+pub async fn migrate(pool: &PgPool, migrations: &Migrations) -> Result<(), DbError> {
+    let migrator = migrator(migrations).await?;
     // A migration may rewrite a big table: no statement or lock limit on its own
     // connection, which is closed afterwards rather than going back to the pool.
     let mut conn = pool.acquire().await?.detach();
@@ -169,8 +248,49 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> 
     sqlx::query("SET lock_timeout = 0")
         .execute(&mut conn)
         .await?;
+    repair(&mut conn, &migrator, migrations.edited).await?;
     migrator.run(&mut conn).await?;
     conn.close().await?;
+    Ok(())
+}
+
+/// Rewrites the checksum of each [`Edited`] migration in the schema's history (when there is
+/// one) from the released text's to the current file's. Idempotent: a concurrent `migrate`
+/// of another replica rewrites nothing more.
+async fn repair(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    edited: &[Edited],
+) -> Result<(), DbError> {
+    let history: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut *conn)
+            .await?;
+    if history.is_none() {
+        return Ok(());
+    }
+    for edit in edited {
+        let Some(current) = migrator.iter().find(|m| m.version == edit.version) else {
+            return Err(DbError::Migrate(MigrateError::Source(
+                format!("edited migration {} is not in the set", edit.version).into(),
+            )));
+        };
+        let repaired = sqlx::query(
+            "UPDATE _sqlx_migrations SET checksum = $1 \
+             WHERE version = $2 AND encode(checksum, 'hex') = $3",
+        )
+        .bind(current.checksum.as_ref())
+        .bind(edit.version)
+        .bind(edit.applied_sha384)
+        .execute(&mut *conn)
+        .await?;
+        if repaired.rows_affected() > 0 {
+            tracing::info!(
+                version = edit.version,
+                "repaired the checksum of an edited migration"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -134,20 +134,24 @@ pub struct Mesh {
 /// # Errors
 /// The database cannot be reached or a migration fails.
 pub async fn migrate(database_url: &str, pool_size: u32) -> anyhow::Result<Pools> {
-    let pool = |schema: &'static str, migrator: &'static sqlx::migrate::Migrator| async move {
+    let pool = |schema: &'static str, migrations: &'static db::Migrations| async move {
         let pool = db::connect(database_url, schema, pool_size)
             .await
             .with_context(|| format!("cannot connect to PostgreSQL for schema {schema}"))?;
-        db::migrate(&pool, migrator)
+        db::migrate(&pool, migrations)
             .await
             .with_context(|| format!("migrating schema {schema}"))?;
         anyhow::Ok(pool)
     };
     Ok(Pools {
-        task: pool(taskmesh_task::SCHEMA, &taskmesh_task::MIGRATOR).await?,
-        reminder: pool(taskmesh_reminder::SCHEMA, &taskmesh_reminder::MIGRATOR).await?,
-        recurrence: pool(taskmesh_recurrence::SCHEMA, &taskmesh_recurrence::MIGRATOR).await?,
-        audit: pool(taskmesh_audit::SCHEMA, &taskmesh_audit::MIGRATOR).await?,
+        task: pool(taskmesh_task::SCHEMA, &taskmesh_task::MIGRATIONS).await?,
+        reminder: pool(taskmesh_reminder::SCHEMA, &taskmesh_reminder::MIGRATIONS).await?,
+        recurrence: pool(
+            taskmesh_recurrence::SCHEMA,
+            &taskmesh_recurrence::MIGRATIONS,
+        )
+        .await?,
+        audit: pool(taskmesh_audit::SCHEMA, &taskmesh_audit::MIGRATIONS).await?,
     })
 }
 

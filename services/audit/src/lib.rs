@@ -49,8 +49,19 @@ pub const AUDIT_SERVICE: &str = <AuditServiceServer<AuditServiceImpl> as NamedSe
 /// The database schema AuditService owns.
 pub const SCHEMA: &str = "audit";
 
-/// Migrations of the `audit` schema (`migrations/audit`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/audit");
+/// Migrations of the `audit` schema: `migrations/audit` with the platform's
+/// (`taskmesh_platform::db::PLATFORM_MIGRATOR`). `edited` lists the released migrations whose
+/// text changed since: the platform's tables moved out of it on 2026-12-08.
+pub static MIGRATIONS: taskmesh_platform::db::Migrations = taskmesh_platform::db::Migrations {
+    own: &MIGRATOR,
+    edited: &[taskmesh_platform::db::Edited {
+        version: 20261123000001,
+        applied_sha384: "e5411cc3de9be381805f32440c61de3812edc963aa4e08f211b7aebf4bf5b85999e3505a4b0fe8de7168e573e1aa0b06",
+    }],
+};
+
+/// The `audit` schema's own migrations (`migrations/audit`); see [`MIGRATIONS`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/audit");
 
 /// The consumer (and consumer group) name for `topic`: `taskmesh-audit-<topic>`.
 pub fn consumer_name(topic: Topic) -> String {

@@ -52,8 +52,19 @@ pub const RECURRENCE_SERVICE: &str =
 /// The database schema RecurrenceService owns.
 pub const SCHEMA: &str = "recurrence";
 
-/// Migrations of the `recurrence` schema (`migrations/recurrence`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/recurrence");
+/// Migrations of the `recurrence` schema: `migrations/recurrence` with the platform's
+/// (`taskmesh_platform::db::PLATFORM_MIGRATOR`). `edited` lists the released migrations whose
+/// text changed since: the platform's tables moved out of it on 2026-12-08.
+pub static MIGRATIONS: taskmesh_platform::db::Migrations = taskmesh_platform::db::Migrations {
+    own: &MIGRATOR,
+    edited: &[taskmesh_platform::db::Edited {
+        version: 20261123000001,
+        applied_sha384: "f2c47e1312ee30527054a86ccdb9c26f0bff33d402665a204d383fa61f9e1915ebe05cf940c1b10e7142e9dec6616211",
+    }],
+};
+
+/// The `recurrence` schema's own migrations (`migrations/recurrence`); see [`MIGRATIONS`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/recurrence");
 
 /// RecurrenceService's outbox: CloudEvent source and relay channel. It has no change log of
 /// its own (it changes no user-visible resource directly); its events have sequence 0.

@@ -50,8 +50,19 @@ pub const REMINDER_SERVICE: &str =
 /// The database schema ReminderService owns.
 pub const SCHEMA: &str = "reminder";
 
-/// Migrations of the `reminder` schema (`migrations/reminder`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/reminder");
+/// Migrations of the `reminder` schema: `migrations/reminder` with the platform's
+/// (`taskmesh_platform::db::PLATFORM_MIGRATOR`). `edited` lists the released migrations whose
+/// text changed since: the platform's tables moved out of it on 2026-12-08.
+pub static MIGRATIONS: taskmesh_platform::db::Migrations = taskmesh_platform::db::Migrations {
+    own: &MIGRATOR,
+    edited: &[taskmesh_platform::db::Edited {
+        version: 20261122000001,
+        applied_sha384: "74ed19d8b728ee3c66a49d279ed6986ac56a63258d1f3a1e3ef71a9f69ed1ae5078e6c1adada772bd23e2941ff391336",
+    }],
+};
+
+/// The `reminder` schema's own migrations (`migrations/reminder`); see [`MIGRATIONS`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/reminder");
 
 /// ReminderService's notification change log and outbox.
 pub(crate) const LOG: Log = Log {

@@ -52,8 +52,26 @@ pub const TASK_SERVICE: &str = <TaskServiceServer<TaskServiceImpl> as NamedServi
 /// The database schema TaskService owns.
 pub const SCHEMA: &str = "task";
 
-/// Migrations of the `task` schema (`migrations/task`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/task");
+/// Migrations of the `task` schema: `migrations/task` with the platform's
+/// (`taskmesh_platform::db::PLATFORM_MIGRATOR`). `edited` lists the released migrations whose
+/// text changed since: the platform's tables moved out of them on 2026-12-08, and
+/// `20261122000002` is the platform's processed events now.
+pub static MIGRATIONS: taskmesh_platform::db::Migrations = taskmesh_platform::db::Migrations {
+    own: &MIGRATOR,
+    edited: &[
+        taskmesh_platform::db::Edited {
+            version: 20261122000001,
+            applied_sha384: "bf5d7d2d7642932eb29308d4172efb2cb89186e7912872313a7f4a2f90bfce517be0452e3ee864e7452a145bb89cff12",
+        },
+        taskmesh_platform::db::Edited {
+            version: 20261122000002,
+            applied_sha384: "9f886033938975030d112d3f23774afb5f72d4608539a381884f9f7f225b6ecf18a23ca219cb8741df162f1557ca8e6a",
+        },
+    ],
+};
+
+/// The `task` schema's own migrations (`migrations/task`); see [`MIGRATIONS`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/task");
 
 /// The outbox relay of the `task` schema, publishing to `kafka`.
 ///
