@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use taskmesh_proto::{
     catalogue::{Event, Topic},
     events::v1::ChangeContext,
@@ -119,22 +119,28 @@ impl Published {
 pub async fn lock_user(conn: &mut PgConnection, user: &str) -> Result<i64, sqlx::Error> {
     // One round trip for a user who has written before (the usual case); a first write
     // creates the counter and locks it then.
-    const LOCK: &str = "SELECT last_sequence FROM change_counters WHERE user_id = $1 FOR UPDATE";
-    if let Some(last) = sqlx::query_scalar(LOCK)
-        .bind(user)
-        .fetch_optional(&mut *conn)
-        .await?
-    {
+    if let Some(last) = lock_counter(conn, user).await? {
         return Ok(last);
     }
-    sqlx::query("INSERT INTO change_counters (user_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
-        .bind(user)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query_scalar(LOCK)
-        .bind(user)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query!(
+        "INSERT INTO change_counters (user_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        user
+    )
+    .execute(&mut *conn)
+    .await?;
+    lock_counter(conn, user)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Locks the user's change counter, when it exists, and returns its value.
+async fn lock_counter(conn: &mut PgConnection, user: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT last_sequence FROM change_counters WHERE user_id = $1 FOR UPDATE",
+        user
+    )
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// Records `change` in `log`: allocates its sequence number, writes the change-log row and
@@ -222,21 +228,21 @@ async fn write(
         *counts.entry(writer.user).or_default() += 1;
     }
     let (users, ns): (Vec<&str>, Vec<i64>) = counts.iter().map(|(u, n)| (*u, *n)).unzip();
-    let lasts: Vec<(String, i64)> = sqlx::query_as(
+    let lasts = sqlx::query!(
         "UPDATE change_counters c SET last_sequence = c.last_sequence + u.n \
          FROM unnest($1::text[], $2::bigint[]) AS u(user_id, n) WHERE c.user_id = u.user_id \
          RETURNING c.user_id, c.last_sequence",
+        &users as &[&str],
+        &ns
     )
-    .bind(&users)
-    .bind(&ns)
     .fetch_all(&mut *conn)
     .await?;
     // The first new sequence of each user.
     let mut next: HashMap<String, i64> = lasts
         .into_iter()
-        .map(|(user, last)| {
-            let n = counts.get(user.as_str()).copied().unwrap_or(0);
-            (user, last - n + 1)
+        .map(|row| {
+            let n = counts.get(row.user_id.as_str()).copied().unwrap_or(0);
+            (row.user_id, row.last_sequence - n + 1)
         })
         .collect();
     let mut sequences = Vec::with_capacity(changes.len());
@@ -387,29 +393,17 @@ pub async fn read(
         .execute(&mut *tx)
         .await?;
     let latest = latest(&mut tx, user).await?;
-    let rows = sqlx::query(
-        "SELECT sequence, event_id, event_type, subject, create_time, payload FROM changes \
-         WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+    let entries = sqlx::query_as!(
+        Entry,
+        "SELECT sequence, event_id, event_type, subject, create_time AS time, payload AS data \
+         FROM changes WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+        user,
+        after,
+        limit
     )
-    .bind(user)
-    .bind(after)
-    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let entries = rows
-        .iter()
-        .map(|r| -> Result<Entry, sqlx::Error> {
-            Ok(Entry {
-                sequence: r.try_get("sequence")?,
-                event_id: r.try_get("event_id")?,
-                event_type: r.try_get("event_type")?,
-                subject: r.try_get("subject")?,
-                time: r.try_get("create_time")?,
-                data: r.try_get("payload")?,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     // Expired when changes after `after` exist but are not all here from `after + 1` on
     // (retention removed some), or when `after` is beyond the log.
     let expired = if after == i64::MAX || after == latest {
@@ -436,11 +430,11 @@ pub async fn read(
 /// # Errors
 /// The database error.
 pub async fn latest(conn: &mut PgConnection, user: &str) -> Result<i64, sqlx::Error> {
-    Ok(
-        sqlx::query_scalar("SELECT last_sequence FROM change_counters WHERE user_id = $1")
-            .bind(user)
-            .fetch_optional(&mut *conn)
-            .await?
-            .unwrap_or(0),
+    Ok(sqlx::query_scalar!(
+        "SELECT last_sequence FROM change_counters WHERE user_id = $1",
+        user
     )
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(0))
 }

@@ -29,7 +29,7 @@ use rdkafka::{
     error::KafkaError,
     producer::{FutureProducer, FutureRecord},
 };
-use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
+use sqlx::{PgConnection, PgPool, postgres::PgListener};
 use uuid::Uuid;
 
 use crate::{
@@ -286,7 +286,7 @@ impl Relay {
         // The backlog a stuck relay leaves (0 once drained), for the outbox backlog alert.
         let backlog: i64 = match result {
             Ok(_) => 0,
-            Err(_) => sqlx::query_scalar("SELECT count(*) FROM outbox")
+            Err(_) => sqlx::query_scalar!(r#"SELECT count(*) AS "backlog!" FROM outbox"#)
                 .fetch_one(&mut *conn)
                 .await
                 .unwrap_or(-1),
@@ -299,11 +299,11 @@ impl Relay {
     async fn publish_rounds(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
-            let rows = sqlx::query(
+            let rows = sqlx::query!(
                 "SELECT id, topic, record_key, event_id, event_type, source, subject, event_time, \
                  data_schema, payload, traceparent FROM outbox ORDER BY id LIMIT $1",
+                self.batch_size
             )
-            .bind(self.batch_size)
             .fetch_all(&mut *conn)
             .await?;
             if rows.is_empty() {
@@ -312,29 +312,26 @@ impl Relay {
             let full = rows.len() as i64 == self.batch_size;
             let pending: Vec<Pending> = rows
                 .into_iter()
-                .map(|row| -> Result<Pending, sqlx::Error> {
-                    Ok(Pending {
-                        id: row.try_get("id")?,
-                        topic: row.try_get("topic")?,
-                        event: CloudEvent {
-                            id: row.try_get::<Uuid, _>("event_id")?,
-                            source: row.try_get("source")?,
-                            event_type: row.try_get("event_type")?,
-                            time: row.try_get("event_time")?,
-                            subject: row.try_get("subject")?,
-                            data_schema: row.try_get("data_schema")?,
-                            key: row.try_get("record_key")?,
-                            data: row.try_get("payload")?,
-                            traceparent: row.try_get("traceparent")?,
-                        },
-                    })
+                .map(|row| Pending {
+                    id: row.id,
+                    topic: row.topic,
+                    event: CloudEvent {
+                        id: row.event_id,
+                        source: row.source,
+                        event_type: row.event_type,
+                        time: row.event_time,
+                        subject: row.subject,
+                        data_schema: row.data_schema,
+                        key: row.record_key,
+                        data: row.payload,
+                        traceparent: row.traceparent,
+                    },
                 })
-                .collect::<Result<_, _>>()?;
+                .collect();
             let acknowledged = self.send(&pending).await;
             let ids: Vec<i64> = pending[..acknowledged].iter().map(|p| p.id).collect();
             if !ids.is_empty() {
-                sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                    .bind(&ids)
+                sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids)
                     .execute(&mut *conn)
                     .await?;
             }

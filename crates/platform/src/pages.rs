@@ -54,11 +54,13 @@ impl PageTokens {
     /// The database's.
     pub async fn load(pool: &sqlx::PgPool) -> Result<Self, sqlx::Error> {
         let fresh: [u8; 32] = rand::random();
-        sqlx::query("INSERT INTO page_token_key (key) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(&fresh[..])
-            .execute(pool)
-            .await?;
-        let stored: Vec<u8> = sqlx::query_scalar("SELECT key FROM page_token_key")
+        sqlx::query!(
+            "INSERT INTO page_token_key (key) VALUES ($1) ON CONFLICT DO NOTHING",
+            &fresh[..]
+        )
+        .execute(pool)
+        .await?;
+        let stored = sqlx::query_scalar!("SELECT key FROM page_token_key")
             .fetch_one(pool)
             .await?;
         let key = stored

@@ -36,19 +36,20 @@ pub async fn claim(
     // Claim, or read the first call's response, in one round trip. The read sees the
     // statement's snapshot: a first call that committed while this one waited on its row is
     // not in it, so that case reads again.
-    let (claimed, response): (bool, Option<Vec<u8>>) = sqlx::query_as(
-        "WITH claim AS (INSERT INTO requests (user_id, request_id, method, resource_id, \
-         response, create_time) VALUES ($1, $2, $3, $4, '', now()) ON CONFLICT DO NOTHING \
-         RETURNING 1) \
-         SELECT EXISTS (SELECT 1 FROM claim), (SELECT response FROM requests \
-         WHERE user_id = $1 AND method = $3 AND request_id = $2)",
+    let row = sqlx::query!(
+        r#"WITH claim AS (INSERT INTO requests (user_id, request_id, method, resource_id,
+         response, create_time) VALUES ($1, $2, $3, $4, '', now()) ON CONFLICT DO NOTHING
+         RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM claim) AS "claimed!", (SELECT response FROM requests
+         WHERE user_id = $1 AND method = $3 AND request_id = $2) AS response"#,
+        user,
+        request_id,
+        method,
+        Uuid::nil()
     )
-    .bind(user)
-    .bind(request_id)
-    .bind(method)
-    .bind(Uuid::nil())
     .fetch_one(&mut *conn)
     .await?;
+    let (claimed, response) = (row.claimed, row.response);
     if claimed {
         return Ok(None);
     }
@@ -77,12 +78,12 @@ pub async fn finished(
     if request_id.is_empty() {
         return Ok(None);
     }
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT response FROM requests WHERE user_id = $1 AND method = $2 AND request_id = $3",
+        user,
+        method,
+        request_id
     )
-    .bind(user)
-    .bind(method)
-    .bind(request_id)
     .fetch_optional(&mut *conn)
     .await
 }
@@ -99,15 +100,15 @@ pub async fn finish(
     if request_id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE requests SET resource_id = $4, response = $5 \
          WHERE user_id = $1 AND method = $2 AND request_id = $3",
+        user,
+        method,
+        request_id,
+        resource_id,
+        response.encode_to_vec()
     )
-    .bind(user)
-    .bind(method)
-    .bind(request_id)
-    .bind(resource_id)
-    .bind(response.encode_to_vec())
     .execute(&mut *conn)
     .await?;
     Ok(())

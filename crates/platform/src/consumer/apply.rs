@@ -79,12 +79,12 @@ async fn batch_in_span<H: Handler, E>(
         .iter()
         .filter_map(|e| e.as_ref().ok().map(|e| e.id))
         .collect();
-    let recorded: HashSet<uuid::Uuid> = sqlx::query_scalar(
+    let recorded: HashSet<uuid::Uuid> = sqlx::query_scalar!(
         "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
          ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer,
+        &ids
     )
-    .bind(consumer)
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await
     .map_err(|_| 0_usize)?
@@ -179,11 +179,11 @@ async fn record_and_handle<H: Handler>(
     handler: &H,
     event: &CloudEvent,
 ) -> Result<Outcome, HandleError> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        consumer,
+        event.id
     )
-    .bind(consumer)
-    .bind(event.id)
     .execute(&mut *tx)
     .await
     .map_err(super::database)?
