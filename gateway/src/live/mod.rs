@@ -19,6 +19,16 @@
 //!    once the consumer recovers every stream re-reads them once, at a random moment within
 //!    a heartbeat period (so tens of thousands of streams do not all ask at once). An idle stream on a healthy
 //!    hub makes no upstream call, so one gateway can hold tens of thousands of them.
+//!
+//! This module holds the service and the stream's loop; the rest is in:
+//! - `replay`: the change logs read page by page with the caller's token.
+//! - `messages`: events as stream messages, and the cursor's position per log.
+//! - `lifetime`: the stream's own task, its endings (token expiry, eviction) and the
+//!   open-streams gauge.
+
+mod lifetime;
+mod messages;
+mod replay;
 
 use std::{pin::Pin, time::Duration};
 
@@ -29,31 +39,24 @@ use taskmesh_platform::{
     grpc::invalid_argument,
 };
 use taskmesh_proto::{
-    catalogue::{Reminders, TaskEvents, TopicEvents as _},
     gateway::v1::{
         CaughtUp, Heartbeat, Resync, StreamChangesRequest, StreamChangesResponse,
         live_service_server::LiveService, stream_changes_response::Event,
     },
-    reminder::v1::{
-        ListNotificationChangesRequest, reminder_service_client::ReminderServiceClient,
-    },
-    task::v1::{ListChangesRequest, task_service_client::TaskServiceClient},
+    reminder::v1::reminder_service_client::ReminderServiceClient,
+    task::v1::task_service_client::TaskServiceClient,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    Code, Request, Response, Status,
-    metadata::{Ascii, MetadataValue},
-    transport::Channel,
-};
+use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
 
 use crate::{
     hub::{Hub, LiveEvent, Log},
-    slots::{Slot, Slots},
+    slots::Slots,
 };
-
-/// Longest one replay page may take.
-const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
+use lifetime::{OpenStream, run_apart, token_end};
+use messages::{advance, control, event_of, message, position};
+use replay::{Logs, Replay};
 
 /// How often an idle stream gets a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -89,79 +92,6 @@ impl LiveServiceImpl {
     }
 }
 
-/// When a stream of a token expiring at `expires_at` (seconds since the Unix epoch, UTC)
-/// ends: then plus `leeway`, as the verifier would refuse it.
-fn token_end(expires_at: u64, leeway: Duration) -> tokio::time::Instant {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let left = Duration::from_secs(expires_at)
-        .saturating_add(leeway)
-        .saturating_sub(now);
-    // At most a year ahead: an Instant far in the future can overflow.
-    tokio::time::Instant::now() + left.min(Duration::from_secs(366 * 24 * 3600))
-}
-
-/// The oneof variant for a change of `log`, or `None` for a type this gateway does not
-/// stream (not a change-log event, or a newer producer's) or a payload that does not decode.
-fn event_of(log: Log, event_type: &str, data: &[u8]) -> Option<Event> {
-    let event = match log {
-        Log::Tasks => match TaskEvents::decode(event_type, data).ok()?? {
-            TaskEvents::TaskCreated(e) => Event::TaskCreated(e),
-            TaskEvents::TaskUpdated(e) => Event::TaskUpdated(e),
-            TaskEvents::TaskCompleted(e) => Event::TaskCompleted(e),
-            TaskEvents::TaskUncompleted(e) => Event::TaskUncompleted(e),
-            TaskEvents::TaskDeleted(e) => Event::TaskDeleted(e),
-            TaskEvents::TagCreated(e) => Event::TagCreated(e),
-            TaskEvents::TagUpdated(e) => Event::TagUpdated(e),
-            TaskEvents::TagDeleted(e) => Event::TagDeleted(e),
-        },
-        Log::Notifications => match Reminders::decode(event_type, data).ok()?? {
-            Reminders::ReminderFired(e) => Event::ReminderFired(e),
-            Reminders::TaskOverdue(e) => Event::TaskOverdue(e),
-            Reminders::NotificationRead(e) => Event::NotificationRead(e),
-            // Published outside the notification log: no stream position to show them at.
-            Reminders::ReminderSnoozed(_) | Reminders::ReminderDismissed(_) => return None,
-        },
-    };
-    Some(event)
-}
-
-fn message(
-    cursor: &Cursor,
-    event: Event,
-    event_id: String,
-    event_type: String,
-) -> StreamChangesResponse {
-    StreamChangesResponse {
-        cursor: cursor.encode(),
-        event: Some(event),
-        event_id,
-        event_type,
-    }
-}
-
-/// A message without a change (caught up, heartbeat, resync).
-fn control(cursor: &Cursor, event: Event) -> StreamChangesResponse {
-    message(cursor, event, String::new(), String::new())
-}
-
-/// The stream's position in `log`.
-fn position(cursor: &Cursor, log: Log) -> i64 {
-    match log {
-        Log::Tasks => cursor.task,
-        Log::Notifications => cursor.notification,
-    }
-    .unwrap_or(0)
-}
-
-fn advance(cursor: &mut Cursor, log: Log, sequence: i64) {
-    match log {
-        Log::Tasks => cursor.task = Some(sequence),
-        Log::Notifications => cursor.notification = Some(sequence),
-    }
-}
-
 /// What woke a live stream up.
 enum Wake {
     /// The hub's next event for this user (or why there is none).
@@ -191,89 +121,6 @@ fn jitter(limit: Duration) -> Duration {
     Duration::from_millis(
         u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(millis)).unwrap_or(0),
     )
-}
-
-/// One change-log entry, from either log.
-struct Entry {
-    sequence: i64,
-    event_id: String,
-    event_type: String,
-    data: Vec<u8>,
-}
-
-/// What one replay page gave.
-enum Replay {
-    /// Changes after the position (empty: caught up).
-    Changes(Vec<Entry>),
-    /// The position is older than the change log keeps.
-    Expired,
-}
-
-/// The change logs, read with the caller's own token.
-#[derive(Clone)]
-struct Logs {
-    tasks: TaskServiceClient<Channel>,
-    reminders: ReminderServiceClient<Channel>,
-    token: MetadataValue<Ascii>,
-}
-
-impl Logs {
-    fn authed<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        // A page that takes longer fails the stream (the client resumes from its cursor)
-        // rather than holding it open on a stuck upstream.
-        request.set_timeout(REPLAY_TIMEOUT);
-        request
-            .metadata_mut()
-            .insert("authorization", self.token.clone());
-        request
-    }
-
-    /// Up to 500 entries of `log` after `after`, and the latest sequence.
-    async fn page(&mut self, log: Log, after: i64) -> Result<(Replay, i64), Status> {
-        let result = match log {
-            Log::Tasks => {
-                let request = self.authed(ListChangesRequest {
-                    after_sequence: after,
-                    page_size: 500,
-                });
-                self.tasks.list_changes(request).await.map(|r| {
-                    let r = r.into_inner();
-                    let entries = r.changes.into_iter().map(|c| Entry {
-                        sequence: c.sequence,
-                        event_id: c.event_id,
-                        event_type: c.r#type,
-                        data: c.data,
-                    });
-                    (entries.collect(), r.latest_sequence)
-                })
-            }
-            Log::Notifications => {
-                let request = self.authed(ListNotificationChangesRequest {
-                    after_sequence: after,
-                    page_size: 500,
-                });
-                self.reminders
-                    .list_notification_changes(request)
-                    .await
-                    .map(|r| {
-                        let r = r.into_inner();
-                        let entries = r.changes.into_iter().map(|c| Entry {
-                            sequence: c.sequence,
-                            event_id: c.event_id,
-                            event_type: c.r#type,
-                            data: c.data,
-                        });
-                        (entries.collect(), r.latest_sequence)
-                    })
-            }
-        };
-        match result {
-            Ok((entries, latest)) => Ok((Replay::Changes(entries), latest)),
-            Err(status) if status.code() == Code::FailedPrecondition => Ok((Replay::Expired, 0)),
-            Err(status) => Err(status),
-        }
-    }
 }
 
 type ChangeStream = Pin<Box<dyn Stream<Item = Result<StreamChangesResponse, Status>> + Send>>;
@@ -428,95 +275,5 @@ impl LiveService for LiveServiceImpl {
             }
         };
         Ok(Response::new(run_apart(Box::pin(stream), token_ends, slot)))
-    }
-}
-
-/// Messages a stream may have ready that its client has not read yet.
-const BUFFERED: usize = 4;
-
-/// Runs `inner` in a task of its own that hands its messages over a small buffer, and ends
-/// it with `UNAUTHENTICATED` at `token_ends` or `RESOURCE_EXHAUSTED` when `slot` is taken by a
-/// newer stream. The task notices both even when the client stopped reading (which stops
-/// hyper from polling the response body), and then drops `inner` with everything it holds
-/// (its hub subscription, its place in the open-streams gauge).
-fn run_apart(
-    mut inner: ChangeStream,
-    token_ends: tokio::time::Instant,
-    slot: Slot,
-) -> ChangeStream {
-    use tracing::Instrument as _;
-    let (sender, receiver) = tokio::sync::mpsc::channel(BUFFERED);
-    // The ending is kept apart from the buffer: a client that reads again, however late,
-    // gets what was buffered and then it.
-    let ending = std::sync::Arc::new(std::sync::Mutex::new(None::<Status>));
-    let ended = ending.clone();
-    let task = async move {
-        let why = loop {
-            let next = tokio::select! {
-                next = futures::StreamExt::next(&mut inner) => next,
-                () = tokio::time::sleep_until(token_ends) => break expired(),
-                () = slot.evicted.cancelled() => break evicted(),
-                // The client went away.
-                () = sender.closed() => return,
-            };
-            let Some(message) = next else { return };
-            let last = message.is_err();
-            tokio::select! {
-                sent = sender.send(message) => {
-                    if sent.is_err() || last {
-                        return;
-                    }
-                }
-                () = tokio::time::sleep_until(token_ends) => break expired(),
-                () = slot.evicted.cancelled() => break evicted(),
-            }
-        };
-        // Set before the sender goes (with this task), so the receiver finds it.
-        *ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
-    };
-    tokio::spawn(task.instrument(tracing::Span::current()));
-    let last = futures::stream::once(async move {
-        ending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    });
-    Box::pin(futures::StreamExt::chain(
-        tokio_stream::wrappers::ReceiverStream::new(receiver),
-        futures::StreamExt::filter_map(last, |ending| async move { ending.map(Err) }),
-    ))
-}
-
-fn expired() -> Status {
-    taskmesh_platform::grpc::error(
-        tonic::Code::Unauthenticated,
-        "TOKEN_EXPIRED",
-        "the token expired: renew it and resume from the last cursor",
-    )
-}
-
-fn evicted() -> Status {
-    taskmesh_platform::grpc::error(
-        tonic::Code::ResourceExhausted,
-        "TOO_MANY_STREAMS",
-        "too many live streams for this user: this one, the oldest, was closed",
-    )
-}
-
-/// One open live stream in `taskmesh_live_streams_open`, for as long as it lives.
-struct OpenStream;
-
-impl OpenStream {
-    fn new() -> Self {
-        metrics::gauge!("taskmesh_live_streams_open").increment(1.0);
-        Self
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        metrics::gauge!("taskmesh_live_streams_open").decrement(1.0);
     }
 }
