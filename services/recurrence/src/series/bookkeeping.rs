@@ -52,14 +52,14 @@ pub(crate) async fn track(
     previous: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Option<(SeriesRow, OccurrenceRow)>, sqlx::Error> {
-    let created = sqlx::query(
+    let created = sqlx::query!(
         "INSERT INTO series (id, user_id, current_task, occurrence_count, create_time, update_time) \
          VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (id) DO NOTHING",
+        series_id,
+        user,
+        task,
+        now,
     )
-    .bind(series_id)
-    .bind(user)
-    .bind(task)
-    .bind(now)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -78,16 +78,15 @@ pub(crate) async fn track(
         return Ok(Some((series, occurrence)));
     }
     let before: Option<(i64, i64, Option<i64>, Option<NaiveTime>)> = match previous {
-        Some(previous) => {
-            sqlx::query_as(
-                "SELECT position, used, successor_used, successor_wall_time FROM occurrences \
-                 WHERE task_id = $1 AND series_id = $2",
-            )
-            .bind(previous)
-            .bind(series_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
+        Some(previous) => sqlx::query!(
+            "SELECT position, used, successor_used, successor_wall_time FROM occurrences \
+             WHERE task_id = $1 AND series_id = $2",
+            previous,
+            series_id,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| (r.position, r.used, r.successor_used, r.successor_wall_time)),
         None => None,
     };
     let follows_current = previous.is_some_and(|p| p == series.current_task);
@@ -134,23 +133,22 @@ pub(crate) async fn restart(
     open: bool,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE occurrences SET used = 1 WHERE task_id = $1")
-        .bind(task)
+    sqlx::query!("UPDATE occurrences SET used = 1 WHERE task_id = $1", task)
         .execute(&mut *tx)
         .await?;
     if series.ended() && series.current_task == task && open {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE series SET end_time = NULL, end_reason = NULL, update_time = $2 WHERE id = $1",
+            series.id,
+            now,
         )
-        .bind(series.id)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE occurrences SET successor_due = NULL, successor_used = NULL, \
              successor_wall_time = NULL, successor_request = NULL WHERE task_id = $1",
+            task,
         )
-        .bind(task)
         .execute(&mut *tx)
         .await?;
         series.end_time = None;
@@ -161,10 +159,12 @@ pub(crate) async fn restart(
 
 /// The user moved `task`'s due: the series' time of day is the new due's from now on.
 pub(crate) async fn due_moved(tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE occurrences SET wall_time = NULL WHERE task_id = $1")
-        .bind(task)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE occurrences SET wall_time = NULL WHERE task_id = $1",
+        task
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -175,11 +175,13 @@ pub(crate) async fn add_skipped(
     task: Uuid,
     time: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE occurrences SET skipped = array_append(skipped, $2) WHERE task_id = $1")
-        .bind(task)
-        .bind(time)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE occurrences SET skipped = array_append(skipped, $2) WHERE task_id = $1",
+        task,
+        time,
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -190,12 +192,13 @@ pub(crate) async fn find(
     user: &str,
     task: Uuid,
 ) -> Result<Option<(SeriesRow, OccurrenceRow)>, sqlx::Error> {
-    let series: Option<Uuid> =
-        sqlx::query_scalar("SELECT series_id FROM occurrences WHERE task_id = $1 AND user_id = $2")
-            .bind(task)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let series: Option<Uuid> = sqlx::query_scalar!(
+        "SELECT series_id FROM occurrences WHERE task_id = $1 AND user_id = $2",
+        task,
+        user,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(series) = series else {
         return Ok(None);
     };
@@ -227,15 +230,15 @@ pub(crate) async fn settle(
     successor: Option<Successor<'_>>,
     request: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE occurrences SET successor_due = $2, successor_used = $3, \
          successor_wall_time = $4, successor_request = $5 WHERE task_id = $1",
+        task,
+        successor.as_ref().map(|s| s.due.start()),
+        successor.as_ref().map(|s| s.used),
+        successor.as_ref().map(|s| s.wall_time),
+        request,
     )
-    .bind(task)
-    .bind(successor.as_ref().map(|s| s.due.start()))
-    .bind(successor.as_ref().map(|s| s.used))
-    .bind(successor.as_ref().map(|s| s.wall_time))
-    .bind(request)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -243,10 +246,12 @@ pub(crate) async fn settle(
 
 /// Marks `task` deleted in its series.
 pub(crate) async fn mark_deleted(tx: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE occurrences SET deleted = true WHERE task_id = $1")
-        .bind(task)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE occurrences SET deleted = true WHERE task_id = $1",
+        task
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -256,12 +261,12 @@ pub(crate) async fn tasks_from(
     series: Uuid,
     position: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT task_id FROM occurrences WHERE series_id = $1 AND position >= $2 AND NOT deleted \
          ORDER BY position",
+        series,
+        position,
     )
-    .bind(series)
-    .bind(position)
     .fetch_all(&mut *tx)
     .await
 }

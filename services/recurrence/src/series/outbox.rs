@@ -171,16 +171,17 @@ impl Outbox<'_> {
             return Ok(());
         }
         let reason = ending.reason();
-        sqlx::query(
+        let end_reason = reason as i16;
+        sqlx::query!(
             "UPDATE series SET end_time = $2, end_reason = $3, update_time = $2 WHERE id = $1",
+            series.id,
+            self.now,
+            end_reason,
         )
-        .bind(series.id)
-        .bind(self.now)
-        .bind(reason as i16)
         .execute(&mut *tx)
         .await?;
         series.end_time = Some(self.now);
-        series.end_reason = Some(reason as i16);
+        series.end_reason = Some(end_reason);
         let name = SeriesName(series.id).to_string();
         let last_task = TaskName(series.current_task).to_string();
         let id = request_id(&format!("{name}/ended"));
