@@ -77,34 +77,35 @@ pub(crate) async fn append_all(
     let mut users: Vec<String> = contents.iter().map(|c| c.user.clone()).collect();
     users.sort_unstable();
     users.dedup();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO chains (user_id, last_position, last_hash, start_position, start_hash) \
          SELECT u, 0, $2, 1, $2 FROM unnest($1::text[]) AS u ORDER BY u ON CONFLICT DO NOTHING",
+        &users,
+        &GENESIS[..]
     )
-    .bind(&users)
-    .bind(&GENESIS[..])
     .execute(&mut *tx)
     .await?;
     // The chain heads' row locks serialise each user's appends: positions stay gapless.
-    let heads: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+    let heads = sqlx::query!(
         "SELECT user_id, last_position, last_hash FROM chains WHERE user_id = ANY($1) \
          ORDER BY user_id FOR UPDATE",
+        &users
     )
-    .bind(&users)
     .fetch_all(&mut *tx)
     .await?;
     let mut heads: std::collections::HashMap<String, (i64, Vec<u8>)> = heads
         .into_iter()
-        .map(|(user, position, hash)| (user, (position, hash)))
+        .map(|head| (head.user_id, (head.last_position, head.last_hash)))
         .collect();
     let ids: Vec<Uuid> = contents.iter().map(|c| c.event_id).collect();
-    let seen: std::collections::HashSet<Uuid> =
-        sqlx::query_scalar("SELECT event_id FROM entries WHERE event_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+    let seen: std::collections::HashSet<Uuid> = sqlx::query_scalar!(
+        "SELECT event_id FROM entries WHERE event_id = ANY($1)",
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
     let mut rows: Vec<(Content, Vec<u8>, [u8; 32])> = Vec::with_capacity(contents.len());
     let mut taken = std::collections::HashSet::with_capacity(contents.len());
     for mut content in contents {
@@ -126,45 +127,41 @@ pub(crate) async fn append_all(
     }
     let text =
         |f: fn(&Content) -> &str| -> Vec<&str> { rows.iter().map(|(c, _, _)| f(c)).collect() };
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO entries (id, event_id, event_type, source, topic, actor, user_id, resource, \
          event_time, trace_id, request_id, changes, chain_position, previous_hash, chain_hash, \
          record_time) SELECT *, clock_timestamp() FROM unnest($1::uuid[], $2::uuid[], \
          $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
          $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[], \
          $14::bytea[], $15::bytea[])",
-    )
-    .bind(rows.iter().map(|(c, _, _)| c.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(c, _, _)| c.event_id).collect::<Vec<_>>())
-    .bind(text(|c| &c.event_type))
-    .bind(text(|c| &c.source))
-    .bind(text(|c| &c.topic))
-    .bind(text(|c| &c.actor))
-    .bind(text(|c| &c.user))
-    .bind(text(|c| &c.resource))
-    .bind(
-        rows.iter()
+        &rows.iter().map(|(c, _, _)| c.id).collect::<Vec<_>>(),
+        &rows.iter().map(|(c, _, _)| c.event_id).collect::<Vec<_>>(),
+        &text(|c| &c.event_type) as &[&str],
+        &text(|c| &c.source) as &[&str],
+        &text(|c| &c.topic) as &[&str],
+        &text(|c| &c.actor) as &[&str],
+        &text(|c| &c.user) as &[&str],
+        &text(|c| &c.resource) as &[&str],
+        &rows
+            .iter()
             .map(|(c, _, _)| c.event_time)
             .collect::<Vec<_>>(),
-    )
-    .bind(text(|c| &c.trace_id))
-    .bind(text(|c| &c.request_id))
-    .bind(
-        rows.iter()
+        &text(|c| &c.trace_id) as &[&str],
+        &text(|c| &c.request_id) as &[&str],
+        &rows
+            .iter()
             .map(|(c, _, _)| c.changes.clone())
             .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
+        &rows
+            .iter()
             .map(|(c, _, _)| c.chain_position)
             .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
+        &rows
+            .iter()
             .map(|(_, p, _)| p.as_slice())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as &[&[u8]],
+        &rows.iter().map(|(_, _, h)| &h[..]).collect::<Vec<_>>() as &[&[u8]],
     )
-    .bind(rows.iter().map(|(_, _, h)| &h[..]).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     let (heads_users, heads_positions, heads_hashes): (Vec<&str>, Vec<i64>, Vec<&[u8]>) = users
@@ -179,14 +176,14 @@ pub(crate) async fn append_all(
                 acc
             },
         );
-    sqlx::query(
+    sqlx::query!(
         "UPDATE chains c SET last_position = u.position, last_hash = u.hash \
          FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS u(user_id, position, hash) \
          WHERE c.user_id = u.user_id AND c.last_position <> u.position",
+        &heads_users as &[&str],
+        &heads_positions,
+        &heads_hashes as &[&[u8]]
     )
-    .bind(&heads_users)
-    .bind(&heads_positions)
-    .bind(&heads_hashes)
     .execute(&mut *tx)
     .await?;
     Ok(rows.len())
@@ -222,22 +219,31 @@ pub(crate) async fn verify(pool: &PgPool, user: &str) -> Result<Verified, sqlx::
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let head: Option<(i64, Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+    let head = sqlx::query!(
         "SELECT start_position, start_hash, last_position, last_hash FROM chains WHERE user_id = $1",
+        user
     )
-    .bind(user)
     .fetch_optional(&mut *tx)
     .await?;
     // No head: there must be no entry either.
-    let (mut expected, mut previous, last_position, last_hash) =
-        head.unwrap_or((1, GENESIS.to_vec(), 0, GENESIS.to_vec()));
+    let (mut expected, mut previous, last_position, last_hash) = head.map_or_else(
+        || (1, GENESIS.to_vec(), 0, GENESIS.to_vec()),
+        |head| {
+            (
+                head.start_position,
+                head.start_hash,
+                head.last_position,
+                head.last_hash,
+            )
+        },
+    );
     let mut verified = Verified::default();
-    let below: Option<Uuid> = sqlx::query_scalar(
+    let below: Option<Uuid> = sqlx::query_scalar!(
         "SELECT id FROM entries WHERE user_id = $1 AND chain_position < $2 \
          ORDER BY chain_position LIMIT 1",
+        user,
+        expected
     )
-    .bind(user)
-    .bind(expected)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(id) = below {

@@ -91,14 +91,14 @@ impl Handler for AuditHandler {
         let first: HashSet<Uuid> = if keyed.is_empty() {
             HashSet::new()
         } else {
-            sqlx::query_scalar(
+            sqlx::query_scalar!(
                 "INSERT INTO recorded_changes (user_id, change_key, event_id) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) \
                  ON CONFLICT DO NOTHING RETURNING event_id",
+                &keyed.iter().map(|k| k.0).collect::<Vec<_>>() as &[&str],
+                &keyed.iter().map(|k| k.1).collect::<Vec<_>>() as &[&str],
+                &keyed.iter().map(|k| k.2).collect::<Vec<_>>(),
             )
-            .bind(keyed.iter().map(|k| k.0).collect::<Vec<_>>())
-            .bind(keyed.iter().map(|k| k.1).collect::<Vec<_>>())
-            .bind(keyed.iter().map(|k| k.2).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| (0, database(e)))?

@@ -112,12 +112,12 @@ pub(crate) async fn knows_task(
     user: &str,
     task: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM entries WHERE user_id = $1 \
-         AND (resource = $2 OR resource LIKE $2 || '/%'))",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM entries WHERE user_id = $1
+           AND (resource = $2 OR resource LIKE $2 || '/%')) AS "exists!""#,
+        user,
+        task
     )
-    .bind(user)
-    .bind(task)
     .fetch_one(&mut *conn)
     .await
 }

@@ -17,8 +17,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// # Errors
 /// The database error.
 pub async fn purge_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT purge_entries($1)")
-        .bind(cutoff)
+    // The function always returns a count (0 when another replica holds the purge lock).
+    sqlx::query_scalar!(r#"SELECT purge_entries($1) AS "removed!""#, cutoff)
         .fetch_one(pool)
         .await
 }
