@@ -30,13 +30,13 @@ pub(crate) async fn resolve(
         return Ok(Vec::new());
     }
     // Every name's tag in one round trip; only missing ones cost more.
-    let existing: Vec<Option<Uuid>> = sqlx::query_scalar(
-        "SELECT g.id FROM unnest($2::text[]) WITH ORDINALITY AS n(name, i) \
-         LEFT JOIN tags g ON g.user_id = $1 AND lower(g.display_name) = lower(n.name) \
-         ORDER BY n.i",
+    let existing: Vec<Option<Uuid>> = sqlx::query_scalar!(
+        r#"SELECT g.id AS "id?" FROM unnest($2::text[]) WITH ORDINALITY AS n(name, i)
+         LEFT JOIN tags g ON g.user_id = $1 AND lower(g.display_name) = lower(n.name)
+         ORDER BY n.i"#,
+        writer.user,
+        names
     )
-    .bind(writer.user)
-    .bind(names)
     .fetch_all(&mut *conn)
     .await?;
     let mut ids = Vec::with_capacity(names.len());
@@ -59,11 +59,11 @@ async fn resolve_one(
     name: &str,
     time: DateTime<Utc>,
 ) -> Result<Uuid, TaskError> {
-    let existing: Option<Uuid> = sqlx::query_scalar(
+    let existing: Option<Uuid> = sqlx::query_scalar!(
         "SELECT id FROM tags WHERE user_id = $1 AND lower(display_name) = lower($2)",
+        writer.user,
+        name
     )
-    .bind(writer.user)
-    .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
     match existing {
@@ -289,19 +289,21 @@ pub(crate) async fn delete(
         return Err(TaskError::EtagMismatch);
     }
     let tagged = crate::tasks::with_tag(&mut tx, writer.user, id).await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tasks SET tag_ids = array_remove(tag_ids, $1) \
          WHERE user_id = $2 AND tag_ids @> ARRAY[$1]::uuid[]",
+        id,
+        writer.user
     )
-    .bind(id)
-    .bind(writer.user)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM tags WHERE id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(writer.user)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM tags WHERE id = $1 AND user_id = $2",
+        id,
+        writer.user
+    )
+    .execute(&mut *tx)
+    .await?;
     let tag = before.to_proto();
     let time = now();
     changes::record(

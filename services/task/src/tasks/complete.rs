@@ -48,15 +48,17 @@ pub(crate) async fn set_completed<'c>(
     if let (true, Some(_), Some(max)) = (complete, &before.recurrence, max_tasks)
         && before.state != pb::task::State::Completed as i32
     {
-        let (tasks, followed): (Option<i64>, bool) = sqlx::query_as(
-            "SELECT (SELECT tasks FROM task_counts WHERE user_id = $1), \
-                    EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND previous_task_id = $2)",
+        // No `task_counts` row yet: NULL, no tasks.
+        let row = sqlx::query!(
+            r#"SELECT (SELECT tasks FROM task_counts WHERE user_id = $1) AS "tasks?",
+                      EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND previous_task_id = $2)
+                        AS "followed!""#,
+            writer.user,
+            id
         )
-        .bind(writer.user)
-        .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        if !followed && u64::try_from(tasks.unwrap_or(0)).unwrap_or(0) >= max.get() {
+        if !row.followed && u64::try_from(row.tasks.unwrap_or(0)).unwrap_or(0) >= max.get() {
             return Err(TaskError::TooManyTasks {
                 max: max.get(),
                 completing: true,

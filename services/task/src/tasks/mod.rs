@@ -147,11 +147,13 @@ pub(crate) async fn delete<'c>(
     changes::lock_user(&mut tx, writer.user).await?;
     let task = fetch(&mut tx, writer.user, id, true).await?.to_proto();
     check_etag(etag, &task)?;
-    sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(writer.user)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM tasks WHERE id = $1 AND user_id = $2",
+        id,
+        writer.user
+    )
+    .execute(&mut *tx)
+    .await?;
     let time = now();
     changes::record(
         &mut tx,

@@ -41,12 +41,12 @@ pub(crate) async fn record_tags_changed(
 ) -> Result<(), TaskError> {
     for before in before {
         let id = id_of(&before.name)?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE tasks SET version = version + 1, update_time = $3 WHERE id = $1 AND user_id = $2",
+            id,
+            writer.user,
+            time
         )
-        .bind(id)
-        .bind(writer.user)
-        .bind(time)
         .execute(&mut *conn)
         .await?;
         let task = fetch(conn, writer.user, id, false).await?.to_proto();
