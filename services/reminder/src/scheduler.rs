@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgPool, postgres::PgListener};
+use sqlx::{PgConnection, PgPool, postgres::PgListener};
 use taskmesh_domain::timestamp;
 use taskmesh_platform::changelog::{self, Change, Writer};
 use taskmesh_platform::runtime::{Backoff, TaskContext};
@@ -60,7 +60,6 @@ pub struct Scheduler {
     batch: i64,
 }
 
-#[derive(FromRow)]
 struct OverdueRow {
     id: Uuid,
     user_id: String,
@@ -102,7 +101,7 @@ impl Scheduler {
     /// # Errors
     /// The database error.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "SELECT LEAST((SELECT min(fire_at) FROM reminders WHERE state IN (1, 3)), \
              (SELECT min(overdue_at) FROM tasks WHERE overdue_at IS NOT NULL))",
         )
@@ -125,12 +124,14 @@ impl Scheduler {
         .await?;
         let room = self.batch - i64::try_from(reminders.len()).unwrap_or(0);
         let overdue: Vec<OverdueRow> = if room > 0 {
-            sqlx::query_as(
-                "SELECT id, user_id, title, due_at, due_label FROM tasks \
-                 WHERE overdue_at <= $1 ORDER BY overdue_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            // `due_at` is never NULL here: the consumer sets `overdue_at` only from a due.
+            sqlx::query_as!(
+                OverdueRow,
+                r#"SELECT id, user_id, title, due_at AS "due_at!", due_label FROM tasks
+                 WHERE overdue_at <= $1 ORDER BY overdue_at LIMIT $2 FOR UPDATE SKIP LOCKED"#,
+                now,
+                room
             )
-            .bind(now)
-            .bind(room)
             .fetch_all(&mut *tx)
             .await?
         } else {
@@ -183,16 +184,18 @@ impl Scheduler {
         for us in &lateness {
             late.record(*us as f64 / 1e6);
         }
-        sqlx::query(
+        let tasks: Vec<Uuid> = rows.iter().map(|r| r.task_id).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.reminder_id.as_str()).collect();
+        sqlx::query!(
             "UPDATE reminders r SET state = $4, fired_time = $5, lateness_us = u.lateness \
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(task_id, reminder_id, lateness) \
              WHERE r.task_id = u.task_id AND r.reminder_id = u.reminder_id",
+            &tasks,
+            &ids as &[&str],
+            &lateness,
+            state::FIRED,
+            now
         )
-        .bind(rows.iter().map(|r| r.task_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.reminder_id.as_str()).collect::<Vec<_>>())
-        .bind(&lateness)
-        .bind(state::FIRED)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
         for (row, lateness_us) in rows.iter().zip(lateness) {
@@ -244,10 +247,11 @@ impl Scheduler {
         if tasks.is_empty() {
             return Ok(());
         }
-        sqlx::query(
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        sqlx::query!(
             "UPDATE tasks SET overdue_at = NULL, overdue_notice_for = due_at WHERE id = ANY($1)",
+            &ids
         )
-        .bind(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         let late = metrics::histogram!("taskmesh_reminder_lateness_seconds", "kind" => "overdue");
@@ -410,33 +414,30 @@ async fn insert_notifications(
     tx: &mut PgConnection,
     rows: &[(&str, NotificationRow)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let ids: Vec<Uuid> = rows.iter().map(|(_, n)| n.id).collect();
+    let users: Vec<&str> = rows.iter().map(|(user, _)| *user).collect();
+    let kinds: Vec<i16> = rows.iter().map(|(_, n)| n.kind).collect();
+    let tasks: Vec<Uuid> = rows.iter().map(|(_, n)| n.task_id).collect();
+    let reminders: Vec<&str> = rows.iter().map(|(_, n)| n.reminder_id.as_str()).collect();
+    let titles: Vec<&str> = rows.iter().map(|(_, n)| n.title.as_str()).collect();
+    let bodies: Vec<&str> = rows.iter().map(|(_, n)| n.body.as_str()).collect();
+    let create_times: Vec<DateTime<Utc>> = rows.iter().map(|(_, n)| n.create_time).collect();
+    let lateness: Vec<i64> = rows.iter().map(|(_, n)| n.lateness_us).collect();
+    sqlx::query!(
         "INSERT INTO notifications (id, user_id, kind, task_id, reminder_id, title, body, \
          create_time, lateness_us) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::uuid[], $5::text[], \
          $6::text[], $7::text[], $8::timestamptz[], $9::bigint[])",
+        &ids,
+        &users as &[&str],
+        &kinds,
+        &tasks,
+        &reminders as &[&str],
+        &titles as &[&str],
+        &bodies as &[&str],
+        &create_times,
+        &lateness
     )
-    .bind(rows.iter().map(|(_, n)| n.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(user, _)| *user).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, n)| n.kind).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, n)| n.task_id).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|(_, n)| n.reminder_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, n)| n.title.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, n)| n.body.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|(_, n)| n.create_time).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, n)| n.lateness_us).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

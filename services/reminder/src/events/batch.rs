@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{ReminderRow, TaskChange, TaskRow, rules::apply};
@@ -23,54 +23,54 @@ pub(super) async fn apply_all(
     ids.sort_unstable();
     ids.dedup();
     // Row locks in id order: concurrent writers of the same tasks cannot deadlock.
-    let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query(
+    let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query!(
         "SELECT id, user_id, title, version, is_open, deleted, due_at, due_label, overdue_at, \
          overdue_notice_for, update_time FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &ids
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
-    .iter()
+    .into_iter()
     .map(|r| {
-        Ok((
-            r.try_get("id")?,
+        (
+            r.id,
             TaskRow {
-                user: r.try_get("user_id")?,
-                title: r.try_get("title")?,
-                version: r.try_get("version")?,
-                open: r.try_get("is_open")?,
-                deleted: r.try_get("deleted")?,
-                due_at: r.try_get("due_at")?,
-                due_label: r.try_get("due_label")?,
-                overdue_at: r.try_get("overdue_at")?,
-                overdue_notice_for: r.try_get("overdue_notice_for")?,
-                update_time: r.try_get("update_time")?,
+                user: r.user_id,
+                title: r.title,
+                version: r.version,
+                open: r.is_open,
+                deleted: r.deleted,
+                due_at: r.due_at,
+                due_label: r.due_label,
+                overdue_at: r.overdue_at,
+                overdue_notice_for: r.overdue_notice_for,
+                update_time: r.update_time,
                 dirty: false,
             },
-        ))
+        )
     })
-    .collect::<Result<_, sqlx::Error>>()?;
+    .collect();
     let mut reminders: HashMap<Uuid, HashMap<String, ReminderRow>> = HashMap::new();
-    for r in sqlx::query(
+    for r in sqlx::query!(
         "SELECT task_id, reminder_id, user_id, absolute_time, relative_seconds, trigger_time, \
          fire_at, state, fired_time, lateness_us FROM reminders WHERE task_id = ANY($1) \
          ORDER BY task_id, reminder_id FOR UPDATE",
+        &ids
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
     {
-        reminders.entry(r.try_get("task_id")?).or_default().insert(
-            r.try_get("reminder_id")?,
+        reminders.entry(r.task_id).or_default().insert(
+            r.reminder_id,
             ReminderRow {
-                user: r.try_get("user_id")?,
-                absolute: r.try_get("absolute_time")?,
-                relative: r.try_get("relative_seconds")?,
-                trigger_time: r.try_get("trigger_time")?,
-                fire_at: r.try_get("fire_at")?,
-                state: r.try_get("state")?,
-                fired_time: r.try_get("fired_time")?,
-                lateness_us: r.try_get("lateness_us")?,
+                user: r.user_id,
+                absolute: r.absolute_time,
+                relative: r.relative_seconds,
+                trigger_time: r.trigger_time,
+                fire_at: r.fire_at,
+                state: r.state,
+                fired_time: r.fired_time,
+                lateness_us: r.lateness_us,
                 dirty: false,
             },
         );
@@ -105,12 +105,14 @@ pub(super) async fn apply_all(
     let mut gone = gone;
     gone.sort_unstable();
     if !gone.is_empty() {
-        sqlx::query(
+        let tasks: Vec<Uuid> = gone.iter().map(|g| g.0).collect();
+        let ids: Vec<&str> = gone.iter().map(|g| g.1.as_str()).collect();
+        sqlx::query!(
             "DELETE FROM reminders r USING unnest($1::uuid[], $2::text[]) AS g(task_id, reminder_id) \
              WHERE r.task_id = g.task_id AND r.reminder_id = g.reminder_id",
+            &tasks,
+            &ids as &[&str]
         )
-        .bind(gone.iter().map(|g| g.0).collect::<Vec<_>>())
-        .bind(gone.iter().map(|g| g.1.as_str()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -138,7 +140,17 @@ async fn write_tasks(
     if dirty.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let ids: Vec<Uuid> = dirty.iter().map(|(id, _)| **id).collect();
+    let users: Vec<&str> = dirty.iter().map(|(_, t)| t.user.as_str()).collect();
+    let titles: Vec<&str> = dirty.iter().map(|(_, t)| t.title.as_str()).collect();
+    let versions: Vec<i64> = dirty.iter().map(|(_, t)| t.version).collect();
+    let open: Vec<bool> = dirty.iter().map(|(_, t)| t.open).collect();
+    let deleted: Vec<bool> = dirty.iter().map(|(_, t)| t.deleted).collect();
+    let due_at: Vec<Option<DateTime<Utc>>> = dirty.iter().map(|(_, t)| t.due_at).collect();
+    let due_labels: Vec<&str> = dirty.iter().map(|(_, t)| t.due_label.as_str()).collect();
+    let overdue_at: Vec<Option<DateTime<Utc>>> = dirty.iter().map(|(_, t)| t.overdue_at).collect();
+    let update_times: Vec<DateTime<Utc>> = dirty.iter().map(|(_, t)| t.update_time).collect();
+    sqlx::query!(
         "INSERT INTO tasks (id, user_id, title, version, is_open, deleted, due_at, due_label, \
          overdue_at, update_time) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], \
          $4::bigint[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::text[], \
@@ -148,32 +160,17 @@ async fn write_tasks(
          is_open = EXCLUDED.is_open, deleted = EXCLUDED.deleted, due_at = EXCLUDED.due_at, \
          due_label = EXCLUDED.due_label, overdue_at = EXCLUDED.overdue_at, \
          update_time = EXCLUDED.update_time",
+        &ids,
+        &users as &[&str],
+        &titles as &[&str],
+        &versions,
+        &open,
+        &deleted,
+        &due_at as &[Option<DateTime<Utc>>],
+        &due_labels as &[&str],
+        &overdue_at as &[Option<DateTime<Utc>>],
+        &update_times,
     )
-    .bind(dirty.iter().map(|(id, _)| **id).collect::<Vec<_>>())
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, t)| t.user.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, t)| t.title.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(dirty.iter().map(|(_, t)| t.version).collect::<Vec<_>>())
-    .bind(dirty.iter().map(|(_, t)| t.open).collect::<Vec<_>>())
-    .bind(dirty.iter().map(|(_, t)| t.deleted).collect::<Vec<_>>())
-    .bind(dirty.iter().map(|(_, t)| t.due_at).collect::<Vec<_>>())
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, t)| t.due_label.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(dirty.iter().map(|(_, t)| t.overdue_at).collect::<Vec<_>>())
-    .bind(dirty.iter().map(|(_, t)| t.update_time).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -193,7 +190,18 @@ async fn write_reminders(
     if dirty.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let tasks: Vec<Uuid> = dirty.iter().map(|(t, _, _)| **t).collect();
+    let ids: Vec<&str> = dirty.iter().map(|(_, id, _)| id.as_str()).collect();
+    let users: Vec<&str> = dirty.iter().map(|(_, _, r)| r.user.as_str()).collect();
+    let absolute: Vec<Option<DateTime<Utc>>> = dirty.iter().map(|(_, _, r)| r.absolute).collect();
+    let relative: Vec<Option<i64>> = dirty.iter().map(|(_, _, r)| r.relative).collect();
+    let trigger_times: Vec<DateTime<Utc>> = dirty.iter().map(|(_, _, r)| r.trigger_time).collect();
+    let fire_at: Vec<DateTime<Utc>> = dirty.iter().map(|(_, _, r)| r.fire_at).collect();
+    let states: Vec<i16> = dirty.iter().map(|(_, _, r)| r.state).collect();
+    let fired_times: Vec<Option<DateTime<Utc>>> =
+        dirty.iter().map(|(_, _, r)| r.fired_time).collect();
+    let lateness: Vec<Option<i64>> = dirty.iter().map(|(_, _, r)| r.lateness_us).collect();
+    sqlx::query!(
         "INSERT INTO reminders (task_id, reminder_id, user_id, absolute_time, relative_seconds, \
          trigger_time, fire_at, state, fired_time, lateness_us) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
@@ -203,41 +211,16 @@ async fn write_reminders(
          relative_seconds = EXCLUDED.relative_seconds, trigger_time = EXCLUDED.trigger_time, \
          fire_at = EXCLUDED.fire_at, state = EXCLUDED.state, fired_time = EXCLUDED.fired_time, \
          lateness_us = EXCLUDED.lateness_us",
-    )
-    .bind(dirty.iter().map(|(t, _, _)| **t).collect::<Vec<_>>())
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, id, _)| id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, _, r)| r.user.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(dirty.iter().map(|(_, _, r)| r.absolute).collect::<Vec<_>>())
-    .bind(dirty.iter().map(|(_, _, r)| r.relative).collect::<Vec<_>>())
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, _, r)| r.trigger_time)
-            .collect::<Vec<_>>(),
-    )
-    .bind(dirty.iter().map(|(_, _, r)| r.fire_at).collect::<Vec<_>>())
-    .bind(dirty.iter().map(|(_, _, r)| r.state).collect::<Vec<_>>())
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, _, r)| r.fired_time)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        dirty
-            .iter()
-            .map(|(_, _, r)| r.lateness_us)
-            .collect::<Vec<_>>(),
+        &tasks,
+        &ids as &[&str],
+        &users as &[&str],
+        &absolute as &[Option<DateTime<Utc>>],
+        &relative as &[Option<i64>],
+        &trigger_times,
+        &fire_at,
+        &states,
+        &fired_times as &[Option<DateTime<Utc>>],
+        &lateness as &[Option<i64>],
     )
     .execute(&mut *tx)
     .await?;

@@ -15,12 +15,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::ReminderServiceImpl;
-use crate::{
-    LOG,
-    error::ReminderError,
-    list,
-    model::{NOTIFICATION_COLUMNS, NotificationRow},
-};
+use crate::{LOG, error::ReminderError, list, model::NotificationRow};
 
 /// Records a NotificationRead change for `names` (the caller holds the user's lock).
 async fn record_read(
@@ -90,11 +85,13 @@ impl ReminderServiceImpl {
             .await
             .map_err(ReminderError::from)?;
         let now = taskmesh_domain::now();
-        let row: NotificationRow = sqlx::query_as(&format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1 AND user_id = $2"
-        ))
-        .bind(id)
-        .bind(&caller.user)
+        let row = sqlx::query_as!(
+            NotificationRow,
+            "SELECT id, kind, task_id, reminder_id, title, body, create_time, read_time, \
+             lateness_us FROM notifications WHERE id = $1 AND user_id = $2",
+            id,
+            caller.user
+        )
         .fetch_optional(&mut *tx)
         .await
         .map_err(ReminderError::from)?
@@ -104,12 +101,14 @@ impl ReminderServiceImpl {
                 notification: Some(row.to_proto()),
             }));
         }
-        sqlx::query("UPDATE notifications SET read_time = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(ReminderError::from)?;
+        sqlx::query!(
+            "UPDATE notifications SET read_time = $2 WHERE id = $1",
+            id,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(ReminderError::from)?;
         record_read(&mut tx, &self.writer(&caller, ""), vec![name], now)
             .await
             .map_err(ReminderError::from)?;
@@ -134,12 +133,12 @@ impl ReminderServiceImpl {
             .await
             .map_err(ReminderError::from)?;
         let now = taskmesh_domain::now();
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let ids: Vec<Uuid> = sqlx::query_scalar!(
             "UPDATE notifications SET read_time = $2 WHERE user_id = $1 AND read_time IS NULL \
              RETURNING id",
+            caller.user,
+            now
         )
-        .bind(&caller.user)
-        .bind(now)
         .fetch_all(&mut *tx)
         .await
         .map_err(ReminderError::from)?;
@@ -164,10 +163,11 @@ impl ReminderServiceImpl {
         request: Request<pb::GetUnreadCountRequest>,
     ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        let unread_count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM notifications WHERE user_id = $1 AND read_time IS NULL",
+        let unread_count: i64 = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM notifications
+             WHERE user_id = $1 AND read_time IS NULL"#,
+            caller.user
         )
-        .bind(&caller.user)
         .fetch_one(&self.pool)
         .await
         .map_err(ReminderError::from)?;

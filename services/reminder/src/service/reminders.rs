@@ -61,13 +61,13 @@ async fn set_state(
     new_state: i16,
     fire_at: DateTime<Utc>,
 ) -> Result<ReminderRow, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE reminders SET state = $3, fire_at = $4 WHERE task_id = $1 AND reminder_id = $2",
+        row.task_id,
+        row.reminder_id,
+        new_state,
+        fire_at
     )
-    .bind(row.task_id)
-    .bind(&row.reminder_id)
-    .bind(new_state)
-    .bind(fire_at)
     .execute(&mut *tx)
     .await?;
     row.state = new_state;
