@@ -7,7 +7,7 @@ use std::str::FromStr;
 use sqlx::{
     ConnectOptions, Connection, PgConnection, PgPool,
     error::BoxDynError,
-    migrate::{MigrateError, Migration, MigrationSource, Migrator},
+    migrate::{Migrate, MigrateError, Migration, MigrationSource, Migrator},
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -190,7 +190,8 @@ pub struct Edited {
     pub applied_sha384: &'static str,
 }
 
-/// `migrations`' own and the platform's migrations as one set, in version order.
+/// `migrations`' own and the platform's migrations as one set, in version order (up
+/// migrations only: taskmesh never runs a down migration).
 ///
 /// # Errors
 /// [`DbError::Migrate`] when a version is in both sets (a defect the upgrade test catches).
@@ -199,6 +200,7 @@ pub async fn migrator(migrations: &Migrations) -> Result<Migrator, DbError> {
         .own
         .iter()
         .chain(PLATFORM_MIGRATOR.iter())
+        .filter(|m| !m.migration_type.is_down_migration())
         .cloned()
         .collect();
     all.sort_by_key(|m| m.version);
@@ -234,13 +236,20 @@ impl MigrationSource<'static> for Merged {
 /// Applies `migrations` (the service's and the platform's) to the pool's schema, after
 /// repairing the history of [`Migrations::edited`] ones.
 ///
+/// The repair, a check of the whole history and the run happen under sqlx's advisory lock
+/// (one per database), so a replica migrating at the same time waits, and a history that
+/// differs from the files (other than as [`Edited`] allows) is refused before anything is
+/// applied.
+///
 /// # Errors
-/// [`DbError::Migrate`] when a migration fails, or an applied one differs from its file
-/// (other than as [`Edited`] allows); [`DbError::Sqlx`] when the database fails.
+/// [`DbError::Migrate`] when a migration fails, or an applied one differs from its file or
+/// is missing from the set (`VersionMismatch`, `VersionMissing`: nothing applied then);
+/// [`DbError::Sqlx`] when the database fails.
 pub async fn migrate(pool: &PgPool, migrations: &Migrations) -> Result<(), DbError> {
-    let migrator = migrator(migrations).await?;
+    let mut migrator = migrator(migrations).await?;
     // A migration may rewrite a big table: no statement or lock limit on its own
-    // connection, which is closed afterwards rather than going back to the pool.
+    // connection, which is closed afterwards rather than going back to the pool (closing
+    // it also releases the lock when something below fails).
     let mut conn = pool.acquire().await?.detach();
     sqlx::query("SET statement_timeout = 0")
         .execute(&mut conn)
@@ -248,27 +257,50 @@ pub async fn migrate(pool: &PgPool, migrations: &Migrations) -> Result<(), DbErr
     sqlx::query("SET lock_timeout = 0")
         .execute(&mut conn)
         .await?;
-    repair(&mut conn, &migrator, migrations.edited).await?;
+    conn.lock().await?;
+    if has_history(&mut conn).await? {
+        repair(&mut conn, &migrator, migrations.edited).await?;
+        check_history(&mut conn, &migrator).await?;
+    }
+    migrator.set_locking(false);
     migrator.run(&mut conn).await?;
+    conn.unlock().await?;
     conn.close().await?;
     Ok(())
 }
 
-/// Rewrites the checksum of each [`Edited`] migration in the schema's history (when there is
-/// one) from the released text's to the current file's. Idempotent: a concurrent `migrate`
-/// of another replica rewrites nothing more.
+/// Whether the pool's schema has sqlx's `_sqlx_migrations` (it was migrated before).
+async fn has_history(conn: &mut PgConnection) -> Result<bool, DbError> {
+    let history: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(history.is_some())
+}
+
+/// Fails, before anything is applied, when an applied migration is not in `migrator` or its
+/// checksum differs from the file's (sqlx itself finds a difference only when its run gets
+/// to that version, after applying the versions before it).
+async fn check_history(conn: &mut PgConnection, migrator: &Migrator) -> Result<(), DbError> {
+    for applied in conn.list_applied_migrations().await? {
+        match migrator.iter().find(|m| m.version == applied.version) {
+            None => return Err(MigrateError::VersionMissing(applied.version).into()),
+            Some(m) if m.checksum != applied.checksum => {
+                return Err(MigrateError::VersionMismatch(applied.version).into());
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the checksum of each [`Edited`] migration in the schema's history from the
+/// released text's to the current file's. Idempotent.
 async fn repair(
     conn: &mut PgConnection,
     migrator: &Migrator,
     edited: &[Edited],
 ) -> Result<(), DbError> {
-    let history: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
-            .fetch_one(&mut *conn)
-            .await?;
-    if history.is_none() {
-        return Ok(());
-    }
     for edit in edited {
         let Some(current) = migrator.iter().find(|m| m.version == edit.version) else {
             return Err(DbError::Migrate(MigrateError::Source(

@@ -15,14 +15,22 @@ const RELEASED: &str = include_str!("../fixtures/schemas-1432c9c.sql");
 
 const SCHEMAS: [&str; 4] = ["task", "reminder", "recurrence", "audit"];
 
-/// What a client of `schema` can see of its definition, one line per column, index,
+/// What a client of `schema` can see of its definition, one line per column (position, type
+/// with its modifier, NOT NULL, default, generated, the table's persistence), index,
 /// constraint, trigger, function and sequence, sorted.
 async fn definition(conn: &mut PgConnection, schema: &str) -> Vec<String> {
     sqlx::query_scalar::<_, String>(
         "SELECT line FROM (
-           SELECT format('column %s.%s %s null=%s default=%s', table_name, column_name,
-                         data_type, is_nullable, coalesce(column_default, '-')) AS line
-           FROM information_schema.columns WHERE table_schema = $1
+           SELECT format('column %s.%s #%s %s not_null=%s default=%s generated=%s %s',
+                         cl.relname, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
+                         a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), '-'),
+                         a.attgenerated, cl.relpersistence) AS line
+           FROM pg_attribute a
+           JOIN pg_class cl ON cl.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = cl.relnamespace
+           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+           WHERE n.nspname = $1 AND cl.relkind IN ('r', 'p', 'v', 'm')
+             AND a.attnum > 0 AND NOT a.attisdropped
            UNION ALL
            SELECT format('index %s', indexdef) FROM pg_indexes WHERE schemaname = $1
            UNION ALL
@@ -130,7 +138,7 @@ async fn a_database_of_the_release_before_upgrades_to_the_same_schema_as_a_new_o
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_applied_migration_edited_other_than_by_a_release_still_fails() {
+async fn an_applied_migration_edited_other_than_by_a_release_is_refused_before_anything_changes() {
     let released = TestDb::create().await.expect("create database");
     let mut conn = PgConnection::connect(&released.url())
         .await
@@ -139,20 +147,28 @@ async fn an_applied_migration_edited_other_than_by_a_release_still_fails() {
         .execute(&mut conn)
         .await
         .expect("load the released schemas");
-    // As if someone had applied their own version of TaskService's first migration.
+    // As if someone had applied their own version of AuditService's first migration. The
+    // platform's migrations come before it in version order: none of them may be applied.
     sqlx::query(
-        "UPDATE task._sqlx_migrations SET checksum = sha384('not the released text')
-         WHERE version = 20261122000001",
+        "UPDATE audit._sqlx_migrations SET checksum = sha384('not the released text')
+         WHERE version = 20261123000001",
     )
     .execute(&mut conn)
     .await
     .expect("edit the history");
+    let before = history(&mut conn, "audit").await;
     let error = mesh::migrate(&released.url(), 1)
         .await
         .expect_err("a checksum no release wrote is refused");
     assert!(
-        format!("{error:#}").contains("20261122000001"),
+        format!("{error:#}")
+            .contains("migration 20261123000001 was previously applied but has been modified"),
         "the error names the migration: {error:#}"
+    );
+    assert_eq!(
+        history(&mut conn, "audit").await,
+        before,
+        "nothing was applied or repaired in the refused schema"
     );
     conn.close().await.expect("close");
 }
