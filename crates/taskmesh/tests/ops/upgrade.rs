@@ -15,6 +15,19 @@ const RELEASED: &str = include_str!("../fixtures/schemas-1432c9c.sql");
 
 const SCHEMAS: [&str; 4] = ["task", "reminder", "recurrence", "audit"];
 
+/// A new database holding the fixture, and a connection to it.
+async fn released() -> (TestDb, PgConnection) {
+    let released = TestDb::create().await.expect("create database");
+    let mut conn = PgConnection::connect(&released.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(RELEASED)
+        .execute(&mut conn)
+        .await
+        .expect("load the released schemas");
+    (released, conn)
+}
+
 /// What a client of `schema` can see of its definition, one line per column (position, type
 /// with its modifier, NOT NULL, default, generated, the table's persistence), index,
 /// constraint, trigger, function and sequence, sorted.
@@ -74,14 +87,7 @@ async fn history(conn: &mut PgConnection, schema: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_of_the_release_before_upgrades_to_the_same_schema_as_a_new_one() {
-    let released = TestDb::create().await.expect("create database");
-    let mut conn = PgConnection::connect(&released.url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql(RELEASED)
-        .execute(&mut conn)
-        .await
-        .expect("load the released schemas");
+    let (released, mut conn) = released().await;
     // The dump leaves an empty search_path on the session; the checks below qualify names.
     let rows_before = platform_rows(&mut conn).await;
     assert!(
@@ -139,14 +145,7 @@ async fn a_database_of_the_release_before_upgrades_to_the_same_schema_as_a_new_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_applied_migration_edited_other_than_by_a_release_is_refused_before_anything_changes() {
-    let released = TestDb::create().await.expect("create database");
-    let mut conn = PgConnection::connect(&released.url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql(RELEASED)
-        .execute(&mut conn)
-        .await
-        .expect("load the released schemas");
+    let (released, mut conn) = released().await;
     // As if someone had applied their own version of AuditService's first migration. The
     // platform's migrations come before it in version order: none of them may be applied.
     sqlx::query(
