@@ -24,9 +24,43 @@ pub(crate) fn micros(us: i64) -> prost_types::Duration {
     }
 }
 
-/// Columns of [`ReminderRow`], for `SELECT` from `reminders r JOIN tasks t`.
-pub(crate) const REMINDER_COLUMNS: &str = "r.task_id, r.reminder_id, r.user_id, t.title, \
-     t.due_label, r.fire_at, r.state, r.fired_time, r.lateness_us";
+/// The columns of [`ReminderRow`] for `SELECT` from `reminders r JOIN tasks t`, written once:
+/// `with_reminder_columns!(m!(args…))` expands to `m!("<columns>"; args…)`.
+macro_rules! with_reminder_columns {
+    ($($callback:ident)::+!($($args:tt)*)) => {
+        $($callback)::+!(
+            "r.task_id, r.reminder_id, r.user_id, t.title, t.due_label, r.fire_at, r.state, \
+             r.fired_time, r.lateness_us";
+            $($args)*
+        )
+    };
+}
+
+/// The column literal handed over by [`with_reminder_columns!`], as it is.
+macro_rules! columns_literal {
+    ($columns:literal;) => {
+        $columns
+    };
+}
+
+/// Columns of [`ReminderRow`], for the run-time built ListReminders query.
+pub(crate) const REMINDER_COLUMNS: &str = with_reminder_columns!(columns_literal!());
+
+/// `sqlx::query_as!(ReminderRow, …)` of a statement that selects reminder rows from
+/// `reminders r JOIN tasks t`: `$head`, the columns of [`ReminderRow`] (from
+/// [`with_reminder_columns!`]) and `$tail` are joined into one SQL text (sqlx's `+` of
+/// literals), checked at compile time like any `query_as!`, with the column list written once.
+macro_rules! query_reminder {
+    ($columns:literal; $head:literal, $tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!($crate::model::ReminderRow, $head + $columns + $tail $(, $arg)*)
+    };
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        $crate::model::with_reminder_columns!(
+            $crate::model::query_reminder!($head, $tail $(, $arg)*)
+        )
+    };
+}
+pub(crate) use {query_reminder, with_reminder_columns};
 
 /// A reminder with its task's title.
 #[derive(Clone, Debug, FromRow)]

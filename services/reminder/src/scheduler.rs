@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::{
     LOG,
     model::{
-        KIND_OVERDUE, KIND_REMINDER, NotificationRow, REMINDER_COLUMNS, ReminderRow, micros, state,
+        KIND_OVERDUE, KIND_REMINDER, NotificationRow, ReminderRow, micros, query_reminder, state,
     },
 };
 
@@ -111,15 +111,16 @@ impl Scheduler {
 
     async fn fire_batch(&self, now: DateTime<Utc>) -> Result<Fired, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let reminders: Vec<ReminderRow> = sqlx::query_as(&format!(
-            "SELECT {REMINDER_COLUMNS} FROM reminders r JOIN tasks t ON t.id = r.task_id \
+        let reminders: Vec<ReminderRow> = query_reminder!(
+            "SELECT ",
+            " FROM reminders r JOIN tasks t ON t.id = r.task_id \
              WHERE r.state IN ($1, $2) AND r.fire_at <= $3 ORDER BY r.fire_at LIMIT $4 \
-             FOR UPDATE OF r SKIP LOCKED"
-        ))
-        .bind(state::SCHEDULED)
-        .bind(state::SNOOZED)
-        .bind(now)
-        .bind(self.batch)
+             FOR UPDATE OF r SKIP LOCKED",
+            state::SCHEDULED,
+            state::SNOOZED,
+            now,
+            self.batch
+        )
         .fetch_all(&mut *tx)
         .await?;
         let room = self.batch - i64::try_from(reminders.len()).unwrap_or(0);

@@ -20,7 +20,7 @@ use crate::{
     LOG,
     error::ReminderError,
     list,
-    model::{REMINDER_COLUMNS, ReminderRow, state},
+    model::{ReminderRow, query_reminder, state},
     scheduler::WAKE_CHANNEL,
 };
 
@@ -42,13 +42,14 @@ async fn lock_reminder(
     task: Uuid,
     id: &str,
 ) -> Result<ReminderRow, ReminderError> {
-    sqlx::query_as(&format!(
-        "SELECT {REMINDER_COLUMNS} FROM reminders r JOIN tasks t ON t.id = r.task_id \
-         WHERE r.task_id = $1 AND r.reminder_id = $2 AND r.user_id = $3 FOR UPDATE OF r"
-    ))
-    .bind(task)
-    .bind(id)
-    .bind(user)
+    query_reminder!(
+        "SELECT ",
+        " FROM reminders r JOIN tasks t ON t.id = r.task_id \
+         WHERE r.task_id = $1 AND r.reminder_id = $2 AND r.user_id = $3 FOR UPDATE OF r",
+        task,
+        id,
+        user
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ReminderError::NotFound(ReminderName::new(task, id).to_string()))
