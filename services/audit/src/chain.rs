@@ -14,8 +14,8 @@ use uuid::Uuid;
 /// The hash a chain starts from.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
-/// The hashed content of an entry (also how an `entries` row reads, but for its hashes).
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+/// The hashed content of an entry (an `entries` row but for its hashes).
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Content {
     pub(crate) id: Uuid,
     pub(crate) event_id: Uuid,
@@ -23,7 +23,7 @@ pub(crate) struct Content {
     pub(crate) source: String,
     pub(crate) topic: String,
     pub(crate) actor: String,
-    #[sqlx(rename = "user_id")]
+    /// The `user_id` column.
     pub(crate) user: String,
     pub(crate) resource: String,
     pub(crate) event_time: DateTime<Utc>,

@@ -1,6 +1,7 @@
 //! Audit entries: appending them to their users' chains (a batch at a time), reading them
 //! back, verifying a chain.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use taskmesh_domain::timestamp;
 use taskmesh_proto::audit::v1 as pb;
@@ -11,17 +12,93 @@ use crate::{
     changes::to_proto_value,
 };
 
-/// The columns of an entry, as [`EntryRow`] reads them.
-pub(crate) const ENTRY_COLUMNS: &str = "id, event_id, event_type, source, topic, actor, user_id, \
-     resource, event_time, trace_id, request_id, changes, chain_position, previous_hash, chain_hash";
+/// The columns of an entry, as [`EntryRecord`] reads them, written once:
+/// `with_entry_columns!(m!(args…))` expands to `m!("<columns>"; args…)`.
+macro_rules! with_entry_columns {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback!(
+            "id, event_id, event_type, source, topic, actor, user_id, resource, event_time, \
+             trace_id, request_id, changes, chain_position, previous_hash, chain_hash";
+            $($args)*
+        )
+    };
+}
+
+/// The column list [`with_entry_columns!`] hands it, as a `&str`.
+macro_rules! entry_columns_literal {
+    ($columns:literal;) => {
+        $columns
+    };
+}
+
+/// The columns of an entry, as [`EntryRecord`] reads them, for the run-time built List
+/// (ListAuditEntries).
+pub(crate) const ENTRY_COLUMNS: &str = with_entry_columns!(entry_columns_literal!());
+
+/// `sqlx::query_as!(EntryRecord, …)` of a statement that yields entry rows: `$head`, the
+/// columns of [`EntryRecord`] and `$tail` are joined into one SQL text, checked at compile
+/// time like any `query_as!`, with the column list written once (in
+/// [`with_entry_columns!`]). Convert each record with `EntryRow::from`.
+macro_rules! query_entries {
+    ($columns:literal; $head:literal, $tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!($crate::entries::EntryRecord, $head + $columns + $tail $(, $arg)*)
+    };
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        $crate::entries::with_entry_columns!(query_entries!($head, $tail $(, $arg)*))
+    };
+}
+pub(crate) use {query_entries, with_entry_columns};
+
+/// An `entries` row as it reads: one field per column of [`ENTRY_COLUMNS`], by name.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct EntryRecord {
+    pub(crate) id: Uuid,
+    pub(crate) event_id: Uuid,
+    pub(crate) event_type: String,
+    pub(crate) source: String,
+    pub(crate) topic: String,
+    pub(crate) actor: String,
+    pub(crate) user_id: String,
+    pub(crate) resource: String,
+    pub(crate) event_time: DateTime<Utc>,
+    pub(crate) trace_id: String,
+    pub(crate) request_id: String,
+    pub(crate) changes: serde_json::Value,
+    pub(crate) chain_position: i64,
+    pub(crate) previous_hash: Vec<u8>,
+    pub(crate) chain_hash: Vec<u8>,
+}
 
 /// An `entries` row: its hashed content and its place in the chain.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub(crate) struct EntryRow {
-    #[sqlx(flatten)]
     pub(crate) content: Content,
     pub(crate) previous_hash: Vec<u8>,
     pub(crate) chain_hash: Vec<u8>,
+}
+
+impl From<EntryRecord> for EntryRow {
+    fn from(record: EntryRecord) -> Self {
+        Self {
+            content: Content {
+                id: record.id,
+                event_id: record.event_id,
+                event_type: record.event_type,
+                source: record.source,
+                topic: record.topic,
+                actor: record.actor,
+                user: record.user_id,
+                resource: record.resource,
+                event_time: record.event_time,
+                trace_id: record.trace_id,
+                request_id: record.request_id,
+                changes: record.changes,
+                chain_position: record.chain_position,
+            },
+            previous_hash: record.previous_hash,
+            chain_hash: record.chain_hash,
+        }
+    }
 }
 
 impl EntryRow {
@@ -251,19 +328,20 @@ pub(crate) async fn verify(pool: &PgPool, user: &str) -> Result<Verified, sqlx::
         return Ok(verified);
     }
     loop {
-        let rows: Vec<EntryRow> = sqlx::query_as(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 AND chain_position >= $2 \
-             ORDER BY chain_position LIMIT 1000"
-        ))
-        .bind(user)
-        .bind(expected)
+        let rows = query_entries!(
+            "SELECT ",
+            " FROM entries WHERE user_id = $1 AND chain_position >= $2 \
+             ORDER BY chain_position LIMIT 1000",
+            user,
+            expected
+        )
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             verified.complete = expected == last_position + 1 && previous == last_hash;
             return Ok(verified);
         }
-        for row in rows {
+        for row in rows.into_iter().map(EntryRow::from) {
             verified.checked += 1;
             let hash = row.content.hash(&previous);
             let position = row.content.chain_position;

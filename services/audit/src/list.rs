@@ -12,7 +12,7 @@ use taskmesh_platform::{
 };
 use uuid::Uuid;
 
-use crate::entries::{ENTRY_COLUMNS, EntryRow};
+use crate::entries::{ENTRY_COLUMNS, EntryRecord, EntryRow, query_entries};
 
 /// Why a List request cannot be answered: the field at fault and what is wrong.
 pub(crate) type Invalid = (&'static str, String);
@@ -88,19 +88,21 @@ pub(crate) async fn history(
         Err(invalid) => return Ok(Err(invalid)),
     };
     // `task` is a validated `tasks/{uuid}`: no LIKE wildcard in it.
-    let rows: Vec<EntryRow> = sqlx::query_as(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 \
+    let rows = query_entries!(
+        "SELECT ",
+        " FROM entries WHERE user_id = $1 \
          AND (resource = $2 OR resource LIKE $2 || '/%') \
          AND ($3::timestamptz IS NULL OR (event_time, id) > ($3, $4)) \
-         ORDER BY event_time, id LIMIT $5"
-    ))
-    .bind(user)
-    .bind(task)
-    .bind(after.map(|(time, _)| time))
-    .bind(after.map_or(Uuid::nil(), |(_, id)| id))
-    .bind(paging.size + 1)
+         ORDER BY event_time, id LIMIT $5",
+        user,
+        task,
+        after.map(|(time, _)| time),
+        after.map_or(Uuid::nil(), |(_, id)| id),
+        paging.size + 1
+    )
     .fetch_all(&mut *conn)
     .await?;
+    let rows = rows.into_iter().map(EntryRow::from).collect();
     Ok(Ok(paged(rows, paging, &binding, |last| {
         (last.content.event_time, last.content.id)
     })))
@@ -134,15 +136,17 @@ pub(crate) async fn activity(
         Ok(before) => before.unwrap_or(i64::MAX),
         Err(invalid) => return Ok(Err(invalid)),
     };
-    let rows = sqlx::query_as(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = $1 AND chain_position < $2 \
-         ORDER BY chain_position DESC LIMIT $3"
-    ))
-    .bind(user)
-    .bind(before)
-    .bind(paging.size + 1)
+    let rows = query_entries!(
+        "SELECT ",
+        " FROM entries WHERE user_id = $1 AND chain_position < $2 \
+         ORDER BY chain_position DESC LIMIT $3",
+        user,
+        before,
+        paging.size + 1
+    )
     .fetch_all(&mut *conn)
     .await?;
+    let rows = rows.into_iter().map(EntryRow::from).collect();
     Ok(Ok(paged(rows, paging, &binding, |last| {
         last.content.chain_position
     })))
@@ -211,7 +215,8 @@ pub(crate) async fn query(
     }
     sql.push(format!(" ORDER BY event_time {order}, id {order} LIMIT "))
         .push_bind(paging.size + 1);
-    let rows: Vec<EntryRow> = sql.build_query_as().fetch_all(&mut *conn).await?;
+    let rows: Vec<EntryRecord> = sql.build_query_as().fetch_all(&mut *conn).await?;
+    let rows = rows.into_iter().map(EntryRow::from).collect();
     Ok(Ok(paged(rows, paging, &binding, |last| {
         (last.content.event_time, last.content.id)
     })))
