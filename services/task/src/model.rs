@@ -44,7 +44,7 @@ pub(crate) struct RecurrenceValue {
     pub(crate) exdates: Vec<DateTime<Utc>>,
 }
 
-/// A `tasks` row with its tag names resolved.
+/// A `tasks` row with its tag names resolved (`FromRow` for the run-time built List).
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub(crate) struct TaskRow {
     pub(crate) id: Uuid,
@@ -68,16 +68,66 @@ pub(crate) struct TaskRow {
     pub(crate) complete_time: Option<DateTime<Utc>>,
 }
 
-/// The columns of [`TaskRow`] over alias `t` (tag names resolved through `tags`).
-pub(crate) const TASK_COLUMNS: &str = "t.id, t.title, t.description, t.priority, \
-    ARRAY(SELECT g.display_name FROM tags g WHERE g.id = ANY(t.tag_ids) \
-          ORDER BY lower(g.display_name)) AS tag_names, \
-    t.due_time, t.due_date, t.due_time_zone, t.reminders, t.rrule, t.recurrence_anchor, \
-    t.exdates, t.series_id, t.previous_task_id, t.state, t.version, t.create_time, \
-    t.update_time, t.complete_time";
+/// The columns of [`TaskRow`] over alias `t` (tag names resolved through `tags`), written
+/// once: `with_task_columns!(m!(args…))` expands to `m!(<plain>, <reminders>, <tag names>;
+/// args…)`, the plain columns and the two expressions each caller names itself (the run-time
+/// List with plain names, [`query_task!`] with the type and nullability overrides the checked
+/// macros need).
+macro_rules! with_task_columns {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback!(
+            "t.id, t.title, t.description, t.priority, t.due_time, t.due_date, \
+             t.due_time_zone, t.rrule, t.recurrence_anchor, t.exdates, t.series_id, \
+             t.previous_task_id, t.state, t.version, t.create_time, t.update_time, \
+             t.complete_time",
+            "t.reminders",
+            "ARRAY(SELECT g.display_name FROM tags g WHERE g.id = ANY(t.tag_ids) \
+             ORDER BY lower(g.display_name))";
+            $($args)*
+        )
+    };
+}
+
+/// The columns of [`with_task_columns!`] as one SQL list with plain names.
+macro_rules! task_columns_list {
+    ($plain:literal, $reminders:literal, $tag_names:literal;) => {
+        concat!(
+            $plain,
+            ", ",
+            $reminders,
+            " AS reminders, ",
+            $tag_names,
+            " AS tag_names"
+        )
+    };
+}
+
+/// The columns of [`TaskRow`] over alias `t`, for the run-time built List.
+pub(crate) const TASK_COLUMNS: &str = with_task_columns!(task_columns_list!());
+
+/// `sqlx::query_as!(TaskRow, …)` of a statement that yields task rows over alias `t`:
+/// `$head`, the columns of [`with_task_columns!`] and `$tail` are joined into one SQL text
+/// (sqlx's `+` of literals), checked at compile time like any `query_as!`. The reminders
+/// column is decoded as its [`TaskRow`] type, and the tag names (an `ARRAY(…)`, which
+/// PostgreSQL never returns NULL) as not null.
+macro_rules! query_task {
+    ($plain:literal, $reminders:literal, $tag_names:literal; $head:literal, $tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            $crate::model::TaskRow,
+            $head + $plain + ", " + $reminders
+                + r#" AS "reminders: sqlx::types::Json<Vec<crate::model::StoredReminder>>", "#
+                + $tag_names + r#" AS "tag_names!""# + $tail
+            $(, $arg)*
+        )
+    };
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        $crate::model::with_task_columns!(query_task!($head, $tail $(, $arg)*))
+    };
+}
+pub(crate) use {query_task, with_task_columns};
 
 /// A `tags` row.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub(crate) struct TagRow {
     pub(crate) id: Uuid,
     pub(crate) display_name: String,
@@ -86,6 +136,20 @@ pub(crate) struct TagRow {
     pub(crate) create_time: DateTime<Utc>,
     pub(crate) update_time: DateTime<Utc>,
 }
+
+/// `sqlx::query_as!(TagRow, …)` of a statement that yields a tag row: `$head`, the columns
+/// of [`TagRow`] and `$tail` are joined into one SQL text (sqlx's `+` of literals), checked
+/// at compile time like any `query_as!`, with the column list written once.
+macro_rules! query_tag {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::model::TagRow,
+            $head + "id, display_name, color, version, create_time, update_time" + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_tag;
 
 impl TaskRow {
     /// The protobuf resource.

@@ -9,10 +9,8 @@ use uuid::Uuid;
 use crate::{
     changes::{self, Change, Writer},
     error::TaskError,
-    model::{TagRow, now},
+    model::{TagRow, now, query_tag},
 };
-
-const TAG_COLUMNS: &str = "id, display_name, color, version, create_time, update_time";
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
@@ -79,15 +77,16 @@ async fn insert(
     color: &str,
     time: DateTime<Utc>,
 ) -> Result<TagRow, TaskError> {
-    let row = sqlx::query_as::<_, TagRow>(&format!(
+    let row = query_tag!(
         "INSERT INTO tags (id, user_id, display_name, color, version, create_time, update_time) \
-         VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING {TAG_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(writer.user)
-    .bind(name)
-    .bind(color)
-    .bind(time)
+         VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING ",
+        "",
+        Uuid::now_v7(),
+        writer.user,
+        name,
+        color,
+        time
+    )
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| {
@@ -151,15 +150,26 @@ async fn fetch(
     id: Uuid,
     for_update: bool,
 ) -> Result<TagRow, TaskError> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    sqlx::query_as::<_, TagRow>(&format!(
-        "SELECT {TAG_COLUMNS} FROM tags WHERE id = $1 AND user_id = $2{lock}"
-    ))
-    .bind(id)
-    .bind(user)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| TaskError::NotFound(TagName(id).to_string()))
+    let row = if for_update {
+        query_tag!(
+            "SELECT ",
+            " FROM tags WHERE id = $1 AND user_id = $2 FOR UPDATE",
+            id,
+            user
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    } else {
+        query_tag!(
+            "SELECT ",
+            " FROM tags WHERE id = $1 AND user_id = $2",
+            id,
+            user
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    row.ok_or_else(|| TaskError::NotFound(TagName(id).to_string()))
 }
 
 /// Reads one tag.
@@ -176,15 +186,16 @@ pub(crate) async fn list(
     after: Option<(String, Uuid)>,
 ) -> Result<(Vec<pb::Tag>, Option<(String, Uuid)>), TaskError> {
     let (name, id) = after.unwrap_or((String::new(), Uuid::nil()));
-    let rows = sqlx::query_as::<_, TagRow>(&format!(
-        "SELECT {TAG_COLUMNS} FROM tags WHERE user_id = $1 \
+    let rows = query_tag!(
+        "SELECT ",
+        " FROM tags WHERE user_id = $1 \
          AND (lower(display_name), id) > (lower($2), $3) \
-         ORDER BY lower(display_name), id LIMIT $4"
-    ))
-    .bind(user)
-    .bind(&name)
-    .bind(id)
-    .bind(page_size + 1)
+         ORDER BY lower(display_name), id LIMIT $4",
+        user,
+        name,
+        id,
+        page_size + 1
+    )
     .fetch_all(pool)
     .await?;
     let more = rows.len() as i64 > page_size;
@@ -235,15 +246,16 @@ pub(crate) async fn update(
         crate::tasks::with_tag(&mut tx, writer.user, id).await?
     };
     let time = now();
-    let row = sqlx::query_as::<_, TagRow>(&format!(
+    let row = query_tag!(
         "UPDATE tags SET display_name = $3, color = $4, version = version + 1, update_time = $5 \
-         WHERE id = $1 AND user_id = $2 RETURNING {TAG_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(writer.user)
-    .bind(&new_name)
-    .bind(&new_color)
-    .bind(time)
+         WHERE id = $1 AND user_id = $2 RETURNING ",
+        "",
+        id,
+        writer.user,
+        new_name,
+        new_color,
+        time
+    )
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| {

@@ -1,18 +1,18 @@
 //! CompleteTask and UncompleteTask: the state change, idempotent by `request_id`, and the
 //! quota rule for completing a recurring task.
 
-use std::{num::NonZeroU64, sync::LazyLock};
+use std::num::NonZeroU64;
 
 use prost::Message;
 use sqlx::{Acquire, Postgres};
 use taskmesh_proto::{events::v1 as ev, task::v1 as pb};
 use uuid::Uuid;
 
-use super::{check_etag, fetch, rows::returning_task};
+use super::{check_etag, fetch};
 use crate::{
     changes::{self, Change, Writer},
     error::TaskError,
-    model::{TaskRow, now},
+    model::{now, query_task},
 };
 
 /// Completes (`complete = true`) or re-opens a task. Already in that state: returned
@@ -84,21 +84,20 @@ pub(crate) async fn set_completed<'c>(
         return Ok(before);
     }
     let time = now();
-    static SET_STATE: LazyLock<String> = LazyLock::new(|| {
-        returning_task(
-            "UPDATE tasks SET state = $3, complete_time = $4, version = version + 1, \
-             update_time = $5 WHERE id = $1 AND user_id = $2",
-        )
-    });
-    let task = sqlx::query_as::<_, TaskRow>(&SET_STATE)
-        .bind(id)
-        .bind(writer.user)
-        .bind(target as i16)
-        .bind(complete.then_some(time))
-        .bind(time)
-        .fetch_one(&mut *tx)
-        .await?
-        .to_proto();
+    // The written row is returned through the CTE `t`, so a write needs no read after it.
+    let task = query_task!(
+        "WITH t AS (UPDATE tasks SET state = $3, complete_time = $4, version = version + 1, \
+         update_time = $5 WHERE id = $1 AND user_id = $2 RETURNING *) SELECT ",
+        " FROM t",
+        id,
+        writer.user,
+        target as i16,
+        complete.then_some(time),
+        time
+    )
+    .fetch_one(&mut *tx)
+    .await?
+    .to_proto();
     let payload = task.clone();
     let change = if complete {
         Change::new(

@@ -24,11 +24,10 @@ use uuid::Uuid;
 use crate::{
     changes::{self, Change, Writer},
     error::TaskError,
-    model::{TASK_COLUMNS, TaskFields, TaskRow, now},
+    model::{TaskFields, TaskRow, now, query_task},
 };
 
 pub(crate) use complete::set_completed;
-use rows::{INSERT_TASK, row_query};
 pub(crate) use tagged::{record_tags_changed, with_tag};
 pub(crate) use update::{UPDATABLE, copy_field, update};
 
@@ -39,15 +38,26 @@ pub(crate) async fn fetch(
     id: Uuid,
     for_update: bool,
 ) -> Result<TaskRow, TaskError> {
-    let lock = if for_update { " FOR UPDATE OF t" } else { "" };
-    sqlx::query_as::<_, TaskRow>(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = $1 AND t.user_id = $2{lock}"
-    ))
-    .bind(id)
-    .bind(user)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| TaskError::NotFound(TaskName(id).to_string()))
+    let row = if for_update {
+        query_task!(
+            "SELECT ",
+            " FROM tasks t WHERE t.id = $1 AND t.user_id = $2 FOR UPDATE OF t",
+            id,
+            user
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    } else {
+        query_task!(
+            "SELECT ",
+            " FROM tasks t WHERE t.id = $1 AND t.user_id = $2",
+            id,
+            user
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    row.ok_or_else(|| TaskError::NotFound(TaskName(id).to_string()))
 }
 
 /// Where a task comes from in a recurring series: kept when a command creates the next
@@ -87,8 +97,8 @@ pub(crate) async fn create<'c>(
         .recurrence
         .as_ref()
         .map(|_| lineage.series.unwrap_or_else(Uuid::now_v7));
-    let task = row_query(
-        &INSERT_TASK,
+    let task = rows::insert(
+        &mut tx,
         id,
         writer.user,
         &fields,
@@ -98,9 +108,8 @@ pub(crate) async fn create<'c>(
             previous_task: lineage.previous_task.filter(|_| series.is_some()),
         },
         time,
+        max_tasks.map(|max| i64::try_from(max.get()).unwrap_or(i64::MAX)),
     )
-    .bind(max_tasks.map(|max| i64::try_from(max.get()).unwrap_or(i64::MAX)))
-    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| TaskError::TooManyTasks {
         max: max_tasks.map_or(0, NonZeroU64::get),

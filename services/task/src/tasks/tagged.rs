@@ -9,7 +9,7 @@ use super::{fetch, record_updated};
 use crate::{
     changes::Writer,
     error::TaskError,
-    model::{TASK_COLUMNS, TaskRow},
+    model::{TaskRow, query_task},
 };
 
 /// The user's tasks that carry `tag`, as they are now, locked for update (call before renaming
@@ -19,12 +19,13 @@ pub(crate) async fn with_tag(
     user: &str,
     tag: Uuid,
 ) -> Result<Vec<pb::Task>, TaskError> {
-    let rows = sqlx::query_as::<_, TaskRow>(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.user_id = $1 AND t.tag_ids @> ARRAY[$2]::uuid[] \
-         ORDER BY t.id FOR UPDATE OF t"
-    ))
-    .bind(user)
-    .bind(tag)
+    let rows = query_task!(
+        "SELECT ",
+        " FROM tasks t WHERE t.user_id = $1 AND t.tag_ids @> ARRAY[$2]::uuid[] \
+         ORDER BY t.id FOR UPDATE OF t",
+        user,
+        tag
+    )
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(TaskRow::to_proto).collect())

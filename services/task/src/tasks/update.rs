@@ -5,10 +5,7 @@ use sqlx::{Acquire, Postgres};
 use taskmesh_proto::{names::TaskName, task::v1 as pb};
 use uuid::Uuid;
 
-use super::{
-    Lineage, check_etag, fetch, record_updated,
-    rows::{UPDATE_TASK, row_query},
-};
+use super::{Lineage, check_etag, fetch, record_updated, rows};
 use crate::{
     changes::{self, Writer},
     error::TaskError,
@@ -111,8 +108,8 @@ pub(crate) async fn update<'c>(
     let time = now();
     let tag_ids = crate::tags::resolve(&mut tx, writer, &fields.tags, time).await?;
     let series = fields.recurrence.as_ref().map(|_| Uuid::now_v7());
-    let task = row_query(
-        &UPDATE_TASK,
+    let task = rows::update(
+        &mut tx,
         id,
         writer.user,
         &fields,
@@ -123,7 +120,6 @@ pub(crate) async fn update<'c>(
         },
         time,
     )
-    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| TaskError::NotFound(TaskName(id).to_string()))?
     .to_proto();
