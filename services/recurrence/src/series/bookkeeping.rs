@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use taskmesh_domain::DueValue;
 use uuid::Uuid;
 
-use super::{OCCURRENCE_COLUMNS, OccurrenceRow, SERIES_COLUMNS, SeriesRow};
+use super::{OccurrenceRow, SeriesRow, query_occurrence, query_series};
 
 /// The caller's series `id`, locked for the transaction; `None` when unknown or another
 /// user's.
@@ -15,11 +15,12 @@ pub(crate) async fn lock(
     user: &str,
     id: Uuid,
 ) -> Result<Option<SeriesRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {SERIES_COLUMNS} FROM series WHERE id = $1 AND user_id = $2 FOR UPDATE"
-    ))
-    .bind(id)
-    .bind(user)
+    query_series!(
+        "SELECT ",
+        " FROM series WHERE id = $1 AND user_id = $2 FOR UPDATE",
+        id,
+        user
+    )
     .fetch_optional(&mut *tx)
     .await
 }
@@ -30,11 +31,12 @@ pub(crate) async fn get(
     user: &str,
     id: Uuid,
 ) -> Result<Option<SeriesRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {SERIES_COLUMNS} FROM series WHERE id = $1 AND user_id = $2"
-    ))
-    .bind(id)
-    .bind(user)
+    query_series!(
+        "SELECT ",
+        " FROM series WHERE id = $1 AND user_id = $2",
+        id,
+        user
+    )
     .fetch_optional(&mut *conn)
     .await
 }
@@ -67,11 +69,12 @@ pub(crate) async fn track(
     let Some(mut series) = lock(tx, user, series_id).await? else {
         return Ok(None);
     };
-    let existing: Option<OccurrenceRow> = sqlx::query_as(&format!(
-        "SELECT {OCCURRENCE_COLUMNS} FROM occurrences WHERE task_id = $1 AND series_id = $2 FOR UPDATE"
-    ))
-    .bind(task)
-    .bind(series_id)
+    let existing: Option<OccurrenceRow> = query_occurrence!(
+        "SELECT ",
+        " FROM occurrences WHERE task_id = $1 AND series_id = $2 FOR UPDATE",
+        task,
+        series_id
+    )
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(occurrence) = existing {
@@ -97,27 +100,29 @@ pub(crate) async fn track(
         }
         None => (series.occurrence_count + 1, 1, None),
     };
-    let occurrence: OccurrenceRow = sqlx::query_as(&format!(
+    let occurrence: OccurrenceRow = query_occurrence!(
         "INSERT INTO occurrences (task_id, series_id, user_id, position, used, wall_time, \
-         create_time) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {OCCURRENCE_COLUMNS}"
-    ))
-    .bind(task)
-    .bind(series_id)
-    .bind(user)
-    .bind(position)
-    .bind(used)
-    .bind(wall_time)
-    .bind(now)
+         create_time) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        "",
+        task,
+        series_id,
+        user,
+        position,
+        used,
+        wall_time,
+        now
+    )
     .fetch_one(&mut *tx)
     .await?;
     if !created && follows_current {
-        series = sqlx::query_as(&format!(
+        series = query_series!(
             "UPDATE series SET current_task = $2, occurrence_count = occurrence_count + 1, \
-             update_time = $3 WHERE id = $1 RETURNING {SERIES_COLUMNS}"
-        ))
-        .bind(series_id)
-        .bind(task)
-        .bind(now)
+             update_time = $3 WHERE id = $1 RETURNING ",
+            "",
+            series_id,
+            task,
+            now
+        )
         .fetch_one(&mut *tx)
         .await?;
     }
@@ -205,10 +210,11 @@ pub(crate) async fn find(
     let Some(series) = lock(tx, user, series).await? else {
         return Ok(None);
     };
-    let occurrence: OccurrenceRow = sqlx::query_as(&format!(
-        "SELECT {OCCURRENCE_COLUMNS} FROM occurrences WHERE task_id = $1 FOR UPDATE"
-    ))
-    .bind(task)
+    let occurrence: OccurrenceRow = query_occurrence!(
+        "SELECT ",
+        " FROM occurrences WHERE task_id = $1 FOR UPDATE",
+        task
+    )
     .fetch_one(&mut *tx)
     .await?;
     Ok(Some((series, occurrence)))

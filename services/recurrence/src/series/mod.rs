@@ -50,7 +50,7 @@ impl Ending {
 }
 
 /// A `series` row.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub(crate) struct SeriesRow {
     pub(crate) id: Uuid,
     pub(crate) current_task: Uuid,
@@ -91,7 +91,7 @@ impl SeriesRow {
 }
 
 /// An `occurrences` row: one task of a series.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub(crate) struct OccurrenceRow {
     pub(crate) position: i64,
     pub(crate) used: i64,
@@ -102,5 +102,30 @@ pub(crate) struct OccurrenceRow {
     pub(crate) successor_request: Option<String>,
 }
 
-const SERIES_COLUMNS: &str = "id, current_task, occurrence_count, end_time, end_reason";
-const OCCURRENCE_COLUMNS: &str = "position, used, wall_time, skipped, successor_request";
+/// `sqlx::query_as!(SeriesRow, …)` of a statement that yields a series row: `$head`, the
+/// columns of [`SeriesRow`] and `$tail` are joined into one SQL text (sqlx's `+` of
+/// literals), checked at compile time like any `query_as!`, with the column list written once.
+macro_rules! query_series {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            SeriesRow,
+            $head + "id, current_task, occurrence_count, end_time, end_reason" + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_series;
+
+/// `sqlx::query_as!(OccurrenceRow, …)` of a statement that yields an occurrence row: `$head`,
+/// the columns of [`OccurrenceRow`] and `$tail` are joined into one SQL text (sqlx's `+` of
+/// literals), checked at compile time like any `query_as!`, with the column list written once.
+macro_rules! query_occurrence {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            OccurrenceRow,
+            $head + "position, used, wall_time, skipped, successor_request" + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_occurrence;
