@@ -255,50 +255,43 @@ async fn write(
         let topic = format!("{}{}", writer.topic_prefix, change.0.topic.base_name());
         events.push((topic, event(log, &writer, time, change.0, sequence)));
     }
-    // The change-log rows, the outbox rows and the relay's wake-up in one round trip; and
-    // the request's response (a data-modifying WITH runs whether or not it is read).
-    const WRITE: &str = "c AS (INSERT INTO changes (user_id, sequence, event_id, event_type, \
-         subject, create_time, payload) SELECT e.record_key, s.sequence, e.event_id, \
-         e.event_type, e.subject, e.event_time, e.payload FROM e \
-         JOIN unnest($11::bigint[]) WITH ORDINALITY AS s(sequence, n) USING (n))";
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH e AS (SELECT * FROM {}), o AS ({}), {WRITE} SELECT pg_notify($12, '')",
-            outbox::EVENTS_UNNEST,
-            outbox::INSERT_FROM_E
-        )
-    });
-    static FINISHING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH e AS (SELECT * FROM {}), o AS ({}), {WRITE}, \
-             f AS (UPDATE requests SET resource_id = $13, response = $14 \
-             WHERE user_id = $15 AND method = $16 AND request_id = $17) \
-             SELECT pg_notify($12, '')",
-            outbox::EVENTS_UNNEST,
-            outbox::INSERT_FROM_E
-        )
-    });
     let refs: Vec<(&str, &cloudevents::CloudEvent)> = events
         .iter()
         .map(|(topic, e)| (topic.as_str(), e))
         .collect();
-    let sql = if finishing.is_some() {
-        FINISHING.as_str()
-    } else {
-        SQL.as_str()
-    };
-    let mut query = outbox::bind_events(sqlx::query(sql), &refs)
-        .bind(&sequences)
-        .bind(log.channel);
-    if let Some((user, request_id, finish)) = finishing {
-        query = query
-            .bind(finish.resource_id)
-            .bind(finish.response)
-            .bind(user)
-            .bind(finish.method)
-            .bind(request_id);
+    let arrays = outbox::EventArrays::of(&refs);
+    // The change-log rows (`c`, one per outbox row of `e`, with its sequence), the outbox rows
+    // and the relay's wake-up in one round trip; and the request's response (`f`: a
+    // data-modifying WITH runs whether or not it is read).
+    macro_rules! record {
+        ($($tail:literal)* $(, $arg:expr)* $(,)?) => {
+            outbox::query_with_events!(
+                arrays,
+                ", c AS (INSERT INTO changes (user_id, sequence, event_id, event_type, subject, \
+                 create_time, payload) SELECT e.record_key, s.sequence, e.event_id, \
+                 e.event_type, e.subject, e.event_time, e.payload FROM e \
+                 JOIN unnest($11::bigint[]) WITH ORDINALITY AS s(sequence, n) USING (n))"
+                $($tail)* " SELECT pg_notify($12, '')",
+                &sequences,
+                log.channel
+                $(, $arg)*
+            )
+            .execute(&mut *conn)
+            .await?
+        };
     }
-    query.execute(&mut *conn).await?;
+    match finishing {
+        None => record!(),
+        Some((user, request_id, finish)) => record!(
+            ", f AS (UPDATE requests SET resource_id = $13, response = $14 \
+             WHERE user_id = $15 AND method = $16 AND request_id = $17)",
+            finish.resource_id,
+            finish.response,
+            user,
+            finish.method,
+            request_id
+        ),
+    };
     Ok(sequences)
 }
 

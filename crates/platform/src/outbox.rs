@@ -38,6 +38,81 @@ use crate::{
     runtime::{Backoff, TaskContext},
 };
 
+/// The columns of a batch of `(topic, event)`s as the ten arrays [`query_with_events!`]
+/// binds as `$1`..`$10`: one element per event, in order.
+#[derive(Debug)]
+pub(crate) struct EventArrays<'q> {
+    pub(crate) topic: Vec<&'q str>,
+    pub(crate) record_key: Vec<&'q str>,
+    pub(crate) event_id: Vec<Uuid>,
+    pub(crate) event_type: Vec<&'q str>,
+    pub(crate) source: Vec<&'q str>,
+    pub(crate) subject: Vec<&'q str>,
+    pub(crate) event_time: Vec<chrono::DateTime<chrono::Utc>>,
+    pub(crate) data_schema: Vec<&'q str>,
+    pub(crate) payload: Vec<&'q [u8]>,
+    pub(crate) traceparent: Vec<Option<&'q str>>,
+}
+
+impl<'q> EventArrays<'q> {
+    /// The arrays of `events`.
+    pub(crate) fn of(events: &'q [(&'q str, &'q CloudEvent)]) -> Self {
+        let text = |f: fn(&'q CloudEvent) -> &'q str| -> Vec<&'q str> {
+            events.iter().map(|(_, e)| f(e)).collect()
+        };
+        Self {
+            topic: events.iter().map(|(topic, _)| *topic).collect(),
+            record_key: text(|e| &e.key),
+            event_id: events.iter().map(|(_, e)| e.id).collect(),
+            event_type: text(|e| &e.event_type),
+            source: text(|e| &e.source),
+            subject: text(|e| &e.subject),
+            event_time: events.iter().map(|(_, e)| e.time).collect(),
+            data_schema: text(|e| &e.data_schema),
+            payload: events.iter().map(|(_, e)| e.data.as_slice()).collect(),
+            traceparent: events
+                .iter()
+                .map(|(_, e)| e.traceparent.as_deref())
+                .collect(),
+        }
+    }
+}
+
+/// `sqlx::query!` of a statement that writes a batch of events to the outbox, checked at
+/// compile time: `WITH e AS (…), o AS (…)` followed by the literals `$tail`. `e` is the
+/// `unnest` of the [`EventArrays`] `$arrays` (bound as `$1`..`$10`), one row per event with
+/// its position `n` (from 1) and the columns `topic, record_key, event_id, event_type, source,
+/// subject, event_time, data_schema, payload, traceparent, n`; `o` inserts them into the
+/// outbox in the order of `n`, so their ids (the relay's order) follow the events' order.
+/// `$arg`s bind `$11` on.
+macro_rules! query_with_events {
+    ($arrays:expr, $($tail:literal)+ $(, $arg:expr)* $(,)?) => {
+        sqlx::query!(
+            "WITH e AS (SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], \
+             $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::bytea[], $10::text[]) \
+             WITH ORDINALITY AS e(topic, record_key, event_id, event_type, source, subject, \
+             event_time, data_schema, payload, traceparent, n)), \
+             o AS (INSERT INTO outbox (topic, record_key, event_id, event_type, source, \
+             subject, event_time, data_schema, payload, traceparent) \
+             SELECT topic, record_key, event_id, event_type, source, subject, event_time, \
+             data_schema, payload, traceparent FROM e ORDER BY n)"
+                $(+ $tail)+,
+            &$arrays.topic as &[&str],
+            &$arrays.record_key as &[&str],
+            &$arrays.event_id,
+            &$arrays.event_type as &[&str],
+            &$arrays.source as &[&str],
+            &$arrays.subject as &[&str],
+            &$arrays.event_time,
+            &$arrays.data_schema as &[&str],
+            &$arrays.payload as &[&[u8]],
+            &$arrays.traceparent as &[Option<&str>]
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_with_events;
+
 /// Writes `event` for `topic` into the outbox of the connection's schema, and notifies
 /// `channel` (delivered when the transaction commits). Call inside the transaction of the
 /// change.
@@ -66,74 +141,11 @@ pub async fn enqueue_all(
     if events.is_empty() {
         return Ok(());
     }
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH e AS (SELECT * FROM {EVENTS_UNNEST}), o AS ({INSERT_FROM_E}) SELECT pg_notify($11, '')"
-        )
-    });
-    let query = sqlx::query(SQL.as_str());
-    bind_events(query, events)
-        .bind(channel)
+    let arrays = EventArrays::of(events);
+    query_with_events!(arrays, " SELECT pg_notify($11, '')", channel)
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// `unnest` of the ten arrays [`bind_events`] binds as `$1`..`$10`, one row per event with
-/// its position `n` (from 1): columns `topic, record_key, event_id, event_type, source,
-/// subject, event_time, data_schema, payload, traceparent, n`. Use as `FROM {EVENTS_UNNEST}`
-/// in a CTE named `e`.
-pub(crate) const EVENTS_UNNEST: &str = "unnest($1::text[], $2::text[], $3::uuid[], \
-     $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::bytea[], \
-     $10::text[]) WITH ORDINALITY AS e(topic, record_key, event_id, event_type, source, \
-     subject, event_time, data_schema, payload, traceparent, n)";
-
-/// Inserts the rows of a CTE `e` (see [`EVENTS_UNNEST`]) into the outbox in the order of
-/// `n`, so their ids (the relay's order) follow the events' order.
-pub(crate) const INSERT_FROM_E: &str = "INSERT INTO outbox (topic, record_key, event_id, \
-     event_type, source, subject, event_time, data_schema, payload, traceparent) \
-     SELECT topic, record_key, event_id, event_type, source, subject, event_time, \
-     data_schema, payload, traceparent FROM e ORDER BY n";
-
-/// Binds `$1`..`$10` of [`EVENTS_UNNEST`]: one array element per event.
-pub(crate) fn bind_events<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    events: &'q [(&'q str, &'q CloudEvent)],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let text = |f: fn(&'q CloudEvent) -> &'q str| -> Vec<&'q str> {
-        events.iter().map(|(_, e)| f(e)).collect()
-    };
-    query
-        .bind(
-            events
-                .iter()
-                .map(|(topic, _)| *topic)
-                .collect::<Vec<&str>>(),
-        )
-        .bind(text(|e| &e.key))
-        .bind(events.iter().map(|(_, e)| e.id).collect::<Vec<Uuid>>())
-        .bind(text(|e| &e.event_type))
-        .bind(text(|e| &e.source))
-        .bind(text(|e| &e.subject))
-        .bind(
-            events
-                .iter()
-                .map(|(_, e)| e.time)
-                .collect::<Vec<chrono::DateTime<chrono::Utc>>>(),
-        )
-        .bind(text(|e| &e.data_schema))
-        .bind(
-            events
-                .iter()
-                .map(|(_, e)| e.data.as_slice())
-                .collect::<Vec<&[u8]>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|(_, e)| e.traceparent.as_deref())
-                .collect::<Vec<Option<&str>>>(),
-        )
 }
 
 /// Errors of one relay round.

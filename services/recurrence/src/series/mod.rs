@@ -108,7 +108,7 @@ pub(crate) struct OccurrenceRow {
 macro_rules! query_series {
     ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
-            SeriesRow,
+            $crate::series::SeriesRow,
             $head + "id, current_task, occurrence_count, end_time, end_reason" + $tail
             $(, $arg)*
         )
@@ -122,7 +122,7 @@ pub(crate) use query_series;
 macro_rules! query_occurrence {
     ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
-            OccurrenceRow,
+            $crate::series::OccurrenceRow,
             $head + "position, used, wall_time, skipped, successor_request" + $tail
             $(, $arg)*
         )
