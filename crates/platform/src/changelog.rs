@@ -370,6 +370,22 @@ pub enum ReadError {
     Database(#[from] sqlx::Error),
 }
 
+/// The page size of a change-log read request (TaskService's `ListChanges`, ReminderService's
+/// `ListNotificationChanges`): `page_size` as AIP-158 says (0: 500, at most
+/// [`crate::pages::MAX_PAGE_SIZE`]), and `after_sequence` must not be negative.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` with a field violation for each bad field.
+pub fn read_size(after_sequence: i64, page_size: i32) -> Result<i64, tonic::Status> {
+    let mut v = crate::grpc::Violations::new();
+    let size = crate::pages::page_size(page_size, 500, &mut v);
+    if after_sequence < 0 {
+        v.add("after_sequence", "must not be negative");
+    }
+    v.check()?;
+    Ok(size)
+}
+
 /// Reads `user`'s changes after sequence `after`, at most `limit`, with the latest sequence,
 /// in one REPEATABLE READ snapshot. `after = i64::MAX` asks only for the latest sequence.
 ///

@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use sqlx::PgPool;
 use taskmesh_platform::{
     auth::Caller,
+    changelog,
     grpc::{Violations, invalid_argument},
     pages::{Binding, PageTokens, page_size},
 };
@@ -464,12 +465,7 @@ impl TaskService for TaskServiceImpl {
     ) -> Result<Response<pb::ListChangesResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let size = page_size(req.page_size, 500, &mut v);
-        if req.after_sequence < 0 {
-            v.add("after_sequence", "must not be negative");
-        }
-        v.check()?;
+        let size = changelog::read_size(req.after_sequence, req.page_size)?;
         let (changes, latest_sequence) =
             list::changes(&self.pool, &caller.user, req.after_sequence, size).await?;
         Ok(Response::new(pb::ListChangesResponse {

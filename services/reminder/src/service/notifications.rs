@@ -181,12 +181,7 @@ impl ReminderServiceImpl {
     ) -> Result<Response<pb::ListNotificationChangesResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let size = page_size(req.page_size, 500, &mut v);
-        if req.after_sequence < 0 {
-            v.add("after_sequence", "must not be negative");
-        }
-        v.check()?;
+        let size = changelog::read_size(req.after_sequence, req.page_size)?;
         let (entries, latest_sequence) =
             changelog::read(&self.pool, &caller.user, req.after_sequence, size)
                 .await
